@@ -1,0 +1,5 @@
+"""Allows `python -m cnnserve`."""
+
+from cnnserve.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Plain data shared across the service: tensor and model specifications, and the model-state vocabulary.
+
+Shapes here always include the batch dimension: -1 when the model batches (max_batch_size > 0), as ModelMetadata
+reports them. ModelConfig (Triton's convention) reports dims without it; the servicer converts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str  # Open Inference Protocol name: "FP32", "INT64", "BYTES", ...
+    shape: tuple[int, ...]  # -1 marks a variable dimension; the first is the batch axis when batching
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    max_queue_delay_us: int = 500
+    """How long the oldest queued request may wait for batch-mates before its batch runs anyway."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Batch sizes (in items) at which a batch is sent at once, before max_batch_size is reached."""
+    max_queue_size: int = 1024
+    """Items waiting at most; one more gets RESOURCE_EXHAUSTED at once (0 = unbounded is refused)."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    intra_op_threads: int = 0
+    """ONNX Runtime intra-op threads per instance; 0 lets ONNX Runtime choose (one per core)."""
+    inter_op_threads: int = 1
+    graph_optimization_level: str = "all"  # disable | basic | extended | all
+    allow_spinning: bool = False
+    """ORT's intra-op threads spin-wait by default; on small machines that CPU is taken from the gRPC loop."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's configuration: config.json merged with what the ONNX graph says."""
+
+    name: str
+    platform: str  # "onnxruntime_onnx"
+    max_batch_size: int  # 0 = the model does not batch; its shapes then carry no batch axis
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dynamic_batching: DynamicBatching | None = DynamicBatching()
+    instance_count: int = 1
+    labels: tuple[str, ...] = ()  # from the labels file; index -> label for the classification extension
+    label_output: str | None = None  # the output the labels describe
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: size, channels, mean/std...
+    parameters: dict[str, str] = field(default_factory=dict)  # free-form, reported in metadata and config
+    session: SessionOptions = SessionOptions()
+    execution_providers: tuple[str, ...] = ("cuda", "cpu")  # preference order; the first that works is used
+    version_policy: dict[str, Any] = field(default_factory=lambda: {"latest": {"num_versions": 1}})
+
+
+class ModelState(enum.StrEnum):
+    """States as RepositoryIndex reports them (Triton's words)."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
