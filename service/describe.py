@@ -1,0 +1,86 @@
+"""Describes loaded models in the protocol's terms: ModelMetadata, Triton's ModelConfig, repository index entries.
+
+Two shape conventions meet here: ModelMetadata keeps the batch axis as -1 (perf_analyzer drops it when
+max_batch_size > 0), ModelConfig omits it (Triton's `dims`). A per-item scalar (shape [-1]) has no dims left, which
+Triton's config cannot express; it is reported as dims [1] with a reshape to [] the way Triton models do.
+"""
+
+from __future__ import annotations
+
+from cnnserve_api import grpc_service_pb2 as pb
+from service.codec import triton_data_type
+from service.types import ModelSpec, TensorSpec
+
+PLATFORM = "onnxruntime_onnx"
+BACKEND = "onnxruntime"
+
+
+def tensor_metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape)
+    )
+
+
+def model_metadata(spec: ModelSpec, versions: list[int]) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=spec.name,
+        versions=[str(v) for v in sorted(versions)],
+        platform=spec.platform or PLATFORM,
+        inputs=[tensor_metadata(t) for t in spec.inputs],
+        outputs=[tensor_metadata(t) for t in spec.outputs],
+    )
+
+
+def _item_dims(spec: ModelSpec, tensor: TensorSpec) -> tuple[list[int], list[int] | None]:
+    """Per-item dims for Triton's config, plus a reshape target when the item is a scalar."""
+    dims = list(tensor.shape[1:] if spec.max_batch_size > 0 else tensor.shape)
+    if not dims:
+        return [1], []
+    return dims, None
+
+
+def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.ModelConfig:
+    on_gpu = provider.startswith(("CUDA", "Tensorrt"))
+    config = pb.ModelConfig(
+        name=spec.name,
+        platform=spec.platform or PLATFORM,
+        backend=BACKEND,
+        max_batch_size=spec.max_batch_size,
+        default_model_filename="model.onnx",
+    )
+    _set_version_policy(config, spec)
+    for tensor in spec.inputs:
+        dims, reshape = _item_dims(spec, tensor)
+        entry = config.input.add(name=tensor.name, data_type=triton_data_type(tensor.datatype), dims=dims)
+        if reshape is not None:
+            entry.reshape.shape.extend(reshape)
+    for tensor in spec.outputs:
+        dims, reshape = _item_dims(spec, tensor)
+        entry = config.output.add(name=tensor.name, data_type=triton_data_type(tensor.datatype), dims=dims)
+        if reshape is not None:
+            entry.reshape.shape.extend(reshape)
+        if labels_file and tensor.name == spec.label_output:
+            entry.label_filename = labels_file
+    config.instance_group.add(
+        name=f"{spec.name}_0",
+        count=spec.instance_count,
+        kind=pb.ModelInstanceGroup.KIND_GPU if on_gpu else pb.ModelInstanceGroup.KIND_CPU,
+    )
+    if spec.dynamic_batching is not None and spec.max_batch_size > 0:
+        batching = spec.dynamic_batching
+        config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+        config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+    parameters = {**spec.parameters, "execution_provider": provider}
+    for key, value in parameters.items():
+        config.parameters[key].string_value = str(value)
+    return config
+
+
+def _set_version_policy(config: pb.ModelConfig, spec: ModelSpec) -> None:
+    policy = spec.version_policy or {"latest": {"num_versions": 1}}
+    if "all" in policy:
+        config.version_policy.all.SetInParent()
+    elif "specific" in policy:
+        config.version_policy.specific.versions.extend(int(v) for v in policy["specific"].get("versions", []))
+    else:
+        config.version_policy.latest.num_versions = int(policy.get("latest", {}).get("num_versions", 1))

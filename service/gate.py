@@ -1,0 +1,54 @@
+"""The admission gate: counts requests in progress and closes for draining at shutdown.
+
+Separate from the batcher because a request is "accepted" from the moment its handler starts (decode included),
+and shutdown must wait for every accepted request, whichever model it is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from service.errors import ModelNotReady
+
+
+class RequestGate:
+    def __init__(self) -> None:
+        self._in_progress = 0
+        self._closed = False
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def in_progress(self) -> int:
+        return self._in_progress
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        if self._closed:
+            raise ModelNotReady("server is shutting down: not accepting new requests")
+        self._in_progress += 1
+        try:
+            yield
+        finally:
+            self._in_progress -= 1
+            if self._in_progress == 0 and self._idle is not None:
+                self._idle.set()
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Waits until no admitted request remains; False when the timeout came first."""
+        if self._in_progress == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True

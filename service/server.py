@@ -1,0 +1,140 @@
+"""Assembles and runs the server: gRPC (inference, health, reflection), the HTTP listener, the model registry.
+
+Start-up order lets probes tell "alive but loading" from "ready": listeners first (live), then models load and
+warm up, then readiness turns on. Shutdown runs the other way: not ready at once, refuse new requests, finish every
+accepted one within the grace period, then stop the listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service.config import Settings
+from service.gate import RequestGate
+from service.health import HealthReporter
+from service.http import HttpServer, start_http_server
+from service.metrics import Metrics
+from service.models import ModelManager, ServedModel
+from service.servicer import InferenceServicer
+
+logger = logging.getLogger(__name__)
+
+
+class InferenceServer:
+    """One server instance; tests start several in one process on ephemeral ports."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.gate = RequestGate()
+        self.health = HealthReporter()
+        self.models = ModelManager(settings, on_model_event=self._on_model_event)
+        self.metrics.attach_models(self.models)
+        self._grpc: grpc.aio.Server | None = None
+        self._http: HttpServer | None = None
+        self._health_tasks: set[asyncio.Task[None]] = set()
+        self.grpc_port = 0
+        self.http_port = 0
+
+    def is_live(self) -> bool:
+        return self._grpc is not None
+
+    def is_ready(self) -> bool:
+        return self._grpc is not None and not self.gate.closed and self.models.all_ready()
+
+    async def start(self) -> None:
+        await self._start_grpc()
+        if self.settings.http_port >= 0:
+            self._http = await start_http_server(
+                self.settings.host, self.settings.http_port,
+                metrics=self.metrics, live=self.is_live, ready=self.is_ready,
+            )
+            self.http_port = self._http.port
+        await self.health.set_live()
+        await self.health.set_ready(False)
+        logger.info("event=listening grpc=%s:%d http=%s:%d", self.settings.host, self.grpc_port,
+                    self.settings.host, self.http_port)
+        await self.models.start()
+        await self._refresh_readiness()
+        logger.info("event=ready ready=%s models=%d", self.is_ready(), len(self.models.served_models()))
+
+    async def _start_grpc(self) -> None:
+        limit = self.settings.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.settings, self.models, self.metrics, self.gate), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        reflection.enable_server_reflection(
+            (
+                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        self.grpc_port = server.add_insecure_port(f"{self.settings.host}:{self.settings.grpc_port}")
+        if self.grpc_port == 0:
+            raise OSError(f"cannot bind gRPC to {self.settings.host}:{self.settings.grpc_port}")
+        await server.start()
+        self._grpc = server
+
+    def _on_model_event(self, model: ServedModel, loaded: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh_readiness())
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _refresh_readiness(self) -> None:
+        for entry in self.models.index():
+            await self.health.set_model(entry.name, self.models.is_ready(entry.name))
+        await self.health.set_ready(self.is_ready())
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drains: not ready at once, new requests refused, accepted ones finished (up to the grace period)."""
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.gate.close()
+        await self.health.set_ready(False)
+        logger.info("event=draining in_progress=%d grace_s=%.1f", self.gate.in_progress, grace)
+        drained = await self.gate.wait_idle(grace)
+        await self.models.stop(drain=drained)
+        await self.health.shutting_down()
+        if self._http is not None:
+            await self._http.close()
+        if self._grpc is not None:
+            await self._grpc.stop(max(0.0, grace - (loop.time() - started)))
+        logger.info("event=stopped drained=%s", drained)
+
+
+async def serve(settings: Settings) -> None:
+    """Runs until SIGTERM or SIGINT, then drains and returns."""
+    server = InferenceServer(settings)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    startup = asyncio.create_task(server.start())
+    waiter = asyncio.create_task(stop_requested.wait())
+    await asyncio.wait({startup, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if startup.done():
+        startup.result()
+        await waiter
+    else:
+        startup.cancel()
+    logger.info("event=signal action=drain")
+    await server.stop()

@@ -1,0 +1,229 @@
+"""GRPCInferenceService: each RPC converts the request, calls the model registry, converts the answer back.
+
+Errors: a ServiceError aborts with its own status and message; anything else is logged with its traceback and
+answered INTERNAL with a generic message, so internals never reach clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from cnnserve import __version__
+from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from service import describe, statistics
+from service.codec import decode_inputs, encode_response
+from service.config import Settings
+from service.errors import FailedPrecondition, ServiceError
+from service.gate import RequestGate
+from service.metrics import Metrics
+from service.models import ModelManager
+
+logger = logging.getLogger(__name__)
+
+# Only what really works: perf_analyzer asks ModelStatistics only when "statistics" is listed.
+EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics")
+STREAM_MAX_IN_FLIGHT = 128  # per stream: bounds the tasks one client can pile up
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def _status_name(code: grpc.StatusCode) -> str:
+    return str(code.name).lower()
+
+
+def unary(method: Handler[Request, Response]) -> Handler[Request, Response]:
+    """Maps exceptions to gRPC statuses for a unary RPC."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except ServiceError as err:
+            await context.abort(err.code, str(err))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            logger.exception("rpc=%s failed unexpectedly", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        raise AssertionError("unreachable: context.abort raises")
+
+    return wrapper
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(
+        self, settings: Settings, models: ModelManager, metrics: Metrics, gate: RequestGate
+    ) -> None:
+        self._settings = settings
+        self._models = models
+        self._metrics = metrics
+        self._gate = gate
+
+    # -- health and metadata -------------------------------------------------------------------------------
+
+    @unary
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @unary
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=not self._gate.closed and self._models.all_ready())
+
+    @unary
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        ready = not self._gate.closed and self._models.is_ready(request.name, request.version)
+        return pb.ModelReadyResponse(ready=ready)
+
+    @unary
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=self._settings.server_name, version=__version__, extensions=list(EXTENSIONS)
+        )
+
+    @unary
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        model = self._models.get(request.name, request.version)
+        versions = [m.version for m in self._models.served_models() if m.name == model.name]
+        return describe.model_metadata(model.spec, versions)
+
+    @unary
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        model = self._models.get(request.name, request.version)
+        labels_file = "labels.txt" if model.spec.labels else None
+        return pb.ModelConfigResponse(config=describe.model_config(model.spec, model.provider, labels_file))
+
+    @unary
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        if request.name:
+            self._models.get(request.name, request.version)  # NOT_FOUND for unknown names and versions
+        selected = [
+            m
+            for m in self._models.served_models()
+            if (not request.name or m.name == request.name)
+            and (not request.version or str(m.version) == request.version)
+        ]
+        return pb.ModelStatisticsResponse(model_stats=[statistics.model_statistics(m) for m in selected])
+
+    # -- repository -------------------------------------------------------------------------------------------
+
+    @unary
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
+        entries = self._models.index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=e.name, version=e.version, state=str(e.state), reason=e.reason
+                )
+                for e in entries
+            ]
+        )
+
+    @unary
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        self._require_explicit_mode("load")
+        await self._models.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @unary
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        self._require_explicit_mode("unload")
+        await self._models.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _require_explicit_mode(self, action: str) -> None:
+        mode = self._settings.model_control_mode
+        if mode != "explicit":
+            raise FailedPrecondition(
+                f"model {action} is only allowed in 'explicit' model control mode; this server runs in '{mode}'"
+            )
+
+    # -- inference --------------------------------------------------------------------------------------------
+
+    @unary
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        return await self._infer(request, _deadline(context))
+
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
+        started = time.monotonic()
+        async with self._gate.admit():
+            model = self._models.get(request.model_name, request.model_version)
+            model_metrics = self._metrics.for_model(model.name, str(model.version))
+            outcome = "success"
+            try:
+                with model_metrics.track_inflight():
+                    decoded = decode_inputs(request, model.spec)
+                    outputs = await model.infer(decoded.inputs, deadline=deadline)
+                    return encode_response(
+                        request, model.spec, str(model.version), outputs, decoded.requested_outputs,
+                        model.spec.labels,
+                    )
+            except ServiceError as err:
+                outcome = _status_name(err.code)
+                raise
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            except Exception:
+                outcome = "internal"
+                raise
+            finally:
+                model_metrics.observe_request(outcome, time.monotonic() - started)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Runs a stream's requests concurrently; each answer (or its error) is written as it completes.
+
+        Errors travel in `error_message` and never end the stream, as Triton's clients expect.
+        """
+        write_lock = asyncio.Lock()
+        slots = asyncio.Semaphore(STREAM_MAX_IN_FLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, _deadline(context)))
+            except ServiceError as err:
+                reply = pb.ModelStreamInferResponse(error_message=f"{err.code.name}: {err}")
+            except Exception:
+                logger.exception("rpc=ModelStreamInfer request failed unexpectedly")
+                reply = pb.ModelStreamInferResponse(error_message="INTERNAL: internal error; see the server log")
+            finally:
+                slots.release()
+            async with write_lock:
+                await context.write(reply)
+
+        try:
+            async for request in request_iterator:
+                await slots.acquire()
+                task = asyncio.create_task(answer(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
