@@ -56,6 +56,7 @@ class ModelSpec:
     session: SessionOptions = SessionOptions()
     execution_providers: tuple[str, ...] = ("cuda", "cpu")  # preference order; the first that works is used
     version_policy: dict[str, Any] = field(default_factory=lambda: {"latest": {"num_versions": 1}})
+    postprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: which output, value range
 
 
 class ModelState(enum.StrEnum):
