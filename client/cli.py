@@ -1,0 +1,100 @@
+"""`cnnserve classify | generate | models | health`: the client side of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from client import images
+from client.client import Client
+from client.errors import ClientError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnserve")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--url", default="127.0.0.1:8001", help="server address HOST:PORT")
+        sub.add_argument("--timeout-s", type=float, default=30.0)
+        return sub
+
+    classify = add("classify", "classify image files")
+    classify.add_argument("--model", default="digits_cnn")
+    classify.add_argument("--top-k", type=int, default=3)
+    classify.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    classify.add_argument("files", nargs="+", type=Path)
+
+    generate = add("generate", "generate images and write a PNG grid")
+    generate.add_argument("--model", default="cdcgan_digits")
+    generate.add_argument("-n", type=int, default=16, help="how many images")
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--label", type=int, help="class index for a conditional generator")
+    generate.add_argument("--out", type=Path, default=Path("grid.png"))
+    generate.add_argument("--out-dir", type=Path, help="also write each image as its own PNG here")
+
+    models = add("models", "list the server's models")
+    models.add_argument("--json", action="store_true")
+
+    health = add("health", "exit 0 when the server (or --model) is ready, 1 otherwise")
+    health.add_argument("--model", default="", help="check this model's readiness instead of the server's")
+    health.add_argument("--live", action="store_true", help="check liveness only")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    try:
+        with Client(args.url, timeout=args.timeout_s) as client:
+            return int(COMMANDS[args.command](client, args))
+    except ClientError as err:
+        print(f"cnnserve {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+def _classify(client: Client, args: argparse.Namespace) -> int:
+    results = client.classify(args.model, args.files, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([{"file": str(f), "top": [{"label": lbl, "probability": p} for lbl, p in r]}
+                          for f, r in zip(args.files, results, strict=True)], indent=2))
+        return 0
+    for file, ranked in zip(args.files, results, strict=True):
+        print(f"{file}: " + "  ".join(f"{label} {probability:.3f}" for label, probability in ranked))
+    return 0
+
+
+def _generate(client: Client, args: argparse.Namespace) -> int:
+    generated = client.generate(args.model, args.n, seed=args.seed, label=args.label)
+    images.grid(generated).save(args.out)
+    print(f"wrote {args.out} ({len(generated)} images)")
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(generated):
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(args.out_dir / f"{i:04d}.png")
+    return 0
+
+
+def _models(client: Client, args: argparse.Namespace) -> int:
+    entries = client.models()
+    if args.json:
+        print(json.dumps([e.__dict__ for e in entries], indent=2))
+        return 0
+    for e in entries:
+        print(f"{e.name:<24} {e.version or '-':<8} {e.state:<12} {e.reason}")
+    return 0
+
+
+def _health(client: Client, args: argparse.Namespace) -> int:
+    service = "" if args.live else (args.model or "ready")
+    ok = client.health_check(service)
+    print(f"{service or 'live'}: {'SERVING' if ok else 'NOT_SERVING'}")
+    return 0 if ok else 1
+
+
+COMMANDS = {"classify": _classify, "generate": _generate, "models": _models, "health": _health}
