@@ -1,0 +1,300 @@
+"""Dynamic batching: queue requests, merge them into batches, run them on N executors, split outputs.
+
+Knows nothing of gRPC or ONNX: it drives any `async (inputs) -> outputs` callable whose tensors share axis 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotReady,
+    QueueFull,
+    ServiceError,
+)
+
+logger = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+RunBatch = Callable[[Tensors], Awaitable[Tensors]]  # inputs concatenated on axis 0 -> outputs, same leading dim
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What the observer learns about each executed batch (for metrics and ModelStatistics)."""
+
+    items: int  # total items (sum of request leading dims; 1 per request when max_batch_size == 0)
+    requests: int
+    queue_seconds: tuple[float, ...]  # per request: enqueue -> batch start
+    run_seconds: float  # time inside run_batch
+    failed: bool
+
+
+class _Request:
+    __slots__ = ("deadline", "enqueued", "future", "inputs", "items", "queued", "signature")
+
+    def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None) -> None:
+        self.inputs, self.items, self.signature, self.deadline = inputs, items, signature, deadline
+        self.future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        self.enqueued = time.monotonic()
+        self.queued = True  # False once taken into a batch or removed
+
+
+class Batcher:
+    """One per model version. `concurrency` batches run at once (one per model instance); while they run, the
+    queue keeps filling, so the next batch is as large as it can be when an executor frees up."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_queue_delay_us: int,
+        preferred_batch_sizes: Sequence[int] = (),
+        max_queue_size: int = 1024,
+        concurrency: int = 1,
+        observer: Callable[[BatchRecord], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        if max_batch_size < 0:
+            raise ValueError(f"max_batch_size must be >= 0 (0 = the model does not batch), got {max_batch_size}")
+        if max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be >= 0, got {max_queue_delay_us}")
+        if any(not 0 < p <= max_batch_size for p in preferred_batch_sizes):
+            raise ValueError(
+                f"preferred_batch_sizes must lie in 1..{max_batch_size} (max_batch_size), "
+                f"got {list(preferred_batch_sizes)}"
+            )
+        if max_queue_size < 1 or concurrency < 1:
+            raise ValueError(f"max_queue_size and concurrency must be >= 1, got {max_queue_size}, {concurrency}")
+        self._run_batch, self._observer, self._name = run_batch, observer, name
+        self._max_batch_size, self._max_queue_size = max_batch_size, max_queue_size
+        self._concurrency = concurrency
+        self._delay = max_queue_delay_us / 1e6
+        self._preferred = frozenset(preferred_batch_sizes)
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued_items = 0
+        self._in_flight = 0
+        self._running = 0  # batches executing now
+        self._closing = False
+        self._stopped: str | None = None  # why submit is refused after a crash
+        self._wakeup: asyncio.Event | None = None  # created in the running loop, with the loop task
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def queued_items(self) -> int:
+        """Items accepted and waiting for a batch."""
+        return self._queued_items
+
+    @property
+    def in_flight_requests(self) -> int:
+        """Requests whose batch is executing now."""
+        return self._in_flight
+
+    async def submit(self, inputs: Tensors, *, deadline: float | None = None) -> Tensors:
+        """Queue one request; return its rows of the batch outputs. `deadline`: a time.monotonic() value."""
+        if self._closing or self._stopped:
+            raise ModelNotReady(self._stopped or f"model '{self._name}' is unloading")
+        items, signature = self._measure(inputs)
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded(f"model '{self._name}': deadline passed before the request was queued")
+        if self._queued_items + items > self._max_queue_size:
+            raise QueueFull(
+                f"model '{self._name}': queue holds {self._queued_items} of {self._max_queue_size} items, "
+                f"no room for {items} more"
+            )
+        wakeup = self._start()
+        request = _Request(inputs, items, signature, deadline)
+        self._queue.append(request)
+        self._queued_items += items
+        wakeup.set()
+        try:
+            if deadline is not None:
+                await asyncio.wait((request.future,), timeout=max(0.0, deadline - time.monotonic()))
+                if request.queued:  # still waiting for a batch: answer now, never run it
+                    self._unqueue(request)
+                    raise DeadlineExceeded(f"model '{self._name}': deadline passed while queued")
+            return await request.future
+        except asyncio.CancelledError:  # the client went away: drop it from the queue, or drop its result
+            if request.queued:
+                self._unqueue(request)
+            request.future.cancel()
+            raise
+
+    async def close(self, *, drain: bool = True) -> None:
+        """Refuse new requests; run (drain) or fail (no drain) the queued ones; wait for running batches."""
+        self._closing = True
+        if not drain:
+            while self._queue:
+                self._unqueue(self._queue[0], ModelNotReady(f"model '{self._name}' is unloading"))
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _measure(self, inputs: Tensors) -> tuple[int, object]:
+        if not inputs:
+            raise InvalidInput(f"model '{self._name}': a request needs at least one input")
+        # Requests merge only with requests of the same names, dtypes and per-item shapes.
+        signature = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        if self._max_batch_size == 0:
+            return 1, signature
+        dims = {v.shape[0] if v.ndim else 0 for v in inputs.values()}
+        items = dims.pop()
+        if dims or items < 1:
+            raise InvalidInput(f"model '{self._name}': inputs need one shared batch dimension >= 1")
+        if items > self._max_batch_size:
+            raise InvalidInput(f"model '{self._name}': batch of {items} exceeds max_batch_size {self._max_batch_size}")
+        return items, signature
+
+    def _start(self) -> asyncio.Event:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop(self._wakeup))
+        return self._wakeup
+
+    def _unqueue(self, request: _Request, error: BaseException | None = None) -> None:
+        self._queue.remove(request)
+        request.queued = False
+        self._queued_items -= request.items
+        if error is not None:
+            _fail(request.future, error)
+        if self._wakeup is not None:
+            self._wakeup.set()  # the front may have changed
+
+    async def _loop(self, wakeup: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue or not self._closing:
+                wakeup.clear()
+                timer = None
+                if self._queue and self._running < self._concurrency:
+                    batch, wait = self._take(time.monotonic())
+                    if batch:
+                        self._running += 1
+                        self._in_flight += len(batch)
+                        task = loop.create_task(self._execute(batch))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                        continue
+                    if wait is None:  # all it took had expired or been cancelled: look again
+                        continue
+                    timer = loop.call_later(wait, wakeup.set)
+                await wakeup.wait()
+                if timer is not None:
+                    timer.cancel()
+        except BaseException as exc:  # a bug, or the event loop shutting down: fail what waits, never hang
+            if not isinstance(exc, asyncio.CancelledError):
+                logger.exception("event=batcher_crashed model=%s", self._name)
+            self._stopped = f"model '{self._name}': batcher stopped"
+            while self._queue:
+                self._unqueue(self._queue[0], InferenceFailed(self._stopped))
+            if not isinstance(exc, Exception):
+                raise
+
+    def _take(self, now: float) -> tuple[list[_Request], float | None]:
+        """Pop the next batch if one is due (empty if all it took had expired or been cancelled) and None;
+        else ([], seconds until the oldest request's delay ends)."""
+        limit = self._max_batch_size or 1
+        head = self._queue[0]
+        totals: list[int] = []  # items in the batch if it ends after each queued request, in FIFO order
+        full = False
+        for request in self._queue:
+            total = (totals[-1] if totals else 0) + request.items
+            if total > limit or request.signature != head.signature:
+                full = True  # requests are never split or reordered: this one starts the next batch
+                break
+            totals.append(total)
+            if total == limit:
+                full = True
+                break
+        cut = len(totals)
+        waited = now - head.enqueued
+        if not (full or self._closing or waited >= self._delay):
+            cut = max((i + 1 for i, total in enumerate(totals) if total in self._preferred), default=0)
+            if not cut:
+                return [], self._delay - waited
+        batch = []
+        for _ in range(cut):
+            request = self._queue.popleft()
+            request.queued = False
+            self._queued_items -= request.items
+            if request.deadline is not None and request.deadline <= now:
+                _fail(request.future, DeadlineExceeded(f"model '{self._name}': deadline passed while queued"))
+            elif not request.future.done():
+                batch.append(request)
+        return batch, None
+
+    async def _execute(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
+        queue_seconds = tuple(started - r.enqueued for r in batch)
+        run_seconds, failed = 0.0, True
+        try:
+            if len(batch) == 1:
+                inputs = batch[0].inputs
+            else:
+                inputs = {k: np.concatenate([r.inputs[k] for r in batch]) for k in batch[0].inputs}
+            run_started = time.monotonic()
+            try:
+                outputs = await self._run_batch(inputs)
+            finally:
+                run_seconds = time.monotonic() - run_started
+            if self._max_batch_size == 0:
+                _answer(batch[0].future, outputs)
+            else:
+                total = sum(r.items for r in batch)
+                if any(v.ndim == 0 or v.shape[0] != total for v in outputs.values()):
+                    raise InferenceFailed(f"model '{self._name}': outputs do not have the batch's {total} rows")
+                start = 0
+                for r in batch:
+                    end = start + r.items
+                    _answer(r.future, {k: v[start:end] for k, v in outputs.items()})
+                    start = end
+            failed = False
+        except Exception as exc:
+            logger.warning(
+                "event=batch_failed model=%s requests=%d error=%s", self._name, len(batch), type(exc).__name__
+            )
+            for r in batch:
+                error = exc
+                if not isinstance(exc, ServiceError):
+                    error = InferenceFailed(f"model '{self._name}': {type(exc).__name__} while running the batch")
+                    error.__cause__ = exc
+                _fail(r.future, error)
+        finally:
+            for r in batch:  # never leave a caller hanging, whatever escaped above
+                _fail(r.future, InferenceFailed(f"model '{self._name}': batch aborted"))
+            self._running -= 1
+            self._in_flight -= len(batch)
+            if self._wakeup is not None:
+                self._wakeup.set()
+            if self._observer is not None:
+                record = BatchRecord(sum(r.items for r in batch), len(batch), queue_seconds, run_seconds, failed)
+                try:
+                    self._observer(record)
+                except Exception:
+                    logger.exception("event=batch_observer_failed model=%s", self._name)
+
+
+# A future already done was answered, or its caller went away (cancelled): nothing to do then.
+def _answer(future: asyncio.Future[Tensors], outputs: Tensors) -> None:
+    if not future.done():
+        future.set_result(outputs)
+
+
+def _fail(future: asyncio.Future[Tensors], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

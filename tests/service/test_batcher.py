@@ -1,0 +1,545 @@
+"""Behaviour tests for service.batcher against a small real async model (y = 2x), no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.batcher import Batcher, BatchRecord, Tensors
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotReady,
+    QueueFull,
+    ServiceError,
+)
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+class Doubler:
+    """The fake model: records each batch it runs, may take `seconds` per batch, can be told to fail."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.batches: list[np.ndarray] = []
+        self.running = 0
+        self.max_running = 0
+        self.fail_when: Callable[[np.ndarray], bool] = lambda x: False
+
+    async def __call__(self, inputs: Tensors) -> Tensors:
+        x = inputs["x"]
+        self.batches.append(x)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            if self.seconds:
+                await asyncio.sleep(self.seconds)
+            if self.fail_when(x):
+                raise ZeroDivisionError("the model broke")
+            return {"y": x * 2}
+        finally:
+            self.running -= 1
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(b) for b in self.batches]
+
+
+def rows(n: int, rng: np.random.Generator | None = None) -> Tensors:
+    rng = rng or np.random.default_rng()
+    return {"x": rng.standard_normal((n, 3)).astype(np.float32)}
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_concurrent_requests_merge_and_each_caller_gets_its_own_answer() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.01)
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=20_000)
+        requests = [rows(1 + i % 3) for i in range(12)]
+        results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        for request, result in zip(requests, results, strict=True):
+            np.testing.assert_array_equal(result["y"], request["x"] * 2)
+        assert sum(model.sizes) == sum(len(r["x"]) for r in requests)
+        assert max(model.sizes) > 3  # requests were merged
+        assert all(size <= 8 for size in model.sizes)
+        await batcher.close()
+
+    run(main())
+
+
+def test_outputs_are_views_of_the_batch_and_a_lone_request_is_passed_through() -> None:
+    async def main() -> None:
+        seen: list[Tensors] = []
+
+        async def model(inputs: Tensors) -> Tensors:
+            seen.append(inputs)
+            return {"y": inputs["x"] * 2}
+
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000)
+        a, b = rows(2), rows(3)
+        ya, yb = await asyncio.gather(batcher.submit(a), batcher.submit(b))
+        assert ya["y"].base is not None and ya["y"].base is yb["y"].base  # slices, not copies
+        lone = rows(2)
+        await batcher.submit(lone)
+        assert seen[-1]["x"] is lone["x"]  # no concatenation for a batch of one
+        await batcher.close()
+
+    run(main())
+
+
+def test_full_batch_is_sent_without_waiting_for_the_delay() -> None:
+    async def main() -> None:
+        model = Doubler()
+        batcher = Batcher(model, max_batch_size=4, max_queue_delay_us=5_000_000)
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit(rows(1)) for _ in range(4)))
+        assert time.monotonic() - started < 1.0
+        assert model.sizes == [4]
+        await batcher.close()
+
+    run(main())
+
+
+def test_preferred_size_sends_the_largest_reachable_prefix_at_once() -> None:
+    async def main() -> None:
+        model = Doubler()
+        batcher = Batcher(model, max_batch_size=16, max_queue_delay_us=5_000_000, preferred_batch_sizes=[2, 4])
+        started = time.monotonic()
+        # Queued together: 1, 1, 2, 3 -> prefix totals 1, 2, 4, 7; 4 is the largest preferred size reachable.
+        first = [asyncio.ensure_future(batcher.submit(rows(n))) for n in (1, 1, 2, 3)]
+        await asyncio.gather(*first[:3])
+        assert time.monotonic() - started < 1.0
+        assert model.sizes == [4]
+        assert not first[3].done()
+        await batcher.close()  # a drain flushes the rest without waiting out the delay
+        assert model.sizes == [4, 3]
+
+    run(main())
+
+
+def test_lone_request_waits_about_the_delay_and_no_longer() -> None:
+    async def main() -> None:
+        model = Doubler()
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=100_000)
+        started = time.monotonic()
+        await batcher.submit(rows(1))
+        waited = time.monotonic() - started
+        assert 0.09 <= waited < 0.6
+        await batcher.close()
+
+    run(main())
+
+
+def test_zero_delay_runs_a_lone_request_at_once_and_batches_while_busy() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.05)
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=0)
+        started = time.monotonic()
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        assert model.sizes == [1]  # ran without waiting for company
+        later = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(5)]
+        await asyncio.gather(first, *later)
+        assert model.sizes == [1, 5]  # gathered while the executor was busy
+        assert time.monotonic() - started < 1.0
+        await batcher.close()
+
+    run(main())
+
+
+def test_requests_are_never_split_and_order_is_kept() -> None:
+    async def main() -> None:
+        model = Doubler()
+        batcher = Batcher(model, max_batch_size=4, max_queue_delay_us=10_000)
+        await asyncio.gather(*(batcher.submit(rows(n)) for n in (3, 2, 2, 1, 4)))
+        # FIFO, no splitting: [3] (the 2 would overflow it), [2, 2] full, [1] (the 4 would overflow it), [4].
+        assert model.sizes == [3, 4, 1, 4]
+        await batcher.close()
+
+    run(main())
+
+
+def test_requests_with_different_item_shapes_are_batched_apart() -> None:
+    async def main() -> None:
+        model = Doubler()
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000)
+        wide = {"x": np.ones((1, 5), np.float32)}
+        results = await asyncio.gather(batcher.submit(rows(1)), batcher.submit(wide), batcher.submit(rows(1)))
+        assert [r["y"].shape for r in results] == [(1, 3), (1, 5), (1, 3)]
+        assert model.sizes == [1, 1, 1]  # FIFO kept: the odd one splits the run
+        await batcher.close()
+
+    run(main())
+
+
+def test_max_batch_size_zero_runs_each_request_alone() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.01)
+        records: list[BatchRecord] = []
+        batcher = Batcher(model, max_batch_size=0, max_queue_delay_us=10_000, observer=records.append)
+        requests = [{"x": np.full((2, 3), i, np.float32)} for i in range(4)]  # no batch axis: a 2x3 input
+        results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        for request, result in zip(requests, results, strict=True):
+            np.testing.assert_array_equal(result["y"], request["x"] * 2)
+        assert model.sizes == [2, 2, 2, 2]
+        assert [r.items for r in records] == [1, 1, 1, 1]
+        await batcher.close()
+
+    run(main())
+
+
+def test_oversized_or_malformed_requests_are_refused() -> None:
+    async def main() -> None:
+        batcher = Batcher(Doubler(), max_batch_size=4, max_queue_delay_us=0)
+        with pytest.raises(InvalidInput):
+            await batcher.submit(rows(5))
+        with pytest.raises(InvalidInput):
+            await batcher.submit({"x": np.ones((2, 3)), "z": np.ones((3, 3))})
+        with pytest.raises(InvalidInput):
+            await batcher.submit({})
+        await batcher.close()
+
+    run(main())
+
+
+def test_constructor_rejects_invalid_settings() -> None:
+    for kwargs in (
+        {"max_batch_size": -1},
+        {"max_queue_delay_us": -5},
+        {"preferred_batch_sizes": [16]},
+        {"max_queue_size": 0},
+        {"concurrency": 0},
+    ):
+        settings_: dict[str, Any] = {"max_batch_size": 8, "max_queue_delay_us": 0, **kwargs}
+        with pytest.raises(ValueError):
+            Batcher(Doubler(), **settings_)
+
+
+def test_full_queue_refuses_at_once() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.05)
+        batcher = Batcher(model, max_batch_size=2, max_queue_delay_us=0, max_queue_size=4)
+        running = asyncio.ensure_future(batcher.submit(rows(2)))
+        await settle()  # now executing, so not queued
+        queued = [asyncio.ensure_future(batcher.submit(rows(2))) for _ in range(2)]
+        await settle()
+        assert batcher.queued_items == 4
+        started = time.monotonic()
+        with pytest.raises(QueueFull):
+            await batcher.submit(rows(1))
+        assert time.monotonic() - started < 0.1
+        await asyncio.gather(running, *queued)
+        assert batcher.queued_items == 0
+        await batcher.close()
+
+    run(main())
+
+
+def test_deadline_passing_while_queued_answers_deadline_exceeded_and_never_runs() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.5)
+        batcher = Batcher(model, max_batch_size=1, max_queue_delay_us=0)
+        blocker = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        doomed = rows(1)
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(doomed, deadline=time.monotonic() + 0.05)
+        assert time.monotonic() - started < 0.35  # answered at its deadline, not when the executor freed up
+        assert batcher.queued_items == 0
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(rows(1), deadline=time.monotonic() - 1)
+        await blocker
+        await batcher.close()
+        assert all(b is not doomed["x"] for b in model.batches)
+        assert model.sizes == [1]
+
+    run(main())
+
+
+def test_a_deadline_that_holds_still_gets_its_answer() -> None:
+    async def main() -> None:
+        batcher = Batcher(Doubler(seconds=0.01), max_batch_size=4, max_queue_delay_us=1_000)
+        x = rows(2)
+        result = await batcher.submit(x, deadline=time.monotonic() + 5)
+        np.testing.assert_array_equal(result["y"], x["x"] * 2)
+        await batcher.close()
+
+    run(main())
+
+
+def test_cancelled_while_queued_is_removed_and_never_run() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.05)
+        batcher = Batcher(model, max_batch_size=1, max_queue_delay_us=0)
+        blocker = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        gone = asyncio.ensure_future(batcher.submit(rows(1)))
+        stays = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        assert batcher.queued_items == 2
+        gone.cancel()
+        await settle()
+        assert batcher.queued_items == 1
+        await asyncio.gather(blocker, stays)
+        assert model.sizes == [1, 1]
+        await batcher.close()
+
+    run(main())
+
+
+def test_cancelled_while_running_leaves_its_batch_mates_answered() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.1)
+        batcher = Batcher(model, max_batch_size=4, max_queue_delay_us=10_000)
+        gone = asyncio.ensure_future(batcher.submit(rows(1)))
+        x = rows(1)
+        stays = asyncio.ensure_future(batcher.submit(x))
+        while not model.batches:  # wait until the batch of two is running
+            await asyncio.sleep(0.001)
+        assert batcher.in_flight_requests == 2
+        gone.cancel()
+        np.testing.assert_array_equal((await stays)["y"], x["x"] * 2)
+        assert model.sizes == [2]
+        assert gone.cancelled()
+        await batcher.close()
+
+    run(main())
+
+
+def test_a_failing_batch_fails_exactly_its_requests_and_the_next_batch_works() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.02)
+        model.fail_when = lambda x: bool((x == -1).any())
+        records: list[BatchRecord] = []
+        batcher = Batcher(model, max_batch_size=2, max_queue_delay_us=10_000, observer=records.append)
+        poison = {"x": -np.ones((1, 3), np.float32)}
+        mate, later = rows(1), rows(2)
+        outcomes = await asyncio.gather(
+            batcher.submit(poison), batcher.submit(mate), batcher.submit(later), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], InferenceFailed) and isinstance(outcomes[1], InferenceFailed)
+        assert isinstance(outcomes[0].__cause__, ZeroDivisionError)
+        assert "ZeroDivisionError" in str(outcomes[0])
+        assert isinstance(outcomes[2], dict)
+        np.testing.assert_array_equal(outcomes[2]["y"], later["x"] * 2)
+        assert [r.failed for r in records] == [True, False]
+        await batcher.close()
+
+    run(main())
+
+
+def test_service_errors_from_the_model_pass_through_unwrapped() -> None:
+    async def main() -> None:
+        async def unready(inputs: Tensors) -> Tensors:
+            raise ModelNotReady("session closed")
+
+        batcher = Batcher(unready, max_batch_size=2, max_queue_delay_us=0)
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(rows(1))
+        await batcher.close()
+
+    run(main())
+
+
+def test_wrong_output_rows_fail_the_batch() -> None:
+    async def main() -> None:
+        async def truncating(inputs: Tensors) -> Tensors:
+            return {"y": inputs["x"][:1]}
+
+        batcher = Batcher(truncating, max_batch_size=4, max_queue_delay_us=10_000)
+        outcomes = await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(1)), return_exceptions=True)
+        assert all(isinstance(o, InferenceFailed) for o in outcomes)
+        await batcher.close()
+
+    run(main())
+
+
+def test_close_with_drain_answers_every_accepted_request_then_refuses() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.02)
+        batcher = Batcher(model, max_batch_size=2, max_queue_delay_us=1_000_000)
+        requests = [rows(1) for _ in range(5)]
+        pending = [asyncio.ensure_future(batcher.submit(r)) for r in requests]
+        await settle()
+        started = time.monotonic()
+        await batcher.close(drain=True)
+        assert time.monotonic() - started < 0.5  # no waiting out the 1 s delay
+        assert all(p.done() for p in pending)
+        for request, p in zip(requests, pending, strict=True):
+            np.testing.assert_array_equal(p.result()["y"], request["x"] * 2)
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(rows(1))
+
+    run(main())
+
+
+def test_close_without_drain_fails_queued_and_finishes_running() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.05)
+        batcher = Batcher(model, max_batch_size=1, max_queue_delay_us=0)
+        running = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        queued = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(3)]
+        await settle()
+        await batcher.close(drain=False)
+        assert running.done() and running.exception() is None
+        assert all(isinstance(q.exception(), ModelNotReady) for q in queued)
+        assert model.sizes == [1]
+
+    run(main())
+
+
+def test_close_before_any_request_and_twice_is_harmless() -> None:
+    async def main() -> None:
+        batcher = Batcher(Doubler(), max_batch_size=2, max_queue_delay_us=0)
+        await batcher.close()
+        await batcher.close(drain=False)
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(rows(1))
+
+    run(main())
+
+
+def test_a_stopped_batcher_fails_pending_requests_and_refuses_new_ones() -> None:
+    async def main() -> None:
+        batcher = Batcher(Doubler(), max_batch_size=8, max_queue_delay_us=10_000_000)
+        waiting = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        # What the event loop does at shutdown: cancel every other task, the batcher's own loop included.
+        for task in asyncio.all_tasks() - {asyncio.current_task(), waiting}:
+            task.cancel()
+        with pytest.raises(InferenceFailed):
+            await asyncio.wait_for(waiting, timeout=1)
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(rows(1))
+        await batcher.close()
+
+    run(main())
+
+
+def test_concurrency_runs_batches_in_parallel() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.1)
+        batcher = Batcher(model, max_batch_size=1, max_queue_delay_us=0, concurrency=3)
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit(rows(1)) for _ in range(6)))
+        elapsed = time.monotonic() - started
+        assert model.max_running == 3
+        assert elapsed < 0.5  # 6 batches of 0.1 s on 3 executors: ~0.2 s, not 0.6 s
+        await batcher.close()
+
+    run(main())
+
+
+def test_observer_sees_items_requests_and_times() -> None:
+    async def main() -> None:
+        records: list[BatchRecord] = []
+        batcher = Batcher(Doubler(seconds=0.02), max_batch_size=8, max_queue_delay_us=5_000, observer=records.append)
+        await asyncio.gather(batcher.submit(rows(2)), batcher.submit(rows(3)))
+        await batcher.close()
+        (record,) = records
+        assert (record.items, record.requests, record.failed) == (5, 2, False)
+        assert len(record.queue_seconds) == 2 and all(0 <= q < 0.5 for q in record.queue_seconds)
+        assert 0.015 <= record.run_seconds < 0.5
+
+    run(main())
+
+
+# --- properties ------------------------------------------------------------------------------------------
+
+
+@st.composite
+def workloads(draw: st.DrawFn) -> dict[str, Any]:
+    max_batch_size = draw(st.integers(1, 8))
+    sizes = draw(st.lists(st.integers(1, max_batch_size), min_size=1, max_size=20))
+    gaps_us = draw(st.lists(st.sampled_from([0, 0, 0, 200, 1_000]), min_size=len(sizes), max_size=len(sizes)))
+    return {
+        "max_batch_size": max_batch_size,
+        "sizes": sizes,
+        "gaps_us": gaps_us,
+        "delay_us": draw(st.sampled_from([0, 500, 2_000])),
+        "preferred": draw(st.lists(st.integers(1, max_batch_size), max_size=2, unique=True)),
+        "concurrency": draw(st.integers(1, 3)),
+        "run_seconds": draw(st.sampled_from([0.0, 0.001])),
+    }
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads())
+def test_property_every_request_answered_once_in_order_within_max(w: dict[str, Any]) -> None:
+    async def main() -> None:
+        model = Doubler(seconds=w["run_seconds"])
+        records: list[BatchRecord] = []
+        batcher = Batcher(
+            model,
+            max_batch_size=w["max_batch_size"],
+            max_queue_delay_us=w["delay_us"],
+            preferred_batch_sizes=w["preferred"],
+            concurrency=w["concurrency"],
+            observer=records.append,
+        )
+        # Each request's rows carry its index, so a batch shows which requests it held and in what order.
+        requests = [{"x": np.full((n, 2), i, np.float32)} for i, n in enumerate(w["sizes"])]
+        pending: list[Awaitable[Tensors]] = []
+        for request, gap in zip(requests, w["gaps_us"], strict=True):
+            pending.append(asyncio.ensure_future(batcher.submit(request)))
+            await asyncio.sleep(gap / 1e6)
+        results = await asyncio.gather(*pending)
+        await batcher.close()
+
+        for request, result in zip(requests, results, strict=True):
+            np.testing.assert_array_equal(result["y"], request["x"] * 2)
+        assert all(0 < size <= w["max_batch_size"] for size in model.sizes)
+        if w["concurrency"] == 1:  # one executor: batches run in queue order
+            order = [int(v) for b in model.batches for v in dict.fromkeys(b[:, 0].tolist())]
+            assert order == list(range(len(requests)))
+        ran = sorted(int(v) for b in model.batches for v in dict.fromkeys(b[:, 0].tolist()))
+        assert ran == list(range(len(requests)))  # each request ran exactly once
+        assert sum(r.requests for r in records) == len(requests)
+        assert batcher.queued_items == 0 and batcher.in_flight_requests == 0
+
+    run(main())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 4), min_size=1, max_size=15),
+    cancel=st.lists(st.booleans(), min_size=15, max_size=15),
+    fail_every=st.integers(2, 5),
+)
+def test_property_cancellations_and_failures_never_leave_a_request_hanging(
+    sizes: list[int], cancel: list[bool], fail_every: int
+) -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.001)
+        calls = iter(range(1_000))
+        model.fail_when = lambda x: next(calls) % fail_every == 0
+        batcher = Batcher(model, max_batch_size=4, max_queue_delay_us=500, max_queue_size=64)
+        pending = [asyncio.ensure_future(batcher.submit(rows(n))) for n in sizes]
+        await asyncio.sleep(0)
+        for task, c in zip(pending, cancel, strict=False):
+            if c:
+                task.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout=5)
+        await batcher.close()
+        for outcome in outcomes:
+            assert isinstance(outcome, dict | ServiceError | asyncio.CancelledError)
+        assert batcher.queued_items == 0 and batcher.in_flight_requests == 0
+
+    run(main())
