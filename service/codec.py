@@ -1,0 +1,347 @@
+"""Tensors between numpy and the wire: decode and validate ModelInferRequest inputs against a ModelSpec, encode
+outputs into a ModelInferResponse (always raw little-endian bytes), and the classification extension.
+
+Pure functions: no gRPC server, no ONNX Runtime. Every refusal is an InvalidInput naming the tensor and the rule, raised
+before a request reaches the batcher, so a bad request never fails its batch-mates.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from cnnserve_api import grpc_service_pb2 as pb
+from service.datatypes import DATATYPES, DataTypeInfo, datatype_from_ort, datatype_info, triton_data_type
+from service.errors import InferenceFailed, InvalidInput
+from service.types import ModelSpec, TensorSpec
+
+__all__ = [
+    "DATATYPES",
+    "MAX_ELEMENTS",
+    "DataTypeInfo",
+    "DecodedRequest",
+    "RequestedOutput",
+    "classify",
+    "datatype_from_ort",
+    "decode_inputs",
+    "encode_response",
+    "tensor_to_raw",
+    "triton_data_type",
+]
+
+MAX_ELEMENTS = 2**31
+"""Most elements one tensor may declare; a larger shape is refused before anything is allocated."""
+
+_LENGTH = struct.Struct("<I")  # BYTES elements on the wire: 4-byte little-endian length, then the bytes
+
+# Typed contents fields wider than the datatype they carry: INT8/16 travel in int32, UINT8/16 in uint32.
+_WIRE_DTYPES: Mapping[str, np.dtype[Any]] = {"int_contents": np.dtype("<i4"), "uint_contents": np.dtype("<u4")}
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    classification_k: int = 0
+    """0: the tensor itself; k > 0: its top k per item as BYTES "score:index:label" (classification extension)."""
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    inputs: dict[str, Array]
+    """By input name, in the model's dtype and full shape (batch axis included). Raw inputs are read-only views
+    of the request's bytes (no copy); BYTES inputs are object arrays of bytes."""
+    batch_size: int
+    """Items in the request (the inputs' shared first dimension); 0 when the model does not batch."""
+    requested_outputs: list[RequestedOutput]
+    """In the order asked; every output in model order when none was asked."""
+
+
+def decode_inputs(request: pb.ModelInferRequest, spec: ModelSpec) -> DecodedRequest:
+    """Validate a request against the model's spec and turn its inputs into numpy arrays."""
+    _check_parameters(request.parameters)
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: send one per input, in order"
+        )
+    declared = {tensor.name: tensor for tensor in spec.inputs}
+    inputs: dict[str, Array] = {}
+    batch: tuple[int, str] | None = None  # (size, the input that set it)
+    for index, tensor in enumerate(request.inputs):
+        expected = declared.get(tensor.name)
+        if expected is None:
+            raise InvalidInput(f"input {tensor.name!r}: unknown; model {spec.name!r} takes {_names(spec.inputs)}")
+        if tensor.name in inputs:
+            raise InvalidInput(f"input {tensor.name!r}: given twice")
+        shape = tuple(tensor.shape)
+        count = _check_tensor(tensor.name, tensor.datatype, shape, expected, spec.max_batch_size)
+        if spec.max_batch_size > 0:
+            if batch is None:
+                batch = (shape[0], tensor.name)
+            elif shape[0] != batch[0]:
+                raise InvalidInput(
+                    f"input {tensor.name!r}: batch size {shape[0]}, but input {batch[1]!r} has {batch[0]}"
+                )
+        info = DATATYPES[expected.datatype]
+        if raw:
+            if tensor.contents.ListFields():
+                raise InvalidInput(
+                    f"input {tensor.name!r}: data in both raw_input_contents and contents; a request uses one form"
+                )
+            inputs[tensor.name] = _from_raw(tensor.name, raw[index], info, shape, count)
+        else:
+            inputs[tensor.name] = _from_contents(tensor.name, tensor.contents, info, shape, count)
+    for needed in spec.inputs:
+        if needed.name not in inputs:
+            raise InvalidInput(f"input {needed.name!r}: missing; model {spec.name!r} needs {_names(spec.inputs)}")
+    batch_size = batch[0] if batch is not None else 0
+    return DecodedRequest(inputs, batch_size, _requested_outputs(request.outputs, spec))
+
+
+def encode_response(
+    request: pb.ModelInferRequest,
+    spec: ModelSpec,
+    model_version: str,
+    outputs: Mapping[str, Array],
+    requested: Sequence[RequestedOutput],
+    labels: Sequence[str],
+) -> pb.ModelInferResponse:
+    """One output tensor per requested output, in the order asked, data always in raw_output_contents (tritonclient
+    reads numeric outputs only from raw bytes). `labels` describe spec.label_output (any output when that is unset).
+    """
+    response = pb.ModelInferResponse(model_name=spec.name, model_version=model_version, id=request.id)
+    declared = {tensor.name: tensor for tensor in spec.outputs}
+    for want in requested or [RequestedOutput(tensor.name) for tensor in spec.outputs]:
+        tensor = declared.get(want.name)
+        if tensor is None:
+            raise InvalidInput(f"output {want.name!r}: unknown; model {spec.name!r} offers {_names(spec.outputs)}")
+        array = outputs.get(want.name)
+        if array is None:
+            raise InferenceFailed(f"model {spec.name!r} produced no output {want.name!r}")
+        datatype = tensor.datatype
+        if want.classification_k > 0:
+            described = spec.label_output is None or spec.label_output == want.name
+            array = classify(array, want.classification_k, labels if described else (), spec.max_batch_size > 0)
+            datatype = "BYTES"
+        response.outputs.add(name=want.name, datatype=datatype, shape=np.shape(array))
+        response.raw_output_contents.append(tensor_to_raw(array, datatype))
+    return response
+
+
+def tensor_to_raw(array: Array, datatype: str) -> bytes:
+    """The protocol's raw form: row-major little-endian bytes; BYTES as a 4-byte LE length before each element."""
+    info = datatype_info(datatype)
+    if info.name == "BYTES":
+        return _bytes_to_raw(np.asarray(array, dtype=object).flat)
+    contiguous = np.asarray(array)
+    if contiguous.dtype != info.numpy or not contiguous.flags.c_contiguous:
+        try:
+            contiguous = contiguous.astype(info.numpy, order="C", casting="same_kind")
+        except TypeError:
+            raise InferenceFailed(f"a {contiguous.dtype} tensor cannot be sent as {info.name}") from None
+    return contiguous.tobytes()
+
+
+def classify(scores: Array, k: int, labels: Sequence[str], batched: bool) -> Array:
+    """Top-k per item as b"score:index:label" (b"score:index" past the labels), best first, as Triton writes them.
+
+    scores: [batch, classes] when batched, else [classes]; returns an object array [batch, k] or [k], with k clamped
+    to the number of classes. Ties keep the lower index first.
+    """
+    array = np.asarray(scores)
+    rows = array if batched else array[np.newaxis]
+    if rows.ndim != 2 or array.dtype.kind not in "iuf":
+        raise InferenceFailed(
+            f"classification needs numeric scores of one dimension per item, got {array.dtype} {list(array.shape)}"
+        )
+    values = rows.astype(np.float64)
+    order = np.argsort(-values, axis=1, kind="stable")[:, : min(k, rows.shape[1])]
+    result = np.empty(order.shape, dtype=object)
+    for row, col in np.ndindex(order.shape):
+        index = int(order[row, col])
+        score = float(values[row, index])
+        if index < len(labels):
+            result[row, col] = b"%f:%d:%s" % (score, index, labels[index].encode())
+        else:
+            result[row, col] = b"%f:%d" % (score, index)
+    return result if batched else result[0]
+
+
+# --- validation -------------------------------------------------------------------------------------------------
+
+
+def _check_parameters(parameters: Mapping[str, pb.InferParameter]) -> None:
+    """Triton's client parameters (priority, timeout, binary_data_output, ...) and unknown ones are ignored; only
+    the sequence parameters would change what a request means, and no model here keeps state between requests."""
+    for key in ("sequence_id", "sequence_start"):
+        # `in` first: indexing a protobuf map inserts the key into the caller's message.
+        if key in parameters and _parameter_value(parameters[key]):
+            raise InvalidInput(f"parameter {key!r}: model is not stateful: sequence batching is not supported")
+
+
+def _parameter_value(parameter: pb.InferParameter) -> bool | int | str | float | None:
+    kind = parameter.WhichOneof("parameter_choice")
+    return None if kind is None else getattr(parameter, kind)  # type: ignore[no-any-return]
+
+
+def _check_tensor(name: str, datatype: str, shape: tuple[int, ...], expected: TensorSpec, max_batch_size: int) -> int:
+    """Datatype, rank, dims and batch bounds; returns the element count (capped at MAX_ELEMENTS)."""
+
+    def refuse(rule: str) -> InvalidInput:
+        return InvalidInput(
+            f"input {name!r}: expected {expected.datatype} {_shape(expected.shape)}, "
+            f"got {datatype} {_shape(shape)} ({rule})"
+        )
+
+    if datatype != expected.datatype:
+        raise refuse("datatype differs")
+    if len(shape) != len(expected.shape):
+        raise refuse("rank differs")
+    if any(dim < 0 for dim in shape):
+        raise refuse("negative dimension")
+    for got, want in zip(shape, expected.shape, strict=True):
+        if want >= 0 and got != want:
+            raise refuse("a fixed dimension differs")
+    if max_batch_size > 0 and shape[0] == 0:
+        raise refuse("empty batch")
+    if max_batch_size > 0 and shape[0] > max_batch_size:
+        raise refuse(f"batch over max_batch_size {max_batch_size}")
+    count, extent = 1, 1
+    for dim in shape:
+        count *= dim
+        extent *= max(dim, 1)  # a zero dim empties the tensor, but numpy still sizes the others
+        if extent > MAX_ELEMENTS:
+            raise refuse(f"more than {MAX_ELEMENTS} elements")
+    return count
+
+
+def _requested_outputs(
+    outputs: Iterable[pb.ModelInferRequest.InferRequestedOutputTensor], spec: ModelSpec
+) -> list[RequestedOutput]:
+    declared = {tensor.name: tensor for tensor in spec.outputs}
+    result: list[RequestedOutput] = []
+    for output in outputs:
+        tensor = declared.get(output.name)
+        if tensor is None:
+            raise InvalidInput(f"output {output.name!r}: unknown; model {spec.name!r} offers {_names(spec.outputs)}")
+        if any(seen.name == output.name for seen in result):
+            raise InvalidInput(f"output {output.name!r}: requested twice")
+        result.append(RequestedOutput(output.name, _classification_k(output, tensor, spec.max_batch_size)))
+    return result or [RequestedOutput(tensor.name) for tensor in spec.outputs]
+
+
+def _classification_k(
+    output: pb.ModelInferRequest.InferRequestedOutputTensor, tensor: TensorSpec, max_batch_size: int
+) -> int:
+    if "classification" not in output.parameters:
+        return 0
+    parameter = output.parameters["classification"]
+    value = _parameter_value(parameter)
+    integral = parameter.WhichOneof("parameter_choice") in ("int64_param", "uint64_param")
+    if not integral or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(
+            f"output {output.name!r}: parameter 'classification' must be a positive integer, got {value!r}"
+        )
+    item_shape = tensor.shape[1:] if max_batch_size > 0 else tensor.shape
+    if len(item_shape) != 1 or tensor.datatype in ("BYTES", "BOOL"):
+        raise InvalidInput(
+            f"output {output.name!r}: classification needs a numeric tensor of one dimension per "
+            f"item, this one is {tensor.datatype} {_shape(tensor.shape)}"
+        )
+    return value
+
+
+# --- decoding ---------------------------------------------------------------------------------------------------
+
+
+def _from_raw(name: str, data: bytes, info: DataTypeInfo, shape: tuple[int, ...], count: int) -> Array:
+    if info.name == "BYTES":
+        return _bytes_from_raw(name, data, count).reshape(shape)
+    needed = count * info.numpy.itemsize
+    if len(data) != needed:
+        raise InvalidInput(
+            f"input {name!r}: raw data has {len(data)} bytes, {info.name} {_shape(shape)} needs {needed}"
+        )
+    array = np.frombuffer(data, dtype=info.numpy).reshape(shape)  # a view of the request's bytes: no copy
+    if info.name == "BOOL" and bool((array.view(np.uint8) > 1).any()):
+        raise InvalidInput(f"input {name!r}: BOOL bytes must be 0 or 1")
+    return array
+
+
+def _bytes_from_raw(name: str, data: bytes, count: int) -> Array:
+    # Every element costs at least its 4-byte length, so the element array never outgrows what the bytes justify.
+    if count * _LENGTH.size > len(data):
+        raise InvalidInput(f"input {name!r}: raw BYTES data has {len(data)} bytes, too few for {count} elements")
+    items = np.empty(count, dtype=object)
+    offset = 0
+    for index in range(count):
+        if len(data) - offset < _LENGTH.size:
+            raise InvalidInput(f"input {name!r}: raw BYTES data ends inside element {index}'s length")
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += _LENGTH.size
+        if length > len(data) - offset:
+            raise InvalidInput(
+                f"input {name!r}: BYTES element {index} claims {length} bytes, {len(data) - offset} remain"
+            )
+        items[index] = data[offset : offset + length]
+        offset += length
+    if offset != len(data):
+        raise InvalidInput(f"input {name!r}: {len(data) - offset} bytes left over after {count} BYTES elements")
+    return items
+
+
+def _from_contents(
+    name: str, contents: pb.InferTensorContents, info: DataTypeInfo, shape: tuple[int, ...], count: int
+) -> Array:
+    present = [field.name for field, _ in contents.ListFields()]
+    field = info.contents_field
+    if field is None:
+        if present or count:
+            raise InvalidInput(f"input {name!r}: {info.name} travels only in raw_input_contents")
+        return np.empty(shape, dtype=info.numpy)
+    stray = [other for other in present if other != field]
+    if stray:
+        raise InvalidInput(f"input {name!r}: {info.name} data belongs in contents.{field}, got contents.{stray[0]}")
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise InvalidInput(
+            f"input {name!r}: contents.{field} has {len(values)} elements, {info.name} {_shape(shape)} needs {count}"
+        )
+    if info.name == "BYTES":
+        items = np.empty(count, dtype=object)
+        items[:] = list(values)
+        return items.reshape(shape)
+    wire = _WIRE_DTYPES.get(field, info.numpy)
+    array = np.asarray(values, dtype=wire)
+    if wire != info.numpy:
+        limits = np.iinfo(info.numpy)
+        if count and (int(array.min()) < limits.min or int(array.max()) > limits.max):
+            raise InvalidInput(f"input {name!r}: a value lies outside {info.name}'s range")
+        array = array.astype(info.numpy)
+    return array.reshape(shape)
+
+
+# --- encoding ---------------------------------------------------------------------------------------------------
+
+
+def _bytes_to_raw(items: Iterable[Any]) -> bytes:
+    parts: list[bytes] = []
+    for item in items:
+        data = item if isinstance(item, bytes) else str(item).encode()  # ORT hands back str; tritonclient does alike
+        parts += (_LENGTH.pack(len(data)), data)
+    return b"".join(parts)
+
+
+def _names(tensors: Sequence[TensorSpec]) -> str:
+    return ", ".join(repr(tensor.name) for tensor in tensors) or "none"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "[" + ",".join(str(dim) for dim in shape) + "]"

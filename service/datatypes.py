@@ -1,0 +1,80 @@
+"""The protocol's tensor datatypes and their names elsewhere: numpy, Triton's DataType enum, ONNX Runtime, and the
+InferTensorContents field that carries each in typed (non-raw) form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from cnnserve_api import grpc_service_pb2 as pb
+
+
+@dataclass(frozen=True)
+class DataTypeInfo:
+    name: str
+    """Open Inference Protocol name: "FP32", "BYTES", ..."""
+    numpy: np.dtype[Any]
+    """Little-endian numpy dtype; object for BYTES (elements are bytes)."""
+    triton: pb.DataType.ValueType
+    """Triton's DataType enum value (ModelConfig): TYPE_FP32, TYPE_STRING for BYTES, ..."""
+    ort: str
+    """ONNX Runtime's type string: "tensor(float)", "tensor(string)", ..."""
+    contents_field: str | None
+    """The InferTensorContents field that carries it in typed form; None when it travels only as raw bytes."""
+
+
+def _info(name: str, dtype: str, triton: pb.DataType.ValueType, ort: str, field: str | None) -> DataTypeInfo:
+    return DataTypeInfo(name, np.dtype(dtype), triton, f"tensor({ort})", field)
+
+
+DATATYPES: Mapping[str, DataTypeInfo] = MappingProxyType(
+    {
+        info.name: info
+        for info in (
+            _info("BOOL", "?", pb.TYPE_BOOL, "bool", "bool_contents"),
+            _info("UINT8", "u1", pb.TYPE_UINT8, "uint8", "uint_contents"),
+            _info("UINT16", "<u2", pb.TYPE_UINT16, "uint16", "uint_contents"),
+            _info("UINT32", "<u4", pb.TYPE_UINT32, "uint32", "uint_contents"),
+            _info("UINT64", "<u8", pb.TYPE_UINT64, "uint64", "uint64_contents"),
+            _info("INT8", "i1", pb.TYPE_INT8, "int8", "int_contents"),
+            _info("INT16", "<i2", pb.TYPE_INT16, "int16", "int_contents"),
+            _info("INT32", "<i4", pb.TYPE_INT32, "int32", "int_contents"),
+            _info("INT64", "<i8", pb.TYPE_INT64, "int64", "int64_contents"),
+            _info("FP16", "<f2", pb.TYPE_FP16, "float16", None),
+            _info("FP32", "<f4", pb.TYPE_FP32, "float", "fp32_contents"),
+            _info("FP64", "<f8", pb.TYPE_FP64, "double", "fp64_contents"),
+            _info("BYTES", "O", pb.TYPE_STRING, "string", "bytes_contents"),
+        )
+    }
+)
+"""Every datatype cnnserve serves, by protocol name. BF16 is absent: numpy has no such dtype."""
+
+_BY_ORT: Mapping[str, str] = MappingProxyType({info.ort: info.name for info in DATATYPES.values()})
+
+
+def datatype_info(datatype: str) -> DataTypeInfo:
+    """The table entry for a protocol datatype name; ValueError naming the valid ones otherwise."""
+    try:
+        return DATATYPES[datatype]
+    except KeyError:
+        raise ValueError(f"unknown datatype {datatype!r}; expected one of {', '.join(DATATYPES)}") from None
+
+
+def triton_data_type(datatype: str) -> pb.DataType.ValueType:
+    """Triton's DataType enum value for a protocol datatype name ("FP32" -> TYPE_FP32)."""
+    return datatype_info(datatype).triton
+
+
+def datatype_from_ort(ort_type: str) -> str:
+    """The protocol datatype for an ONNX Runtime type string ("tensor(float)" -> "FP32"); ValueError otherwise."""
+    try:
+        return _BY_ORT[ort_type]
+    except KeyError:
+        raise ValueError(
+            f"ONNX Runtime type {ort_type!r} has no protocol datatype; supported: {', '.join(_BY_ORT)}"
+        ) from None
