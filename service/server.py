@@ -12,11 +12,12 @@ import logging
 import signal
 
 import grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from google.protobuf import descriptor_pool
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.config import Settings
 from service.gate import RequestGate
 from service.health import HealthReporter
@@ -86,6 +87,7 @@ class InferenceServer:
                 reflection.SERVICE_NAME,
             ),
             server,
+            pool=_reflection_pool(),
         )
         self.grpc_port = server.add_insecure_port(f"{self.settings.host}:{self.settings.grpc_port}")
         if self.grpc_port == 0:
@@ -119,6 +121,15 @@ class InferenceServer:
         if self._grpc is not None:
             await self._grpc.stop(max(0.0, grace - (loop.time() - started)))
         logger.info("event=stopped drained=%s", drained)
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """Our stubs live in a private descriptor pool (so tritonclient's identical names can share a process);
+    reflection must be shown a pool that holds them and the other services' files."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (pb, health_pb2, reflection_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
 
 
 async def serve(settings: Settings) -> None:
