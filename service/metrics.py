@@ -1,0 +1,267 @@
+"""Prometheus metrics for one server instance: its own registry, per-model handles, process and (NVML) GPU metrics.
+
+Push side: the servicer calls `ModelMetrics.observe_request` / `track_inflight`, the batcher's observer is
+`ModelMetrics.observe_batch`, the runtime's compute callback is `ModelMetrics.observe_compute`. Pull side: gauges
+that mirror state (queue depth, loaded models) are refreshed from an attached model source at scrape time, so the
+hot path never writes them. docs/metrics.md maps every metric to Triton's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.batcher import BatchRecord
+
+logger = logging.getLogger(__name__)
+
+# 50 us .. 10 s: a small CNN on a GPU at the low end, a deep queue on 2 CPU cores at the high end.
+DURATION_BUCKETS = (
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(10))  # 1, 2, 4, ..., 512
+SUCCESS = "success"  # the other outcomes are lower-case gRPC status names: resource_exhausted, internal, ...
+MODEL_LABELS = ("model", "version")
+
+
+class ServedModelView(Protocol):
+    """What the scrape-time refresh reads from each loaded model version."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> object: ...  # rendered with str()
+    @property
+    def provider(self) -> str: ...
+    @property
+    def queued_items(self) -> int: ...
+
+
+class ModelSource(Protocol):
+    def served_models(self) -> Iterable[ServedModelView]: ...
+
+
+class Metrics:
+    """All metrics of one server instance, in a registry of its own (several servers can share a process)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, *, process: bool = True, gpu: bool = True) -> None:
+        self.registry = r = CollectorRegistry()
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        if gpu and (nvml := _load_nvml()) is not None:
+            r.register(GpuCollector(nvml))
+        labels = MODEL_LABELS
+
+        def histogram(name: str, doc: str) -> Histogram:
+            return Histogram(name, doc, labels, buckets=DURATION_BUCKETS, registry=r)
+
+        self.requests = Counter(
+            "cnnserve_requests_total",
+            "Inference requests by outcome: success, or the failure's lower-case gRPC status name.",
+            (*labels, "outcome"),
+            registry=r,
+        )
+        self.items = Counter("cnnserve_inference_items_total", "Items inferred (batch rows).", labels, registry=r)
+        self.batches = Counter("cnnserve_batches_total", "Batches executed successfully.", labels, registry=r)
+        self.request_seconds = histogram("cnnserve_request_duration_seconds", "End-to-end time of successful requests.")
+        self.queue_seconds = histogram("cnnserve_queue_duration_seconds", "Time requests waited for their batch.")
+        self.input_seconds = histogram(
+            "cnnserve_compute_input_duration_seconds", "Time per batch spent preparing model inputs."
+        )
+        self.infer_seconds = histogram("cnnserve_compute_infer_duration_seconds", "Time per batch in the model.")
+        self.output_seconds = histogram(
+            "cnnserve_compute_output_duration_seconds", "Time per batch spent collecting model outputs."
+        )
+        self.batch_size = Histogram(
+            "cnnserve_batch_size", "Items per executed batch.", labels, buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+        self.queue_items = Gauge("cnnserve_queue_items", "Items waiting for a batch.", labels, registry=r)
+        self.inflight = Gauge(
+            "cnnserve_inflight_requests", "Requests being handled (decode to reply).", labels, registry=r
+        )
+        self.model_loaded = Gauge(
+            "cnnserve_model_loaded",
+            "1 while the model version is loaded and serving, else 0.",
+            (*labels, "provider"),
+            registry=r,
+        )
+        self._loaded: dict[tuple[str, str], str] = {}  # (model, version) -> provider, for the versions serving
+        self.models_loaded = Gauge("cnnserve_models_loaded", "Model versions loaded and serving.", registry=r)
+        self.models_loaded.set_function(lambda: len(self._loaded))
+        self._models: dict[tuple[str, str], ModelMetrics] = {}
+        self._source: ModelSource | None = None
+
+    def for_model(self, model: str, version: str) -> ModelMetrics:
+        key = (model, version)
+        if key not in self._models:
+            self._models[key] = ModelMetrics(self, model, version)
+        return self._models[key]
+
+    def attach_models(self, source: ModelSource) -> None:
+        """Read queue depth and loaded state from `source` at every scrape (instead of pushing them)."""
+        self._source = source
+
+    def render(self) -> bytes:
+        """The text exposition of everything; runs on the event loop (a refresh reads live model state)."""
+        if self._source is not None:
+            self._refresh(self._source)
+        return generate_latest(self.registry)
+
+    def set_loaded(self, model: str, version: str, provider: str, loaded: bool) -> None:
+        self.model_loaded.labels(model, version, provider).set(1 if loaded else 0)
+        if loaded:
+            self._loaded[(model, version)] = provider
+        elif self._loaded.get((model, version)) == provider:
+            del self._loaded[(model, version)]
+
+    def _refresh(self, source: ModelSource) -> None:
+        served: dict[tuple[str, str], str] = {}
+        for view in source.served_models():
+            handle = self.for_model(view.name, str(view.version))
+            handle.set_queue_items(view.queued_items)
+            served[(handle.model, handle.version)] = view.provider
+        for (model, version), provider in list(self._loaded.items()):
+            if served.get((model, version)) != provider:
+                self.set_loaded(model, version, provider, False)
+                self.for_model(model, version).set_queue_items(0)
+        for (model, version), provider in served.items():
+            self.set_loaded(model, version, provider, True)
+
+
+class ModelMetrics:
+    """The metrics of one model version, with label values bound once (the hot path does no label lookups)."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self.model, self.version, self._metrics = model, version, metrics
+        m, labels = metrics, (model, version)
+        self._items, self._batches = m.items.labels(*labels), m.batches.labels(*labels)
+        self._request_seconds, self._queue_seconds = m.request_seconds.labels(*labels), m.queue_seconds.labels(*labels)
+        self._input_seconds = m.input_seconds.labels(*labels)
+        self._infer_seconds = m.infer_seconds.labels(*labels)
+        self._output_seconds = m.output_seconds.labels(*labels)
+        self._batch_size = m.batch_size.labels(*labels)
+        self._queue_items, self._inflight = m.queue_items.labels(*labels), m.inflight.labels(*labels)
+        self._success = m.requests.labels(*labels, SUCCESS)
+
+    def observe_request(self, outcome: str, seconds: float) -> None:
+        """One finished request; `outcome` is "success" or a lower-case gRPC status name. Only successes are
+        timed (as Triton does), so fast refusals do not flatter the latency histogram."""
+        if outcome == SUCCESS:
+            self._success.inc()
+            self._request_seconds.observe(seconds)
+        else:
+            self._metrics.requests.labels(self.model, self.version, outcome).inc()
+
+    def observe_batch(self, record: BatchRecord) -> None:
+        """The batcher's observer: queue times of every request; items, executions and size of good batches."""
+        for seconds in record.queue_seconds:
+            self._queue_seconds.observe(seconds)
+        if not record.failed:
+            self._items.inc(record.items)
+            self._batches.inc()
+            self._batch_size.observe(record.items)
+
+    def observe_compute(self, input_s: float, infer_s: float, output_s: float) -> None:
+        """One model execution (a batch), as the runtime timed it."""
+        self._input_seconds.observe(input_s)
+        self._infer_seconds.observe(infer_s)
+        self._output_seconds.observe(output_s)
+
+    @contextlib.contextmanager
+    def track_inflight(self) -> Iterator[None]:
+        self._inflight.inc()
+        try:
+            yield
+        finally:
+            self._inflight.dec()
+
+    def set_queue_items(self, n: int) -> None:
+        self._queue_items.set(n)
+
+    def set_loaded(self, provider: str, loaded: bool) -> None:
+        self._metrics.set_loaded(self.model, self.version, provider, loaded)
+
+
+class GpuCollector(Collector):
+    """GPU utilisation and memory, read through NVML at scrape time; a GPU that fails to answer is left out."""
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        utilization, used, total = families
+        try:
+            count = self._nvml.nvmlDeviceGetCount()
+        except Exception:
+            logger.warning("event=nvml_failed call=nvmlDeviceGetCount", exc_info=True)
+            return families
+        for index in range(count):
+            try:
+                handle = self._nvml.nvmlDeviceGetHandleByIndex(index)
+                rates = self._nvml.nvmlDeviceGetUtilizationRates(handle)
+                memory = self._nvml.nvmlDeviceGetMemoryInfo(handle)
+            except Exception:
+                logger.warning("event=nvml_failed gpu=%d", index, exc_info=True)
+                continue
+            utilization.add_metric([str(index)], rates.gpu / 100.0)
+            used.add_metric([str(index)], float(memory.used))
+            total.add_metric([str(index)], float(memory.total))
+        return families
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        gpu = ["gpu"]
+        return [
+            GaugeMetricFamily("cnnserve_gpu_utilization_ratio", "GPU busy share of NVML's last period.", labels=gpu),
+            GaugeMetricFamily("cnnserve_gpu_memory_used_bytes", "GPU memory in use.", labels=gpu),
+            GaugeMetricFamily("cnnserve_gpu_memory_total_bytes", "GPU memory installed.", labels=gpu),
+        ]
+
+
+def _load_nvml() -> Any | None:
+    """pynvml (package nvidia-ml-py) when installed and a driver answers; otherwise None, quietly."""
+    try:
+        nvml = importlib.import_module("pynvml")
+        nvml.nvmlInit()
+    except Exception:
+        return None
+    return nvml
