@@ -1,0 +1,113 @@
+"""The model repository on disk: model folders, their version folders, version policies, change fingerprints.
+
+Only files here; what is loaded lives in service/models.py. Every path handed out is checked to stay inside the
+repository after symlinks are resolved, and model names are checked before they touch the file system.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What poll mode compares: a model's top-level files and its versions' model files (mtime_ns, size)."""
+
+    files: tuple[tuple[str, int, int], ...]  # config.json, labels, ...: (name, mtime_ns, size)
+    versions: tuple[tuple[int, int, int], ...]  # (version, mtime_ns, size) of <version>/model.onnx
+
+    def version_stamp(self, version: int) -> tuple[int, int, int] | None:
+        return next((v for v in self.versions if v[0] == version), None)
+
+
+class Repository:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def model_names(self) -> list[str]:
+        """Folders that hold a config.json or at least one version, sorted; unsafe names and escapes skipped."""
+        if not self.root.is_dir():
+            logger.warning("event=repository_missing path=%s", self.root)
+            return []
+        names = []
+        for entry in sorted(self.root.iterdir()):
+            if not NAME_PATTERN.fullmatch(entry.name) or not self._inside(entry) or not entry.is_dir():
+                continue
+            if (entry / CONFIG_FILE).is_file() or self.versions(entry.name):
+                names.append(entry.name)
+        return names
+
+    def model_dir(self, name: str) -> Path:
+        """The model's folder; ModelNotFound for an unsafe name, a folder outside the repository, or none."""
+        if not NAME_PATTERN.fullmatch(name):
+            raise ModelNotFound(
+                f"model name {name!r} is not valid: 1-128 letters, digits, '_', '.', '-', starting with a "
+                "letter or digit"
+            )
+        path = self.root / name
+        if not self._inside(path) or not path.is_dir():
+            raise ModelNotFound(f"model '{name}' is not in the repository")
+        return path
+
+    def versions(self, name: str) -> list[int]:
+        """Version numbers whose folder (all digits) holds a model.onnx inside the repository, ascending."""
+        folder = self.model_dir(name)
+        found = []
+        for entry in folder.iterdir():
+            if entry.name.isdigit() and entry.name == str(int(entry.name)) and self._model_file(entry) is not None:
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def model_path(self, name: str, version: int) -> Path:
+        path = self._model_file(self.model_dir(name) / str(version))
+        if path is None:
+            raise ModelNotFound(f"model '{name}' has no version {version}")
+        return path
+
+    def fingerprint(self, name: str) -> Fingerprint:
+        folder = self.model_dir(name)
+        files = []
+        for entry in sorted(folder.iterdir()):
+            if not entry.name.startswith(".") and entry.is_file() and self._inside(entry):
+                stat = entry.stat()
+                files.append((entry.name, stat.st_mtime_ns, stat.st_size))
+        versions = []
+        for version in self.versions(name):
+            stat = self.model_path(name, version).stat()
+            versions.append((version, stat.st_mtime_ns, stat.st_size))
+        return Fingerprint(tuple(files), tuple(versions))
+
+    def _model_file(self, version_dir: Path) -> Path | None:
+        path = version_dir / MODEL_FILE
+        return path if self._inside(path) and path.is_file() else None
+
+    def _inside(self, path: Path) -> bool:
+        try:
+            return path.resolve().is_relative_to(self.root)
+        except OSError:  # a symlink loop, a vanished entry
+            return False
+
+
+def select_versions(available: Sequence[int], policy: Mapping[str, Any]) -> list[int]:
+    """The versions a policy serves out of those on disk, ascending: latest N, all, or specific ones."""
+    ordered = sorted(available)
+    if "all" in policy:
+        return ordered
+    if "specific" in policy:
+        wanted = set(policy["specific"].get("versions", ()))
+        return [v for v in ordered if v in wanted]
+    count = int(policy.get("latest", {}).get("num_versions", 1))
+    return ordered[-count:] if count > 0 else []
