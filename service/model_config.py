@@ -1,0 +1,364 @@
+"""config.json -> ModelSpec: read and check the file, then merge it with what the ONNX graph says.
+
+Two steps because the graph is only known once a session exists: `read_config` (file only, every key checked,
+errors name the file and key) and `resolve` (fills tensors in from the graph, refuses contradictions).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from service.errors import ModelLoadError
+from service.types import DynamicBatching, ModelSpec, SessionOptions, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+PLATFORM = "onnxruntime_onnx"
+DATATYPES = (
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES",
+)  # fmt: skip
+PROVIDERS = ("tensorrt", "cuda", "cpu")
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+DEFAULT_MAX_BATCH_SIZE = 4
+"""max_batch_size when config.json omits it and every graph tensor has a dynamic first axis (Triton's default)."""
+
+_KEYS = frozenset(
+    {
+        "name", "platform", "backend", "max_batch_size", "inputs", "outputs", "labels_file", "label_output",
+        "dynamic_batching", "instance_count", "preprocessing", "postprocessing", "parameters", "session",
+        "execution_providers", "version_policy",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    """A tensor as config.json lists it; datatype and dims may be left to the graph."""
+
+    name: str
+    datatype: str | None = None
+    dims: tuple[int, ...] | None = None  # with the batch axis as -1 when max_batch_size > 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """config.json as read: `spec` holds every setting but the tensors, which `resolve` adds from the graph."""
+
+    path: Path
+    spec: ModelSpec  # inputs and outputs empty until resolved
+    max_batch_size: int | None  # None: decided from the graph
+    inputs: tuple[TensorConfig, ...]
+    outputs: tuple[TensorConfig, ...]
+    dynamic_batching_given: bool
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class _Reader:
+    """Typed access to one JSON object; every failure names the file and the key path."""
+
+    def __init__(self, path: Path, obj: Mapping[str, Any], prefix: str = "") -> None:
+        self.path, self.obj, self.prefix = path, obj, prefix
+
+    def error(self, key: str, rule: str) -> ModelLoadError:
+        value = self.obj.get(key)
+        return ModelLoadError(f"{self.path}: key '{self.prefix}{key}' must be {rule}, got {json.dumps(value)}")
+
+    def refuse_unknown(self, allowed: Sequence[str]) -> None:
+        unknown = sorted(set(self.obj) - set(allowed))
+        if unknown:
+            raise ModelLoadError(
+                f"{self.path}: unknown key '{self.prefix}{unknown[0]}'; expected one of {', '.join(allowed)}"
+            )
+
+    def int_(self, key: str, default: int, minimum: int) -> int:
+        value = self.obj.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(key, f"an integer >= {minimum}")
+        return value
+
+    def str_(self, key: str, default: str | None, choices: Sequence[str] = ()) -> str | None:
+        value = self.obj.get(key, default)
+        if value is None and default is None:
+            return None
+        if not isinstance(value, str) or not value or (choices and value not in choices):
+            raise self.error(key, f"one of {', '.join(choices)}" if choices else "a non-empty string")
+        return value
+
+    def bool_(self, key: str, default: bool) -> bool:
+        value = self.obj.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, "true or false")
+        return value
+
+    def list_(self, key: str, default: list[Any] | None = None) -> list[Any] | None:
+        value = self.obj.get(key, default)
+        if value is not None and not isinstance(value, list):
+            raise self.error(key, "a list")
+        return value
+
+    def ints(self, key: str, minimum: int) -> tuple[int, ...]:
+        values = self.list_(key, []) or []
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
+            raise self.error(key, f"a list of integers >= {minimum}")
+        return tuple(values)
+
+    def object(self, key: str) -> _Reader | None:
+        value = self.obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.error(key, "an object")
+        return _Reader(self.path, value, f"{self.prefix}{key}.")
+
+
+def read_config(model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS) -> ModelConfig:
+    """Parse `<model_dir>/config.json`. `allowed_providers` (the server's) filters the model's preference."""
+    path = model_dir / CONFIG_FILE
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing; every model folder needs a config.json (it may be {{}})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: must hold a JSON object, got {type(obj).__name__}")
+    top = _Reader(path, obj)
+    unknown = sorted(set(obj) - _KEYS)
+    if unknown:
+        logger.warning("event=config_unknown_keys file=%s keys=%s", path, ",".join(unknown))
+
+    name = top.str_("name", model_dir.name)
+    if name != model_dir.name:
+        raise ModelLoadError(f"{path}: name '{name}' must match its folder '{model_dir.name}'")
+    assert name is not None
+    top.str_("platform", PLATFORM, (PLATFORM,))
+    max_batch_size = None if obj.get("max_batch_size") is None else top.int_("max_batch_size", 0, 0)
+    labels_file = top.str_("labels_file", None)
+    spec = ModelSpec(
+        name=name,
+        platform=PLATFORM,
+        max_batch_size=0,
+        inputs=(),
+        outputs=(),
+        dynamic_batching=_dynamic_batching(top),
+        instance_count=top.int_("instance_count", 1, 1),
+        labels=_labels(model_dir, labels_file, path) if labels_file else (),
+        label_output=top.str_("label_output", None),
+        preprocessing=_free_form(top, "preprocessing"),
+        postprocessing=_free_form(top, "postprocessing"),
+        parameters=_parameters(top),
+        session=_session(top),
+        execution_providers=_providers(top, allowed_providers),
+        version_policy=_version_policy(top),
+    )
+    return ModelConfig(
+        path=path,
+        spec=spec,
+        max_batch_size=max_batch_size,
+        inputs=_tensors(top, "inputs"),
+        outputs=_tensors(top, "outputs"),
+        dynamic_batching_given="dynamic_batching" in obj,
+    )
+
+
+def _tensors(top: _Reader, key: str) -> tuple[TensorConfig, ...]:
+    entries = top.list_(key, []) or []
+    result: list[TensorConfig] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ModelLoadError(f"{top.path}: key '{key}[{i}]' must be an object with a name")
+        tensor = _Reader(top.path, entry, f"{key}[{i}].")
+        tensor.refuse_unknown(("name", "datatype", "dims"))
+        name = tensor.str_("name", "")
+        datatype = tensor.str_("datatype", None, DATATYPES) if "datatype" in entry else None
+        dims = tensor.ints("dims", -1) if "dims" in entry else None
+        if dims is not None and 0 in dims:
+            raise tensor.error("dims", "a list of -1 (variable) or sizes >= 1")
+        if any(t.name == name for t in result):
+            raise ModelLoadError(f"{top.path}: key '{key}' lists '{name}' twice")
+        assert name is not None
+        result.append(TensorConfig(name, datatype, dims))
+    return tuple(result)
+
+
+def _dynamic_batching(top: _Reader) -> DynamicBatching | None:
+    if "dynamic_batching" in top.obj and top.obj["dynamic_batching"] is None:
+        return None
+    reader = top.object("dynamic_batching")
+    if reader is None:
+        return DynamicBatching()
+    reader.refuse_unknown(("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size"))
+    default = DynamicBatching()
+    return DynamicBatching(
+        max_queue_delay_us=reader.int_("max_queue_delay_us", default.max_queue_delay_us, 0),
+        preferred_batch_sizes=tuple(sorted(set(reader.ints("preferred_batch_sizes", 1)))),
+        max_queue_size=reader.int_("max_queue_size", default.max_queue_size, 1),
+    )
+
+
+def _session(top: _Reader) -> SessionOptions:
+    reader = top.object("session")
+    if reader is None:
+        return SessionOptions()
+    reader.refuse_unknown(("intra_op_threads", "inter_op_threads", "graph_optimization_level", "allow_spinning"))
+    default = SessionOptions()
+    level = reader.str_("graph_optimization_level", default.graph_optimization_level, OPTIMIZATION_LEVELS)
+    assert level is not None
+    return SessionOptions(
+        intra_op_threads=reader.int_("intra_op_threads", default.intra_op_threads, 0),
+        inter_op_threads=reader.int_("inter_op_threads", default.inter_op_threads, 0),
+        graph_optimization_level=level,
+        allow_spinning=reader.bool_("allow_spinning", default.allow_spinning),
+    )
+
+
+def _providers(top: _Reader, allowed: Sequence[str]) -> tuple[str, ...]:
+    """The model's preference restricted to what the server allows; the server's order when the model has none."""
+    wanted = top.list_("execution_providers")
+    if wanted is None:
+        return tuple(allowed)
+    if not wanted or any(p not in PROVIDERS for p in wanted):
+        raise top.error("execution_providers", f"a non-empty list drawn from {', '.join(PROVIDERS)}")
+    return tuple(p for p in wanted if p in allowed) or tuple(allowed)
+
+
+def _version_policy(top: _Reader) -> dict[str, Any]:
+    reader = top.object("version_policy")
+    if reader is None:
+        return {"latest": {"num_versions": 1}}
+    rule = "exactly one of latest {num_versions}, all {}, specific {versions}"
+    if len(reader.obj) != 1:
+        raise top.error("version_policy", rule)
+    kind = next(iter(reader.obj))
+    inner = reader.object(kind)
+    if inner is None:
+        raise top.error("version_policy", rule)
+    if kind == "latest":
+        inner.refuse_unknown(("num_versions",))
+        return {"latest": {"num_versions": inner.int_("num_versions", 1, 1)}}
+    if kind == "all":
+        inner.refuse_unknown(())
+        return {"all": {}}
+    if kind == "specific":
+        inner.refuse_unknown(("versions",))
+        versions = inner.ints("versions", 1)
+        if not versions:
+            raise inner.error("versions", "a non-empty list of integers >= 1")
+        return {"specific": {"versions": sorted(set(versions))}}
+    raise top.error("version_policy", rule)
+
+
+def _free_form(top: _Reader, key: str) -> dict[str, Any]:
+    reader = top.object(key)
+    return dict(reader.obj) if reader is not None else {}
+
+
+def _parameters(top: _Reader) -> dict[str, str]:
+    params = _free_form(top, "parameters")
+    for key, value in params.items():
+        if isinstance(value, (dict, list)) or value is None:
+            raise ModelLoadError(
+                f"{top.path}: key 'parameters.{key}' must be a string or number, got {json.dumps(value)}"
+            )
+    return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
+
+
+def _labels(model_dir: Path, labels_file: str, config_path: Path) -> tuple[str, ...]:
+    path = (model_dir / labels_file).resolve()
+    if not path.is_relative_to(model_dir.resolve()):
+        raise ModelLoadError(f"{config_path}: key 'labels_file' must name a file inside the model folder")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{config_path}: key 'labels_file': cannot read {labels_file}: {err}") from None
+    return tuple(line.strip() for line in text.splitlines())
+
+
+def resolve(
+    config: ModelConfig, graph_inputs: Sequence[TensorSpec], graph_outputs: Sequence[TensorSpec], *, version: int
+) -> ModelSpec:
+    """The full spec: config.json's tensors checked against the graph's, the ones it omits taken from the graph."""
+    where = f"model '{config.name}' version {version}"
+    max_batch_size = config.max_batch_size
+    if max_batch_size is None:
+        batchable = all(t.shape and t.shape[0] == -1 for t in (*graph_inputs, *graph_outputs))
+        max_batch_size = DEFAULT_MAX_BATCH_SIZE if batchable else 0
+    inputs = _merge(where, "input", config.inputs, graph_inputs, max_batch_size)
+    outputs = _merge(where, "output", config.outputs, graph_outputs, max_batch_size)
+
+    batching = config.spec.dynamic_batching
+    if max_batch_size == 0 and not config.dynamic_batching_given:
+        batching = None
+    if batching is not None and any(p > max_batch_size for p in batching.preferred_batch_sizes):
+        raise ModelLoadError(
+            f"{config.path}: key 'dynamic_batching.preferred_batch_sizes' must lie in 1..{max_batch_size} "
+            f"(max_batch_size), got {list(batching.preferred_batch_sizes)}"
+        )
+    label_output = config.spec.label_output
+    if label_output is not None:
+        target = next((t for t in outputs if t.name == label_output), None)
+        if target is None:
+            raise ModelLoadError(
+                f"{config.path}: key 'label_output' names '{label_output}', which is not an output of {where} "
+                f"(outputs: {', '.join(t.name for t in outputs)})"
+            )
+        classes = target.shape[-1] if target.shape else 1
+        if config.spec.labels and classes != -1 and classes != len(config.spec.labels):
+            raise ModelLoadError(
+                f"{where}: labels file has {len(config.spec.labels)} labels but output '{label_output}' "
+                f"has {classes} classes"
+            )
+    return replace(
+        config.spec,
+        max_batch_size=max_batch_size,
+        inputs=inputs,
+        outputs=outputs,
+        dynamic_batching=batching,
+    )
+
+
+def _merge(
+    where: str, kind: str, configured: Sequence[TensorConfig], graph: Sequence[TensorSpec], max_batch_size: int
+) -> tuple[TensorSpec, ...]:
+    by_name = {t.name: t for t in graph}
+    given = {t.name: t for t in configured}
+    for c in configured:
+        g = by_name.get(c.name)
+        if g is None:
+            names = ", ".join(by_name) or "none"
+            raise ModelLoadError(f"{where}: config {kind} '{c.name}' is not in the graph (graph {kind}s: {names})")
+        if c.datatype is not None and c.datatype != g.datatype:
+            raise ModelLoadError(
+                f"{where}: config {kind} '{c.name}' datatype {c.datatype} contradicts the graph's {g.datatype}"
+            )
+        # A config may fix a dimension the graph leaves variable, never the other way round.
+        if c.dims is not None and (
+            len(c.dims) != len(g.shape) or any(gd != -1 and cd != gd for cd, gd in zip(c.dims, g.shape, strict=True))
+        ):
+            raise ModelLoadError(
+                f"{where}: config {kind} '{c.name}' dims {_dims(c.dims)} contradict the graph's {_dims(g.shape)}"
+            )
+    merged = []
+    for g in graph:
+        own = given.get(g.name)
+        shape = own.dims if own is not None and own.dims is not None else g.shape
+        if max_batch_size > 0 and (not g.shape or g.shape[0] != -1 or shape[0] != -1):
+            raise ModelLoadError(
+                f"{where}: {kind} '{g.name}' dims {_dims(shape)} (graph {_dims(g.shape)}) have no variable batch "
+                f"axis, but max_batch_size is {max_batch_size}; batching needs a first dimension of -1"
+            )
+        merged.append(TensorSpec(g.name, g.datatype, shape))
+    return tuple(merged)
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
