@@ -1,0 +1,225 @@
+"""ONNX Runtime sessions for one model version: provider choice, session options, warm-up, threaded runs.
+
+`instance_count` sessions share a thread pool of the same size; each run borrows a free session, so N batches run
+at once with no session used by two threads. ONNX Runtime releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
+from service.types import ModelSpec, SessionOptions, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+Tensors = dict[str, npt.NDArray[Any]]
+ComputeCallback = Callable[[float, float, float], None]
+"""on_compute(input_s, infer_s, output_s): one call per run."""
+
+CPU = "CPUExecutionProvider"
+_PROVIDER_CHAINS = {
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", CPU),
+    "cuda": ("CUDAExecutionProvider", CPU),
+    "cpu": (CPU,),
+}
+_OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+# ONNX Runtime type -> (protocol datatype, numpy dtype). BYTES travels as an object array of bytes/str.
+_TYPES: dict[str, tuple[str, np.dtype[Any]]] = {
+    f"tensor({ort_name})": (datatype, np.dtype(dtype))
+    for ort_name, datatype, dtype in (
+        ("bool", "BOOL", "?"), ("uint8", "UINT8", "u1"), ("uint16", "UINT16", "<u2"), ("uint32", "UINT32", "<u4"),
+        ("uint64", "UINT64", "<u8"), ("int8", "INT8", "i1"), ("int16", "INT16", "<i2"), ("int32", "INT32", "<i4"),
+        ("int64", "INT64", "<i8"), ("float16", "FP16", "<f2"), ("float", "FP32", "<f4"), ("double", "FP64", "<f8"),
+        ("string", "BYTES", "O"),
+    )
+}  # fmt: skip
+
+
+_DEFAULT_OPTIONS = SessionOptions()
+_unavailable_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class ComputeTimes:
+    input_s: float  # building the feed: lookups, dtype checks, contiguous copies
+    infer_s: float  # session.run
+    output_s: float  # assembling the output dict
+
+
+def session_options(options: SessionOptions) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.graph_optimization_level = _OPTIMIZATION_LEVELS[options.graph_optimization_level]
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
+    return so
+
+
+def graph_tensors(node_args: Sequence[Any]) -> tuple[TensorSpec, ...]:
+    """ONNX Runtime's NodeArgs as protocol tensors; symbolic or unknown dimensions become -1."""
+    specs = []
+    for arg in node_args:
+        if arg.type not in _TYPES:
+            raise ModelLoadError(f"graph tensor '{arg.name}' has type {arg.type}, which this server cannot serve")
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
+        specs.append(TensorSpec(arg.name, _TYPES[arg.type][0], shape))
+    return tuple(specs)
+
+
+class Runtime:
+    """Sessions for one model file. Construction blocks (loads the model): call it from a worker thread."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        providers: Sequence[str] = ("cpu",),
+        options: SessionOptions = _DEFAULT_OPTIONS,
+        instance_count: int = 1,
+        label: str = "",
+    ) -> None:
+        self.label = label or str(model_path)
+        self.on_compute: ComputeCallback | None = None
+        so = session_options(options)
+        first, self.provider = self._first_session(model_path, providers, so)
+        chain = next(c for c in _PROVIDER_CHAINS.values() if c[0] == self.provider)
+        self._sessions = [first] + [self._create(model_path, so, chain) for _ in range(max(1, instance_count) - 1)]
+        self.inputs = graph_tensors(first.get_inputs())
+        self.outputs = graph_tensors(first.get_outputs())
+        self._input_dtypes = {arg.name: _TYPES[arg.type][1] for arg in first.get_inputs()}
+        self._output_names = [t.name for t in self.outputs]
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for session in self._sessions:
+            self._free.put(session)
+        self._executor = ThreadPoolExecutor(len(self._sessions), thread_name_prefix=f"ort-{label}")
+        self._closed = False
+        logger.info("event=sessions_created model=%s provider=%s instances=%d", self.label, self.provider,
+                    len(self._sessions))  # fmt: skip
+
+    @property
+    def instance_count(self) -> int:
+        return len(self._sessions)
+
+    def _create(self, path: Path, so: ort.SessionOptions, chain: Sequence[str]) -> Any:
+        try:
+            return ort.InferenceSession(str(path), sess_options=so, providers=list(chain))
+        except Exception as err:  # ORT raises its own classes for unreadable or invalid models
+            raise ModelLoadError(f"{path}: ONNX Runtime cannot load it: {err}") from None
+
+    def _first_session(self, path: Path, preference: Sequence[str], so: ort.SessionOptions) -> tuple[Any, str]:
+        """The first preferred provider that really runs the model (checked after creation), else CPU."""
+        available = set(ort.get_available_providers())
+        for wanted in preference:
+            chain = _PROVIDER_CHAINS.get(wanted)
+            if chain is None:
+                logger.warning("event=provider_unknown model=%s provider=%s", self.label, wanted)
+                continue
+            if chain[0] == CPU:
+                break
+            if chain[0] not in available:
+                if chain[0] not in _unavailable_warned:  # once per process: every model would repeat it
+                    _unavailable_warned.add(chain[0])
+                    logger.warning("event=provider_unavailable provider=%s available=%s", chain[0], sorted(available))
+                continue
+            try:
+                session = ort.InferenceSession(str(path), sess_options=so, providers=list(chain))
+            except Exception as err:
+                logger.warning("event=provider_failed model=%s provider=%s error=%s", self.label, chain[0], err)
+                continue
+            if session.get_providers()[0] == chain[0]:
+                return session, chain[0]
+            logger.warning("event=provider_not_used model=%s provider=%s used=%s", self.label, chain[0],
+                           session.get_providers()[0])  # fmt: skip
+        return self._create(path, so, (CPU,)), CPU
+
+    def warm_up(self, spec: ModelSpec) -> None:
+        """Run every instance on zeros: batch 1, and max_batch_size when batching. Blocks; call from a thread.
+
+        Variable non-batch dimensions are guessed as 1; when such a guess fails the warm-up is skipped with a
+        warning rather than refusing a model that may work with real shapes.
+        """
+        batches = [1] if spec.max_batch_size <= 1 else [1, spec.max_batch_size]
+        for batch in batches:
+            guessed = False
+            feed: Tensors = {}
+            for tensor in spec.inputs:
+                dims = list(tensor.shape)
+                if spec.max_batch_size > 0 and dims:
+                    dims[0] = batch
+                guessed = guessed or -1 in dims
+                dims = [1 if d == -1 else d for d in dims]
+                dtype = self._input_dtypes[tensor.name]
+                feed[tensor.name] = np.full(dims, b"", dtype=object) if dtype.kind == "O" else np.zeros(dims, dtype)
+            for session in self._sessions:
+                try:
+                    session.run(self._output_names, feed)
+                except Exception as err:
+                    if not guessed:
+                        raise ModelLoadError(f"{self.label}: warm-up run failed: {err}") from None
+                    logger.warning("event=warmup_skipped model=%s batch=%d error=%s", self.label, batch, err)
+                    return
+
+    async def run(self, inputs: Tensors) -> Tensors:
+        """Run one batch in a worker thread; reports its phases to `on_compute` when set."""
+        outputs, times = await self.run_timed(inputs)
+        if self.on_compute is not None:
+            self.on_compute(times.input_s, times.infer_s, times.output_s)
+        return outputs
+
+    async def run_timed(self, inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+        if self._closed:
+            raise ModelNotReady(f"{self.label}: sessions released")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run_sync, inputs)
+
+    def _run_sync(self, inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+        session = self._free.get()
+        try:
+            started = time.monotonic()
+            feed = {}
+            for name, dtype in self._input_dtypes.items():
+                array = inputs.get(name)
+                if array is None:
+                    raise InvalidInput(f"{self.label}: input '{name}' is missing")
+                if array.dtype != dtype and not (dtype.kind == "O" and array.dtype.kind in "OSU"):
+                    raise InvalidInput(f"{self.label}: input '{name}' must be {dtype}, got {array.dtype}")
+                feed[name] = np.ascontiguousarray(array)
+            fed = time.monotonic()
+            try:
+                results = session.run(self._output_names, feed)
+            except Exception as err:
+                logger.warning("event=run_failed model=%s error=%s", self.label, err)
+                raise InferenceFailed(f"{self.label}: ONNX Runtime failed to run the batch") from err
+            ran = time.monotonic()
+            outputs = dict(zip(self._output_names, results, strict=True))
+            done = time.monotonic()
+        finally:
+            self._free.put(session)
+        return outputs, ComputeTimes(fed - started, ran - fed, done - ran)
+
+    def close(self) -> None:
+        """Wait for running batches, then release the sessions. Blocks; call from a thread."""
+        self._closed = True
+        self._executor.shutdown(wait=True)
+        self._sessions.clear()
+        while not self._free.empty():
+            self._free.get_nowait()

@@ -1,0 +1,123 @@
+"""ONNX Runtime sessions: provider choice and fallback, session options, warm-up, threaded runs and timings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.errors import ModelLoadError, ModelNotReady
+from service.runtime import CPU, Runtime, Tensors, session_options
+from service.types import ModelSpec, SessionOptions, TensorSpec
+from tests import onnx_models
+from tests.service.graphs import conv_any_size, fixed_batch
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    onnx_models.write_classifier(root)
+    onnx_models.write_conditional_generator(root)
+    onnx_models.write_corrupt(root)
+    return root
+
+
+def spec_of(runtime: Runtime, max_batch_size: int = 8) -> ModelSpec:
+    return ModelSpec("m", "onnxruntime_onnx", max_batch_size, runtime.inputs, runtime.outputs)
+
+
+@pytest.mark.parametrize("preference", [("cuda", "cpu"), ("cuda",), ("tensorrt", "cuda"), ("rocm", "cpu"), ()])
+def test_unavailable_providers_fall_back_to_cpu(
+    repo: Path, preference: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()  # this machine: CPU-only onnxruntime
+    with caplog.at_level(logging.INFO):
+        runtime = Runtime(repo / "classifier" / "1" / "model.onnx", providers=preference)
+    assert runtime.provider == CPU
+    assert f"provider={CPU}" in caplog.text  # the provider in use is logged at load
+    runtime.close()
+
+
+def test_session_options_follow_the_spec() -> None:
+    so = session_options(SessionOptions(intra_op_threads=2, inter_op_threads=1, graph_optimization_level="basic"))
+    assert (so.intra_op_num_threads, so.inter_op_num_threads) == (2, 1)
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert (
+        session_options(SessionOptions(allow_spinning=True)).get_session_config_entry("session.intra_op.allow_spinning")
+        == "1"
+    )
+
+
+def test_graph_is_read_with_symbolic_dims_as_minus_one(repo: Path) -> None:
+    runtime = Runtime(repo / "cgen" / "1" / "model.onnx")
+    assert runtime.inputs == (TensorSpec("latent", "FP32", (-1, 8)), TensorSpec("class", "INT64", (-1,)))
+    assert runtime.outputs == (TensorSpec("images", "FP32", (-1, 1, 2, 4)),)
+    runtime.close()
+
+
+def test_corrupt_model_is_a_load_error(repo: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"model\.onnx"):
+        Runtime(repo / "broken" / "1" / "model.onnx")
+
+
+def test_runs_match_a_direct_session_across_instances(repo: Path) -> None:
+    path = repo / "cgen" / "1" / "model.onnx"
+    reference = ort.InferenceSession(str(path), providers=[CPU])
+    runtime = Runtime(path, instance_count=2)
+    assert runtime.instance_count == 2
+    timings: list[tuple[float, float, float]] = []
+    runtime.on_compute = lambda *phases: timings.append(phases)
+    rng = np.random.default_rng(0)
+    requests: list[Tensors] = [
+        {"latent": rng.standard_normal((n, 8)).astype(np.float32), "class": rng.integers(0, 10, n).astype(np.int64)}
+        for n in (1, 3, 8, 2, 5, 7)
+    ]
+
+    async def run_all() -> list[Tensors]:
+        return await asyncio.gather(*(runtime.run(r) for r in requests))
+
+    for request, outputs in zip(requests, asyncio.run(run_all()), strict=True):
+        (expected,) = reference.run(None, request)
+        np.testing.assert_array_equal(outputs["images"], expected)
+    assert len(timings) == len(requests)
+    assert all(len(t) == 3 and min(t) >= 0 and t[1] > 0 for t in timings)
+    runtime.close()
+    with pytest.raises(ModelNotReady):
+        asyncio.run(runtime.run(requests[0]))
+
+
+def test_non_contiguous_inputs_are_accepted(repo: Path) -> None:
+    runtime = Runtime(repo / "classifier" / "1" / "model.onnx")
+    images = np.random.default_rng(1).standard_normal((4, 1, 4, 8)).astype(np.float32)[..., ::2]
+    outputs = asyncio.run(runtime.run({"images": images}))
+    np.testing.assert_allclose(outputs["logits"], onnx_models.classifier_reference(images), rtol=1e-5, atol=1e-5)
+    runtime.close()
+
+
+def test_warm_up_runs_batch_one_and_the_largest_batch(tmp_path: Path) -> None:
+    runtime = Runtime(fixed_batch(tmp_path / "model.onnx"))  # accepts batch 1 only
+    batching = replace(spec_of(runtime), inputs=(TensorSpec("x", "FP32", (-1, 3)),))
+    runtime.warm_up(replace(batching, max_batch_size=1))
+    with pytest.raises(ModelLoadError, match="warm-up"):
+        runtime.warm_up(batching)  # max_batch_size 8 is tried too, so a model failing there never gets ready
+    runtime.close()
+
+
+def test_warm_up_with_guessed_dims_only_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runtime = Runtime(conv_any_size(tmp_path / "model.onnx"))
+    with caplog.at_level(logging.WARNING):
+        runtime.warm_up(spec_of(runtime))  # H and W guessed as 1: too small for the 3x3 kernel
+    assert "warmup_skipped" in caplog.text
+    sized = spec_of(runtime)
+    sized = replace(sized, inputs=(TensorSpec("images", "FP32", (-1, 1, 8, 8)),))
+    caplog.clear()
+    runtime.warm_up(sized)  # the config's fixed sizes are used
+    assert "warmup_skipped" not in caplog.text
+    runtime.close()
