@@ -1,0 +1,477 @@
+"""The registry of loaded models: one ServedModel per loaded version, and the ModelManager that loads, swaps and
+unloads them following the repository on disk (control modes none, poll, explicit).
+
+Loading (session creation, warm-up) runs in a worker thread; a version is swapped in only once warm, and the version
+it replaces keeps its accepted requests and is drained afterwards, so a swap never fails a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from service.batcher import Batcher, BatchRecord
+from service.config import Settings
+from service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
+from service.model_config import ModelConfig, read_config, resolve
+from service.repository import NAME_PATTERN, Fingerprint, Repository, select_versions
+from service.runtime import ComputeTimes, Runtime, Tensors
+from service.types import DynamicBatching, ModelSpec, ModelState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelObservers:
+    """Hooks for metrics, called on the event loop: one BatchRecord per batch, one on_compute per run."""
+
+    on_batch: Callable[[BatchRecord], None] | None = None
+    on_compute: Callable[[float, float, float], None] | None = None  # (input_s, infer_s, output_s)
+
+
+ObserversFactory = Callable[[str, int], ModelObservers]  # (name, version) -> hooks for that loaded version
+
+
+@dataclass
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, seconds: float, times: int = 1) -> None:
+        self.count += times
+        self.ns += int(seconds * 1e9) * times
+
+
+@dataclass
+class BatchStats:
+    """Per batch size: executions and their compute phases (Triton's InferBatchStatistics)."""
+
+    count: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+
+
+@dataclass
+class ModelStats:
+    """Triton's ModelStatistics for one version. success/fail/queue/compute_* count requests; as in Triton, each
+    request of a batch is charged the whole batch's compute time."""
+
+    success: Duration = field(default_factory=Duration)  # ns: submit -> answer
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    inference_count: int = 0  # items (batch rows) of successful batches
+    execution_count: int = 0  # successful batches
+    last_inference_ms: int = 0  # ms since the epoch of the last success
+    batch_stats: dict[int, BatchStats] = field(default_factory=dict)  # batch size (items) -> stats
+
+
+# The batcher runs a batch and then reports it from the same task; this carries the run's (items, times) between.
+_last_run: contextvars.ContextVar[tuple[int, ComputeTimes] | None] = contextvars.ContextVar("last_run", default=None)
+
+
+class ServedModel:
+    """One loaded, warm version: its batcher in front of its runtime, and its statistics."""
+
+    def __init__(
+        self, spec: ModelSpec, version: int, runtime: Runtime, observers: ModelObservers = ModelObservers()
+    ) -> None:
+        self.name, self.version, self.spec = spec.name, version, spec
+        self.provider = runtime.provider
+        self.stats = ModelStats()
+        self._runtime, self._observers = runtime, observers
+        merging = spec.max_batch_size > 0 and spec.dynamic_batching is not None
+        batching = spec.dynamic_batching or DynamicBatching(max_queue_delay_us=0)
+        self._batcher = Batcher(
+            self._run_batch,
+            max_batch_size=spec.max_batch_size if merging else 0,
+            max_queue_delay_us=batching.max_queue_delay_us,
+            preferred_batch_sizes=batching.preferred_batch_sizes if merging else (),
+            max_queue_size=batching.max_queue_size,
+            concurrency=runtime.instance_count,
+            observer=self._on_batch,
+            name=spec.name,
+        )
+
+    @property
+    def queued_items(self) -> int:
+        return self._batcher.queued_items
+
+    @property
+    def in_flight_requests(self) -> int:
+        return self._batcher.in_flight_requests
+
+    async def infer(self, inputs: Tensors, *, deadline: float | None = None) -> Tensors:
+        """All outputs for one request. `deadline` is a time.monotonic() value."""
+        started = time.monotonic()
+        try:
+            outputs = await self._batcher.submit(inputs, deadline=deadline)
+        except Exception:
+            self.stats.fail.add(time.monotonic() - started)
+            raise
+        self.stats.success.add(time.monotonic() - started)
+        self.stats.last_inference_ms = int(time.time() * 1000)
+        return outputs
+
+    async def close(self, *, drain: bool = True) -> None:
+        """Refuse new requests, finish (drain) or fail the queued ones, then release the sessions."""
+        await self._batcher.close(drain=drain)
+        await asyncio.to_thread(self._runtime.close)
+
+    async def _run_batch(self, inputs: Tensors) -> Tensors:
+        outputs, times = await self._runtime.run_timed(inputs)
+        first = next(iter(inputs.values()))
+        items = first.shape[0] if self.spec.max_batch_size > 0 and first.ndim else 1
+        _last_run.set((items, times))
+        if self._observers.on_compute is not None:
+            self._observers.on_compute(times.input_s, times.infer_s, times.output_s)
+        return outputs
+
+    def _on_batch(self, record: BatchRecord) -> None:
+        stats = self.stats
+        stats.queue.count += record.requests
+        stats.queue.ns += int(sum(record.queue_seconds) * 1e9)
+        run = _last_run.get()
+        _last_run.set(None)
+        if not record.failed and run is not None:
+            items, times = run
+            stats.inference_count += items
+            stats.execution_count += 1
+            stats.compute_input.add(times.input_s, record.requests)
+            stats.compute_infer.add(times.infer_s, record.requests)
+            stats.compute_output.add(times.output_s, record.requests)
+            batch = stats.batch_stats.setdefault(items, BatchStats())
+            batch.count += 1
+            batch.compute_input_ns += int(times.input_s * 1e9)
+            batch.compute_infer_ns += int(times.infer_s * 1e9)
+            batch.compute_output_ns += int(times.output_s * 1e9)
+        if self._observers.on_batch is not None:
+            self._observers.on_batch(record)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: str  # "" for a row about the whole model (its config failed, or it is not loaded)
+    state: ModelState
+    reason: str = ""
+
+
+@dataclass
+class _Version:
+    state: ModelState
+    reason: str = ""
+    served: ServedModel | None = None  # set while READY; a failed reload keeps the previous one here
+
+
+@dataclass
+class _Model:
+    versions: dict[int, _Version] = field(default_factory=dict)
+    error: str = ""  # a failure of the whole model (config.json, no versions)
+    fingerprint: Fingerprint | None = None  # what the last sync saw on disk
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ModelManager:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_model_event: Callable[[ServedModel, bool], None] | None = None,
+        observers_factory: ObserversFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.repository = Repository(settings.model_repository)
+        self.on_model_event = on_model_event
+        self.observers_factory = observers_factory  # may also be set after construction, before start()
+        self._models: dict[str, _Model] = {}
+        self._wanted: set[str] = set()  # models meant to be loaded: readiness waits for each
+        self._started = self._stopping = False
+        self._poll_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """none: load every model; poll: the same, then rescan every poll_interval_s; explicit: startup_models."""
+        mode = self.settings.model_control_mode
+        for name in self.repository.model_names():
+            self._models.setdefault(name, _Model())
+        if mode == "explicit":
+            for name in self.settings.startup_models:
+                self._wanted.add(name)  # readiness waits for it even when it cannot load
+                try:
+                    await self.load(name)
+                except ModelNotFound as err:
+                    logger.error("event=startup_model_missing model=%s error=%s", name, err)
+                    if NAME_PATTERN.fullmatch(name):
+                        self._models.setdefault(name, _Model(error=str(err)))
+                except ServiceError:
+                    pass  # recorded for index(); the others still load
+        else:
+            await self.refresh()
+        self._started = True
+        if mode == "poll":
+            self._poll_task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """Stop polling; close every loaded version, draining (or failing) its queued requests."""
+        self._stopping = True
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+        closing = []
+        for model in list(self._models.values()):
+            async with model.lock:  # a load under way finishes first (and is then dropped)
+                for entry in model.versions.values():
+                    if entry.served is not None:
+                        closing.append(entry.served)
+                    entry.served, entry.state, entry.reason = None, ModelState.UNAVAILABLE, "server stopped"
+        await asyncio.gather(*(self._close(served, drain=drain) for served in closing))
+
+    async def refresh(self) -> None:
+        """Follow the disk once: new models and versions load, changed ones reload, removed ones unload."""
+        on_disk = self.repository.model_names()
+        for name in sorted(set(self._models) - set(on_disk)):
+            self._wanted.discard(name)
+            await self._sync(name, force=False, quiet=True)
+        for name in on_disk:
+            self._wanted.add(name)
+            await self._sync(name, force=False, quiet=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # a scan that trips over a half-written folder retries next time
+                logger.exception("event=poll_failed")
+
+    # -- explicit control ---------------------------------------------------------------------------------------
+
+    async def load(self, name: str) -> None:
+        """(Re)load a model from disk: new, changed or failed versions load; others keep serving."""
+        self.repository.model_dir(name)  # ModelNotFound for unsafe or unknown names
+        self._wanted.add(name)
+        await self._sync(name, force=True, quiet=False)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of a model: new requests are refused, accepted ones finish."""
+        model = self._models.get(name)
+        if model is None:
+            self.repository.model_dir(name)
+            return
+        self._wanted.discard(name)
+        async with model.lock:
+            await self._retire(name, model, list(model.versions), reason="unloaded")
+            model.fingerprint = None
+
+    # -- lookups (event loop, no I/O) ---------------------------------------------------------------------------
+
+    def get(self, name: str, version: str = "") -> ServedModel:
+        """A ready version ("" = the newest ready one). ModelNotFound: unknown name or version; ModelNotReady:
+        known but not loaded, loading or failed."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(f"model '{name}' is not in the repository")
+        if version == "":
+            ready = [(v, e.served) for v, e in model.versions.items() if e.served is not None]
+            if not ready:
+                reason = model.error or "; ".join(e.reason for e in model.versions.values() if e.reason)
+                raise ModelNotReady(f"model '{name}' has no ready version" + (f": {reason}" if reason else ""))
+            return max(ready, key=lambda pair: pair[0])[1]
+        entry = model.versions.get(int(version)) if version.isdigit() else None
+        if entry is None:
+            raise ModelNotFound(f"model '{name}' has no version '{version}'")
+        if entry.served is None:
+            raise ModelNotReady(f"model '{name}' version {version} is {entry.state}: {entry.reason}")
+        return entry.served
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except ServiceError:
+            return False
+        return True
+
+    def all_ready(self) -> bool:
+        """Every model meant to be loaded serves at least one warm version."""
+        if not self._started or self._stopping:
+            return False
+        return all(
+            name in self._models and any(e.served is not None for e in self._models[name].versions.values())
+            for name in self._wanted
+        )
+
+    def served_models(self) -> list[ServedModel]:
+        return [
+            entry.served
+            for _, model in sorted(self._models.items())
+            for _, entry in sorted(model.versions.items())
+            if entry.served is not None
+        ]
+
+    def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
+        """Every model on disk or loaded, one row per tracked version, failures with their reason."""
+        rows: list[IndexEntry] = []
+        for name in sorted(set(self._models) | set(self.repository.model_names())):
+            model = self._models.get(name) or _Model()
+            own = [IndexEntry(name, "", ModelState.UNAVAILABLE, model.error)] if model.error else []
+            own += [IndexEntry(name, str(v), e.state, e.reason) for v, e in sorted(model.versions.items())]
+            rows += own or [IndexEntry(name, "", ModelState.UNAVAILABLE, "not loaded")]
+        return [r for r in rows if r.state == ModelState.READY] if ready_only else rows
+
+    # -- syncing one model with the disk --------------------------------------------------------------------------
+
+    async def _sync(self, name: str, *, force: bool, quiet: bool) -> None:
+        """Load new or changed versions the policy selects, swap each in once warm, then retire the rest.
+        `quiet`: failures are only recorded (poll, start); otherwise the first is raised (explicit load)."""
+        model = self._models.setdefault(name, _Model())
+        async with model.lock:
+            if self._stopping:
+                return
+            try:
+                fingerprint = self.repository.fingerprint(name)
+            except ModelNotFound:  # the folder is gone: unload it all
+                await self._retire(name, model, list(model.versions), reason="removed from the repository")
+                if self._models.get(name) is model and not model.versions:
+                    del self._models[name]
+                return
+            if not force and fingerprint == model.fingerprint:
+                return
+            previous, model.fingerprint = model.fingerprint, fingerprint
+            try:
+                config = await asyncio.to_thread(
+                    read_config, self.repository.model_dir(name), allowed_providers=self.settings.execution_providers
+                )
+                available = [v for v, _, _ in fingerprint.versions]
+                wanted = select_versions(available, config.spec.version_policy)
+                if not wanted:
+                    found = ", ".join(map(str, available)) or "none"
+                    raise ModelLoadError(
+                        f"model '{name}': no version to serve (versions with a model.onnx: {found}; "
+                        f"policy {config.spec.version_policy})"
+                    )
+            except ModelLoadError as err:
+                model.error = str(err)
+                logger.error("event=model_config_failed model=%s error=%s", name, err)
+                await self._retire(name, model, [v for v in model.versions if v not in _versions(fingerprint)])
+                if not quiet:
+                    raise
+                return
+            model.error = ""
+            files_changed = previous is None or previous.files != fingerprint.files
+            errors: list[ServiceError] = []
+            for version in wanted:
+                entry = model.versions.get(version)
+                changed = (
+                    files_changed
+                    or previous is None
+                    or (previous.version_stamp(version) != fingerprint.version_stamp(version))
+                )
+                if entry is None or entry.served is None or changed:
+                    error = await self._load_version(model, config, version)
+                    if error is not None:
+                        errors.append(error)
+            # Versions the policy no longer selects go once a selected one serves; removed versions go anyway.
+            wanted_ready = any(model.versions[v].served is not None for v in wanted if v in model.versions)
+            on_disk = _versions(fingerprint)
+            await self._retire(
+                name, model, [v for v in model.versions if v not in wanted and (wanted_ready or v not in on_disk)]
+            )
+            if errors and not quiet:
+                raise errors[0]
+
+    async def _load_version(self, model: _Model, config: ModelConfig, version: int) -> ServiceError | None:
+        name = config.name
+        entry = model.versions.setdefault(version, _Version(ModelState.LOADING))
+        if entry.served is None:
+            entry.state, entry.reason = ModelState.LOADING, ""
+        started = time.monotonic()
+        try:
+            runtime, spec = await asyncio.to_thread(self._build, config, version)
+        except Exception as err:
+            failure = err if isinstance(err, ServiceError) else ModelLoadError(f"{type(err).__name__}: {err}")
+            logger.error("event=model_load_failed model=%s version=%d error=%s", name, version, failure)
+            if entry.served is None:
+                entry.state, entry.reason = ModelState.UNAVAILABLE, str(failure)
+            else:
+                entry.reason = f"reload failed, the previous load keeps serving: {failure}"
+            return failure
+        if self._stopping:
+            await asyncio.to_thread(runtime.close)
+            return None
+        observers = self.observers_factory(name, version) if self.observers_factory else ModelObservers()
+        served = ServedModel(spec, version, runtime, observers)
+        old, entry.served, entry.state, entry.reason = entry.served, served, ModelState.READY, ""
+        logger.info("event=model_loaded model=%s version=%d provider=%s instances=%d seconds=%.3f", name, version,
+                    served.provider, runtime.instance_count, time.monotonic() - started)  # fmt: skip
+        self._emit(served, True)
+        if old is not None:
+            await self._close(old, drain=True)
+        return None
+
+    def _build(self, config: ModelConfig, version: int) -> tuple[Runtime, ModelSpec]:
+        """Sessions, the merged spec, warm-up. Runs in a worker thread."""
+        spec = config.spec
+        runtime = Runtime(
+            self.repository.model_path(config.name, version),
+            providers=spec.execution_providers,
+            options=spec.session,
+            instance_count=spec.instance_count,
+            label=f"{config.name}:{version}",
+        )
+        try:
+            merged = resolve(config, runtime.inputs, runtime.outputs, version=version)
+            runtime.warm_up(merged)
+        except BaseException:
+            runtime.close()
+            raise
+        return runtime, merged
+
+    async def _retire(self, name: str, model: _Model, versions: list[int], reason: str = "") -> None:
+        """Take versions out of the registry at once, then drain and release them. Rows of versions that were
+        unloaded on request stay (UNAVAILABLE, reason); others disappear from the index."""
+        closing = []
+        for version in versions:
+            entry = model.versions.get(version)
+            if entry is None:
+                continue
+            if entry.served is not None:
+                closing.append(entry.served)
+                entry.served, entry.state = None, ModelState.UNLOADING
+            if reason == "unloaded":
+                entry.state, entry.reason = ModelState.UNAVAILABLE, reason
+            else:
+                del model.versions[version]
+        for served in closing:
+            logger.info("event=model_unloading model=%s version=%d reason=%s", name, served.version,
+                        reason or "not selected")  # fmt: skip
+        await asyncio.gather(*(self._close(served, drain=True) for served in closing))
+
+    async def _close(self, served: ServedModel, *, drain: bool) -> None:
+        try:
+            await served.close(drain=drain)
+        except Exception:
+            logger.exception("event=model_close_failed model=%s version=%d", served.name, served.version)
+        self._emit(served, False)
+
+    def _emit(self, served: ServedModel, loaded: bool) -> None:
+        if self.on_model_event is None:
+            return
+        try:
+            self.on_model_event(served, loaded)
+        except Exception:
+            logger.exception("event=model_event_failed model=%s version=%d", served.name, served.version)
+
+
+def _versions(fingerprint: Fingerprint) -> set[int]:
+    return {v for v, _, _ in fingerprint.versions}
