@@ -168,7 +168,7 @@ class Runtime:
                 guessed = guessed or -1 in dims
                 dims = [1 if d == -1 else d for d in dims]
                 dtype = self._input_dtypes[tensor.name]
-                feed[tensor.name] = np.full(dims, b"", dtype=object) if dtype.kind == "O" else np.zeros(dims, dtype)
+                feed[tensor.name] = np.full(dims, "", dtype=object) if dtype.kind == "O" else np.zeros(dims, dtype)
             for session in self._sessions:
                 try:
                     session.run(self._output_names, feed)
@@ -200,7 +200,10 @@ class Runtime:
                 array = inputs.get(name)
                 if array is None:
                     raise InvalidInput(f"{self.label}: input '{name}' is missing")
-                if array.dtype != dtype and not (dtype.kind == "O" and array.dtype.kind in "OSU"):
+                if dtype.kind == "O":
+                    feed[name] = _as_text(name, array)
+                    continue
+                if array.dtype != dtype:
                     raise InvalidInput(f"{self.label}: input '{name}' must be {dtype}, got {array.dtype}")
                 feed[name] = np.ascontiguousarray(array)
             fed = time.monotonic()
@@ -223,3 +226,19 @@ class Runtime:
         self._sessions.clear()
         while not self._free.empty():
             self._free.get_nowait()
+
+
+def _as_text(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """BYTES elements as str: ONNX Runtime's Python API takes string tensors only as UTF-8 text (it would store
+    the repr of a bytes object), so bytes that are not UTF-8 cannot reach the model."""
+    text = np.empty(array.shape, dtype=object)
+    for index, item in enumerate(array.flat):
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(
+                    f"input '{name}': BYTES element {index} is not UTF-8, which ONNX Runtime string tensors require"
+                ) from None
+        text.flat[index] = item if isinstance(item, str) else str(item)
+    return text

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
-from service.errors import ModelLoadError, ModelNotReady
+from service.errors import InvalidInput, ModelLoadError, ModelNotReady
 from service.runtime import CPU, Runtime, Tensors, session_options
 from service.types import ModelSpec, SessionOptions, TensorSpec
 from tests import onnx_models
-from tests.service.graphs import conv_any_size, fixed_batch
+from tests.service.graphs import conv_any_size, fixed_batch, save
 
 
 @pytest.fixture(scope="module")
@@ -120,4 +121,21 @@ def test_warm_up_with_guessed_dims_only_warns(tmp_path: Path, caplog: pytest.Log
     caplog.clear()
     runtime.warm_up(sized)  # the config's fixed sizes are used
     assert "warmup_skipped" not in caplog.text
+    runtime.close()
+
+
+def test_bytes_inputs_reach_the_model_as_utf8_text(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        "strings",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["N"])],
+    )
+    runtime = Runtime(save(graph, tmp_path / "model.onnx"))
+    runtime.warm_up(spec_of(runtime))
+    values = np.array([b"", b"a\x00b", "ün".encode()], dtype=object)
+    outputs = asyncio.run(runtime.run({"text": values}))
+    assert outputs["same"].tolist() == ["", "a\x00b", "ün"]
+    with pytest.raises(InvalidInput):
+        asyncio.run(runtime.run({"text": np.array([b"\xff"], dtype=object)}))
     runtime.close()
