@@ -152,7 +152,7 @@ class Client:
         request = pb.ModelInferRequest(model_name=model)
         for tensor in metadata.inputs:
             shape = [1 if d == -1 else d for d in tensor.shape]
-            zeros = np.zeros(shape, dtype=NUMPY_TYPES[tensor.datatype])
+            zeros: np.ndarray = np.zeros(shape, dtype=NUMPY_TYPES[tensor.datatype])
             request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=shape)
             request.raw_input_contents.append(zeros.tobytes())
         output = request.outputs.add(name=metadata.outputs[0].name)

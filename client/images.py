@@ -21,7 +21,8 @@ def to_tensor(image: Image.Image, hints: Mapping[str, Any]) -> np.ndarray:
     mean = np.asarray(hints.get("mean", [0.0] * channels), dtype=np.float32)
     std = np.asarray(hints.get("std", [1.0] * channels), dtype=np.float32)
     pixels = (pixels - mean) / std
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    chw: np.ndarray = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return chw
 
 
 def load(paths: Sequence[Path | str], hints: Mapping[str, Any]) -> np.ndarray:
@@ -37,7 +38,8 @@ def to_uint8(batch: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> n
     """Generator output [n, c, h, w] in value_range -> uint8 images [n, h, w, c]."""
     low, high = float(value_range[0]), float(value_range[1])
     scaled = (np.clip(batch, low, high) - low) / (high - low) * 255.0
-    return np.round(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
+    pixels: np.ndarray = np.round(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
+    return pixels
 
 
 def grid(images: np.ndarray, columns: int | None = None, pad: int = 2, upscale: int = 4) -> Image.Image:

@@ -1,1 +1,1 @@
-"""The cnnserve inference server: Open Inference Protocol (KServe v2) over gRPC, on ONNX Runtime. Never imports torch."""
+"""The cnnserve inference server: Open Inference Protocol (KServe v2) over gRPC on ONNX Runtime. No torch.."""

@@ -56,11 +56,11 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
             entry.reshape.shape.extend(reshape)
     for tensor in spec.outputs:
         dims, reshape = _item_dims(spec, tensor)
-        entry = config.output.add(name=tensor.name, data_type=triton_data_type(tensor.datatype), dims=dims)
+        output = config.output.add(name=tensor.name, data_type=triton_data_type(tensor.datatype), dims=dims)
         if reshape is not None:
-            entry.reshape.shape.extend(reshape)
+            output.reshape.shape.extend(reshape)
         if labels_file and tensor.name == spec.label_output:
-            entry.label_filename = labels_file
+            output.label_filename = labels_file
     config.instance_group.add(
         name=f"{spec.name}_0",
         count=spec.instance_count,

@@ -12,8 +12,8 @@ import logging
 import signal
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cnnserve_api import grpc_service_pb2 as pb
@@ -23,7 +23,7 @@ from service.gate import RequestGate
 from service.health import HealthReporter
 from service.http import HttpServer, start_http_server
 from service.metrics import Metrics
-from service.models import ModelManager, ServedModel
+from service.models import ModelManager, ModelObservers, ServedModel
 from service.servicer import InferenceServicer
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ class InferenceServer:
         self.metrics = Metrics()
         self.gate = RequestGate()
         self.health = HealthReporter()
-        self.models = ModelManager(settings, on_model_event=self._on_model_event)
+        self.models = ModelManager(
+            settings, on_model_event=self._on_model_event, observers_factory=self._observers_for
+        )
         self.metrics.attach_models(self.models)
         self._grpc: grpc.aio.Server | None = None
         self._http: HttpServer | None = None
@@ -94,6 +96,10 @@ class InferenceServer:
             raise OSError(f"cannot bind gRPC to {self.settings.host}:{self.settings.grpc_port}")
         await server.start()
         self._grpc = server
+
+    def _observers_for(self, name: str, version: int) -> ModelObservers:
+        handle = self.metrics.for_model(name, str(version))
+        return ModelObservers(on_batch=handle.observe_batch, on_compute=handle.observe_compute)
 
     def _on_model_event(self, model: ServedModel, loaded: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._refresh_readiness())

@@ -21,7 +21,7 @@ from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
 from service import describe, statistics
 from service.codec import decode_inputs, encode_response
 from service.config import Settings
-from service.errors import FailedPrecondition, ServiceError
+from service.errors import FailedPrecondition, NotSupported, ServiceError
 from service.gate import RequestGate
 from service.metrics import Metrics
 from service.models import ModelManager
@@ -192,7 +192,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             finally:
                 model_metrics.observe_request(outcome, time.monotonic() - started)
 
-    async def ModelStreamInfer(
+    async def ModelStreamInfer(  # type: ignore[override]  # answers through context.write, not by yielding
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> None:
         """Runs a stream's requests concurrently; each answer (or its error) is written as it completes.
@@ -227,3 +227,38 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             for task in tasks:
                 task.cancel()
+
+    # -- extensions this server does not offer ---------------------------------------------------------------------
+    # Explicit answers, so a client learns what is missing rather than meeting a bare UNIMPLEMENTED.
+
+    @unary
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        raise NotSupported("system shared memory is not supported: send tensors in the request")
+
+    @unary
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        raise NotSupported("system shared memory is not supported: send tensors in the request")
+
+    @unary
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        raise NotSupported("system shared memory is not supported: send tensors in the request")
+
+    @unary
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        raise NotSupported("CUDA shared memory is not supported: send tensors in the request")
+
+    @unary
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        raise NotSupported("CUDA shared memory is not supported: send tensors in the request")
+
+    @unary
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        raise NotSupported("CUDA shared memory is not supported: send tensors in the request")
+
+    @unary
+    async def TraceSetting(self, request: Any, context: Any) -> Any:
+        raise NotSupported("tracing is not supported; use the Prometheus metrics on the HTTP port")
+
+    @unary
+    async def LogSettings(self, request: Any, context: Any) -> Any:
+        raise NotSupported("log settings cannot be changed at run time; use --log-level")

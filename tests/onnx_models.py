@@ -63,7 +63,8 @@ def write_classifier(repo: Path, name: str = "classifier", version: int = 1, see
 
 def classifier_reference(images: np.ndarray, seed: int = 0) -> np.ndarray:
     weight, bias = classifier_weights(seed)
-    return images.reshape(len(images), -1) @ weight + bias
+    logits: np.ndarray = images.reshape(len(images), -1) @ weight + bias
+    return logits
 
 
 def write_conditional_generator(repo: Path, name: str = "cgen", version: int = 1) -> Path:
@@ -92,7 +93,8 @@ def write_conditional_generator(repo: Path, name: str = "cgen", version: int = 1
 
 def conditional_generator_reference(latent: np.ndarray, classes: np.ndarray) -> np.ndarray:
     table = np.linspace(-1, 1, 10 * LATENT, dtype=np.float32).reshape(10, LATENT)
-    return np.tanh(latent + table[classes]).reshape(-1, 1, 2, 4)
+    produced: np.ndarray = np.tanh(latent + table[classes]).reshape(-1, 1, 2, 4)
+    return produced
 
 
 # Datatypes an identity model passes through: protocol name -> ONNX element type.
