@@ -1,0 +1,88 @@
+"""`cnnserve train classifier|gan|defaults|benchmark-models`: argparse -> JobOptions -> jobs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", default="digits", help="'digits' (sklearn's, offline) or a folder root/<class>/<image>"
+    )
+    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"), help="where to publish")
+    parser.add_argument("--name", help="model name in the repository (default: digits_cnn, dcgan_digits, ...)")
+    parser.add_argument("--epochs", type=int, help="passes over the training split (default per model)")
+    parser.add_argument("--batch-size", type=int, help="images per step (default per model)")
+    parser.add_argument("--lr", type=float, help="learning rate (classifier: peak; GAN: generator) (default per model)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
+    parser.add_argument("--out-dir", type=Path, help="artefacts: checkpoints, PNGs, report.json (default runs/<name>/)")
+    parser.add_argument("--dry-run", action="store_true", help="one batch of one epoch, then export and publish")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: one per available core)")
+    parser.add_argument("--image-size", type=int, default=16, help="images are resized to this square size")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 grey or 3 RGB (folders)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnserve train", description="Train models and publish them as ONNX.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    classifier = commands.add_parser("classifier", help="train the CNN classifier")
+    _common(classifier)
+    gan = commands.add_parser("gan", help="train a DCGAN (or class-conditional DCGAN with --conditional)")
+    _common(gan)
+    gan.add_argument("--conditional", action="store_true", help="class-conditional generator and discriminator")
+    gan.add_argument("--judge", help="classifier for the report card: model.onnx path or model name "
+                     "(default: newest digits_cnn in the repository, trained first when absent)")  # fmt: skip
+    gan.add_argument("--lr-d", type=float, help="discriminator learning rate (default per model)")
+    defaults = commands.add_parser("defaults", help="train the three default models into a repository if missing")
+    defaults.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    defaults.add_argument("--dry-run", action="store_true", help="smoke-test settings (not for serving)")
+    bench = commands.add_parser("benchmark-models", help="export heavy_cnn (random weights) for server benchmarks")
+    bench.add_argument("--model-repository", type=Path, default=Path("benchmarks/model_repository"))
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)  # fmt: skip
+    from training.export import ExportError
+    from training.publish import PublishError
+
+    try:
+        return _dispatch(args)
+    except (ValueError, FileNotFoundError, ExportError, PublishError) as err:
+        # User-facing failures (bad dataset, bad flags, parity refused): one line, no traceback.
+        print(f"cnnserve train {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "defaults":
+        from training.defaults import ensure_default_models
+
+        ensure_default_models(args.model_repository, dry_run=args.dry_run)
+        return 0
+    if args.command == "benchmark-models":
+        from training.benchmark_models import publish_benchmark_models
+
+        publish_benchmark_models(args.model_repository)
+        return 0
+    from training.jobs import JobOptions, run_classifier, run_gan
+
+    extra = {"lr_d": args.lr_d} if getattr(args, "lr_d", None) is not None else {}
+    options = JobOptions(
+        dataset=args.dataset, repository=args.model_repository, name=args.name, out_dir=args.out_dir,
+        image_size=args.image_size, channels=args.channels, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, device=args.device, threads=args.threads, dry_run=args.dry_run,
+        conditional=getattr(args, "conditional", False), judge=getattr(args, "judge", None), extra=extra,
+    )  # fmt: skip
+    result = run_classifier(options) if args.command == "classifier" else run_gan(options)
+    print(f"published {result.name} -> {result.version_dir} in {result.seconds:.1f}s")
+    return 0

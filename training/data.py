@@ -1,0 +1,168 @@
+"""Datasets: scikit-learn's bundled digits and any `root/<class>/<image>` folder, as [0, 1] tensors with a fixed
+stratified train/validation split, plus the per-channel statistics and augmentation the classifier uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional
+
+logger = logging.getLogger(__name__)
+
+DIGITS = "digits"
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded: missing folder, no classes, a class without images, unreadable file."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: torch.Tensor  # [N, C, H, W] float32 in [0, 1]
+    labels: torch.Tensor  # [N] int64 class indices
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    name: str  # "digits" or the folder's name
+    classes: tuple[str, ...]  # index -> class name
+    train: ImageSet
+    val: ImageSet
+    train_index: np.ndarray  # positions of the training items in the source's original order
+    val_index: np.ndarray  # positions of the validation items
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+
+def load_dataset(
+    source: str, image_size: int = 16, channels: int = 1, val_fraction: float = 0.2, seed: int = 0
+) -> DataSplit:
+    """`source` is "digits" or a folder `root/<class>/<image>`; the split depends only on `seed`."""
+    if source == DIGITS:
+        if channels != 1:
+            raise DatasetError(f"digits are grey: channels must be 1, got {channels}")
+        images, labels, classes, name = *load_digits(image_size), DIGITS
+    else:
+        root = Path(source)
+        images, labels, classes = load_image_folder(root, image_size, channels)
+        name = root.resolve().name
+    train_index, val_index = stratified_split(labels.numpy(), val_fraction, seed)
+    logger.info(
+        "dataset=%s items=%d classes=%d train=%d val=%d size=%d channels=%d",
+        name, len(labels), len(classes), len(train_index), len(val_index), image_size, channels,
+    )  # fmt: skip
+    return DataSplit(
+        name=name,
+        classes=classes,
+        train=ImageSet(images[train_index], labels[train_index]),
+        val=ImageSet(images[val_index], labels[val_index]),
+        train_index=train_index,
+        val_index=val_index,
+    )
+
+
+def load_digits(image_size: int = 16) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """The 1,797 real 8x8 digits (values 0..16) scaled to [0, 1] and resized bilinearly to image_size."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]  # [N, 1, 8, 8]
+    if image_size != 8:
+        x = functional.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    x = x.clamp(0.0, 1.0)  # [N, 1, S, S]
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    return x.contiguous(), y, tuple(str(c) for c in range(10))
+
+
+def load_image_folder(root: Path, image_size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """Every image under root/<class>/, resized to image_size x image_size, in `channels` (1: L, 3: RGB)."""
+    if channels not in (1, 3):
+        raise DatasetError(f"channels must be 1 or 3, got {channels}")
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if not classes:
+        raise DatasetError(f"dataset folder {root} has no class folders (expected {root}/<class>/<image>)")
+    mode = "L" if channels == 1 else "RGB"
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    for index, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DatasetError(f"class folder {root / name} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        for path in files:
+            arrays.append(_read_image(path, image_size, mode))
+            labels.append(index)
+    x = torch.from_numpy(np.stack(arrays)).float().div_(255.0)  # [N, S, S] or [N, S, S, 3]
+    x = x[:, None] if channels == 1 else x.permute(0, 3, 1, 2)  # [N, C, S, S]
+    return x.contiguous(), torch.tensor(labels, dtype=torch.int64), classes
+
+
+def _read_image(path: Path, image_size: int, mode: str) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert(mode).resize((image_size, image_size), Image.Resampling.BILINEAR))
+    except OSError as err:
+        raise DatasetError(f"cannot read image {path}: {err}") from err
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, a seeded shuffle puts round(val_fraction * n) items (at least one when n >= 2) in validation."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_val = min(max(round(val_fraction * len(members)), 1), len(members) - 1) if len(members) >= 2 else 0
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of [N, C, H, W] images (std floored so constant channels stay finite)."""
+    mean = images.mean(dim=(0, 2, 3))
+    std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """(x - mean) / std per channel, for [0, 1] images [N, C, H, W]."""
+    m = torch.tensor(mean, dtype=images.dtype, device=images.device)[None, :, None, None]
+    s = torch.tensor(std, dtype=images.dtype, device=images.device)[None, :, None, None]
+    return (images - m) / s
+
+
+def random_affine(
+    images: torch.Tensor, generator: torch.Generator, max_shift_px: float = 2.0, max_rotate_deg: float = 10.0,
+    max_scale: float = 0.1,
+) -> torch.Tensor:  # fmt: skip
+    """Per-image random shift (pixels), rotation and scale by bilinear resampling; the border reads as 0."""
+    n, _, h, _ = images.shape
+    u = torch.rand(n, 4, generator=generator, device="cpu").to(images.device) * 2 - 1  # [N, 4] in [-1, 1]
+    angle = u[:, 0] * math.radians(max_rotate_deg)
+    scale = 1 + u[:, 1] * max_scale
+    shift = u[:, 2:] * (2 * max_shift_px / h)  # affine_grid works in [-1, 1] units: one pixel = 2 / size
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = functional.affine_grid(theta, list(images.shape), align_corners=False)  # [N, H, W, 2]
+    return functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

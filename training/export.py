@@ -1,0 +1,198 @@
+"""ONNX export with a dynamic batch axis, `onnx.checker`, metadata, and the ONNX Runtime vs PyTorch parity check
+that refuses a model outside tolerance.
+
+Exporter: `torch.onnx.export(dynamo=True)` (torch.export based; the TorchScript exporter still exists in torch 2.13
+as `dynamo=False` but is deprecated). Both work offline here; the dynamo one costs ~3 s per small model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+OPSET = 18  # >= 17 as the server's ONNX Runtime (>= 1.20) requires nothing newer
+BATCH_DIM = "batch"  # name given to the dynamic batch axis in the ONNX graph
+PARITY_BATCH_SIZES = (1, 7)
+ONNX_DTYPES = {torch.float32: "FP32", torch.int64: "INT64"}
+
+# A function that makes `n` random valid inputs for a model, in forward()'s argument order.
+InputSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]
+
+
+class ExportError(RuntimeError):
+    """The exporter or onnx.checker failed on a model."""
+
+
+class ParityError(ExportError):
+    """ONNX Runtime disagrees with PyTorch (eval mode) by more than the model's tolerance: never published."""
+
+    def __init__(self, model: str, batch_size: int, inputs: str, difference: float, tolerance: float) -> None:
+        self.model, self.batch_size, self.difference, self.tolerance = model, batch_size, difference, tolerance
+        super().__init__(
+            f"model '{model}': ONNX Runtime vs PyTorch max abs difference {difference:.3g} > tolerance "
+            f"{tolerance:.1g} at batch size {batch_size} on {inputs} inputs; not published"
+        )
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    name: str  # model name in the repository; used in messages
+    input_names: tuple[str, ...]  # ONNX input names, in forward()'s argument order
+    output_names: tuple[str, ...]  # ONNX output names
+    sample_inputs: InputSampler  # random valid inputs for the parity check and for tracing
+    real_inputs: tuple[torch.Tensor, ...]  # real inputs (>= 7 items each) for the parity check
+    tolerance: float = 1e-4  # max abs difference allowed between ONNX Runtime and PyTorch outputs
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    model: onnx.ModelProto
+    max_difference: float  # worst parity difference seen over every batch size and input kind
+    inputs: list[dict[str, Any]]  # [{"name", "datatype", "dims"}] as config.json writes them
+    outputs: list[dict[str, Any]]
+
+
+def export_model(module: nn.Module, spec: ExportSpec, metadata: Mapping[str, str]) -> ExportResult:
+    """Export `module` (in eval mode), check it, embed `metadata`, and prove parity; raise ParityError if not."""
+    module.eval()
+    example = spec.sample_inputs(2, torch.Generator().manual_seed(0))
+    model = to_onnx(module, example, spec)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise ExportError(f"model '{spec.name}': onnx.checker refused the export: {err}") from err
+    difference = check_parity(module, model.SerializeToString(), spec)
+    logger.info("export model=%s opset=%d parity_max_abs_diff=%.3g tolerance=%.1g",
+                spec.name, OPSET, difference, spec.tolerance)  # fmt: skip
+    return ExportResult(model, difference, *_io_specs(module, example, spec))
+
+
+def to_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], spec: ExportSpec) -> onnx.ModelProto:
+    """The ONNX graph of `module` with every input's and output's first axis dynamic and named "batch"."""
+    # The exporter logs a line per missing torchvision op and per optimiser pass; keep training output readable.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    for noisy in ("onnxscript", "onnx_ir"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                example,
+                input_names=list(spec.input_names),
+                output_names=list(spec.output_names),
+                opset_version=OPSET,
+                dynamo=True,
+                dynamic_shapes=tuple({0: torch.export.Dim.DYNAMIC} for _ in example),
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as err:  # the exporter raises many types; callers need one
+        raise ExportError(f"model '{spec.name}': torch.onnx.export failed: {err}") from err
+    if program is None:
+        raise ExportError(f"model '{spec.name}': torch.onnx.export returned no program")
+    model = program.model_proto
+    _name_batch_axis(model)
+    return model
+
+
+def _name_batch_axis(model: onnx.ModelProto) -> None:
+    """The exporter names the batch axis after a symbol ("s34"); rename it "batch" everywhere for readers."""
+    symbols = {v.type.tensor_type.shape.dim[0].dim_param for v in model.graph.input}
+    symbols.discard("")
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in symbols:
+                dim.dim_param = BATCH_DIM
+
+
+def check_parity(module: nn.Module, model_bytes: bytes, spec: ExportSpec) -> float:
+    """Max abs difference of ONNX Runtime (CPU) vs PyTorch over random and real inputs at batch sizes 1 and 7."""
+    session = _ort_session(model_bytes)
+    worst = 0.0
+    for batch_size in PARITY_BATCH_SIZES:
+        random_inputs = spec.sample_inputs(batch_size, torch.Generator().manual_seed(batch_size))
+        real_inputs = tuple(t[:batch_size] for t in spec.real_inputs)
+        for kind, inputs in (("random", random_inputs), ("real", real_inputs)):
+            if inputs[0].shape[0] != batch_size:
+                raise ExportError(f"model '{spec.name}': fewer than {batch_size} real inputs for the parity check")
+            with torch.no_grad():
+                expected = module(*inputs)
+            expected_list = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+            feeds = {name: t.cpu().numpy() for name, t in zip(spec.input_names, inputs, strict=True)}
+            got = session.run(list(spec.output_names), feeds)
+            for want, have in zip(expected_list, got, strict=True):
+                difference = float(np.max(np.abs(want.cpu().numpy() - have))) if want.numel() else 0.0
+                if not difference <= spec.tolerance:  # also catches NaN
+                    raise ParityError(spec.name, batch_size, kind, difference, spec.tolerance)
+                worst = max(worst, difference)
+    return worst
+
+
+def _ort_session(model_bytes: bytes) -> Any:
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError:
+        raise ExportError("the parity check needs ONNX Runtime: pip install 'cnnserve[cpu]' (or [gpu])") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # parity, not speed; leaves the other core to whoever needs it
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _io_specs(
+    module: nn.Module, example: tuple[torch.Tensor, ...], spec: ExportSpec
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    with torch.no_grad():
+        out = module(*example)
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+
+    def describe(name: str, t: torch.Tensor) -> dict[str, Any]:
+        return {"name": name, "datatype": ONNX_DTYPES[t.dtype], "dims": [-1, *t.shape[1:]]}
+
+    inputs = [describe(n, t) for n, t in zip(spec.input_names, example, strict=True)]
+    outputs = [describe(n, t) for n, t in zip(spec.output_names, outs, strict=True)]
+    return inputs, outputs
+
+
+def source_commit() -> str:
+    """`git rev-parse HEAD` of the checkout this package runs from, or "unknown" outside git."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def build_metadata(
+    labels: Sequence[str], preprocessing: Mapping[str, Any], report: Mapping[str, Any], extra: Mapping[str, Any]
+) -> dict[str, str]:
+    """ONNX metadata_props: labels, preprocessing and report card as JSON, the source commit, and `extra`."""
+    props = {
+        "labels": json.dumps(list(labels)),
+        "preprocessing": json.dumps(dict(preprocessing)),
+        "report": json.dumps(dict(report)),
+        "source_commit": source_commit(),
+        "torch_version": torch.__version__,
+    }
+    props.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return props

@@ -1,0 +1,207 @@
+"""End-to-end jobs shared by the CLI and the defaults: data -> train -> report card -> export -> publish."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.data import DIGITS, DataSplit, load_dataset, normalise
+from training.export import ExportSpec, build_metadata, export_model
+from training.models.classifier import ClassifierConfig
+from training.models.dcgan import GanConfig
+from training.publish import latest_model, model_config, publish
+from training.report import (
+    GAN_REPORT_SAMPLES,
+    Check,
+    Judge,
+    announce,
+    card,
+    classifier_checks,
+    conditional_gan_checks,
+    gan_checks,
+    svc_baseline,
+)
+from training.runs import configure_threads, resolve_device, seed_everything, write_json
+from training.train_classifier import ClassifierTrainConfig, train_classifier
+from training.train_gan import GanTrainConfig, generate, train_gan
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLASSIFIER = "digits_cnn"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    dataset: str = DIGITS  # "digits" or a folder root/<class>/<image>
+    repository: Path = Path("model_repository")  # model repository to publish into
+    name: str | None = None  # model name; default per model kind and dataset (digits_cnn, dcgan_digits, ...)
+    out_dir: Path | None = None  # artefacts (checkpoints, PNGs, report.json); default runs/<name>/
+    image_size: int = 16  # images are resized to image_size x image_size
+    channels: int = 1  # 1 (grey) or 3 (RGB)
+    epochs: int | None = None  # None: the model kind's default
+    batch_size: int | None = None  # None: the model kind's default
+    lr: float | None = None  # classifier: peak lr; GAN: generator lr. None: default
+    seed: int = 0  # seeds everything; printed
+    device: str = "cpu"  # torch device
+    threads: int = 0  # torch intra-op threads; 0 = one per available core
+    dry_run: bool = False  # one batch of one epoch, then report, export and publish as usual
+    conditional: bool = False  # GAN: class-conditional
+    judge: str | None = None  # GAN: classifier for the report card (path or model name); default digits_cnn
+    extra: dict[str, Any] = field(default_factory=dict)  # overrides of the training config's other fields
+
+
+@dataclass(frozen=True)
+class JobResult:
+    name: str  # model name published
+    version_dir: Path  # <repo>/<name>/<version>
+    report: dict[str, Any]  # the report card
+    seconds: float  # wall time of the whole job
+
+
+def _defaults(options: JobOptions, kind: str, dataset_name: str) -> tuple[str, Path]:
+    names = {"classifier": f"{dataset_name}_cnn", "gan": f"dcgan_{dataset_name}", "cgan": f"cdcgan_{dataset_name}"}
+    name = options.name or names[kind]
+    return name, options.out_dir or Path("runs") / name
+
+
+def _overrides(options: JobOptions) -> dict[str, Any]:
+    chosen = {"epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr}
+    return {k: v for k, v in chosen.items() if v is not None} | options.extra
+
+
+def _setup(options: JobOptions) -> DataSplit:
+    seed_everything(options.seed)
+    threads = configure_threads(options.threads)
+    resolve_device(options.device)
+    logger.info("threads=%d device=%s dry_run=%s", threads, options.device, options.dry_run)
+    return load_dataset(options.dataset, options.image_size, options.channels)
+
+
+def _real_examples(images: torch.Tensor, n: int = 7) -> torch.Tensor:
+    """At least n real items for the parity check, repeated when the dataset is tinier."""
+    return images.repeat((-(-n // len(images)), 1, 1, 1))[: max(n, len(images))]
+
+
+def run_classifier(options: JobOptions) -> JobResult:
+    started = time.monotonic()
+    split = _setup(options)
+    name, out_dir = _defaults(options, "classifier", split.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = ClassifierConfig(in_channels=split.channels, image_size=split.image_size,
+                                 num_classes=len(split.classes))  # fmt: skip
+    train_cfg = ClassifierTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
+                                      **_overrides(options))  # fmt: skip
+    run = train_classifier(split, model_cfg, train_cfg, out_dir)
+    svc_accuracy = svc_baseline(split)
+    print(f"validation accuracy: CNN {run.val_accuracy:.4f}"
+          + (f", SVC baseline {svc_accuracy:.4f}" if svc_accuracy is not None else ""))  # fmt: skip
+    metrics = {
+        "val_accuracy": round(run.val_accuracy, 6), "svc_val_accuracy": svc_accuracy,
+        "val_items": len(split.val), "train_items": len(split.train), "epochs": len(run.history["val_loss"]),
+        "train_seconds": round(run.seconds, 1), "seed": options.seed, "dry_run": options.dry_run,
+    }  # fmt: skip
+    report = card(name, classifier_checks(split, run.val_accuracy, svc_accuracy), metrics)
+    announce(report)
+    write_json(out_dir / "report.json", report)
+    preprocessing = {
+        "input": "images", "height": split.image_size, "width": split.image_size, "channels": split.channels,
+        "layout": "NCHW", "scale": 1.0 / 255.0, "mean": run.mean, "std": run.std,
+    }  # fmt: skip
+    real = _real_examples(torch.cat([split.val.images, split.train.images]))
+    spec = ExportSpec(
+        name=name, input_names=("images",), output_names=("logits",),
+        sample_inputs=lambda n, g: (torch.randn(n, split.channels, split.image_size, split.image_size, generator=g),),
+        real_inputs=(normalise(real, run.mean, run.std),),
+    )  # fmt: skip
+    metadata = build_metadata(split.classes, preprocessing, report, {"model_config": model_cfg.to_dict()})
+    exported = export_model(run.model, spec, metadata)
+    config = model_config(name, exported.inputs, exported.outputs, {"task": "classification"}, labels_file=True,
+                          label_output="logits", preprocessing=preprocessing)  # fmt: skip
+    version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, split.classes)
+    return JobResult(name, version_dir, report, time.monotonic() - started)
+
+
+def find_judge(options: JobOptions) -> Judge | None:
+    """The GAN report's classifier: --judge, else the newest digits_cnn (trained first when absent)."""
+    if options.judge is not None:
+        return Judge.find(options.judge, options.repository)
+    if options.dataset != DIGITS:
+        logger.warning("no --judge for dataset=%s: the GAN report card has no thresholds", options.dataset)
+        return None
+    path = latest_model(options.repository, DEFAULT_CLASSIFIER)
+    if path is None:
+        logger.info("judge %s missing in %s: training it first", DEFAULT_CLASSIFIER, options.repository)
+        run_classifier(JobOptions(repository=options.repository, seed=options.seed, device=options.device,
+                                  threads=options.threads, dry_run=options.dry_run))  # fmt: skip
+        path = latest_model(options.repository, DEFAULT_CLASSIFIER)
+        assert path is not None  # just published; not a user error
+    return Judge(path)
+
+
+def run_gan(options: JobOptions) -> JobResult:
+    started = time.monotonic()
+    judge = find_judge(options)
+    split = _setup(options)
+    name, out_dir = _defaults(options, "cgan" if options.conditional else "gan", split.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gan_cfg = GanConfig(image_size=split.image_size, channels=split.channels,
+                        num_classes=len(split.classes) if options.conditional else 0)  # fmt: skip
+    shape = (split.channels, split.image_size, split.image_size)
+    if judge is not None and judge.shape != shape:
+        raise ValueError(f"judge {judge.path} takes images {judge.shape}; this GAN makes {shape}")
+    train_cfg = GanTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
+                               **_overrides(options))  # fmt: skip
+    run = train_gan(split, gan_cfg, train_cfg, out_dir)
+    checks: list[Check] = []
+    metrics: dict[str, Any] = {}
+    if judge is not None:
+        n = GAN_REPORT_SAMPLES
+        latent = torch.randn(n, gan_cfg.latent_dim, generator=torch.Generator().manual_seed(options.seed + 1))
+        asked = torch.arange(n) % gan_cfg.num_classes if gan_cfg.conditional else None
+        probabilities = judge.probabilities(generate(run.generator, latent, asked).numpy())
+        if asked is None:
+            checks, metrics = gan_checks(probabilities)
+        else:
+            checks, metrics = conditional_gan_checks(probabilities, asked.numpy())
+        metrics["judge"] = str(judge.path)
+    metrics |= {"epochs": run.epochs, "train_seconds": round(run.seconds, 1), "seed": options.seed,
+                "dry_run": options.dry_run}  # fmt: skip
+    report = card(name, checks, metrics)
+    announce(report)
+    write_json(out_dir / "report.json", report)
+    real_latent = torch.randn(7, gan_cfg.latent_dim, generator=torch.Generator().manual_seed(options.seed + 2))
+    real_classes = split.train.labels[:7] if gan_cfg.conditional else None
+
+    def sample(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        z = torch.randn(n, gan_cfg.latent_dim, generator=g)
+        if not gan_cfg.conditional:
+            return (z,)
+        return (z, torch.randint(0, gan_cfg.num_classes, (n,), generator=g))
+
+    spec = ExportSpec(
+        name=name, input_names=("latent", "class") if gan_cfg.conditional else ("latent",),
+        output_names=("images",), sample_inputs=sample,
+        real_inputs=(real_latent, _pad7(real_classes)) if real_classes is not None else (real_latent,),
+    )  # fmt: skip
+    postprocessing = {"output": "images", "range": [-1.0, 1.0]}
+    metadata = build_metadata(split.classes if gan_cfg.conditional else [], {}, report,
+                              {"model_config": gan_cfg.to_dict(), "postprocessing": postprocessing})  # fmt: skip
+    exported = export_model(run.generator, spec, metadata)
+    parameters = {"task": "conditional_generation" if gan_cfg.conditional else "generation",
+                  "latent_dim": str(gan_cfg.latent_dim)}  # fmt: skip
+    if gan_cfg.conditional:
+        parameters["num_classes"] = str(gan_cfg.num_classes)
+    config = model_config(name, exported.inputs, exported.outputs, parameters, labels_file=gan_cfg.conditional,
+                          postprocessing=postprocessing)  # fmt: skip
+    labels = split.classes if gan_cfg.conditional else None
+    version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, labels)
+    return JobResult(name, version_dir, report, time.monotonic() - started)
+
+
+def _pad7(classes: torch.Tensor) -> torch.Tensor:
+    return classes.repeat(-(-7 // len(classes)))[: max(7, len(classes))]

@@ -1,0 +1,1 @@
+"""PyTorch model definitions: the CNN classifier and the (conditional) DCGAN."""

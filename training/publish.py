@@ -1,0 +1,154 @@
+"""The model repository on disk: `<repo>/<name>/{config.json, labels.txt, <version>/model.onnx}`.
+
+Publishing never overwrites a version and is atomic: the model is written and fsynced in `<repo>/<name>/.tmp-<uuid>`
+and renamed to the next free integer, so a server (which loads only all-digit folder names) never sees half a model.
+config.json and labels.txt are replaced atomically too, before the version appears.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+STALE_TMP_SECONDS = 3600.0  # older leftovers of crashed publishes are removed; younger ones may be in flight
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.json"
+LABELS_FILE = "labels.txt"
+
+
+class PublishError(RuntimeError):
+    """A model that cannot be written into the repository."""
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Published versions (all-digit folder names holding a model file), ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / MODEL_FILE).is_file())
+
+
+def latest_model(repo: Path, name: str) -> Path | None:
+    """`<repo>/<name>/<newest version>/model.onnx`, or None when the model has no version."""
+    found = versions(repo / name)
+    return repo / name / str(found[-1]) / MODEL_FILE if found else None
+
+
+def model_config(
+    name: str,
+    inputs: Sequence[Mapping[str, Any]],
+    outputs: Sequence[Mapping[str, Any]],
+    parameters: Mapping[str, str],
+    labels_file: bool = False,
+    label_output: str | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    postprocessing: Mapping[str, Any] | None = None,
+    max_batch_size: int = 128,
+) -> dict[str, Any]:
+    """config.json as the server reads it (docs/model-repository.md); every key written."""
+    config: dict[str, Any] = {
+        "name": name,
+        "platform": "onnxruntime_onnx",
+        "max_batch_size": max_batch_size,
+        "inputs": [dict(t) for t in inputs],
+        "outputs": [dict(t) for t in outputs],
+    }
+    if labels_file:
+        config["labels_file"] = LABELS_FILE
+    if label_output is not None:
+        config["label_output"] = label_output
+    config["dynamic_batching"] = {"max_queue_delay_us": 500, "preferred_batch_sizes": [], "max_queue_size": 1024}
+    config["instance_count"] = 1
+    if preprocessing is not None:
+        config["preprocessing"] = dict(preprocessing)
+    if postprocessing is not None:
+        config["postprocessing"] = dict(postprocessing)
+    config["parameters"] = dict(parameters)
+    return config
+
+
+def publish(
+    repo: Path, name: str, model_bytes: bytes, config: Mapping[str, Any], labels: Sequence[str] | None = None
+) -> Path:
+    """Write config, labels and the next version of `name`; return the new version folder."""
+    if not name or name.startswith(".") or "/" in name or name.isdigit():
+        raise PublishError(f"invalid model name '{name}': use letters, digits, '_' or '-', not all digits")
+    model_dir = repo / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(model_dir)
+    tmp = model_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        _write_synced(tmp / MODEL_FILE, model_bytes)
+        _fsync_dir(tmp)
+        _replace_file(model_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+        if labels is not None:
+            _replace_file(model_dir / LABELS_FILE, ("\n".join(labels) + "\n").encode())
+        target = _rename_to_next_version(tmp, model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(model_dir)
+    logger.info("published model=%s version=%s path=%s bytes=%d", name, target.name, target, len(model_bytes))
+    return target
+
+
+def _rename_to_next_version(tmp: Path, model_dir: Path) -> Path:
+    # A concurrent publisher may take the number first: rename fails on a non-empty target, so try the next.
+    taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
+    version = max(taken, default=0) + 1
+    for _ in range(100):
+        target = model_dir / str(version)
+        if not target.exists():
+            try:
+                os.rename(tmp, target)
+                return target
+            except OSError:
+                pass
+        version += 1
+    raise PublishError(f"no free version number in {model_dir}")
+
+
+def remove_stale_tmp(model_dir: Path, older_than_s: float = STALE_TMP_SECONDS) -> None:
+    """Delete `.tmp-*` folders a crashed publish left behind (the server ignores them either way)."""
+    now = time.time()
+    for path in model_dir.glob(f"{TMP_PREFIX}*"):
+        try:
+            if now - path.stat().st_mtime > older_than_s:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                logger.info("removed stale temporary path=%s", path)
+        except OSError:
+            pass  # another publisher removed or is using it
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        _write_synced(tmp, data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,188 @@
+"""The GAN training loop (unconditional or class-conditional): hinge loss, spectral-norm discriminator,
+two-timescale learning rates, an InfoGAN-style code term, EMA of generator weights, a sample grid per epoch."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional
+from tqdm import tqdm
+
+from training.data import DataSplit
+from training.models.dcgan import Discriminator, GanConfig, Generator
+from training.plots import plot_curves, save_grid
+from training.runs import save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GanTrainConfig:
+    epochs: int = 60  # passes over the training split
+    batch_size: int = 64  # real images per step
+    lr: float = 1e-4  # generator learning rate
+    lr_d: float = 4e-4  # discriminator learning rate (two-timescale: D learns faster)
+    beta1: float = 0.0  # Adam's first-moment decay (0 suits hinge + spectral norm)
+    beta2: float = 0.999  # Adam's second-moment decay
+    loss: str = "hinge"  # "hinge" or "bce" (non-saturating, with one-sided label smoothing)
+    code_weight: float = 1.0  # weight of the InfoGAN code-recovery term (only when GanConfig.codes > 0)
+    ema_decay: float = 0.999  # generator weights published = exponential moving average of training weights
+    bn_recalibration_batches: int = 8  # batches of 256 that re-estimate the EMA generator's batch-norm statistics
+    grid_per_class: int = 10  # sample grid: images per row (conditional: one row per class; else 10 rows)
+    seed: int = 0  # seeds initialisation, shuffling, noise
+    dry_run: bool = False  # one batch of one epoch: a smoke test of the whole pipeline
+    device: str = "cpu"  # torch device to train on
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("hinge", "bce"):
+            raise ValueError(f"loss must be 'hinge' or 'bce', got {self.loss!r}")
+
+
+@dataclass
+class GanRun:
+    generator: Generator  # the EMA generator, eval mode, on the CPU
+    epochs: int
+    seconds: float  # wall time of the training loop
+    history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch mean losses
+
+
+def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "hinge":  # maximise min(0, -1 + D(x)) + min(0, -1 - D(G(z)))
+        return functional.relu(1 - real).mean() + functional.relu(1 + fake).mean()
+    smooth = torch.full_like(real, 0.9)  # one-sided label smoothing: real targets 0.9
+    return (functional.binary_cross_entropy_with_logits(real, smooth)
+            + functional.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))  # fmt: skip
+
+
+def generator_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "hinge":
+        return -fake.mean()
+    return functional.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))  # non-saturating
+
+
+def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig, out_dir: Path) -> GanRun:
+    device = torch.device(config.device)
+    started = time.monotonic()
+    rng = torch.Generator().manual_seed(config.seed)
+    generator, discriminator = Generator(model_config).to(device), Discriminator(model_config).to(device)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    betas = (config.beta1, config.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
+    real_all = (split.train.images * 2 - 1).to(device)  # [N, C, S, S] in [-1, 1]
+    labels_all = split.train.labels.to(device)
+    n_classes, latent_dim = model_config.num_classes, model_config.latent_dim
+    fixed_latent, fixed_classes = _fixed_noise(model_config, config, rng)
+    steps_per_epoch = 1 if config.dry_run else max(len(real_all) // config.batch_size, 1)
+    epochs = 1 if config.dry_run else config.epochs
+    history: dict[str, list[float]] = {"d_loss": [], "g_loss": []}
+    bar = tqdm(range(1, epochs + 1), desc=f"gan {split.name}", unit="epoch", disable=None)
+    step = 0
+    for epoch in bar:
+        generator.train()
+        discriminator.train()
+        order = torch.randperm(len(real_all), generator=rng).to(device)
+        d_sum = g_sum = 0.0
+        for i in range(steps_per_epoch):
+            index = order[i * config.batch_size : (i + 1) * config.batch_size]
+            real, labels = real_all[index], labels_all[index] if n_classes else None
+            b = len(index)
+            latent = torch.randn(b, latent_dim, generator=rng).to(device)  # [B, latent_dim]
+            asked = torch.randint(0, n_classes, (b,), generator=rng).to(device) if n_classes else None
+            fake = generator(latent, asked)  # [B, C, S, S]
+
+            # update D: hinge on real vs fake (+ recover the generator's code from its features)
+            h_fake = discriminator.features(fake.detach())
+            d_loss = discriminator_loss(discriminator(real, labels), discriminator.head(h_fake, asked), config.loss)
+            if model_config.codes:
+                code = generator.code(latent)
+                d_loss = d_loss + config.code_weight * functional.cross_entropy(discriminator.code_logits(h_fake), code)
+            opt_d.zero_grad(set_to_none=True)
+            torch.autograd.backward(d_loss)
+            opt_d.step()
+
+            # update G: raise D(G(z)) (+ make its code recoverable, InfoGAN's mutual-information term)
+            h_fake = discriminator.features(fake)
+            g_loss = generator_loss(discriminator.head(h_fake, asked), config.loss)
+            if model_config.codes:
+                g_loss = g_loss + config.code_weight * functional.cross_entropy(discriminator.code_logits(h_fake), code)
+            opt_g.zero_grad(set_to_none=True)
+            torch.autograd.backward(g_loss)
+            opt_g.step()
+
+            step += 1
+            _ema_update(ema, generator, min(config.ema_decay, (1 + step) / (10 + step)))
+            d_sum, g_sum = d_sum + float(d_loss), g_sum + float(g_loss)
+        history["d_loss"].append(d_sum / steps_per_epoch)
+        history["g_loss"].append(g_sum / steps_per_epoch)
+        bar.set_postfix(d_loss=f"{history['d_loss'][-1]:.3f}", g_loss=f"{history['g_loss'][-1]:.3f}")
+        logger.info("epoch=%d d_loss=%.4f g_loss=%.4f", epoch, history["d_loss"][-1], history["g_loss"][-1])
+        samples = generate(ema, fixed_latent, fixed_classes)
+        save_grid(samples.numpy(), n_classes or 10, out_dir / "samples" / f"epoch-{epoch:03d}.png")
+        save_checkpoint(out_dir, epoch, {
+            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(), "ema": ema.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "model_config": model_config.to_dict(),
+            "classes": list(split.classes), "metrics": {k: v[-1] for k, v in history.items()},
+        })  # fmt: skip
+    recalibrate_batch_norm(ema, config.bn_recalibration_batches, rng)
+    ema.cpu().eval()
+    save_grid(generate(ema, fixed_latent.cpu(), None if fixed_classes is None else fixed_classes.cpu()).numpy(),
+              n_classes or 10, out_dir / "samples_final.png")  # fmt: skip
+    plot_curves(history, out_dir / "curves.png", f"GAN on {split.name}")
+    return GanRun(ema, epochs, time.monotonic() - started, history)
+
+
+def _fixed_noise(
+    model_config: GanConfig, config: GanTrainConfig, rng: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The same latents every epoch, so grids are comparable; conditional: row r asks for class r."""
+    rows = model_config.num_classes or 10
+    latent = torch.randn(rows * config.grid_per_class, model_config.latent_dim, generator=rng)
+    if not model_config.conditional:
+        return latent, None
+    return latent, torch.arange(rows).repeat_interleave(config.grid_per_class)
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e_param, param in zip(ema.parameters(), model.parameters(), strict=True):
+        e_param.lerp_(param, 1.0 - decay)
+    for e_buffer, buffer in zip(ema.buffers(), model.buffers(), strict=True):
+        e_buffer.copy_(buffer)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(generator: Generator, batches: int, rng: torch.Generator) -> None:
+    """Batch-norm statistics copied from the training generator do not match the EMA weights: re-estimate them."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not norms or batches <= 0:
+        return
+    device = next(generator.parameters()).device
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    generator.train()
+    cfg = generator.config
+    for _ in range(batches):
+        latent = torch.randn(256, cfg.latent_dim, generator=rng).to(device)
+        classes = torch.randint(0, cfg.num_classes, (256,), generator=rng).to(device) if cfg.conditional else None
+        generator(latent, classes)
+    for m in norms:
+        m.momentum = 0.1
+    generator.eval()
+
+
+@torch.no_grad()
+def generate(generator: Generator, latent: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """[0, 1] images [N, C, S, S] from the generator in eval mode, in batches of 500."""
+    generator.eval()
+    device = next(generator.parameters()).device
+    out = [generator(latent[i : i + 500].to(device), None if classes is None else classes[i : i + 500].to(device))
+           for i in range(0, len(latent), 500)]  # fmt: skip
+    return ((torch.cat(out).cpu() + 1) / 2).clamp(0.0, 1.0)
