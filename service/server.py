@@ -28,6 +28,8 @@ from service.servicer import InferenceServicer
 
 logger = logging.getLogger(__name__)
 
+REPLY_FLUSH_S = 1.0  # after the drain: time for replies already written to reach their clients
+
 
 class InferenceServer:
     """One server instance; tests start several in one process on ephemeral ports."""
@@ -125,7 +127,9 @@ class InferenceServer:
         if self._http is not None:
             await self._http.close()
         if self._grpc is not None:
-            await self._grpc.stop(max(0.0, grace - (loop.time() - started)))
+            # Every accepted request is answered by now; what still runs (an idle ModelStreamInfer, a health Watch)
+            # would otherwise hold the exit for the whole grace period. A short window lets written replies go out.
+            await self._grpc.stop(min(REPLY_FLUSH_S, max(0.0, grace - (loop.time() - started))))
         logger.info("event=stopped drained=%s", drained)
 
 
