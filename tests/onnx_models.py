@@ -123,3 +123,40 @@ def write_corrupt(repo: Path, name: str = "broken", version: int = 1) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"this is not an onnx model")
     return _entry(repo, name, {"max_batch_size": 4})
+
+
+def write_slow_classifier(repo: Path, name: str = "slow", version: int = 1, seed: int = 0, work: int = 8,
+                          dim: int = 384, **config: Any) -> Path:
+    """The classifier's answers (same weights as write_classifier) at a fixed cost per execution: `work` chained
+    [dim,dim] MatMul+Tanh steps that start from the batch's mean, so no optimiser can fold them, and are then
+    multiplied by zero into the logits. One thread per session, so the cost does not depend on the batch size."""
+    weight, bias = classifier_weights(seed)
+    rng = np.random.default_rng(seed + 1)
+    square = (rng.standard_normal((dim, dim)) / np.sqrt(dim)).astype(np.float32)
+    nodes = [
+        helper.make_node("Flatten", ["images"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+        helper.make_node("Add", ["mm", "b"], ["plain"]),
+        helper.make_node("ReduceMean", ["flat"], ["mean"], keepdims=0),  # scalar: depends on every input
+        helper.make_node("Add", ["square", "mean"], ["h0"]),
+    ]
+    for step in range(work):  # tanh keeps every value in [-1, 1]: times zero is exactly zero
+        nodes.append(helper.make_node("MatMul", [f"h{step}", "square"], [f"m{step}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{step}"], [f"h{step + 1}"]))
+    nodes += [
+        helper.make_node("ReduceMean", [f"h{work}"], ["busy"], keepdims=0),
+        helper.make_node("Mul", ["busy", "zero"], ["nothing"]),
+        helper.make_node("Add", ["plain", "nothing"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b"),
+         numpy_helper.from_array(square, "square"), numpy_helper.from_array(np.array(0, np.float32), "zero")],
+    )
+    _save(graph, repo / name / str(version) / "model.onnx")
+    base = {"max_batch_size": 8, "label_output": "logits", "session": {"intra_op_threads": 1},
+            "dynamic_batching": {"max_queue_delay_us": 1000, "max_queue_size": 256}}
+    return _entry(repo, name, {**base, **config}, labels=[f"digit-{i}" for i in range(10)])

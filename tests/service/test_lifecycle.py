@@ -1,0 +1,321 @@
+"""Shutdown of a real `cnnserve serve` process: on SIGTERM or SIGINT it turns not ready at once, refuses new
+requests with UNAVAILABLE, answers every request it had accepted, and exits 0 within the grace period."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from tests import onnx_models
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"event=listening grpc=(\S+):(\d+) http=(\S+):(\d+)")
+GRACE_S = 20.0
+CLIENTS = 32
+START_TIMEOUT_S = 30.0
+
+
+class ServerProcess:
+    """`python -m cnnserve serve` on ports 0; the bound ports are read from its `event=listening` log line."""
+
+    def __init__(self, repo: Path, grace_s: float = GRACE_S) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CNNSERVE_")}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cnnserve",
+                "serve",
+                "--model-repository",
+                str(repo),
+                "--host",
+                "127.0.0.1",
+                "--grpc-port",
+                "0",
+                "--http-port",
+                "0",
+                "--execution-providers",
+                "cpu",
+                "--grace-period-s",
+                str(grace_s),
+                "--log-level",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.grpc_address = self.http_url = ""
+        self._listening, self._ready = threading.Event(), threading.Event()
+        self._reader = threading.Thread(target=self._read_log, name="server-log", daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            if match := LISTENING.search(line):
+                self.grpc_address = f"{match[1]}:{match[2]}"
+                self.http_url = f"http://{match[3]}:{match[4]}"
+                self._listening.set()
+            if "event=ready " in line:
+                self._ready.set()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._ready.wait(0.1):
+            assert self.proc.poll() is None, "server exited during start-up:\n" + self.log()
+            assert time.monotonic() < deadline, "server not ready in time:\n" + self.log()
+        assert self._listening.is_set()
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_exit(self, timeout_s: float) -> int:
+        code = self.proc.wait(timeout_s)
+        self._reader.join(5)
+        return code
+
+    def close(self) -> None:
+        """Kills the process if a test left it running; closes its log pipe."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    # ~2 ms per step on these machines; batches of up to 4 make the 32 requests a drain of well over a second.
+    onnx_models.write_slow_classifier(tmp_path, work=40, max_batch_size=4)
+    process = ServerProcess(tmp_path)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.close()
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 1, 4, 4)).astype(np.float32)
+
+
+def infer_request(batch: np.ndarray, request_id: str = "") -> pb.ModelInferRequest:
+    return pb.ModelInferRequest(
+        model_name="slow",
+        id=request_id,
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="images", datatype="FP32", shape=list(batch.shape))],
+        raw_input_contents=[batch.tobytes()],
+    )
+
+
+def logits_of(reply: pb.ModelInferResponse) -> np.ndarray:
+    return np.frombuffer(reply.raw_output_contents[0], dtype=np.float32).reshape(-1, 10)
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def scrape(http_url: str, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"{http_url}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
+def wait_until_admitted(http_url: str, count: int) -> float:
+    """Waits until `count` requests were admitted (in flight or answered); returns how many are in flight."""
+    deadline = time.monotonic() + 15
+    while True:
+        inflight = scrape(http_url, "cnnserve_inflight_requests", model="slow")
+        answered = scrape(http_url, "cnnserve_requests_total", model="slow")
+        if inflight + answered >= count:
+            return inflight
+        assert time.monotonic() < deadline, f"only {inflight + answered} of {count} requests admitted"
+        time.sleep(0.005)
+
+
+def test_sigterm_drains_accepted_requests_refuses_new_ones_and_exits_zero(server_process: ServerProcess) -> None:
+    server = server_process
+    channel = grpc.insecure_channel(server.grpc_address)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+
+    def health_status(service: str) -> int:
+        return health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status  # type: ignore[no-any-return]
+
+    assert http_status(f"{server.http_url}/v2/health/ready") == 200
+    assert stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+
+    # Load: unary calls and one stream, all admitted before the signal.
+    batches = [images(1 + i % 3, seed=i) for i in range(CLIENTS)]
+    unary = [stub.ModelInfer.future(infer_request(b), timeout=60) for b in batches[:-4]]
+    stream_requests: queue.Queue[pb.ModelInferRequest | None] = queue.Queue()
+    for i, batch in enumerate(batches[-4:]):
+        stream_requests.put(infer_request(batch, f"s{i}"))
+
+    stream_replies: list[pb.ModelStreamInferResponse] = []
+    stream_call = stub.ModelStreamInfer(iter(stream_requests.get, None), timeout=60)
+    stream_reader = threading.Thread(target=lambda: stream_replies.extend(stream_call), daemon=True)
+    stream_reader.start()
+    inflight = wait_until_admitted(server.http_url, CLIENTS)
+    assert inflight >= CLIENTS // 2, "the model is too fast for this test: most requests finished before SIGTERM"
+
+    signalled = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+
+    # Not ready at once, while still live and still answering accepted work.
+    while http_status(f"{server.http_url}/v2/health/ready") != 503:
+        assert time.monotonic() - signalled < 1.0, "readiness did not turn false within 1 s of SIGTERM"
+        time.sleep(0.005)
+    not_ready_after_s = time.monotonic() - signalled
+    assert http_status(f"{server.http_url}/v2/health/live") == 200
+    assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+    assert health_status("ready") == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert health_status("") == health_pb2.HealthCheckResponse.SERVING
+    # New requests are refused with UNAVAILABLE by the still-open listener, unary and on the open stream.
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.ModelInfer(infer_request(images(1, seed=99)), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    stream_requests.put(infer_request(images(1, seed=98), "late"))
+    assert not all(f.done() for f in unary), "the drain was over before the checks: they proved nothing"
+
+    # Every accepted request gets its own correct answer.
+    for future, batch in zip(unary, batches, strict=False):
+        np.testing.assert_allclose(
+            logits_of(future.result()), onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5
+        )
+    deadline = time.monotonic() + 30
+    while len(stream_replies) < 5:
+        assert time.monotonic() < deadline, f"stream answered {len(stream_replies)} of 5"
+        time.sleep(0.01)
+    answers = {r.infer_response.id: r for r in stream_replies if not r.error_message}
+    assert sorted(answers) == ["s0", "s1", "s2", "s3"]
+    for i, batch in enumerate(batches[-4:]):
+        np.testing.assert_allclose(
+            logits_of(answers[f"s{i}"].infer_response), onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5
+        )
+    [late] = [r for r in stream_replies if r.error_message]
+    assert late.error_message.startswith("UNAVAILABLE")
+    stream_requests.put(None)  # the client ends its stream
+    stream_reader.join(10)
+
+    assert server.wait_exit(GRACE_S) == 0, server.log()
+    exited_after_s = time.monotonic() - signalled
+    assert exited_after_s < GRACE_S
+    assert "event=stopped drained=True" in server.log()
+    # Once the process is gone, a new request finds no listener: UNAVAILABLE (connection refused).
+    with pytest.raises(grpc.RpcError) as gone:
+        stub.ModelInfer(infer_request(images(1, seed=97)), timeout=5)
+    assert gone.value.code() == grpc.StatusCode.UNAVAILABLE
+    channel.close()
+    print(f"not ready after {not_ready_after_s * 1000:.0f} ms, exit after {exited_after_s:.2f} s")
+
+
+def test_sigint_drains_too_and_open_streams_do_not_hold_the_exit(server_process: ServerProcess) -> None:
+    """SIGINT takes SIGTERM's path. A client that keeps a stream or a health Watch open after its answers must not
+    keep the process alive for the whole grace period."""
+    server = server_process
+    channel = grpc.insecure_channel(server.grpc_address)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    hold_open = threading.Event()
+
+    def one_then_idle() -> Iterator[pb.ModelInferRequest]:
+        yield infer_request(images(2, seed=1), "first")
+        hold_open.wait(60)
+
+    stream = stub.ModelStreamInfer(one_then_idle(), timeout=60)
+    first = next(stream)
+    np.testing.assert_allclose(
+        logits_of(first.infer_response), onnx_models.classifier_reference(images(2, seed=1)), rtol=1e-5, atol=1e-5
+    )
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="ready"), timeout=60)
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    batches = [images(1, seed=i) for i in range(8)]
+    pending = [stub.ModelInfer.future(infer_request(b), timeout=60) for b in batches]
+    wait_until_admitted(server.http_url, 1 + len(batches))
+
+    signalled = time.monotonic()
+    server.proc.send_signal(signal.SIGINT)
+    assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    for future, batch in zip(pending, batches, strict=True):
+        np.testing.assert_allclose(
+            logits_of(future.result()), onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5
+        )
+    drained_after_s = time.monotonic() - signalled
+
+    assert server.wait_exit(GRACE_S) == 0, server.log()
+    exited_after_s = time.monotonic() - signalled
+    assert exited_after_s < drained_after_s + 3.0, f"exit {exited_after_s:.1f} s after SIGINT: streams held it"
+    assert "event=stopped drained=True" in server.log()
+    for call in (stream, watch):  # ended by the server, after their answers
+        with pytest.raises(grpc.RpcError) as ended:
+            next(call)
+        assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    hold_open.set()
+    channel.close()
+
+
+def test_grace_period_expiry_fails_queued_requests_and_still_exits_zero(tmp_path: Path) -> None:
+    """Grace 0.5 s with ~1.5 s batches of one: the queued requests are refused (UNAVAILABLE) when it expires.
+    The running batch cannot be interrupted inside ONNX Runtime, so the exit waits for it."""
+    onnx_models.write_slow_classifier(tmp_path, work=700, max_batch_size=1)
+    server = ServerProcess(tmp_path, grace_s=0.5)
+    try:
+        server.wait_ready()
+        channel = grpc.insecure_channel(server.grpc_address)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        pending = [stub.ModelInfer.future(infer_request(images(1, seed=i)), timeout=60) for i in range(3)]
+        wait_until_admitted(server.http_url, len(pending))
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait_exit(GRACE_S) == 0, server.log()
+        exited_after_s = time.monotonic() - signalled
+        assert "event=stopped drained=False" in server.log()
+        outcomes = []
+        for future in pending:
+            try:
+                future.result()
+                outcomes.append("answered")
+            except grpc.RpcError as err:
+                outcomes.append(err.code().name)
+        print(f"exit after {exited_after_s:.2f} s, outcomes {outcomes}")
+        # The two queued are refused, never run; the one running when the grace ran out may finish or be cut off.
+        assert outcomes.count("UNAVAILABLE") >= 2
+        assert set(outcomes) <= {"answered", "UNAVAILABLE", "CANCELLED"}
+        channel.close()
+    finally:
+        server.close()
