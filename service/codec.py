@@ -80,7 +80,7 @@ def decode_inputs(request: pb.ModelInferRequest, spec: ModelSpec) -> DecodedRequ
             raise InvalidInput(f"input {tensor.name!r}: unknown; model {spec.name!r} takes {_names(spec.inputs)}")
         if tensor.name in inputs:
             raise InvalidInput(f"input {tensor.name!r}: given twice")
-        shape = tuple(tensor.shape)
+        shape = _without_scalar_axis(tuple(tensor.shape), expected, spec.max_batch_size)
         count = _check_tensor(tensor.name, tensor.datatype, shape, expected, spec.max_batch_size)
         if spec.max_batch_size > 0:
             if batch is None:
@@ -189,6 +189,16 @@ def _check_parameters(parameters: Mapping[str, pb.InferParameter]) -> None:
 def _parameter_value(parameter: pb.InferParameter) -> bool | int | str | float | None:
     kind = parameter.WhichOneof("parameter_choice")
     return None if kind is None else getattr(parameter, kind)  # type: ignore[no-any-return]
+
+
+def _without_scalar_axis(shape: tuple[int, ...], expected: TensorSpec, max_batch_size: int) -> tuple[int, ...]:
+    """A per-item scalar is declared to Triton clients as dims [1] with reshape [] (see describe.py), so clients that
+    follow the metadata (perf_analyzer) send [b, 1]: that trailing 1 is dropped here, as Triton's reshape does. The
+    model's own shape [b] stays accepted too."""
+    item_rank = len(expected.shape) - (1 if max_batch_size > 0 else 0)
+    if item_rank == 0 and len(shape) == len(expected.shape) + 1 and shape[-1] == 1:
+        return shape[:-1]
+    return shape
 
 
 def _check_tensor(name: str, datatype: str, shape: tuple[int, ...], expected: TensorSpec, max_batch_size: int) -> int:

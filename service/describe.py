@@ -2,7 +2,10 @@
 
 Two shape conventions meet here: ModelMetadata keeps the batch axis as -1 (perf_analyzer drops it when
 max_batch_size > 0), ModelConfig omits it (Triton's `dims`). A per-item scalar (shape [-1]) has no dims left, which
-Triton's config cannot express; it is reported as dims [1] with a reshape to [] the way Triton models do.
+Triton's config cannot express; it is reported as dims [1] with a reshape to [] the way Triton models do, and its
+input metadata says [-1, 1] as Triton's does (metadata shows the config's dims, before the reshape). perf_analyzer
+needs that: it refuses an input whose per-item shape is empty ("unable to set shape for the input"). The codec accepts
+such an input as [b, 1] or [b].
 """
 
 from __future__ import annotations
@@ -21,12 +24,19 @@ def tensor_metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetada
     )
 
 
+def _input_metadata(spec: ModelSpec, tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    metadata = tensor_metadata(tensor)
+    if _item_dims(spec, tensor)[1] is not None:  # per-item scalar: the config's dims [1], before its reshape []
+        metadata.shape.append(1)
+    return metadata
+
+
 def model_metadata(spec: ModelSpec, versions: list[int]) -> pb.ModelMetadataResponse:
     return pb.ModelMetadataResponse(
         name=spec.name,
         versions=[str(v) for v in sorted(versions)],
         platform=spec.platform or PLATFORM,
-        inputs=[tensor_metadata(t) for t in spec.inputs],
+        inputs=[_input_metadata(spec, t) for t in spec.inputs],
         outputs=[tensor_metadata(t) for t in spec.outputs],
     )
 

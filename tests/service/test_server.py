@@ -96,7 +96,7 @@ def test_model_metadata_keeps_batch_axis(client: triton.InferenceServerClient) -
     meta = client.get_model_metadata("cgen")
     assert meta.versions == ["1"]
     shapes = {t.name: (t.datatype, list(t.shape)) for t in [*meta.inputs, *meta.outputs]}
-    assert shapes == {"latent": ("FP32", [-1, 8]), "class": ("INT64", [-1]), "images": ("FP32", [-1, 1, 2, 4])}
+    assert shapes == {"latent": ("FP32", [-1, 8]), "class": ("INT64", [-1, 1]), "images": ("FP32", [-1, 1, 2, 4])}
 
 
 def test_model_config_is_triton_shaped(client: triton.InferenceServerClient) -> None:
