@@ -7,6 +7,7 @@ config.json and labels.txt are replaced atomically too, before the version appea
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -112,8 +113,9 @@ def _rename_to_next_version(tmp: Path, model_dir: Path) -> Path:
             try:
                 os.rename(tmp, target)
                 return target
-            except OSError:
-                pass
+            except OSError as err:
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
         version += 1
     raise PublishError(f"no free version number in {model_dir}")
 

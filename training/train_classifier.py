@@ -78,7 +78,7 @@ def train_classifier(
             torch.autograd.backward(loss)
             optimiser.step()
             schedule.step()
-            loss_sum += float(loss) * len(labels)
+            loss_sum += loss.item() * len(labels)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
         val_loss, val_accuracy, _ = evaluate(model, x_val, y_val, len(split.classes))

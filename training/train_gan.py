@@ -31,7 +31,7 @@ class GanTrainConfig:
     beta1: float = 0.0  # Adam's first-moment decay (0 suits hinge + spectral norm)
     beta2: float = 0.999  # Adam's second-moment decay
     loss: str = "hinge"  # "hinge" or "bce" (non-saturating, with one-sided label smoothing)
-    code_weight: float = 1.0  # weight of the InfoGAN code-recovery term (only when GanConfig.codes > 0)
+    code_weight: float = 1.0  # weight of the InfoGAN code term / AC-GAN class term (when the model has the head)
     ema_decay: float = 0.999  # generator weights published = exponential moving average of training weights
     bn_recalibration_batches: int = 8  # batches of 256 that re-estimate the EMA generator's batch-norm statistics
     grid_per_class: int = 10  # sample grid: images per row (conditional: one row per class; else 10 rows)
@@ -97,20 +97,26 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
             asked = torch.randint(0, n_classes, (b,), generator=rng).to(device) if n_classes else None
             fake = generator(latent, asked)  # [B, C, S, S]
 
-            # update D: hinge on real vs fake (+ recover the generator's code from its features)
-            h_fake = discriminator.features(fake.detach())
-            d_loss = discriminator_loss(discriminator(real, labels), discriminator.head(h_fake, asked), config.loss)
-            if model_config.codes:
-                code = generator.code(latent)
+            # update D: real vs fake (+ InfoGAN: recover the fake's code; AC-GAN: classify the real images)
+            h_real, h_fake = discriminator.features(real), discriminator.features(fake.detach())
+            d_loss = discriminator_loss(
+                discriminator.head(h_real, labels), discriminator.head(h_fake, asked), config.loss
+            )
+            code = generator.code(latent) if model_config.codes else asked
+            if model_config.codes and code is not None:
                 d_loss = d_loss + config.code_weight * functional.cross_entropy(discriminator.code_logits(h_fake), code)
+            elif model_config.auxiliary_classifier and labels is not None:
+                d_loss = d_loss + config.code_weight * functional.cross_entropy(
+                    discriminator.code_logits(h_real), labels
+                )
             opt_d.zero_grad(set_to_none=True)
             torch.autograd.backward(d_loss)
             opt_d.step()
 
-            # update G: raise D(G(z)) (+ make its code recoverable, InfoGAN's mutual-information term)
+            # update G: raise D(G(z)) (+ make its code / asked class recoverable from the image)
             h_fake = discriminator.features(fake)
             g_loss = generator_loss(discriminator.head(h_fake, asked), config.loss)
-            if model_config.codes:
+            if code is not None and discriminator.code_head is not None:
                 g_loss = g_loss + config.code_weight * functional.cross_entropy(discriminator.code_logits(h_fake), code)
             opt_g.zero_grad(set_to_none=True)
             torch.autograd.backward(g_loss)
@@ -118,7 +124,7 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
 
             step += 1
             _ema_update(ema, generator, min(config.ema_decay, (1 + step) / (10 + step)))
-            d_sum, g_sum = d_sum + float(d_loss), g_sum + float(g_loss)
+            d_sum, g_sum = d_sum + d_loss.item(), g_sum + g_loss.item()
         history["d_loss"].append(d_sum / steps_per_epoch)
         history["g_loss"].append(g_sum / steps_per_epoch)
         bar.set_postfix(d_loss=f"{history['d_loss'][-1]:.3f}", g_loss=f"{history['g_loss'][-1]:.3f}")

@@ -27,6 +27,7 @@ class GanConfig:
     minibatch_std: bool = False  # discriminator sees the batch's feature spread (fights mode collapse)
     codes: int = 0  # unconditional only: InfoGAN-style categorical code = argmax of the latent's first `codes`
     # entries, embedded like a class; the discriminator learns to recover it (0 = off)
+    auxiliary_classifier: bool = False  # conditional only: AC-GAN head on the discriminator's features
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
@@ -131,7 +132,9 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())  # [B, ch * 16]
         self.score = sn(nn.Linear(ch * 16, 1))
         self.embed = sn(nn.Embedding(config.num_classes, ch * 16)) if config.conditional else None
-        self.code_head = nn.Linear(ch * 16, config.codes) if config.codes else None  # InfoGAN's Q head
+        # InfoGAN's Q head (recovers the code) or AC-GAN's auxiliary classifier (recovers the class)
+        heads = config.codes or (config.num_classes if config.auxiliary_classifier else 0)
+        self.code_head = nn.Linear(ch * 16, heads) if heads else None
         if not config.spectral_norm:
             self.apply(init_dcgan_weights)
 
@@ -149,9 +152,9 @@ class Discriminator(nn.Module):
         return out
 
     def code_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits of the categorical code the generator was given, [B, codes], from features h."""
+        """Logits of the code (InfoGAN) or class (AC-GAN) behind an image, [B, codes or classes], from features h."""
         if self.code_head is None:
-            raise ValueError("this discriminator has no code head (codes=0)")
+            raise ValueError("this discriminator has no code head (codes=0, auxiliary_classifier=False)")
         logits: torch.Tensor = self.code_head(h)
         return logits
 

@@ -1,0 +1,110 @@
+"""`cnnserve train ...` end to end with --dry-run: loadable ONNX models and configs in a temporary repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from cnnserve.cli import main as cnnserve_main
+from training.cli import main
+from training.defaults import DEFAULT_MODELS
+from training.publish import versions
+
+
+def _load(repo: Path, name: str, version: int = 1) -> tuple[dict, ort.InferenceSession]:  # type: ignore[type-arg]
+    config = json.loads((repo / name / "config.json").read_text())
+    session = ort.InferenceSession(str(repo / name / str(version) / "model.onnx"), providers=["CPUExecutionProvider"])
+    return config, session
+
+
+@pytest.fixture(scope="module")
+def gan_repo(classifier_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's classifier plus both GANs, published by the CLI with --dry-run (the classifier judges)."""
+    repo = tmp_path_factory.mktemp("gans")
+    shutil.copytree(classifier_repo / "digits_cnn", repo / "digits_cnn")
+    out = tmp_path_factory.mktemp("gan_runs")
+    assert main(["gan", "--dry-run", "--model-repository", str(repo), "--out-dir", str(out / "g")]) == 0
+    args = ["gan", "--conditional", "--dry-run", "--model-repository", str(repo), "--out-dir", str(out / "c")]
+    assert main([*args, "--judge", str(repo / "digits_cnn")]) == 0
+    return repo
+
+
+def test_classifier_entry_matches_the_server_format(classifier_repo: Path) -> None:
+    config, session = _load(classifier_repo, "digits_cnn")
+    assert config["name"] == "digits_cnn" and config["platform"] == "onnxruntime_onnx"
+    assert config["max_batch_size"] == 128
+    assert config["inputs"] == [{"name": "images", "datatype": "FP32", "dims": [-1, 1, 16, 16]}]
+    assert config["outputs"] == [{"name": "logits", "datatype": "FP32", "dims": [-1, 10]}]
+    assert config["labels_file"] == "labels.txt" and config["label_output"] == "logits"
+    assert config["dynamic_batching"] == {
+        "max_queue_delay_us": 500,
+        "preferred_batch_sizes": [],
+        "max_queue_size": 1024,
+    }
+    assert config["instance_count"] == 1
+    pre = config["preprocessing"]
+    assert (pre["input"], pre["height"], pre["width"], pre["channels"], pre["layout"]) == ("images", 16, 16, 1, "NCHW")
+    assert pre["scale"] == pytest.approx(1 / 255) and len(pre["mean"]) == len(pre["std"]) == 1
+    assert config["parameters"] == {"task": "classification"}
+    assert (classifier_repo / "digits_cnn" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    logits = session.run(None, {"images": np.zeros((5, 1, 16, 16), np.float32)})[0]
+    assert logits.shape == (5, 10)
+    report = json.loads(session.get_modelmeta().custom_metadata_map["report"])
+    assert report["passed"] is False  # one dry-run batch cannot reach 99%; published anyway, marked
+    assert report["metrics"]["svc_val_accuracy"] > 0.97
+
+
+def test_gan_entries_match_the_server_format(gan_repo: Path) -> None:
+    config, session = _load(gan_repo, "dcgan_digits")
+    assert config["inputs"] == [{"name": "latent", "datatype": "FP32", "dims": [-1, 64]}]
+    assert config["outputs"] == [{"name": "images", "datatype": "FP32", "dims": [-1, 1, 16, 16]}]
+    assert config["postprocessing"] == {"output": "images", "range": [-1.0, 1.0]}
+    assert config["parameters"] == {"task": "generation", "latent_dim": "64"}
+    assert "labels_file" not in config and not (gan_repo / "dcgan_digits" / "labels.txt").exists()
+    images = session.run(None, {"latent": np.random.default_rng(0).standard_normal((3, 64), np.float32)})[0]
+    assert images.shape == (3, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
+
+    config, session = _load(gan_repo, "cdcgan_digits")
+    assert [i["name"] for i in config["inputs"]] == ["latent", "class"]
+    assert config["inputs"][1] == {"name": "class", "datatype": "INT64", "dims": [-1]}
+    assert config["parameters"] == {"task": "conditional_generation", "latent_dim": "64", "num_classes": "10"}
+    assert config["labels_file"] == "labels.txt"
+    feeds = {"latent": np.zeros((2, 64), np.float32), "class": np.array([0, 9], np.int64)}
+    assert session.run(None, feeds)[0].shape == (2, 1, 16, 16)
+    report = json.loads(session.get_modelmeta().custom_metadata_map["report"])
+    assert report["checks"][0]["name"] == "asked_class_confident_share"
+
+
+def test_defaults_skip_present_models_and_train_missing_ones(gan_repo: Path, tmp_path: Path, monkeypatch) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(gan_repo, repo)
+    shutil.rmtree(repo / "dcgan_digits")
+    monkeypatch.chdir(tmp_path)  # artefacts go to ./runs
+    assert cnnserve_main(["train", "defaults", "--dry-run", "--model-repository", str(repo)]) == 0
+    assert {name: versions(repo / name) for name in DEFAULT_MODELS} == {name: [1] for name in DEFAULT_MODELS}
+    assert (tmp_path / "runs" / "dcgan_digits" / "report.json").exists()
+    assert not (tmp_path / "runs" / "digits_cnn").exists()  # skipped: already had a version
+
+
+def test_image_folder_classifier_in_rgb(image_folder: Path, tmp_path: Path) -> None:
+    args = ["classifier", "--dataset", str(image_folder), "--channels", "3", "--dry-run", "--name", "shapes",
+            "--model-repository", str(tmp_path / "repo"), "--out-dir", str(tmp_path / "run"),
+            "--seed", "3"]  # fmt: skip
+    assert main(args) == 0
+    config, _ = _load(tmp_path / "repo", "shapes")
+    assert config["inputs"][0]["dims"] == [-1, 3, 16, 16] and config["preprocessing"]["channels"] == 3
+    assert (tmp_path / "repo" / "shapes" / "labels.txt").read_text().split() == ["bar", "circle", "cross"]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["passed"] is None  # no thresholds for other datasets
+    assert report["metrics"]["seed"] == 3
+
+
+def test_user_errors_exit_1_with_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["classifier", "--dataset", str(tmp_path / "nowhere"), "--dry-run"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["gan", "--judge", str(tmp_path / "none.onnx"), "--model-repository", str(tmp_path)]) == 1
