@@ -114,7 +114,7 @@ class ServedModel:
         started = time.monotonic()
         try:
             outputs = await self._batcher.submit(inputs, deadline=deadline)
-        except Exception:
+        except (Exception, asyncio.CancelledError):  # a request cancelled while queued failed too (as in Triton)
             self.stats.fail.add(time.monotonic() - started)
             raise
         self.stats.success.add(time.monotonic() - started)

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 # Only what really works: perf_analyzer asks ModelStatistics only when "statistics" is listed.
 EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics")
 STREAM_MAX_IN_FLIGHT = 128  # per stream: bounds the tasks one client can pile up
+# A cancellation this close to the deadline is the deadline: the one we hold is late by the moment between reading
+# time_remaining() and time.monotonic(), milliseconds on a busy machine.
+DEADLINE_SLACK_S = 0.005
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -63,6 +66,14 @@ def unary(method: Handler[Request, Response]) -> Handler[Request, Response]:
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
+
+
+def _cancelled_outcome(deadline: float | None) -> str:
+    """gRPC cancels the handler itself when the client's deadline passes, often just before the batcher's own timer
+    answers DEADLINE_EXCEEDED: that is the deadline expiring, not the client going away."""
+    if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
+        return "deadline_exceeded"
+    return "cancelled"
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -184,7 +195,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 outcome = _status_name(err.code)
                 raise
             except asyncio.CancelledError:
-                outcome = "cancelled"
+                outcome = _cancelled_outcome(deadline)
                 raise
             except Exception:
                 outcome = "internal"
