@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from training.data import DIGITS, DataSplit, load_dataset, normalise
-from training.export import ExportSpec, build_metadata, export_model
+from training.export import Exporter, ExportSpec, build_metadata, export_model
 from training.models.classifier import ClassifierConfig
 from training.models.dcgan import GanConfig
 from training.publish import latest_model, model_config, publish
@@ -52,6 +52,7 @@ class JobOptions:
     dry_run: bool = False  # one batch of one epoch, then report, export and publish as usual
     conditional: bool = False  # GAN: class-conditional
     judge: str | None = None  # GAN: classifier for the report card (path or model name); default digits_cnn
+    exporter: Exporter = "torchscript"  # ONNX exporter, see training/export.py
     extra: dict[str, Any] = field(default_factory=dict)  # overrides of the training config's other fields
 
 
@@ -116,7 +117,7 @@ def run_classifier(options: JobOptions) -> JobResult:
     spec = ExportSpec(
         name=name, input_names=("images",), output_names=("logits",),
         sample_inputs=lambda n, g: (torch.randn(n, split.channels, split.image_size, split.image_size, generator=g),),
-        real_inputs=(normalise(real, run.mean, run.std),),
+        real_inputs=(normalise(real, run.mean, run.std),), exporter=options.exporter,
     )  # fmt: skip
     metadata = build_metadata(split.classes, preprocessing, report, {"model_config": model_cfg.to_dict()})
     exported = export_model(run.model, spec, metadata)
@@ -187,6 +188,7 @@ def run_gan(options: JobOptions) -> JobResult:
         name=name, input_names=("latent", "class") if gan_cfg.conditional else ("latent",),
         output_names=("images",), sample_inputs=sample,
         real_inputs=(real_latent, _pad7(real_classes)) if real_classes is not None else (real_latent,),
+        exporter=options.exporter,
     )  # fmt: skip
     postprocessing = {"output": "images", "range": [-1.0, 1.0]}
     metadata = build_metadata(split.classes if gan_cfg.conditional else [], {}, report,

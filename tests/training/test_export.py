@@ -47,19 +47,23 @@ def test_classifier_export_passes_parity_and_batches_dynamically() -> None:
     assert json.loads(props["report"]) == {"passed": True}
     assert props["source_commit"]
     assert json.loads(props["extra"]) == {"k": 1}
+    assert props["exporter"] == "torchscript"
 
 
-def test_conditional_generator_export_takes_latent_and_int64_class() -> None:
+def test_conditional_generator_export_takes_latent_and_int64_class_with_the_dynamo_exporter() -> None:
     generator = Generator(GanConfig(num_classes=10))
 
     def sample(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
         return torch.randn(n, 64, generator=g), torch.randint(0, 10, (n,), generator=g)
 
-    spec = ExportSpec("cdcgan", ("latent", "class"), ("images",), sample, (torch.randn(7, 64), torch.arange(7)))
+    real = (torch.randn(7, 64), torch.arange(7))
+    spec = ExportSpec("cdcgan", ("latent", "class"), ("images",), sample, real, exporter="dynamo")
     result = export_model(generator, spec, {})
+    assert {p.key: p.value for p in result.model.metadata_props}["exporter"] == "dynamo"
     assert [i["datatype"] for i in result.inputs] == ["FP32", "INT64"]
     assert result.outputs == [{"name": "images", "datatype": "FP32", "dims": [-1, 1, 16, 16]}]
     session = _session(result.model.SerializeToString())
+    assert session.get_inputs()[1].shape == ["batch"]
     out = session.run(None, {"latent": np.zeros((2, 64), np.float32), "class": np.array([1, 2], np.int64)})[0]
     assert out.shape == (2, 1, 16, 16)
 
