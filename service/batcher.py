@@ -65,6 +65,7 @@ class Batcher:
         concurrency: int = 1,
         observer: Callable[[BatchRecord], None] | None = None,
         name: str = "model",
+        wait_when_idle: bool = False,
     ) -> None:
         if max_batch_size < 0:
             raise ValueError(f"max_batch_size must be >= 0 (0 = the model does not batch), got {max_batch_size}")
@@ -81,6 +82,7 @@ class Batcher:
         self._max_batch_size, self._max_queue_size = max_batch_size, max_queue_size
         self._concurrency = concurrency
         self._delay = max_queue_delay_us / 1e6
+        self._wait_when_idle = wait_when_idle
         self._preferred = frozenset(preferred_batch_sizes)
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
@@ -223,7 +225,8 @@ class Batcher:
                 break
         cut = len(totals)
         waited = now - head.enqueued
-        if not (full or self._closing or waited >= self._delay):
+        idle = self._running == 0 and not self._wait_when_idle  # nothing to wait behind: waiting is pure latency
+        if not (full or self._closing or idle or waited >= self._delay):
             cut = max((i + 1 for i, total in enumerate(totals) if total in self._preferred), default=0)
             if not cut:
                 return [], self._delay - waited

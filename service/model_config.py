@@ -196,12 +196,13 @@ def _dynamic_batching(top: _Reader) -> DynamicBatching | None:
     reader = top.object("dynamic_batching")
     if reader is None:
         return DynamicBatching()
-    reader.refuse_unknown(("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size"))
+    reader.refuse_unknown(("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size", "wait_when_idle"))
     default = DynamicBatching()
     return DynamicBatching(
         max_queue_delay_us=reader.int_("max_queue_delay_us", default.max_queue_delay_us, 0),
         preferred_batch_sizes=tuple(sorted(set(reader.ints("preferred_batch_sizes", 1)))),
         max_queue_size=reader.int_("max_queue_size", default.max_queue_size, 1),
+        wait_when_idle=reader.bool_("wait_when_idle", default.wait_when_idle),
     )
 
 

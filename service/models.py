@@ -99,6 +99,7 @@ class ServedModel:
             concurrency=runtime.instance_count,
             observer=self._on_batch,
             name=spec.name,
+            wait_when_idle=batching.wait_when_idle,
         )
 
     @property

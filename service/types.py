@@ -26,6 +26,11 @@ class DynamicBatching:
     """Batch sizes (in items) at which a batch is sent at once, before max_batch_size is reached."""
     max_queue_size: int = 1024
     """Items waiting at most; one more gets RESOURCE_EXHAUSTED at once (0 = unbounded is refused)."""
+    wait_when_idle: bool = False
+    """False: when no batch is running, the queue's requests start at once, and max_queue_delay_us applies only
+    while the model is busy (batches then form from what queued during the running batch). On CPU, where a
+    batch costs about its size, waiting only adds latency. True: always wait up to the delay (Triton's rule),
+    which pays off on GPUs where a fuller batch costs little more."""
 
 
 @dataclass(frozen=True)

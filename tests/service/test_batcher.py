@@ -118,7 +118,7 @@ def test_full_batch_is_sent_without_waiting_for_the_delay() -> None:
 def test_preferred_size_sends_the_largest_reachable_prefix_at_once() -> None:
     async def main() -> None:
         model = Doubler()
-        batcher = Batcher(model, max_batch_size=16, max_queue_delay_us=5_000_000, preferred_batch_sizes=[2, 4])
+        batcher = Batcher(model, max_batch_size=16, max_queue_delay_us=5_000_000, preferred_batch_sizes=[2, 4], wait_when_idle=True)
         started = time.monotonic()
         # Queued together: 1, 1, 2, 3 -> prefix totals 1, 2, 4, 7; 4 is the largest preferred size reachable.
         first = [asyncio.ensure_future(batcher.submit(rows(n))) for n in (1, 1, 2, 3)]
@@ -135,7 +135,7 @@ def test_preferred_size_sends_the_largest_reachable_prefix_at_once() -> None:
 def test_lone_request_waits_about_the_delay_and_no_longer() -> None:
     async def main() -> None:
         model = Doubler()
-        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=100_000)
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=100_000, wait_when_idle=True)
         started = time.monotonic()
         await batcher.submit(rows(1))
         waited = time.monotonic() - started
@@ -418,7 +418,7 @@ def test_close_before_any_request_and_twice_is_harmless() -> None:
 
 def test_a_stopped_batcher_fails_pending_requests_and_refuses_new_ones() -> None:
     async def main() -> None:
-        batcher = Batcher(Doubler(), max_batch_size=8, max_queue_delay_us=10_000_000)
+        batcher = Batcher(Doubler(), max_batch_size=8, max_queue_delay_us=10_000_000, wait_when_idle=True)
         waiting = asyncio.ensure_future(batcher.submit(rows(1)))
         await settle()
         # What the event loop does at shutdown: cancel every other task, the batcher's own loop included.
@@ -543,3 +543,22 @@ def test_property_cancellations_and_failures_never_leave_a_request_hanging(
         assert batcher.queued_items == 0 and batcher.in_flight_requests == 0
 
     run(main())
+
+
+def test_an_idle_model_starts_at_once_and_batches_form_while_it_is_busy() -> None:
+    """The default: no waiting behind an idle model; what queues during a running batch becomes the next one."""
+
+    async def main() -> None:
+        model = Doubler(seconds=0.05)
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000)
+        started = time.monotonic()
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await asyncio.sleep(0.01)  # the first batch is running now
+        rest = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(5)]
+        await asyncio.gather(first, *rest)
+        assert time.monotonic() - started < 1.0  # nobody waited for the 10 s delay
+        assert model.sizes == [1, 5]
+        await batcher.close()
+
+    asyncio.run(main())
+

@@ -243,7 +243,7 @@ def test_explicit_mode_loads_and_unloads_on_request(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("how", ["stop", "unload"])
 def test_queued_requests_finish_before_sessions_are_released(tmp_path: Path, how: str) -> None:
-    onnx_models.write_classifier(tmp_path, dynamic_batching={"max_queue_delay_us": 300_000})
+    onnx_models.write_classifier(tmp_path, dynamic_batching={"max_queue_delay_us": 300_000, "wait_when_idle": True})
     manager = ModelManager(settings(tmp_path, model_control_mode="explicit", startup_models=("classifier",)))
 
     async def main() -> None:
