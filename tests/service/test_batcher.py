@@ -118,7 +118,9 @@ def test_full_batch_is_sent_without_waiting_for_the_delay() -> None:
 def test_preferred_size_sends_the_largest_reachable_prefix_at_once() -> None:
     async def main() -> None:
         model = Doubler()
-        batcher = Batcher(model, max_batch_size=16, max_queue_delay_us=5_000_000, preferred_batch_sizes=[2, 4], wait_when_idle=True)
+        batcher = Batcher(
+            model, max_batch_size=16, max_queue_delay_us=5_000_000, preferred_batch_sizes=[2, 4], wait_when_idle=True
+        )
         started = time.monotonic()
         # Queued together: 1, 1, 2, 3 -> prefix totals 1, 2, 4, 7; 4 is the largest preferred size reachable.
         first = [asyncio.ensure_future(batcher.submit(rows(n))) for n in (1, 1, 2, 3)]
