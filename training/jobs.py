@@ -34,6 +34,17 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CLASSIFIER = "digits_cnn"
 
+# Measured on digits (2 shared cores, 1,000 samples judged by digits_cnn; docs in the report):
+# - unconditional: a plain DCGAN plateaus near 65% confident with a class or two under 4%. Hinge + spectral norm +
+#   two-timescale lr + EMA was no better per minute. What works: InfoGAN-style categorical codes (argmax of 40 latent
+#   entries; no labels used) that make the generator's modes discrete, plus minibatch-std in a batch-norm
+#   discriminator for diversity. 10 or 20 codes dropped a class (seed-dependent); 40 covered all ten.
+# - conditional: hinge + spectral norm + projection discriminator + an AC-GAN head: ~97% after 20 epochs.
+UNCONDITIONAL_MODEL: dict[str, Any] = {"codes": 40, "spectral_norm": False, "minibatch_std": True}
+UNCONDITIONAL_TRAINING: dict[str, Any] = {"epochs": 70, "loss": "bce", "beta1": 0.5, "lr": 2e-4, "lr_d": 2e-4}
+CONDITIONAL_MODEL: dict[str, Any] = {"auxiliary_classifier": True}
+CONDITIONAL_TRAINING: dict[str, Any] = {"epochs": 20}
+
 
 @dataclass(frozen=True)
 class JobOptions:
@@ -53,6 +64,7 @@ class JobOptions:
     conditional: bool = False  # GAN: class-conditional
     judge: str | None = None  # GAN: classifier for the report card (path or model name); default digits_cnn
     exporter: Exporter = "torchscript"  # ONNX exporter, see training/export.py
+    progress_bar: bool = True  # tqdm bar on a terminal (off when jobs run side by side)
     extra: dict[str, Any] = field(default_factory=dict)  # overrides of the training config's other fields
 
 
@@ -96,7 +108,7 @@ def run_classifier(options: JobOptions) -> JobResult:
     model_cfg = ClassifierConfig(in_channels=split.channels, image_size=split.image_size,
                                  num_classes=len(split.classes))  # fmt: skip
     train_cfg = ClassifierTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
-                                      **_overrides(options))  # fmt: skip
+                                      progress_bar=options.progress_bar, **_overrides(options))  # fmt: skip
     run = train_classifier(split, model_cfg, train_cfg, out_dir)
     svc_accuracy = svc_baseline(split)
     print(f"validation accuracy: CNN {run.val_accuracy:.4f}"
@@ -150,13 +162,15 @@ def run_gan(options: JobOptions) -> JobResult:
     split = _setup(options)
     name, out_dir = _defaults(options, "cgan" if options.conditional else "gan", split.name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    preset = CONDITIONAL_MODEL if options.conditional else UNCONDITIONAL_MODEL
     gan_cfg = GanConfig(image_size=split.image_size, channels=split.channels,
-                        num_classes=len(split.classes) if options.conditional else 0)  # fmt: skip
+                        num_classes=len(split.classes) if options.conditional else 0, **preset)  # fmt: skip
     shape = (split.channels, split.image_size, split.image_size)
     if judge is not None and judge.shape != shape:
         raise ValueError(f"judge {judge.path} takes images {judge.shape}; this GAN makes {shape}")
+    training = (CONDITIONAL_TRAINING if options.conditional else UNCONDITIONAL_TRAINING) | _overrides(options)
     train_cfg = GanTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
-                               **_overrides(options))  # fmt: skip
+                               progress_bar=options.progress_bar, **training)  # fmt: skip
     run = train_gan(split, gan_cfg, train_cfg, out_dir)
     checks: list[Check] = []
     metrics: dict[str, Any] = {}

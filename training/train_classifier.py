@@ -34,6 +34,7 @@ class ClassifierTrainConfig:
     seed: int = 0  # seeds initialisation, shuffling and augmentation
     dry_run: bool = False  # one batch of one epoch: a smoke test of the whole pipeline
     device: str = "cpu"  # torch device to train on
+    progress_bar: bool = True  # tqdm bar on a terminal (off when jobs run side by side)
 
 
 @dataclass
@@ -62,7 +63,12 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=epochs * steps_per_epoch)
     rng = torch.Generator().manual_seed(config.seed)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_accuracy": [], "val_accuracy": []}
-    bar = tqdm(range(1, epochs + 1), desc=f"classifier {split.name}", unit="epoch", disable=None)
+    bar = tqdm(
+        range(1, epochs + 1),
+        desc=f"classifier {split.name}",
+        unit="epoch",
+        disable=None if config.progress_bar else True,
+    )
     for epoch in bar:
         model.train()
         order = torch.randperm(len(y_train), generator=rng).to(device)

@@ -38,6 +38,7 @@ class GanTrainConfig:
     seed: int = 0  # seeds initialisation, shuffling, noise
     dry_run: bool = False  # one batch of one epoch: a smoke test of the whole pipeline
     device: str = "cpu"  # torch device to train on
+    progress_bar: bool = True  # tqdm bar on a terminal (off when jobs run side by side)
 
     def __post_init__(self) -> None:
         if self.loss not in ("hinge", "bce"):
@@ -82,7 +83,9 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
     steps_per_epoch = 1 if config.dry_run else max(len(real_all) // config.batch_size, 1)
     epochs = 1 if config.dry_run else config.epochs
     history: dict[str, list[float]] = {"d_loss": [], "g_loss": []}
-    bar = tqdm(range(1, epochs + 1), desc=f"gan {split.name}", unit="epoch", disable=None)
+    bar = tqdm(
+        range(1, epochs + 1), desc=f"gan {split.name}", unit="epoch", disable=None if config.progress_bar else True
+    )
     step = 0
     for epoch in bar:
         generator.train()
@@ -91,6 +94,7 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
         d_sum = g_sum = 0.0
         for i in range(steps_per_epoch):
             index = order[i * config.batch_size : (i + 1) * config.batch_size]
+            index = index[: len(index) - len(index) % model_config.pack]  # whole packs only
             real, labels = real_all[index], labels_all[index] if n_classes else None
             b = len(index)
             latent = torch.randn(b, latent_dim, generator=rng).to(device)  # [B, latent_dim]

@@ -12,7 +12,7 @@ import pytest
 
 from cnnserve.cli import main as cnnserve_main
 from training.cli import main
-from training.defaults import DEFAULT_MODELS
+from training.defaults import DEFAULT_MODELS, ensure_default_models
 from training.publish import versions
 
 
@@ -108,3 +108,19 @@ def test_user_errors_exit_1_with_one_line(tmp_path: Path, capsys) -> None:
     assert main(["classifier", "--dataset", str(tmp_path / "nowhere"), "--dry-run"]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert main(["gan", "--judge", str(tmp_path / "none.onnx"), "--model-repository", str(tmp_path)]) == 1
+
+
+def test_defaults_can_train_both_gans_side_by_side(classifier_repo: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(classifier_repo / "digits_cnn", repo / "digits_cnn")
+    ensure_default_models(repo, dry_run=True, runs_dir=tmp_path / "runs", parallel=True)
+    assert {name: versions(repo / name) for name in DEFAULT_MODELS} == {name: [1] for name in DEFAULT_MODELS}
+    assert (tmp_path / "runs" / "cdcgan_digits" / "report.json").exists()
+
+
+def test_benchmark_models_publishes_heavy_cnn(tmp_path: Path, capsys) -> None:
+    assert main(["benchmark-models", "--model-repository", str(tmp_path)]) == 0
+    assert "GFLOP" in capsys.readouterr().out
+    config, session = _load(tmp_path, "heavy_cnn")
+    assert config["inputs"] == [{"name": "images", "datatype": "FP32", "dims": [-1, 3, 64, 64]}]
+    assert session.run(None, {"images": np.zeros((2, 3, 64, 64), np.float32)})[0].shape == (2, 10)

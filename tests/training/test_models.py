@@ -59,9 +59,10 @@ def test_generator_and_discriminator_shapes(config: GanConfig) -> None:
     images = generator(latent, classes)
     assert images.shape == (6, config.channels, config.image_size, config.image_size)
     assert images.min() >= -1 and images.max() <= 1  # tanh
-    assert discriminator(images, classes).shape == (6,)
-    if config.codes:
-        assert discriminator.code_logits(discriminator.features(images)).shape == (6, config.codes)
+    assert discriminator(images, classes).shape == (6 // config.pack,)
+    if discriminator.code_head is not None:
+        heads = config.codes or config.num_classes
+        assert discriminator.code_logits(discriminator.features(images)).shape == (6, heads)
 
 
 def test_conditional_generator_depends_on_the_class() -> None:
@@ -86,3 +87,9 @@ def test_heavy_cnn_costs_a_tenth_to_three_tenths_of_a_gflop() -> None:
     # The count matches the architecture: the digits CNN's first conv alone is 2*16*16*1*32*9 FLOPs.
     small = ClassifierConfig(channels=(32,), kernel_sizes=(3,), hidden=8, num_classes=2)
     assert count_flops(small) == 2 * 16 * 16 * 32 * 9 + 2 * 32 * 8 * 8 * 8 + 2 * 8 * 2
+
+
+def test_packing_discriminator_refuses_a_batch_that_does_not_split() -> None:
+    discriminator = Discriminator(GanConfig(pack=2))
+    with pytest.raises(ValueError):
+        discriminator(torch.randn(3, 1, 16, 16))

@@ -28,6 +28,7 @@ class GanConfig:
     codes: int = 0  # unconditional only: InfoGAN-style categorical code = argmax of the latent's first `codes`
     # entries, embedded like a class; the discriminator learns to recover it (0 = off)
     auxiliary_classifier: bool = False  # conditional only: AC-GAN head on the discriminator's features
+    pack: int = 1  # unconditional only: PacGAN, the discriminator judges `pack` images at once (fights mode dropping)
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
@@ -36,6 +37,8 @@ class GanConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.pack < 1 or (self.pack > 1 and self.conditional):
+            raise ValueError(f"pack must be >= 1 (and 1 for a conditional GAN), got {self.pack}")
         if self.codes and (self.conditional or not 2 <= self.codes <= self.latent_dim):
             raise ValueError(f"codes must be 0, or in [2, latent_dim] for an unconditional GAN, got {self.codes}")
 
@@ -118,8 +121,10 @@ class Discriminator(nn.Module):
         self.config = config
         sn = spectral_norm if config.spectral_norm else _identity
         ch = config.d_width
-        layers: list[nn.Module] = [sn(nn.Conv2d(config.channels, ch, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
-        # [B, d_width, S/2, S/2]
+        layers: list[nn.Module] = [
+            sn(nn.Conv2d(config.channels * config.pack, ch, 4, 2, 1)),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]  # [B / pack, d_width, S/2, S/2]
         for _ in range(config.upsamplings - 1):
             layers += [sn(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=config.spectral_norm))]
             if not config.spectral_norm:
@@ -129,18 +134,26 @@ class Discriminator(nn.Module):
         if config.minibatch_std:
             layers += [MinibatchStd()]  # [B, ch + 1, 4, 4]
             ch += 1
-        self.features = nn.Sequential(*layers, nn.Flatten())  # [B, ch * 16]
+        self.body = nn.Sequential(*layers, nn.Flatten())  # [B / pack, ch * 16]
         self.score = sn(nn.Linear(ch * 16, 1))
         self.embed = sn(nn.Embedding(config.num_classes, ch * 16)) if config.conditional else None
         # InfoGAN's Q head (recovers the code) or AC-GAN's auxiliary classifier (recovers the class)
         heads = config.codes or (config.num_classes if config.auxiliary_classifier else 0)
-        self.code_head = nn.Linear(ch * 16, heads) if heads else None
+        self.code_head = nn.Linear(ch * 16, heads * config.pack) if heads else None
         if not config.spectral_norm:
             self.apply(init_dcgan_weights)
 
     def forward(self, images: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         # images: [B, C, S, S] in [-1, 1]; classes: [B] int64 (conditional only)
-        return self.head(self.features(images), classes)  # [B] unnormalised realness
+        return self.head(self.features(images), classes)  # [B / pack] unnormalised realness
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        # images: [B, C, S, S]; B a multiple of pack. Packing stacks consecutive images along the channels.
+        b, c, h, w = images.shape
+        if b % self.config.pack:
+            raise ValueError(f"batch of {b} images does not split into packs of {self.config.pack}")
+        h_out: torch.Tensor = self.body(images.reshape(b // self.config.pack, c * self.config.pack, h, w))
+        return h_out  # [B / pack, F]
 
     def head(self, h: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         # h: [B, F] from self.features
@@ -155,8 +168,8 @@ class Discriminator(nn.Module):
         """Logits of the code (InfoGAN) or class (AC-GAN) behind an image, [B, codes or classes], from features h."""
         if self.code_head is None:
             raise ValueError("this discriminator has no code head (codes=0, auxiliary_classifier=False)")
-        logits: torch.Tensor = self.code_head(h)
-        return logits
+        logits: torch.Tensor = self.code_head(h)  # [B / pack, pack * codes]
+        return logits.reshape(-1, logits.shape[1] // self.config.pack)  # [B, codes], in image order
 
 
 class MinibatchStd(nn.Module):
