@@ -19,7 +19,7 @@ from service.batcher import Batcher, BatchRecord
 from service.config import Settings
 from service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
 from service.model_config import ModelConfig, read_config, resolve
-from service.repository import NAME_PATTERN, Fingerprint, Repository, select_versions
+from service.repository import NAME_PATTERN, VERSION_PATTERN, Fingerprint, Repository, select_versions
 from service.runtime import ComputeTimes, Runtime, Tensors
 from service.types import DynamicBatching, ModelSpec, ModelState
 
@@ -289,7 +289,7 @@ class ModelManager:
                 reason = model.error or "; ".join(e.reason for e in model.versions.values() if e.reason)
                 raise ModelNotReady(f"model '{name}' has no ready version" + (f": {reason}" if reason else ""))
             return max(ready, key=lambda pair: pair[0])[1]
-        entry = model.versions.get(int(version)) if version.isdigit() else None
+        entry = model.versions.get(int(version)) if VERSION_PATTERN.fullmatch(version) else None
         if entry is None:
             raise ModelNotFound(f"model '{name}' has no version '{version}'")
         if entry.served is None:

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# ASCII digits only ("²".isdigit() is true, int() refuses it), no leading zero, short enough for int() and int64.
+VERSION_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})$")
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class Repository:
         folder = self.model_dir(name)
         found = []
         for entry in folder.iterdir():
-            if entry.name.isdigit() and entry.name == str(int(entry.name)) and self._model_file(entry) is not None:
+            if VERSION_PATTERN.fullmatch(entry.name) and self._model_file(entry) is not None:
                 found.append(int(entry.name))
         return sorted(found)
 

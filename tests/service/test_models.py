@@ -78,6 +78,8 @@ def test_models_load_and_a_corrupt_one_takes_none_down(tmp_path: Path) -> None:
             (lambda: manager.get("nope"), ModelNotFound),
             (lambda: manager.get("classifier", "7"), ModelNotFound),
             (lambda: manager.get("classifier", "one"), ModelNotFound),
+            (lambda: manager.get("classifier", "\u00b9"), ModelNotFound),  # "¹".isdigit(); int() refuses it
+            (lambda: manager.get("classifier", "1" * 5000), ModelNotFound),  # past int()'s digit limit
             (lambda: manager.get("broken"), ModelNotReady),
             (lambda: manager.get("broken", "1"), ModelNotReady),
         ]:

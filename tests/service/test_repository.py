@@ -40,6 +40,8 @@ def test_versions_are_digit_folders_holding_model_onnx(tmp_path: Path) -> None:
     fixed_batch(folder / "04" / "model.onnx")  # not a canonical number
     (folder / "5").mkdir()  # no model.onnx yet
     fixed_batch(folder / "v6" / "model.onnx")
+    fixed_batch(folder / "\u00b2" / "model.onnx")  # "²".isdigit() is true, but int() refuses it
+    fixed_batch(folder / ("9" * 40) / "model.onnx")  # past int64
     repo = Repository(tmp_path)
     assert repo.versions("m") == [1, 3, 10]
     assert repo.model_path("m", 3) == (tmp_path / "m" / "3" / "model.onnx").resolve()
