@@ -18,6 +18,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from client.cli import add_connection_flags, connection_options
+from client.client import channel_credentials, token_metadata
 from cnnserve_api import grpc_service_pb2 as pb
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -62,21 +64,37 @@ def serialized_request(model: str, metadata: pb.ModelMetadataResponse, inputs: d
     return request.SerializeToString()
 
 
-async def fetch_metadata(url: str, model: str) -> pb.ModelMetadataResponse:
-    async with grpc.aio.insecure_channel(url) as channel:
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the server: TLS credentials (None: plaintext) and call metadata (a bearer token)."""
+
+    credentials: grpc.ChannelCredentials | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def channel(self, url: str, options: Sequence[tuple[str, int]] = ()) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(url, options=options)
+        return grpc.aio.secure_channel(url, self.credentials, options=options)
+
+
+async def fetch_metadata(url: str, model: str, connection: Connection = Connection()) -> pb.ModelMetadataResponse:
+    async with connection.channel(url) as channel:
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelMetadata",
             request_serializer=pb.ModelMetadataRequest.SerializeToString,
             response_deserializer=pb.ModelMetadataResponse.FromString,
         )
-        return await call(pb.ModelMetadataRequest(name=model), timeout=10)  # type: ignore[no-any-return]
+        return await call(  # type: ignore[no-any-return]
+            pb.ModelMetadataRequest(name=model), timeout=10, metadata=connection.metadata
+        )
 
 
 async def drive(url: str, payload: bytes, items_per_request: int, concurrency: int, duration_s: float,
-                warmup_s: float, server_pids: Sequence[int] = ()) -> tuple[Measurement, float]:
+                warmup_s: float, server_pids: Sequence[int] = (),
+                connection: Connection = Connection()) -> tuple[Measurement, float]:
     """N workers send the same pre-serialized request back to back; only the timed window counts."""
-    async with grpc.aio.insecure_channel(url, options=[("grpc.max_receive_message_length", -1),
-                                                       ("grpc.max_send_message_length", -1)]) as channel:
+    async with connection.channel(url, options=[("grpc.max_receive_message_length", -1),
+                                                ("grpc.max_send_message_length", -1)]) as channel:
         infer = channel.unary_unary(INFER_METHOD)  # bytes in, bytes out
         latencies: list[float] = []
         failures = 0
@@ -91,7 +109,7 @@ async def drive(url: str, payload: bytes, items_per_request: int, concurrency: i
                 if sent >= end:
                     return
                 try:
-                    await infer(payload, timeout=30)
+                    await infer(payload, timeout=30, metadata=connection.metadata)
                 except grpc.aio.AioRpcError:
                     failures += 1
                     continue
@@ -159,13 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-spinning", action="store_true", help="in-process: let ORT threads spin-wait")
     p.add_argument("--server-pid", type=int, action="append", default=[],
                    help="server process id(s): report server CPU time per request")
+    add_connection_flags(p)
     return p
 
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     levels = [int(c) for c in args.concurrency.split(",") if c]
-    metadata = asyncio.run(fetch_metadata(args.url, args.model))
+    options = connection_options(args)
+    connection = Connection(
+        channel_credentials(options["tls"], options["root_certificates"], options["certificate_chain"],
+                            options["private_key"]),
+        token_metadata(options["token"]),
+    )
+    metadata = asyncio.run(fetch_metadata(args.url, args.model, connection))
     print(f"model={args.model} url={args.url} batch_size={args.batch_size} duration_s={args.duration_s} "
           f"cpus={os.cpu_count()}")
     header = (f"{'concurrency':>11} {'items/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
@@ -175,7 +200,7 @@ def main(argv: Sequence[str]) -> int:
         inputs = random_inputs(metadata, args.batch_size)
         payload = serialized_request(args.model, metadata, inputs)
         served, server_cpu_s = asyncio.run(drive(args.url, payload, args.batch_size, concurrency, args.duration_s,
-                                                 args.warmup_s, args.server_pid))
+                                                 args.warmup_s, args.server_pid, connection))
         line = (f"{concurrency:>11} {served.items_per_s:>10.1f} {served.percentile(50):>8.2f} "
                 f"{served.percentile(90):>8.2f} {served.percentile(99):>8.2f}")
         if args.model_file is not None:

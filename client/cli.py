@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--url", default="127.0.0.1:8001", help="server address HOST:PORT")
         sub.add_argument("--timeout-s", type=float, default=30.0)
+        add_connection_flags(sub)
         return sub
 
     classify = add("classify", "classify image files")
@@ -48,12 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """TLS and token flags, shared with `cnnserve bench`."""
+    parser.add_argument("--tls", action="store_true", help="use TLS, verifying the server with the system's roots")
+    parser.add_argument("--tls-ca", type=Path, metavar="FILE", help="use TLS, verifying the server with this PEM CA")
+    parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM) for mutual TLS")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="private key (PEM) of --tls-cert")
+    parser.add_argument("--token-file", type=Path, metavar="FILE",
+                        help="send the bearer token in FILE (its first line not blank or #), never on the command line")
+
+
+def connection_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Client keyword arguments from add_connection_flags' flags."""
+    token = None
+    if args.token_file is not None:
+        lines = [line.strip() for line in args.token_file.read_text().splitlines()]
+        token = next((line for line in lines if line and not line.startswith("#")), None)
+    return {"tls": args.tls, "root_certificates": args.tls_ca, "certificate_chain": args.tls_cert,
+            "private_key": args.tls_key, "token": token}
+
+
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     try:
-        with Client(args.url, timeout=args.timeout_s) as client:
+        with Client(args.url, timeout=args.timeout_s, **connection_options(args)) as client:
             return int(COMMANDS[args.command](client, args))
-    except ClientError as err:
+    except (ClientError, OSError, ValueError) as err:  # OSError, ValueError: a TLS or token file that cannot be used
         print(f"cnnserve {args.command}: {err}", file=sys.stderr)
         return 1
 

@@ -4,6 +4,8 @@
         client.classify("digits_cnn", ["seven.png"])   # [[("7", 0.998), ...]]
         client.generate("cdcgan_digits", 16, label=7)  # uint8 [16, 16, 16, 1]
 
+    Client("models.example:8001", root_certificates="ca.pem", token=token)   # TLS, bearer token
+
 Preprocessing (size, channels, mean/std) comes from the model's configuration, so callers never repeat it.
 """
 
@@ -47,13 +49,31 @@ class ModelEntry:
 
 
 class Client:
-    def __init__(self, url: str, *, timeout: float = 30.0, max_message_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        max_message_bytes: int = 256 * 1024 * 1024,
+        tls: bool = False,
+        root_certificates: Path | str | None = None,
+        certificate_chain: Path | str | None = None,
+        private_key: Path | str | None = None,
+        token: str | None = None,
+    ) -> None:
+        """`tls` (implied by any certificate file): verify the server against `root_certificates` (PEM file; the
+        system's roots when None); `certificate_chain` + `private_key` (PEM files): present a client certificate
+        (mutual TLS); `token`: sent as "authorization: Bearer <token>" on every call."""
         self.url = url
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            url, options=[("grpc.max_receive_message_length", max_message_bytes),
-                          ("grpc.max_send_message_length", max_message_bytes)]
-        )
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        credentials = channel_credentials(tls, root_certificates, certificate_chain, private_key)
+        if credentials is not None:
+            self._channel = grpc.secure_channel(url, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(url, options=options)
+        self._metadata = token_metadata(token)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._configs: dict[str, pb.ModelConfig] = {}
         self._label_cache: dict[str, list[str]] = {}
@@ -69,7 +89,7 @@ class Client:
 
     def _call(self, method: str, request: Any) -> Any:
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout)
+            return getattr(self._stub, method)(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise ClientError.from_rpc(err) from None
 
@@ -84,7 +104,7 @@ class Client:
         """grpc.health.v1 Check; "" is liveness, "ready" readiness, a model name that model's readiness."""
         try:
             reply = health_pb2_grpc.HealthStub(self._channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout, metadata=self._metadata
             )
         except grpc.RpcError as err:
             raise ClientError.from_rpc(err) from None
@@ -190,3 +210,29 @@ class Client:
     def _class_count(self, model: str) -> int:
         parameters = self.config(model).parameters
         return int(parameters["num_classes"].string_value) if "num_classes" in parameters else 10
+
+
+def channel_credentials(
+    tls: bool = False,
+    root_certificates: Path | str | None = None,
+    certificate_chain: Path | str | None = None,
+    private_key: Path | str | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials from PEM files, or None for plaintext (no TLS asked for and no file given)."""
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("certificate_chain and private_key go together (mutual TLS)")
+    if not (tls or root_certificates is not None or certificate_chain is not None):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(root_certificates), private_key=_read(private_key),
+        certificate_chain=_read(certificate_chain),
+    )
+
+
+def token_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that carries a bearer token (none without one)."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _read(path: Path | str | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
