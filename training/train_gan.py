@@ -32,6 +32,7 @@ class GanTrainConfig:
     beta2: float = 0.999  # Adam's second-moment decay
     loss: str = "hinge"  # "hinge" or "bce" (non-saturating, with one-sided label smoothing)
     code_weight: float = 1.0  # weight of the InfoGAN code term / AC-GAN class term (when the model has the head)
+    r1_gamma: float = 0.0  # R1 penalty weight: gamma / 2 * |grad_x D(x)|^2 on real images (0 = off)
     ema_decay: float = 0.999  # generator weights published = exponential moving average of training weights
     bn_recalibration_batches: int = 8  # batches of 256 that re-estimate the EMA generator's batch-norm statistics
     grid_per_class: int = 10  # sample grid: images per row (conditional: one row per class; else 10 rows)
@@ -102,10 +103,14 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
             fake = generator(latent, asked)  # [B, C, S, S]
 
             # update D: real vs fake (+ InfoGAN: recover the fake's code; AC-GAN: classify the real images)
+            if config.r1_gamma > 0:
+                real = real.detach().requires_grad_(True)
             h_real, h_fake = discriminator.features(real), discriminator.features(fake.detach())
-            d_loss = discriminator_loss(
-                discriminator.head(h_real, labels), discriminator.head(h_fake, asked), config.loss
-            )
+            real_scores = discriminator.head(h_real, labels)
+            d_loss = discriminator_loss(real_scores, discriminator.head(h_fake, asked), config.loss)
+            if config.r1_gamma > 0:  # R1: penalise D's gradient on real images, a smoother D drops fewer modes
+                (grad,) = torch.autograd.grad(real_scores.sum(), real, create_graph=True)
+                d_loss = d_loss + config.r1_gamma / 2 * grad.pow(2).flatten(1).sum(1).mean()
             code = generator.code(latent) if model_config.codes else asked
             if model_config.codes and code is not None:
                 d_loss = d_loss + config.code_weight * functional.cross_entropy(discriminator.code_logits(h_fake), code)

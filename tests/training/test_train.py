@@ -49,8 +49,9 @@ def test_gan_training_writes_grids_and_returns_an_eval_generator(tmp_path: Path)
     assert (tmp_path / "samples_final.png").exists() and (tmp_path / "curves.png").exists()
 
 
-def test_infogan_codes_train_with_the_bce_loss(tmp_path: Path) -> None:
+def test_infogan_codes_packing_and_r1_train_with_the_bce_loss(tmp_path: Path) -> None:
     split = _subset(load_dataset("digits"), 64)
-    config = GanTrainConfig(epochs=1, batch_size=32, loss="bce", beta1=0.5)
-    run = train_gan(split, GanConfig(codes=10, g_width=16, d_width=16, spectral_norm=False), config, tmp_path)
+    config = GanTrainConfig(epochs=1, batch_size=31, loss="bce", beta1=0.5, r1_gamma=1.0)  # odd: packs trimmed
+    model = GanConfig(codes=10, g_width=16, d_width=16, spectral_norm=False, minibatch_std=True, pack=2)
+    run = train_gan(split, model, config, tmp_path)
     assert all(torch.isfinite(torch.tensor(v)).all() for v in run.history.values())
