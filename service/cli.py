@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.config import CONTROL_MODES, Settings
+from service.config import CONTROL_MODES, ConfigError, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="provider preference, e.g. cuda,cpu")
     p.add_argument("--grace-period-s", type=float, help="drain time allowed on SIGTERM")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
+    security = p.add_argument_group("security (README: Security)")
+    security.add_argument("--tls-cert-file", type=Path, help="PEM server certificate chain: gRPC and HTTP use TLS")
+    security.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
+    security.add_argument("--tls-client-ca-file", type=Path,
+                          help="PEM CA bundle: clients must present a certificate it signed (mutual TLS)")
+    security.add_argument("--allow-insecure", action=argparse.BooleanOptionalAction, default=None,
+                          help="serve plaintext when no TLS files are given (default: allowed, logged as a warning)")
+    security.add_argument("--auth-token-file", type=Path,
+                          help="bearer tokens, one a line, re-read on change (tokens can also come from "
+                               "CNNSERVE_AUTH_TOKENS; there is no flag for them, to keep them out of process lists)")
+    security.add_argument("--auth-open-health", action=argparse.BooleanOptionalAction, default=None,
+                          help="with tokens on, leave health, reflection and the HTTP port open (default: yes)")
+    security.add_argument("--max-elements-per-request", type=int, help="most tensor elements in one request")
+    security.add_argument("--max-request-tensor-bytes", type=int, help="most bytes a request's decoded inputs take")
+    security.add_argument("--max-concurrent-streams", type=int, help="most gRPC calls served at once")
     return p
 
 
@@ -49,5 +64,8 @@ def main(argv: Sequence[str]) -> int:
     )
     from service.server import serve  # onnxruntime is imported only once settings are valid
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as err:  # a TLS or token file that cannot be used: one line, no traceback
+        raise SystemExit(f"cnnserve serve: {err}") from None
     return 0

@@ -21,10 +21,12 @@ from service.errors import InferenceFailed, InvalidInput
 from service.types import ModelSpec, TensorSpec
 
 __all__ = [
+    "BYTES_ELEMENT_COST",
     "DATATYPES",
     "MAX_ELEMENTS",
     "DataTypeInfo",
     "DecodedRequest",
+    "RequestLimits",
     "RequestedOutput",
     "classify",
     "datatype_from_ort",
@@ -63,8 +65,27 @@ class DecodedRequest:
     """In the order asked; every output in model order when none was asked."""
 
 
-def decode_inputs(request: pb.ModelInferRequest, spec: ModelSpec) -> DecodedRequest:
-    """Validate a request against the model's spec and turn its inputs into numpy arrays."""
+@dataclass(frozen=True)
+class RequestLimits:
+    """Server-wide bounds on one request, checked before its tensors are decoded (Settings' max_* fields)."""
+
+    max_elements: int = 16 * 1024 * 1024
+    """Tensor elements, summed over the request's inputs."""
+    max_tensor_bytes: int = 256 * 1024 * 1024
+    """Memory of the decoded inputs; each BYTES element counts its length plus BYTES_ELEMENT_COST."""
+
+
+BYTES_ELEMENT_COST = 64
+"""What one BYTES element costs beyond its length: the array's pointer and the bytes object (~41 bytes), and the
+string ONNX Runtime is handed. Counted so a tensor of empty strings is charged for what it makes the server build."""
+
+
+def decode_inputs(
+    request: pb.ModelInferRequest, spec: ModelSpec, limits: RequestLimits = RequestLimits()
+) -> DecodedRequest:
+    """Validate a request against the model's spec and the limits, then turn its inputs into numpy arrays.
+
+    Two passes: every input's name, datatype, shape and cost is checked before any of them is decoded."""
     _check_parameters(request.parameters)
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -72,13 +93,14 @@ def decode_inputs(request: pb.ModelInferRequest, spec: ModelSpec) -> DecodedRequ
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: send one per input, in order"
         )
     declared = {tensor.name: tensor for tensor in spec.inputs}
-    inputs: dict[str, Array] = {}
+    checked: dict[str, tuple[int, tuple[int, ...], int]] = {}  # name -> (index, shape, element count)
     batch: tuple[int, str] | None = None  # (size, the input that set it)
+    elements = cost = 0
     for index, tensor in enumerate(request.inputs):
         expected = declared.get(tensor.name)
         if expected is None:
             raise InvalidInput(f"input {tensor.name!r}: unknown; model {spec.name!r} takes {_names(spec.inputs)}")
-        if tensor.name in inputs:
+        if tensor.name in checked:
             raise InvalidInput(f"input {tensor.name!r}: given twice")
         shape = _without_scalar_axis(tuple(tensor.shape), expected, spec.max_batch_size)
         count = _check_tensor(tensor.name, tensor.datatype, shape, expected, spec.max_batch_size)
@@ -89,20 +111,45 @@ def decode_inputs(request: pb.ModelInferRequest, spec: ModelSpec) -> DecodedRequ
                 raise InvalidInput(
                     f"input {tensor.name!r}: batch size {shape[0]}, but input {batch[1]!r} has {batch[0]}"
                 )
-        info = DATATYPES[expected.datatype]
-        if raw:
-            if tensor.contents.ListFields():
-                raise InvalidInput(
-                    f"input {tensor.name!r}: data in both raw_input_contents and contents; a request uses one form"
-                )
-            inputs[tensor.name] = _from_raw(tensor.name, raw[index], info, shape, count)
-        else:
-            inputs[tensor.name] = _from_contents(tensor.name, tensor.contents, info, shape, count)
+        if raw and tensor.contents.ListFields():
+            raise InvalidInput(
+                f"input {tensor.name!r}: data in both raw_input_contents and contents; a request uses one form"
+            )
+        elements += count
+        if elements > limits.max_elements:
+            raise InvalidInput(
+                f"request declares more than {limits.max_elements} tensor elements (max_elements_per_request); "
+                "split it into smaller requests"
+            )
+        cost += _decoded_bytes(DATATYPES[expected.datatype], count, raw[index] if raw else None, tensor.contents)
+        if cost > limits.max_tensor_bytes:
+            raise InvalidInput(
+                f"request's inputs would take more than {limits.max_tensor_bytes} bytes decoded "
+                "(max_request_tensor_bytes); split it into smaller requests"
+            )
+        checked[tensor.name] = (index, shape, count)
     for needed in spec.inputs:
-        if needed.name not in inputs:
+        if needed.name not in checked:
             raise InvalidInput(f"input {needed.name!r}: missing; model {spec.name!r} needs {_names(spec.inputs)}")
+    requested = _requested_outputs(request.outputs, spec)
+    inputs: dict[str, Array] = {}
+    for name, (index, shape, count) in checked.items():
+        info = DATATYPES[declared[name].datatype]
+        if raw:
+            inputs[name] = _from_raw(name, raw[index], info, shape, count)
+        else:
+            inputs[name] = _from_contents(name, request.inputs[index].contents, info, shape, count)
     batch_size = batch[0] if batch is not None else 0
-    return DecodedRequest(inputs, batch_size, _requested_outputs(request.outputs, spec))
+    return DecodedRequest(inputs, batch_size, requested)
+
+
+def _decoded_bytes(info: DataTypeInfo, count: int, raw: bytes | None, contents: pb.InferTensorContents) -> int:
+    """Memory the decoded tensor takes (an upper estimate), from sizes alone: nothing is decoded here."""
+    if info.name != "BYTES":
+        wire = _WIRE_DTYPES.get(info.contents_field or "", info.numpy) if raw is None else info.numpy
+        return count * max(info.numpy.itemsize, wire.itemsize)
+    payload = len(raw) if raw is not None else contents.ByteSize()
+    return count * BYTES_ELEMENT_COST + payload
 
 
 def encode_response(

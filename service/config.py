@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CNNSERVE_"
 CONTROL_MODES = ("none", "poll", "explicit")
+
+
+class ConfigError(ValueError):
+    """A setting that passed validation but cannot be used at start-up: a TLS or token file missing or unreadable."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,33 @@ class Settings:
     log_level: str = "INFO"
     server_name: str = "cnnserve"
 
+    # -- security: transport, callers, limits (README "Security") ---------------------------------------------------
+    tls_cert_file: Path | None = None
+    """PEM certificate chain of the server; with tls_key_file, gRPC and HTTP speak TLS only."""
+    tls_key_file: Path | None = None
+    """PEM private key matching tls_cert_file."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS), on gRPC and HTTP."""
+    allow_insecure: bool = True
+    """Without TLS files, serve plaintext (logged as a WARNING at start); false makes a missing TLS setup a start-up
+    error. True by default so `make run` and local use need no certificates."""
+    auth_tokens: tuple[str, ...] = field(default=(), repr=False)
+    """Bearer tokens accepted in the `authorization` metadata (CNNSERVE_AUTH_TOKENS, comma-separated; no flag, so
+    they never show in a process list). Never logged."""
+    auth_token_file: Path | None = None
+    """File of bearer tokens, one a line ('#' comments); re-read when it changes, so a token removed from it (rotated)
+    stops working at once. Tokens here and in auth_tokens are all accepted; either turns authentication on."""
+    auth_open_health: bool = True
+    """With authentication on, health (grpc.health.v1, ServerLive/Ready, ModelReady), reflection and the HTTP port
+    stay open without a token; false puts them behind it too. Inference and repository calls always need one."""
+    max_elements_per_request: int = 16 * 1024 * 1024
+    """Most tensor elements one request may declare, summed over its inputs (checked before anything is allocated)."""
+    max_request_tensor_bytes: int = 256 * 1024 * 1024
+    """Most memory a request's decoded inputs may take; each BYTES element counts its length plus the object
+    holding it, so a tensor of millions of empty strings cannot make the server allocate without bound."""
+    max_concurrent_streams: int = 1024
+    """Most gRPC calls (HTTP/2 streams) served at once, server-wide; the next is refused with RESOURCE_EXHAUSTED."""
+
     def __post_init__(self) -> None:
         if self.model_control_mode not in CONTROL_MODES:
             raise ValueError(
@@ -53,6 +84,28 @@ class Settings:
             raise ValueError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
         if self.poll_interval_s <= 0 or self.grace_period_s < 0:
             raise ValueError("poll_interval_s must be > 0 and grace_period_s >= 0")
+        for name in ("max_elements_per_request", "max_request_tensor_bytes", "max_concurrent_streams"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both, or neither for plaintext")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        if not self.tls and not self.allow_insecure:
+            raise ValueError(
+                "plaintext refused (allow_insecure is false): give tls_cert_file and tls_key_file, "
+                "or set allow_insecure to serve without TLS"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listeners speak TLS."""
+        return self.tls_cert_file is not None
+
+    @property
+    def auth(self) -> bool:
+        """Whether calls need a bearer token."""
+        return bool(self.auth_tokens) or self.auth_token_file is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -68,6 +121,8 @@ class Settings:
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     default = f.default
+    if default is None and "Path" in str(f.type):
+        return Path(raw)
     try:
         if isinstance(default, bool):
             return raw.strip().lower() in {"1", "true", "yes", "on"}

@@ -1,13 +1,15 @@
 """The HTTP listener on the metrics port: GET /metrics, /v2/health/live and /v2/health/ready; nothing else.
 
 A few dozen lines of asyncio instead of a web framework: one request per connection (Connection: close), request
-head bounded to 8 KiB and 10 s, so a slow or hostile client cannot hold the listener.
+head (and a TLS handshake) bounded to 8 KiB and 10 s, so a slow or hostile client cannot hold the listener. With an
+`authorize` check, a request without a valid `Authorization: Bearer` header gets 401.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -38,12 +40,22 @@ class HttpServer:
 
 
 async def start_http_server(
-    host: str, port: int, *, metrics: Metrics, live: Callable[[], bool], ready: Callable[[], bool]
+    host: str,
+    port: int,
+    *,
+    metrics: Metrics,
+    live: Callable[[], bool],
+    ready: Callable[[], bool],
+    ssl_context: ssl.SSLContext | None = None,
+    authorize: Callable[[str | None], bool] | None = None,
 ) -> HttpServer:
-    """Listen on host:port (0 = an ephemeral port; read it from `.port`)."""
+    """Listen on host:port (0 = an ephemeral port; read it from `.port`); HTTPS with `ssl_context`; `authorize`
+    receives each request's Authorization header (None when absent)."""
     connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}  # handlers reading a request head
 
-    def respond(method: str, path: str) -> Reply:
+    def respond(method: str, path: str, head: bytes) -> Reply:
+        if authorize is not None and not authorize(_header(head, b"authorization")):
+            return HTTPStatus.UNAUTHORIZED, TEXT, b"a valid bearer token is required\n"
         if method not in ("GET", "HEAD"):
             return HTTPStatus.METHOD_NOT_ALLOWED, TEXT, b"method not allowed\n"
         if path == "/metrics":
@@ -61,7 +73,7 @@ async def start_http_server(
             return "GET", (HTTPStatus.BAD_REQUEST, TEXT, b"bad request\n")
         method, path = line
         try:
-            return method, respond(method, path)
+            return method, respond(method, path, head)
         except Exception:
             logger.exception("event=http_handler_failed path=%s", path)
             return method, (HTTPStatus.INTERNAL_SERVER_ERROR, TEXT, b"internal error\n")
@@ -84,19 +96,23 @@ async def start_http_server(
                 f"Content-Length: {len(body)}",
                 "Connection: close",
                 *(["Allow: GET, HEAD"] if status is HTTPStatus.METHOD_NOT_ALLOWED else []),
+                *(["WWW-Authenticate: Bearer"] if status is HTTPStatus.UNAUTHORIZED else []),
             ]
             writer.write(("\r\n".join(head_lines) + "\r\n\r\n").encode("ascii"))
             if method != "HEAD":
                 writer.write(body)
             await asyncio.wait_for(writer.drain(), HEAD_TIMEOUT_S)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass  # the client went away, never finished its request, or stopped reading the reply
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError):
+            pass  # the client went away, never finished its request, stopped reading the reply, or broke TLS
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host, port, limit=MAX_HEAD_BYTES)
+    server = await asyncio.start_server(
+        handle, host, port, limit=MAX_HEAD_BYTES, ssl=ssl_context,
+        ssl_handshake_timeout=HEAD_TIMEOUT_S if ssl_context is not None else None,
+    )
     http = HttpServer(server, connections)
-    logger.info("event=http_listening host=%s port=%d", host, http.port)
+    logger.info("event=http_listening host=%s port=%d tls=%s", host, http.port, ssl_context is not None)
     return http
 
 
@@ -106,3 +122,12 @@ def _request_line(head: bytes) -> tuple[str, str] | None:
     if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
         return None
     return parts[0], parts[1].split("?", 1)[0]
+
+
+def _header(head: bytes, name: bytes) -> str | None:
+    """The value of the first header called `name` (lower case), or None."""
+    for line in head.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return None

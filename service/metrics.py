@@ -122,6 +122,9 @@ class Metrics:
         )
         self._loaded: dict[tuple[str, str], str] = {}  # (model, version) -> provider, for the versions serving
         self.models_loaded = Gauge("cnnserve_models_loaded", "Model versions loaded and serving.", registry=r)
+        self.unauthenticated = Counter(
+            "cnnserve_unauthenticated_requests_total", "Calls refused for a missing or invalid token.", registry=r
+        )
         self.models_loaded.set_function(lambda: len(self._loaded))
         self._models: dict[tuple[str, str], ModelMetrics] = {}
         self._source: ModelSource | None = None

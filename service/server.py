@@ -8,6 +8,7 @@ accepted one within the grace period, then stop the listeners.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 
@@ -18,8 +19,11 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from service import tls
+from service.auth import OPEN_METHODS, AuthInterceptor, TokenStore
 from service.config import Settings
 from service.gate import RequestGate
+from service.guard import MalformedMessageGuard
 from service.health import HealthReporter
 from service.http import HttpServer, start_http_server
 from service.metrics import Metrics
@@ -35,7 +39,11 @@ class InferenceServer:
     """One server instance; tests start several in one process on ephemeral ports."""
 
     def __init__(self, settings: Settings) -> None:
+        """Reads the TLS and token files at once: ConfigError when one cannot be used, before anything starts."""
         self.settings = settings
+        self.tokens = TokenStore(settings.auth_tokens, settings.auth_token_file) if settings.auth else None
+        self._grpc_credentials = tls.grpc_credentials(settings) if settings.tls else None
+        self._http_tls = tls.http_context(settings) if settings.tls else None
         self.metrics = Metrics()
         self.gate = RequestGate()
         self.health = HealthReporter()
@@ -56,11 +64,14 @@ class InferenceServer:
         return self._grpc is not None and not self.gate.closed and self.models.all_ready()
 
     async def start(self) -> None:
+        self._log_security()
         await self._start_grpc()
         if self.settings.http_port >= 0:
+            closed = self.tokens is not None and not self.settings.auth_open_health
             self._http = await start_http_server(
                 self.settings.host, self.settings.http_port,
                 metrics=self.metrics, live=self.is_live, ready=self.is_ready,
+                ssl_context=self._http_tls, authorize=self.tokens.check_header if closed and self.tokens else None,
             )
             self.http_port = self._http.port
         await self.health.set_live()
@@ -71,14 +82,38 @@ class InferenceServer:
         await self._refresh_readiness()
         logger.info("event=ready ready=%s models=%d", self.is_ready(), len(self.models.served_models()))
 
+    def _log_security(self) -> None:
+        s = self.settings
+        if not s.tls:
+            logger.warning("event=insecure grpc and http are plaintext: anyone on the path can read and alter "
+                           "tensors%s; give --tls-cert-file/--tls-key-file (--no-allow-insecure makes this an error)",
+                           " and bearer tokens" if s.auth else "")  # fmt: skip
+        if not s.auth and not _loopback(s.host):
+            logger.warning("event=auth_off host=%s anyone who reaches the port may run inference; "
+                           "set --auth-token-file or CNNSERVE_AUTH_TOKENS", s.host)  # fmt: skip
+        logger.info("event=security tls=%s mutual_tls=%s auth=%s open_health=%s max_concurrent_streams=%d "
+                    "max_elements_per_request=%d max_request_tensor_bytes=%d", s.tls, s.tls_client_ca_file is not None,
+                    s.auth, s.auth_open_health, s.max_concurrent_streams, s.max_elements_per_request,
+                    s.max_request_tensor_bytes)  # fmt: skip
+
+    def _refused(self) -> None:
+        self.metrics.unauthenticated.inc()
+
     async def _start_grpc(self) -> None:
         limit = self.settings.max_message_bytes
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.tokens is not None:  # first: a caller without a token gets nothing else, not even a parse
+            open_methods = OPEN_METHODS if self.settings.auth_open_health else frozenset()
+            interceptors.append(AuthInterceptor(self.tokens, open_methods=open_methods, on_refused=self._refused))
+        interceptors.append(MalformedMessageGuard())
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
+            maximum_concurrent_rpcs=self.settings.max_concurrent_streams,
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.settings, self.models, self.metrics, self.gate), server
@@ -93,7 +128,11 @@ class InferenceServer:
             server,
             pool=_reflection_pool(),
         )
-        self.grpc_port = server.add_insecure_port(f"{self.settings.host}:{self.settings.grpc_port}")
+        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        if self._grpc_credentials is not None:
+            self.grpc_port = server.add_secure_port(address, self._grpc_credentials)
+        else:
+            self.grpc_port = server.add_insecure_port(address)
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC to {self.settings.host}:{self.settings.grpc_port}")
         await server.start()
@@ -131,6 +170,13 @@ class InferenceServer:
             # would otherwise hold the exit for the whole grace period. A short window lets written replies go out.
             await self._grpc.stop(min(REPLY_FLUSH_S, max(0.0, grace - (loop.time() - started))))
         logger.info("event=stopped drained=%s", drained)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _reflection_pool() -> descriptor_pool.DescriptorPool:

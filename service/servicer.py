@@ -19,7 +19,7 @@ from cnnserve import __version__
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
 from service import describe, statistics
-from service.codec import decode_inputs, encode_response
+from service.codec import RequestLimits, decode_inputs, encode_response
 from service.config import Settings
 from service.errors import FailedPrecondition, NotSupported, ServiceError
 from service.gate import RequestGate
@@ -84,6 +84,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._models = models
         self._metrics = metrics
         self._gate = gate
+        self._limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
 
     # -- health and metadata -------------------------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outcome = "success"
             try:
                 with model_metrics.track_inflight():
-                    decoded = decode_inputs(request, model.spec)
+                    decoded = decode_inputs(request, model.spec, self._limits)
                     outputs = await model.infer(decoded.inputs, deadline=deadline)
                     return encode_response(
                         request, model.spec, str(model.version), outputs, decoded.requested_outputs,

@@ -47,3 +47,14 @@ def conv_any_size(path: Path) -> Path:
         [numpy_helper.from_array(weight, "w")],
     )
     return save(graph, path)
+
+
+def strings(path: Path) -> Path:
+    """text BYTES [N] -> same BYTES [N] (Identity): a model that takes nothing but strings."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        "strings",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["N"])],
+    )
+    return save(graph, path)

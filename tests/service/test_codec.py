@@ -16,8 +16,10 @@ from tritonclient.grpc._utils import _get_inference_request
 
 from cnnserve_api import grpc_service_pb2 as pb
 from service.codec import (
+    BYTES_ELEMENT_COST,
     DATATYPES,
     RequestedOutput,
+    RequestLimits,
     classify,
     datatype_from_ort,
     decode_inputs,
@@ -425,6 +427,24 @@ def test_raw_bool_bytes_must_be_zero_or_one() -> None:
     request.inputs.add(name="x", datatype="BOOL", shape=[1, 2])
     with pytest.raises(InvalidInput):
         decode_inputs(request, _single_input_spec("BOOL", (-1, 2), 4))
+
+
+def test_request_limits_count_elements_over_inputs_and_what_bytes_elements_cost() -> None:
+    request = pb.ModelInferRequest()
+    _add_raw(request, "images", "FP32", np.zeros((4, 1, 4, 4), np.float32))  # 64 elements, 256 bytes
+    _add_raw(request, "class", "INT64", np.zeros((4, 1), np.int64))  # 4 elements, 32 bytes
+    assert decode_inputs(request, MODEL, RequestLimits(max_elements=68, max_tensor_bytes=288)).batch_size == 4
+    for limits in (RequestLimits(max_elements=67), RequestLimits(max_tensor_bytes=287)):
+        with pytest.raises(InvalidInput, match="split it"):
+            decode_inputs(request, MODEL, limits)
+
+    spec = _single_input_spec("BYTES", (-1,), 0)
+    for fill in (_add_raw, _add_typed):  # 1,000 empty strings: 4 KB raw, ~2 KB typed, ~64 KB to hold
+        empty = pb.ModelInferRequest()
+        fill(empty, "x", "BYTES", np.array([b""] * 1000, dtype=object))
+        with pytest.raises(InvalidInput):
+            decode_inputs(empty, spec, RequestLimits(max_tensor_bytes=1000 * BYTES_ELEMENT_COST - 1))
+        assert len(decode_inputs(empty, spec, RequestLimits(max_tensor_bytes=1100 * BYTES_ELEMENT_COST)).inputs["x"])
 
 
 # --- datatype table ---------------------------------------------------------------------------------------------
