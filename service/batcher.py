@@ -242,9 +242,23 @@ class Batcher:
         return batch, None
 
     async def _execute(self, batch: list[_Request]) -> None:
+        try:
+            await self._run(batch)
+        finally:
+            for r in batch:  # never leave a caller hanging, whatever escaped
+                _fail(r.future, InferenceFailed(f"model '{self._name}': batch aborted"))
+            self._running -= 1
+            self._in_flight -= len(batch)
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    async def _run(self, batch: list[_Request]) -> None:
+        """Run one batch and answer its requests. When the model refuses a merged batch's input values
+        (InvalidInput: an index out of range, text that is not UTF-8), each request runs again alone, so only the
+        one that carried them fails and its batch-mates are answered."""
         started = time.monotonic()
         queue_seconds = tuple(started - r.enqueued for r in batch)
-        run_seconds, failed = 0.0, True
+        run_seconds, failed, split = 0.0, True, False
         try:
             if len(batch) == 1:
                 inputs = batch[0].inputs
@@ -267,6 +281,10 @@ class Batcher:
                     _answer(r.future, {k: v[start:end] for k, v in outputs.items()})
                     start = end
             failed = False
+        except InvalidInput as exc:
+            split = len(batch) > 1
+            if not split:
+                _fail(batch[0].future, exc)
         except Exception as exc:
             logger.warning(
                 "event=batch_failed model=%s requests=%d error=%s", self._name, len(batch), type(exc).__name__
@@ -278,18 +296,17 @@ class Batcher:
                     error.__cause__ = exc
                 _fail(r.future, error)
         finally:
-            for r in batch:  # never leave a caller hanging, whatever escaped above
-                _fail(r.future, InferenceFailed(f"model '{self._name}': batch aborted"))
-            self._running -= 1
-            self._in_flight -= len(batch)
-            if self._wakeup is not None:
-                self._wakeup.set()
-            if self._observer is not None:
+            if self._observer is not None and not split:  # a split batch is reported by the runs that follow
                 record = BatchRecord(sum(r.items for r in batch), len(batch), queue_seconds, run_seconds, failed)
                 try:
                     self._observer(record)
                 except Exception:
                     logger.exception("event=batch_observer_failed model=%s", self._name)
+        if split:
+            logger.info("event=batch_split model=%s requests=%d reason=input_refused", self._name, len(batch))
+            for r in batch:
+                if not r.future.done():
+                    await self._run([r])
 
 
 # A future already done was answered, or its caller went away (cancelled): nothing to do then.

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
 from service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
 from service.types import ModelSpec, SessionOptions, TensorSpec
@@ -211,6 +212,10 @@ class Runtime:
                 results = session.run(self._output_names, feed)
             except Exception as err:
                 logger.warning("event=run_failed model=%s error=%s", self.label, err)
+                if isinstance(err, OrtInvalidArgument):  # ORT's own verdict: the values, not the model
+                    raise InvalidInput(
+                        f"{self.label}: the model refused the input values (for example an index out of range)"
+                    ) from err
                 raise InferenceFailed(f"{self.label}: ONNX Runtime failed to run the batch") from err
             ran = time.monotonic()
             outputs = dict(zip(self._output_names, results, strict=True))

@@ -346,6 +346,40 @@ def test_a_failing_batch_fails_exactly_its_requests_and_the_next_batch_works() -
     run(main())
 
 
+def test_input_values_the_model_refuses_fail_only_the_request_that_sent_them() -> None:
+    """InvalidInput from the model (ORT's verdict on the values, e.g. an index out of range) is about one request:
+    the merged batch runs again one request at a time, and only the request with the bad values fails."""
+
+    async def main() -> None:
+        runs: list[int] = []
+
+        async def picky(inputs: Tensors) -> Tensors:
+            runs.append(len(inputs["x"]))
+            await asyncio.sleep(0.01)
+            if (inputs["x"] == -1).any():
+                raise InvalidInput("index out of range")
+            return {"y": inputs["x"] * 2}
+
+        records: list[BatchRecord] = []
+        batcher = Batcher(picky, max_batch_size=8, max_queue_delay_us=20_000, observer=records.append)
+        await batcher.submit(rows(1))  # the model is busy with this one while the next three queue up
+        busy = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        mate, poison, other = rows(2), {"x": -np.ones((1, 3), np.float32)}, rows(3)
+        outcomes = await asyncio.gather(
+            batcher.submit(mate), batcher.submit(poison), batcher.submit(other), return_exceptions=True
+        )
+        await busy
+        assert isinstance(outcomes[1], InvalidInput)
+        np.testing.assert_array_equal(outcomes[0]["y"], mate["x"] * 2)  # type: ignore[index]
+        np.testing.assert_array_equal(outcomes[2]["y"], other["x"] * 2)  # type: ignore[index]
+        assert runs[-4:] == [6, 2, 1, 3]  # merged, then each alone
+        assert [(r.requests, r.failed) for r in records[-3:]] == [(1, False), (1, True), (1, False)]
+        await batcher.close()
+
+    run(main())
+
+
 def test_service_errors_from_the_model_pass_through_unwrapped() -> None:
     async def main() -> None:
         async def unready(inputs: Tensors) -> Tensors:

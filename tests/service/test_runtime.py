@@ -139,3 +139,15 @@ def test_bytes_inputs_reach_the_model_as_utf8_text(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput):
         asyncio.run(runtime.run({"text": np.array([b"\xff"], dtype=object)}))
     runtime.close()
+
+
+def test_values_onnx_runtime_refuses_are_invalid_input(repo: Path) -> None:
+    """ORT's INVALID_ARGUMENT (here a class index outside the table) is the caller's fault, not a server failure."""
+    runtime = Runtime(repo / "cgen" / "1" / "model.onnx")
+    latent = np.zeros((2, 8), np.float32)
+    with pytest.raises(InvalidInput):
+        asyncio.run(runtime.run({"latent": latent, "class": np.array([1, 99], np.int64)}))
+    assert asyncio.run(runtime.run({"latent": latent, "class": np.array([1, 9], np.int64)}))["images"].shape == (
+        2, 1, 2, 4,
+    )  # fmt: skip
+    runtime.close()
