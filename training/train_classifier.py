@@ -93,8 +93,8 @@ def train_classifier(
         history["val_loss"].append(val_loss)
         history["val_accuracy"].append(val_accuracy)
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", val_acc=f"{val_accuracy:.4f}")
-        logger.info("epoch=%d train_loss=%.4f train_accuracy=%.4f val_loss=%.4f val_accuracy=%.4f",
-                    epoch, loss_sum / seen, correct / seen, val_loss, val_accuracy)  # fmt: skip
+        logger.info("run=%s epoch=%d train_loss=%.4f train_accuracy=%.4f val_loss=%.4f val_accuracy=%.4f",
+                    out_dir.name, epoch, loss_sum / seen, correct / seen, val_loss, val_accuracy)  # fmt: skip
         save_checkpoint(out_dir, epoch, {
             "model": model.state_dict(), "optimiser": optimiser.state_dict(), "model_config": model_config.to_dict(),
             "mean": mean, "std": std, "classes": list(split.classes), "metrics": {k: v[-1] for k, v in history.items()},

@@ -1,5 +1,6 @@
-"""The GAN training loop (unconditional or class-conditional): hinge loss, spectral-norm discriminator,
-two-timescale learning rates, an InfoGAN-style code term, EMA of generator weights, a sample grid per epoch."""
+"""The GAN training loop, unconditional or class-conditional: hinge or non-saturating loss, InfoGAN code / AC-GAN class
+term, optional R1, EMA of generator weights with batch-norm recalibration, a sample grid and a checkpoint per epoch.
+Which options the default models use, and why, is in training/jobs.py."""
 
 from __future__ import annotations
 
@@ -137,7 +138,8 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
         history["d_loss"].append(d_sum / steps_per_epoch)
         history["g_loss"].append(g_sum / steps_per_epoch)
         bar.set_postfix(d_loss=f"{history['d_loss'][-1]:.3f}", g_loss=f"{history['g_loss'][-1]:.3f}")
-        logger.info("epoch=%d d_loss=%.4f g_loss=%.4f", epoch, history["d_loss"][-1], history["g_loss"][-1])
+        logger.info("run=%s epoch=%d d_loss=%.4f g_loss=%.4f",
+                    out_dir.name, epoch, history["d_loss"][-1], history["g_loss"][-1])  # fmt: skip
         samples = generate(ema, fixed_latent, fixed_classes)
         save_grid(samples.numpy(), n_classes or 10, out_dir / "samples" / f"epoch-{epoch:03d}.png")
         save_checkpoint(out_dir, epoch, {
