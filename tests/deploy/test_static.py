@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,16 @@ def test_images_run_the_serve_command_as_pid_1() -> None:
         assert json.loads(instructions["ENTRYPOINT"]) == ["cnnserve"]
         command = json.loads(instructions["CMD"])
         assert command == ["serve"] and command[0] in COMMANDS
+
+
+def test_gpu_image_installs_the_gpu_extras_runtime() -> None:
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    args = dict(dockerfile_instructions(DOCKERFILES["server-gpu"]))
+    requirement = re.fullmatch(r'ONNXRUNTIME_GPU="([^"]+)"', args["ARG"])
+    assert requirement, args["ARG"]
+    package = re.split(r"[<>=!~ ]", requirement[1])[0]
+    assert [re.split(r"[<>=!~ ]", r)[0] for r in extra] == [package]
+    assert "cuda,cpu" in dockerfile_env(DOCKERFILES["server-gpu"])["CNNSERVE_EXECUTION_PROVIDERS"]
 
 
 def health_argv(test: list[str] | str) -> list[str]:
