@@ -16,6 +16,7 @@ from service.errors import ModelNotReady
 class RequestGate:
     def __init__(self) -> None:
         self._in_progress = 0
+        self._admitted = 0
         self._closed = False
         self._idle: asyncio.Event | None = None
 
@@ -27,11 +28,17 @@ class RequestGate:
     def in_progress(self) -> int:
         return self._in_progress
 
+    @property
+    def admitted(self) -> int:
+        """Requests admitted since start: with `in_progress`, what shutdown tells about the work it accepted."""
+        return self._admitted
+
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
         if self._closed:
             raise ModelNotReady("server is shutting down: not accepting new requests")
         self._in_progress += 1
+        self._admitted += 1
         try:
             yield
         finally:

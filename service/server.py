@@ -169,7 +169,8 @@ class InferenceServer:
             # Every accepted request is answered by now; what still runs (an idle ModelStreamInfer, a health Watch)
             # would otherwise hold the exit for the whole grace period. A short window lets written replies go out.
             await self._grpc.stop(min(REPLY_FLUSH_S, max(0.0, grace - (loop.time() - started))))
-        logger.info("event=stopped drained=%s", drained)
+        logger.info("event=stopped drained=%s admitted=%d unfinished=%d", drained, self.gate.admitted,
+                    self.gate.in_progress)  # fmt: skip
 
 
 def _loopback(host: str) -> bool:
