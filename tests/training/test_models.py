@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -77,7 +79,7 @@ def test_conditional_generator_depends_on_the_class() -> None:
 @pytest.mark.parametrize(
     "kwargs", [{"image_size": 12}, {"image_size": 4}, {"channels": 2}, {"num_classes": 10, "codes": 10}]
 )
-def test_gan_config_refuses_inconsistent_values(kwargs: dict[str, int]) -> None:
+def test_gan_config_refuses_inconsistent_values(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         GanConfig(**kwargs)
 

@@ -46,7 +46,7 @@ def test_a_failure_mid_publish_leaves_no_version_and_no_temporary(tmp_path: Path
     def crash(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(publish_module.os, "rename", crash)
+    monkeypatch.setattr("training.publish.os.rename", crash)
     with pytest.raises(OSError):
         publish(tmp_path, "m", b"two", CONFIG)
     names = sorted(p.name for p in (tmp_path / "m").iterdir())
@@ -59,7 +59,7 @@ def test_a_crash_after_writing_the_model_leaves_only_a_hidden_temporary(tmp_path
     def killed(path: Path) -> None:
         raise SystemExit("killed")
 
-    monkeypatch.setattr(publish_module.shutil, "rmtree", lambda *a, **k: None)  # the cleanup never ran
+    monkeypatch.setattr("training.publish.shutil.rmtree", lambda *a, **k: None)  # the cleanup never ran
     monkeypatch.setattr(publish_module, "_fsync_dir", killed)
     with pytest.raises(SystemExit):
         publish(tmp_path, "m", b"half", CONFIG)
