@@ -107,9 +107,9 @@ async def start_http_server(
         finally:
             writer.close()
 
+    handshake_s = HEAD_TIMEOUT_S if ssl_context is not None else None
     server = await asyncio.start_server(
-        handle, host, port, limit=MAX_HEAD_BYTES, ssl=ssl_context,
-        ssl_handshake_timeout=HEAD_TIMEOUT_S if ssl_context is not None else None,
+        handle, host, port, limit=MAX_HEAD_BYTES, ssl=ssl_context, ssl_handshake_timeout=handshake_s
     )
     http = HttpServer(server, connections)
     logger.info("event=http_listening host=%s port=%d tls=%s", host, http.port, ssl_context is not None)
