@@ -26,7 +26,10 @@ from tests.conftest import ServerThread, loopback_settings
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
-    onnx_models.write_classifier(root)
+    # Waiting behind an idle model (Triton's rule) makes merging deterministic for the batching test below.
+    onnx_models.write_classifier(
+        root, dynamic_batching={"max_queue_delay_us": 5000, "max_queue_size": 256, "wait_when_idle": True}
+    )
     onnx_models.write_conditional_generator(root)
     onnx_models.write_identity(root)
     onnx_models.write_corrupt(root)
@@ -106,7 +109,7 @@ def test_model_config_is_triton_shaped(client: triton.InferenceServerClient) -> 
     assert [(i.name, list(i.dims)) for i in config.input] == [("images", [1, 4, 4])]
     assert config.output[0].label_filename == "labels.txt"
     assert config.HasField("dynamic_batching")
-    assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert config.dynamic_batching.max_queue_delay_microseconds == 5000
     assert config.instance_group[0].count == 1
     assert config.parameters["execution_provider"].string_value == "CPUExecutionProvider"
 
