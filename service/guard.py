@@ -1,5 +1,5 @@
-"""Malformed request bytes are the caller's fault: a server interceptor that parses every request message itself
-and answers one that is not a valid protobuf of the method's type with INVALID_ARGUMENT.
+"""Malformed request bytes are the caller's fault: handlers that parse every request message themselves and
+answer one that is not a valid protobuf of the method's type with INVALID_ARGUMENT.
 
 Left to gRPC, such a message is answered UNKNOWN with the parser's exception text; here it gets the status every
 other bad input gets, and the parser's words stay in the server. The cost is one Python call per message around
@@ -10,34 +10,35 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
 logger = logging.getLogger(__name__)
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 Parse = Callable[[bytes], Any]
 
 
-class MalformedMessageGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self) -> None:
-        # method -> (its handler, the guarded one): built once per method, not per call. Only methods that exist
-        # get here, so the cache is bounded by the services the server offers.
-        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+def guarded_service(service: Any, servicer: object, messages: Any) -> grpc.GenericRpcHandler:
+    """The generic handler for `service` (a ServiceDescriptor) whose methods parse their own request bytes.
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
-        method: str = handler_call_details.method
-        cached = self._guarded.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._guarded[method] = (handler, _guarded(handler, method))
-        return cached[1]
+    Built once at registration, so the per-call cost is one parse inside the handler's own coroutine (an
+    interceptor would add a coroutine and a handler lookup to every call). `messages` is the generated module
+    holding the request and response classes.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_type = getattr(messages, method.input_type.name)
+        response_type = getattr(messages, method.output_type.name)
+        make = _MAKERS[(method.client_streaming, method.server_streaming)]
+        plain = make(
+            getattr(servicer, method.name),
+            request_deserializer=request_type.FromString,
+            response_serializer=response_type.SerializeToString,
+        )
+        handlers[method.name] = _guarded(plain, f"/{service.full_name}/{method.name}")
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 _MAKERS = {  # (request_streaming, response_streaming) -> how grpc builds such a handler

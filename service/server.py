@@ -14,16 +14,16 @@ import signal
 
 import grpc
 from google.protobuf import descriptor_pool
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
 from service import tls
 from service.auth import OPEN_METHODS, AuthInterceptor, TokenStore
 from service.config import Settings
 from service.gate import RequestGate
-from service.guard import MalformedMessageGuard
+from service.guard import guarded_service
 from service.health import HealthReporter
 from service.http import HttpServer, start_http_server
 from service.metrics import Metrics
@@ -105,7 +105,6 @@ class InferenceServer:
         if self.tokens is not None:  # first: a caller without a token gets nothing else, not even a parse
             open_methods = OPEN_METHODS if self.settings.auth_open_health else frozenset()
             interceptors.append(AuthInterceptor(self.tokens, open_methods=open_methods, on_refused=self._refused))
-        interceptors.append(MalformedMessageGuard())
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -115,19 +114,22 @@ class InferenceServer:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_streams,
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.settings, self.models, self.metrics, self.gate), server
+        servicer = InferenceServicer(self.settings, self.models, self.metrics, self.gate)
+        server.add_generic_rpc_handlers(
+            (guarded_service(pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer, pb),)
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        reflection.enable_server_reflection(
-            (
-                pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-            pool=_reflection_pool(),
+        server.add_generic_rpc_handlers(
+            (guarded_service(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health.servicer, health_pb2),)
         )
+        names = (
+            pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        # The aio servicer is what enable_server_reflection() uses; registered by hand so that it gets the guard.
+        reflector = reflection_aio.ReflectionServicer(names, pool=_reflection_pool())
+        service = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+        server.add_generic_rpc_handlers((guarded_service(service, reflector, reflection_pb2),))
         address = f"{self.settings.host}:{self.settings.grpc_port}"
         if self._grpc_credentials is not None:
             self.grpc_port = server.add_secure_port(address, self._grpc_credentials)
