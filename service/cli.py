@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from service.config import CONTROL_MODES, ConfigError, Settings
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="provider preference, e.g. cuda,cpu")
     p.add_argument("--grace-period-s", type=float, help="drain time allowed on SIGTERM")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
+    p.add_argument("--event-loop", choices=("auto", "asyncio"), help="auto: uvloop where installed (default)")
     security = p.add_argument_group("security (README: Security)")
     security.add_argument("--tls-cert-file", type=Path, help="PEM server certificate chain: gRPC and HTTP use TLS")
     security.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
@@ -65,7 +66,20 @@ def main(argv: Sequence[str]) -> int:
     from service.server import serve  # onnxruntime is imported only once settings are valid
 
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+            runner.run(serve(settings))
     except ConfigError as err:  # a TLS or token file that cannot be used: one line, no traceback
         raise SystemExit(f"cnnserve serve: {err}") from None
     return 0
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            return None
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return None
+
