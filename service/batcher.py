@@ -121,18 +121,27 @@ class Batcher:
         self._queue.append(request)
         self._queued_items += items
         wakeup.set()
+        # A timer, not asyncio.wait: it costs one handle per request instead of a waiter future and callbacks.
+        timer = None
+        if deadline is not None:
+            timer = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - time.monotonic()), self._expire, request
+            )
         try:
-            if deadline is not None:
-                await asyncio.wait((request.future,), timeout=max(0.0, deadline - time.monotonic()))
-                if request.queued:  # still waiting for a batch: answer now, never run it
-                    self._unqueue(request)
-                    raise DeadlineExceeded(f"model '{self._name}': deadline passed while queued")
             return await request.future
         except asyncio.CancelledError:  # the client went away: drop it from the queue, or drop its result
             if request.queued:
                 self._unqueue(request)
             request.future.cancel()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, request: _Request) -> None:
+        """Deadline reached: a request still queued is answered now and never run; a running one finishes."""
+        if request.queued:
+            self._unqueue(request, DeadlineExceeded(f"model '{self._name}': deadline passed while queued"))
 
     async def close(self, *, drain: bool = True) -> None:
         """Refuse new requests; run (drain) or fail (no drain) the queued ones; wait for running batches."""
