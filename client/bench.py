@@ -133,24 +133,38 @@ async def drive(url: str, payload: bytes, items_per_request: int, concurrency: i
 
 
 def in_process(model_file: Path, inputs: dict[str, np.ndarray], duration_s: float, threads: int,
-               allow_spinning: bool) -> Measurement:
-    """The same model file run directly by ONNX Runtime with the same thread settings: the ceiling."""
+               allow_spinning: bool, instances: int = 1) -> Measurement:
+    """The same model file run directly by ONNX Runtime with the server's thread settings (`instances` sessions of
+    `threads` intra-op threads, each running the whole batch back to back in its own thread): the ceiling."""
+    import threading
+
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-    session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    sessions = [ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+                for _ in range(instances)]
     batch = next(iter(inputs.values())).shape[0]
-    for _ in range(3):
-        session.run(None, inputs)
+    for session in sessions:
+        for _ in range(3):
+            session.run(None, inputs)
     latencies: list[float] = []
     end = time.perf_counter() + duration_s
-    while (now := time.perf_counter()) < end:
-        session.run(None, inputs)
-        latencies.append((time.perf_counter() - now) * 1000)
-    elapsed = sum(latencies) / 1000
+
+    def loop(session: ort.InferenceSession) -> None:
+        while (now := time.perf_counter()) < end:
+            session.run(None, inputs)
+            latencies.append((time.perf_counter() - now) * 1000)  # list.append is atomic under the GIL
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=loop, args=(s,)) for s in sessions]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
     return Measurement(f"in-process b={batch}", len(latencies) * batch / elapsed, len(latencies), tuple(latencies))
 
 
@@ -175,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-file", type=Path, help="the model's ONNX file, for the in-process comparison")
     p.add_argument("--threads", type=int, default=0, help="in-process intra-op threads (match the server's)")
     p.add_argument("--allow-spinning", action="store_true", help="in-process: let ORT threads spin-wait")
+    p.add_argument("--instances", type=int, default=1, help="in-process: parallel sessions (match instance_count)")
     p.add_argument("--server-pid", type=int, action="append", default=[],
                    help="server process id(s): report server CPU time per request")
     add_connection_flags(p)
@@ -206,7 +221,7 @@ def main(argv: Sequence[str]) -> int:
         if args.model_file is not None:
             raw_batch = concurrency * args.batch_size
             raw = in_process(args.model_file, random_inputs(metadata, raw_batch), min(args.duration_s, 5.0),
-                             args.threads, args.allow_spinning)
+                             args.threads, args.allow_spinning, args.instances)
             line += (f" {raw_batch:>6} {raw.items_per_s:>12.1f} {raw.percentile(50):>8.2f} "
                      f"{served.items_per_s / raw.items_per_s:>6.2f}")
         else:
