@@ -10,6 +10,8 @@ such an input as [b, 1] or [b].
 
 from __future__ import annotations
 
+import json
+
 from cnnserve_api import grpc_service_pb2 as pb
 from service.codec import triton_data_type
 from service.types import ModelSpec, TensorSpec
@@ -80,7 +82,10 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
         batching = spec.dynamic_batching
         config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
-    parameters = {**spec.parameters, "execution_provider": provider}
+    # Pre- and postprocessing hints travel as JSON in the config's parameters, so clients never repeat them.
+    hints = {key: json.dumps(value) for key, value in
+             (("preprocessing", spec.preprocessing), ("postprocessing", spec.postprocessing)) if value}
+    parameters = {**spec.parameters, **hints, "execution_provider": provider}
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)
     return config

@@ -35,6 +35,11 @@ def _entry(repo: Path, name: str, config: dict[str, Any], labels: list[str] | No
     return folder
 
 
+# How images become the classifier's input: grey 4x4, scaled to [0,1], then (x - 0.5) / 0.25.
+CLASSIFIER_PREPROCESSING = {"input": "images", "height": 4, "width": 4, "channels": 1, "layout": "NCHW",
+                            "scale": 1 / 255, "mean": [0.5], "std": [0.25]}
+
+
 def classifier_weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((16, 10)).astype(np.float32), rng.standard_normal(10).astype(np.float32)
@@ -56,7 +61,7 @@ def write_classifier(repo: Path, name: str = "classifier", version: int = 1, see
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
     )
     _save(graph, repo / name / str(version) / "model.onnx")
-    base = {"max_batch_size": 32, "label_output": "logits",
+    base = {"max_batch_size": 32, "label_output": "logits", "preprocessing": CLASSIFIER_PREPROCESSING,
             "dynamic_batching": {"max_queue_delay_us": 2000, "max_queue_size": 256}}
     return _entry(repo, name, {**base, **config}, labels=[f"digit-{i}" for i in range(10)])
 

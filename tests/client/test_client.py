@@ -1,0 +1,79 @@
+"""The SDK and CLI against a real server: image files in, labels out; generator out, PNG grid written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from client.cli import main as cli_main
+from client.client import Client
+from client.errors import ClientError
+from tests import onnx_models
+from tests.conftest import ServerThread
+
+
+@pytest.fixture
+def server(tmp_path: Path, start_server: object) -> ServerThread:
+    onnx_models.write_classifier(tmp_path / "repo")
+    onnx_models.write_conditional_generator(tmp_path / "repo")
+    return start_server(tmp_path / "repo")  # type: ignore[operator,no-any-return]
+
+
+def write_images(folder: Path, count: int) -> tuple[list[Path], np.ndarray]:
+    """Grey 8x8 PNGs (the model wants 4x4: the client resizes) and the tensors the model should see."""
+    rng = np.random.default_rng(7)
+    paths, tensors = [], []
+    hints = onnx_models.CLASSIFIER_PREPROCESSING
+    for i in range(count):
+        pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+        path = folder / f"img{i}.png"
+        Image.fromarray(pixels).save(path)
+        small = np.asarray(Image.fromarray(pixels).resize((4, 4), Image.Resampling.BILINEAR), dtype=np.float32)
+        tensors.append(((small / 255 - 0.5) / 0.25)[None])
+        paths.append(path)
+    assert hints["height"] == 4
+    return paths, np.stack(tensors)
+
+
+def test_classify_reads_preprocessing_from_the_server(server: ServerThread, tmp_path: Path) -> None:
+    paths, tensors = write_images(tmp_path, 3)
+    expected = onnx_models.classifier_reference(tensors)
+    with Client(server.grpc_address) as client:
+        ranked = client.classify("classifier", paths, top_k=2)
+    for answer, logits in zip(ranked, expected, strict=True):
+        assert [label for label, _ in answer] == [f"digit-{i}" for i in np.argsort(-logits)[:2]]
+        assert answer[0][1] >= answer[1][1]
+
+
+def test_generate_returns_uint8_images_of_the_asked_class(server: ServerThread) -> None:
+    with Client(server.grpc_address) as client:
+        images = client.generate("cgen", 5, seed=3, label=7)
+    assert images.dtype == np.uint8 and images.shape == (5, 2, 4, 1)
+
+
+def test_errors_carry_the_status(server: ServerThread) -> None:
+    with Client(server.grpc_address) as client, pytest.raises(ClientError) as info:
+        client.metadata("no-such-model")
+    assert info.value.code.name == "NOT_FOUND"
+
+
+def test_cli_classify_json_generate_models_health(
+    server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths, _ = write_images(tmp_path, 2)
+    url = ["--url", server.grpc_address]
+    assert cli_main(["classify", *url, "--model", "classifier", "--json", *map(str, paths)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [entry["file"] for entry in listed] == [str(p) for p in paths]
+    grid = tmp_path / "grid.png"
+    assert cli_main(["generate", *url, "--model", "cgen", "-n", "6", "--out", str(grid), "--out-dir",
+                     str(tmp_path / "each")]) == 0
+    assert Image.open(grid).size[0] > 0 and len(list((tmp_path / "each").glob("*.png"))) == 6
+    assert cli_main(["models", *url]) == 0
+    assert "classifier" in capsys.readouterr().out
+    assert cli_main(["health", *url]) == 0
+    assert cli_main(["health", *url, "--model", "nope"]) == 1
