@@ -63,6 +63,16 @@ def unary(method: Handler[Request, Response]) -> Handler[Request, Response]:
     return wrapper
 
 
+def _refusal(message: str) -> Any:  # Any: it stands in for methods of several generated signatures
+    """An RPC method that answers UNIMPLEMENTED with `message`."""
+
+    @unary
+    async def refuse(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        raise NotSupported(message)
+
+    return refuse
+
+
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -243,34 +253,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # -- extensions this server does not offer ---------------------------------------------------------------------
     # Explicit answers, so a client learns what is missing rather than meeting a bare UNIMPLEMENTED.
 
-    @unary
-    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        raise NotSupported("system shared memory is not supported: send tensors in the request")
-
-    @unary
-    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        raise NotSupported("system shared memory is not supported: send tensors in the request")
-
-    @unary
-    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        raise NotSupported("system shared memory is not supported: send tensors in the request")
-
-    @unary
-    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        raise NotSupported("CUDA shared memory is not supported: send tensors in the request")
-
-    @unary
-    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        raise NotSupported("CUDA shared memory is not supported: send tensors in the request")
-
-    @unary
-    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        raise NotSupported("CUDA shared memory is not supported: send tensors in the request")
-
-    @unary
-    async def TraceSetting(self, request: Any, context: Any) -> Any:
-        raise NotSupported("tracing is not supported; use the Prometheus metrics on the HTTP port")
-
-    @unary
-    async def LogSettings(self, request: Any, context: Any) -> Any:
-        raise NotSupported("log settings cannot be changed at run time; use --log-level")
+    SystemSharedMemoryStatus = _refusal("system shared memory is not supported: send tensors in the request")
+    SystemSharedMemoryRegister = _refusal("system shared memory is not supported: send tensors in the request")
+    SystemSharedMemoryUnregister = _refusal("system shared memory is not supported: send tensors in the request")
+    CudaSharedMemoryStatus = _refusal("CUDA shared memory is not supported: send tensors in the request")
+    CudaSharedMemoryRegister = _refusal("CUDA shared memory is not supported: send tensors in the request")
+    CudaSharedMemoryUnregister = _refusal("CUDA shared memory is not supported: send tensors in the request")
+    TraceSetting = _refusal("tracing is not supported; use the Prometheus metrics on the HTTP port")
+    LogSettings = _refusal("log settings cannot be changed at run time; use --log-level")
