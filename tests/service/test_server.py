@@ -382,3 +382,13 @@ def test_message_size_limit(tmp_path: Path, start_server: object) -> None:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         code = status_of(lambda: stub.ModelInfer(raw_request("classifier", images(32))))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_unsupported_extensions_answer_unimplemented(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    calls = [
+        lambda: stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()),
+        lambda: stub.CudaSharedMemoryRegister(pb.CudaSharedMemoryRegisterRequest(name="x")),
+        lambda: stub.TraceSetting(pb.TraceSettingRequest()),
+        lambda: stub.LogSettings(pb.LogSettingsRequest()),
+    ]
+    assert [status_of(call) for call in calls] == [grpc.StatusCode.UNIMPLEMENTED] * len(calls)
