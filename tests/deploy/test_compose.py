@@ -190,12 +190,27 @@ def test_tritonclient_classifies_through_the_load_balancer(stack: Stack) -> None
         assert math.isclose(float(score), float(row.max()), rel_tol=1e-4)
 
 
-def test_cli_classifies_generates_and_checks_health_through_the_load_balancer(stack: Stack, tmp_path: Path) -> None:
+def test_cli_checks_health_lists_models_and_generates_through_the_load_balancer(stack: Stack, tmp_path: Path) -> None:
     url = stack.address("lb", GRPC)
     cnnserve = tool("cnnserve")
     assert cnnserve is not None
     health = run([cnnserve, "health", "--url", url], timeout=30)
     assert health.returncode == 0, health.stdout + health.stderr
+    models = run([cnnserve, "models", "--url", url, "--json"], timeout=30)
+    assert {m["name"] for m in json.loads(models.stdout)} >= set(MODELS), models.stderr
+    grid = tmp_path / "sevens.png"
+    generate = run(
+        [cnnserve, "generate", "--url", url, "--model", "cdcgan_digits", "--label", "7", "-n", "4", "--out", str(grid)],
+        timeout=60,
+    )
+    assert generate.returncode == 0, generate.stderr
+    assert Image.open(grid).size[0] > 0
+
+
+def test_cli_classifies_through_the_load_balancer(stack: Stack, tmp_path: Path) -> None:
+    url = stack.address("lb", GRPC)
+    cnnserve = tool("cnnserve")
+    assert cnnserve is not None
     digits = [tmp_path / f"{i}.png" for i in range(2)]
     for i, path in enumerate(digits):
         Image.fromarray((images(1, seed=i)[0, 0] * 255).astype(np.uint8)).save(path)
@@ -205,14 +220,6 @@ def test_cli_classifies_generates_and_checks_health_through_the_load_balancer(st
     answers = json.loads(classify.stdout)
     assert [a["file"] for a in answers] == [str(p) for p in digits]
     assert all(len(a["top"]) == 3 and {t["label"] for t in a["top"]} <= labels for a in answers)
-    grid = tmp_path / "sevens.png"
-    generate = run(
-        [cnnserve, "generate", "--url", url, "--model", "cdcgan_digits", "--label", "7", "-n", "4", "--out", str(grid)],
-        timeout=60,
-    )
-    assert generate.returncode == 0 and Image.open(grid).size[0] > 0, generate.stderr
-    models = run([cnnserve, "models", "--url", url, "--json"], timeout=30)
-    assert {m["name"] for m in json.loads(models.stdout)} >= set(MODELS)
 
 
 # --- Prometheus and the dashboard ---------------------------------------------------------------------------------
@@ -304,8 +311,12 @@ def test_scaled_servers_share_one_address(stack: Stack) -> None:
 
 def test_compose_stop_server_under_load_answers_every_accepted_request(stack: Stack) -> None:
     """Clients call the server's own port in closed loops; `docker compose stop server` sends SIGTERM. Every reply
-    is OK until the server refuses (UNAVAILABLE, the drain), no request fails any other way, and the server exits
-    0 after draining, well before Docker's SIGKILL."""
+    is OK until the client is refused, no request fails any other way, and the server exits 0 after draining every
+    request it admitted (`drained=True`), well before Docker's SIGKILL.
+
+    Refused means UNAVAILABLE (the server's own refusal while draining, or no server left), or CANCELLED for a call
+    that reaches gRPC in the few milliseconds between the end of the drain and the listener's stop: gRPC's shutdown
+    cancels calls it never handed to the server (seen about once in five runs through docker-proxy's extra hop)."""
     address = stack.address("server", GRPC)
     replies: list[list[str]] = [[] for _ in range(4)]
     stopping = threading.Event()
@@ -320,7 +331,7 @@ def test_compose_stop_server_under_load_answers_every_accepted_request(stack: St
                 try:
                     stub.ModelInfer(infer_request(images(8, seed=i)), timeout=30)
                 except grpc.RpcError as err:
-                    log.append(err.code().name)
+                    log.append(f"{err.code().name}: {err.details()}")
                     return  # a refused client stops; after a refusal the server may be gone
                 log.append("OK-after-stop" if stopping.is_set() else "OK")
 
@@ -335,11 +346,13 @@ def test_compose_stop_server_under_load_answers_every_accepted_request(stack: St
     for thread in threads:
         thread.join(60)
 
-    outcomes = Counter(outcome for log in replies for outcome in log)
-    assert set(outcomes) <= {"OK", "OK-after-stop", "UNAVAILABLE"}, outcomes
-    assert all(log[-1] == "UNAVAILABLE" for log in replies), "every client was refused in the end"
+    logs = stack.logs("server")
+    outcomes = Counter(outcome.split(":")[0] for log in replies for outcome in log)
+    refusals = [log[-1] for log in replies]
+    assert all(o in {"OK", "OK-after-stop"} for log in replies for o in log[:-1]), f"{outcomes}\n{logs[-3000:]}"
+    assert all(r.split(":")[0] in {"UNAVAILABLE", "CANCELLED"} for r in refusals), f"{refusals}\n{logs[-3000:]}"
+    assert outcomes["OK-after-stop"] > 0, "the load ran on while the server was being stopped"
     (server,) = stack.containers("server", all_states=True)
     assert server["State"] == "exited" and server["ExitCode"] == 0, server
-    logs = stack.logs("server")
     assert "event=signal action=drain" in logs and "event=stopped drained=True" in logs, logs[-3000:]
     assert stop_s < 30, f"docker compose stop took {stop_s:.1f}s: the drain should end long before SIGKILL"
