@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,17 @@ def test_poll_mode_keeps_serving_through_a_broken_version_and_swaps_in_a_good_on
     assert not traffic.failures, traffic.failures[:5]
 
 
+def all_admitted(stub: pb_grpc.GRPCInferenceServiceStub, count: int) -> bool:
+    """`count` concurrent cheap calls all get past gRPC's concurrent-call limit."""
+    calls = [stub.ModelReady.future(pb.ModelReadyRequest(name="slow"), timeout=5) for _ in range(count)]
+    try:
+        return all(call.result().ready for call in calls)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+            return False
+        raise
+
+
 def idle(app: Any) -> bool:
     """No request in progress anywhere: admitted, queued or running."""
     model = app.models.get("slow")
@@ -196,6 +208,9 @@ def test_clients_that_go_away_mid_request_give_their_slots_back(
             del stream
             dying.close()
         wait_for(lambda: idle(app), timeout_s=10)
+        # gRPC frees its own concurrent-call slots a moment after our handlers finish: wait until a full set of
+        # max_concurrent_streams calls is admitted again (a leaked slot would make this time out).
+        wait_for(partial(all_admitted, stub, 8), timeout_s=10)
 
         # Every slot is free again: a running request and the queue's full worth (4 items) are accepted, and as
         # many calls as max_concurrent_streams held before fit again.
