@@ -42,18 +42,6 @@ def server(repo: Path) -> Iterator[ServerThread]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def stub(server: ServerThread) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(server.grpc_address) as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerThread) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(server.grpc_address) as c:
-        yield c
-
-
 def images(n: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 1, 4, 4)).astype(np.float32)
 

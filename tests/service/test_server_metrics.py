@@ -35,18 +35,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def stub(server: ServerThread) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(server.grpc_address) as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerThread) -> Iterator[triton.InferenceServerClient]:
-    with triton.InferenceServerClient(server.grpc_address) as c:
-        yield c
-
-
 class Scrape:
     """One /metrics scrape, parsed back with prometheus_client's own parser."""
 
