@@ -295,13 +295,7 @@ def test_calls_without_a_valid_token_are_unauthenticated(
             assert b"cnnserve_unauthenticated_requests_total 36.0" in page.read()
 
     with triton.InferenceServerClient(server.grpc_address) as client:
-        inp = triton.InferInput("images", list(batch.shape), "FP32")
-        inp.set_data_from_numpy(batch)
-        with pytest.raises(InferenceServerException) as refused:
-            client.infer("classifier", [inp])
-        assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
-        logits = client.infer("classifier", [inp], headers={"authorization": f"Bearer {TOKEN}"}).as_numpy("logits")
-        np.testing.assert_allclose(logits, onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5)
+        assert_token_required(client, batch)
     with Client(server.grpc_address, token=TOKEN) as ours:
         assert [m.name for m in ours.models()] == ["classifier"]
     with Client(server.grpc_address) as anonymous, pytest.raises(ClientError) as info:
@@ -356,17 +350,22 @@ def test_closed_health_needs_a_token_too(repo: Path, start_server: Any) -> None:
         assert http_status(f"{server.http_url}{path}", token=TOKEN) == 200
 
 
+def assert_token_required(client: triton.InferenceServerClient, batch: np.ndarray) -> None:
+    """tritonclient without a token is refused UNAUTHENTICATED; with the bearer token it gets correct logits."""
+    inp = triton.InferInput("images", list(batch.shape), "FP32")
+    inp.set_data_from_numpy(batch)
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("classifier", [inp])
+    assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+    logits = client.infer("classifier", [inp], headers={"authorization": f"Bearer {TOKEN}"}).as_numpy("logits")
+    np.testing.assert_allclose(logits, onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5)
+
+
 def test_tls_and_token_together_with_tritonclient(repo: Path, pki: Pki, start_server: Any) -> None:
     server = start_server(repo, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key, auth_tokens=(TOKEN,))
     batch = images(1)
     with triton.InferenceServerClient(server.grpc_address, ssl=True, root_certificates=str(pki.ca)) as client:
-        inp = triton.InferInput("images", list(batch.shape), "FP32")
-        inp.set_data_from_numpy(batch)
-        with pytest.raises(InferenceServerException) as refused:
-            client.infer("classifier", [inp])
-        assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
-        logits = client.infer("classifier", [inp], headers={"authorization": f"Bearer {TOKEN}"}).as_numpy("logits")
-    np.testing.assert_allclose(logits, onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5)
+        assert_token_required(client, batch)
     with Client(server.grpc_address, root_certificates=pki.ca, token=TOKEN) as ours:
         assert ours.infer("classifier", {"images": batch})["logits"].shape == (1, 10)
 
