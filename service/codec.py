@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,8 @@ class RequestedOutput:
     name: str
     classification_k: int = 0
     """0: the tensor itself; k > 0: its top k per item as BYTES "score:index:label" (classification extension)."""
+    png: bool = False
+    """The model's image output sent as BYTES [n] of PNG files (request parameter output_format "png")."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class DecodedRequest:
     """Items in the request (the inputs' shared first dimension); 0 when the model does not batch."""
     requested_outputs: list[RequestedOutput]
     """In the order asked; every output in model order when none was asked."""
+    encoded_images: dict[str, Array] = field(default_factory=dict)
+    """By input name: PNG/JPEG files (object array [n] of bytes) sent for the model's image input, still to be
+    decoded (service/images.py); that input is then absent from `inputs`."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ def decode_inputs(
         )
     declared = {tensor.name: tensor for tensor in spec.inputs}
     checked: dict[str, tuple[int, tuple[int, ...], int]] = {}  # name -> (index, shape, element count)
+    files: set[str] = set()  # inputs sent as encoded images
     batch: tuple[int, str] | None = None  # (size, the input that set it)
     elements = cost = 0
     for index, tensor in enumerate(request.inputs):
@@ -102,8 +108,13 @@ def decode_inputs(
             raise InvalidInput(f"input {tensor.name!r}: unknown; model {spec.name!r} takes {_names(spec.inputs)}")
         if tensor.name in checked:
             raise InvalidInput(f"input {tensor.name!r}: given twice")
-        shape = _without_scalar_axis(tuple(tensor.shape), expected, spec.max_batch_size)
-        count = _check_tensor(tensor.name, tensor.datatype, shape, expected, spec.max_batch_size)
+        if _is_encoded_image(tensor, expected, spec):
+            shape = _check_files(tensor.name, tuple(tensor.shape), spec.max_batch_size)
+            count = shape[0]
+            files.add(tensor.name)
+        else:
+            shape = _without_scalar_axis(tuple(tensor.shape), expected, spec.max_batch_size)
+            count = _check_tensor(tensor.name, tensor.datatype, shape, expected, spec.max_batch_size)
         if spec.max_batch_size > 0:
             if batch is None:
                 batch = (shape[0], tensor.name)
@@ -115,13 +126,17 @@ def decode_inputs(
             raise InvalidInput(
                 f"input {tensor.name!r}: data in both raw_input_contents and contents; a request uses one form"
             )
-        elements += count
+        item_elements = _image_item_elements(spec) if tensor.name in files else 1
+        elements += count * item_elements
         if elements > limits.max_elements:
             raise InvalidInput(
                 f"request declares more than {limits.max_elements} tensor elements (max_elements_per_request); "
                 "split it into smaller requests"
             )
-        cost += _decoded_bytes(DATATYPES[expected.datatype], count, raw[index] if raw else None, tensor.contents)
+        datatype = "BYTES" if tensor.name in files else expected.datatype
+        cost += _decoded_bytes(DATATYPES[datatype], count, raw[index] if raw else None, tensor.contents)
+        if tensor.name in files:  # the decoded tensor, too
+            cost += count * item_elements * DATATYPES[expected.datatype].numpy.itemsize
         if cost > limits.max_tensor_bytes:
             raise InvalidInput(
                 f"request's inputs would take more than {limits.max_tensor_bytes} bytes decoded "
@@ -131,16 +146,21 @@ def decode_inputs(
     for needed in spec.inputs:
         if needed.name not in checked:
             raise InvalidInput(f"input {needed.name!r}: missing; model {spec.name!r} needs {_names(spec.inputs)}")
-    requested = _requested_outputs(request.outputs, spec)
+    requested = _requested_outputs(request.outputs, spec, _wants_png(request.parameters, spec))
     inputs: dict[str, Array] = {}
+    encoded: dict[str, Array] = {}
     for name, (index, shape, count) in checked.items():
-        info = DATATYPES[declared[name].datatype]
+        info = DATATYPES["BYTES" if name in files else declared[name].datatype]
         if raw:
-            inputs[name] = _from_raw(name, raw[index], info, shape, count)
+            array = _from_raw(name, raw[index], info, shape, count)
         else:
-            inputs[name] = _from_contents(name, request.inputs[index].contents, info, shape, count)
+            array = _from_contents(name, request.inputs[index].contents, info, shape, count)
+        if name in files:
+            encoded[name] = array.reshape(count)
+        else:
+            inputs[name] = array
     batch_size = batch[0] if batch is not None else 0
-    return DecodedRequest(inputs, batch_size, requested)
+    return DecodedRequest(inputs, batch_size, requested, encoded)
 
 
 def _decoded_bytes(info: DataTypeInfo, count: int, raw: bytes | None, contents: pb.InferTensorContents) -> int:
@@ -176,6 +196,8 @@ def encode_response(
         if want.classification_k > 0:
             described = spec.label_output is None or spec.label_output == want.name
             array = classify(array, want.classification_k, labels if described else (), spec.max_batch_size > 0)
+            datatype = "BYTES"
+        elif want.png:
             datatype = "BYTES"
         response.outputs.add(name=want.name, datatype=datatype, shape=np.shape(array))
         response.raw_output_contents.append(tensor_to_raw(array, datatype))
@@ -279,9 +301,47 @@ def _check_tensor(name: str, datatype: str, shape: tuple[int, ...], expected: Te
     return count
 
 
+def _is_encoded_image(tensor: pb.ModelInferRequest.InferInputTensor, expected: TensorSpec, spec: ModelSpec) -> bool:
+    image = spec.image_input
+    return image is not None and image.name == tensor.name and tensor.datatype == "BYTES" != expected.datatype
+
+
+def _image_item_elements(spec: ModelSpec) -> int:
+    assert spec.image_input is not None
+    return int(np.prod(spec.image_input.preprocessing.item_shape))
+
+
+def _check_files(name: str, shape: tuple[int, ...], max_batch_size: int) -> tuple[int, ...]:
+    """Encoded images travel as BYTES [n] or [n, 1] (one file per item); a model that does not batch takes [1]."""
+    n = shape[0] if shape else -1
+    well_formed = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+    largest = max_batch_size if max_batch_size > 0 else 1
+    if not well_formed or not 1 <= n <= largest:
+        expected = f"[n] or [n,1] with n in 1..{largest}" if max_batch_size > 0 else "[1]"
+        raise InvalidInput(
+            f"input {name!r}: encoded images travel as BYTES {expected}, one file each; got {_shape(shape)}"
+        )
+    return shape
+
+
+def _wants_png(parameters: Mapping[str, pb.InferParameter], spec: ModelSpec) -> bool:
+    if "output_format" not in parameters:
+        return False
+    value = _parameter_value(parameters["output_format"])
+    if value not in ("png", "tensor"):
+        raise InvalidInput(f"parameter 'output_format' must be \"png\" or \"tensor\", got {value!r}")
+    if value == "png" and spec.image_output is None:
+        raise InvalidInput(
+            f"parameter 'output_format': model {spec.name!r} has no image output to send as PNG "
+            "(its config's postprocessing.output must name a [n, 1|3|4, h, w] float output)"
+        )
+    return value == "png"
+
+
 def _requested_outputs(
-    outputs: Iterable[pb.ModelInferRequest.InferRequestedOutputTensor], spec: ModelSpec
+    outputs: Iterable[pb.ModelInferRequest.InferRequestedOutputTensor], spec: ModelSpec, png: bool = False
 ) -> list[RequestedOutput]:
+    png_output = spec.image_output.name if png and spec.image_output is not None else None
     declared = {tensor.name: tensor for tensor in spec.outputs}
     result: list[RequestedOutput] = []
     for output in outputs:
@@ -290,8 +350,9 @@ def _requested_outputs(
             raise InvalidInput(f"output {output.name!r}: unknown; model {spec.name!r} offers {_names(spec.outputs)}")
         if any(seen.name == output.name for seen in result):
             raise InvalidInput(f"output {output.name!r}: requested twice")
-        result.append(RequestedOutput(output.name, _classification_k(output, tensor, spec.max_batch_size)))
-    return result or [RequestedOutput(tensor.name) for tensor in spec.outputs]
+        k = _classification_k(output, tensor, spec.max_batch_size)  # never an image output: those are 3-D per item
+        result.append(RequestedOutput(output.name, k, png=output.name == png_output))
+    return result or [RequestedOutput(tensor.name, png=tensor.name == png_output) for tensor in spec.outputs]
 
 
 def _classification_k(

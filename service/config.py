@@ -73,6 +73,9 @@ class Settings:
     holding it, so a tensor of millions of empty strings cannot make the server allocate without bound."""
     max_concurrent_streams: int = 1024
     """Most gRPC calls (HTTP/2 streams) served at once, server-wide; the next is refused with RESOURCE_EXHAUSTED."""
+    max_image_pixels: int = 4096 * 4096
+    """Largest PNG/JPEG (width x height) an image input decodes; read from the file's header, so a larger one is
+    refused (INVALID_ARGUMENT) before any pixel is decoded."""
 
     def __post_init__(self) -> None:
         if self.event_loop not in ("auto", "asyncio"):
@@ -89,7 +92,8 @@ class Settings:
             raise ValueError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
         if self.poll_interval_s <= 0 or self.grace_period_s < 0:
             raise ValueError("poll_interval_s must be > 0 and grace_period_s >= 0")
-        for name in ("max_elements_per_request", "max_request_tensor_bytes", "max_concurrent_streams"):
+        for name in ("max_elements_per_request", "max_request_tensor_bytes", "max_concurrent_streams",
+                     "max_image_pixels"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from service import images
 from service.errors import ModelLoadError
 from service.types import DynamicBatching, ModelSpec, SessionOptions, TensorSpec
 
@@ -324,6 +325,8 @@ def resolve(
         inputs=inputs,
         outputs=outputs,
         dynamic_batching=batching,
+        image_input=images.image_input(config.path, config.spec.preprocessing, inputs, max_batch_size),
+        image_output=images.image_output(config.path, config.spec.postprocessing, outputs, max_batch_size),
     )
 
 

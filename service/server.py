@@ -26,6 +26,7 @@ from service.gate import RequestGate
 from service.guard import guarded_service
 from service.health import HealthReporter
 from service.http import HttpServer, start_http_server
+from service.images import ImageWorkers
 from service.metrics import Metrics
 from service.models import ModelManager, ModelObservers, ServedModel
 from service.servicer import InferenceServicer
@@ -47,6 +48,7 @@ class InferenceServer:
         self.metrics = Metrics()
         self.gate = RequestGate()
         self.health = HealthReporter()
+        self.images = ImageWorkers(settings.max_image_pixels)
         self.models = ModelManager(
             settings, on_model_event=self._on_model_event, observers_factory=self._observers_for
         )
@@ -114,7 +116,7 @@ class InferenceServer:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_streams,
         )
-        servicer = InferenceServicer(self.settings, self.models, self.metrics, self.gate)
+        servicer = InferenceServicer(self.settings, self.models, self.metrics, self.gate, self.images)
         server.add_generic_rpc_handlers(
             (guarded_service(pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer, pb),)
         )
@@ -164,6 +166,7 @@ class InferenceServer:
         logger.info("event=draining in_progress=%d grace_s=%.1f", self.gate.in_progress, grace)
         drained = await self.gate.wait_idle(grace)
         await self.models.stop(drain=drained)
+        self.images.close()
         await self.health.shutting_down()
         if self._http is not None:
             await self._http.close()

@@ -19,12 +19,14 @@ from cnnserve import __version__
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
 from service import describe, statistics
-from service.codec import RequestLimits, decode_inputs, encode_response
+from service.codec import Array, DecodedRequest, RequestLimits, decode_inputs, encode_response
 from service.config import Settings
 from service.errors import FailedPrecondition, NotSupported, ServiceError
 from service.gate import RequestGate
+from service.images import ImageWorkers
 from service.metrics import Metrics
 from service.models import ModelManager
+from service.types import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +90,10 @@ def _cancelled_outcome(deadline: float | None) -> str:
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
-        self, settings: Settings, models: ModelManager, metrics: Metrics, gate: RequestGate
+        self, settings: Settings, models: ModelManager, metrics: Metrics, gate: RequestGate, images: ImageWorkers
     ) -> None:
         self._settings = settings
+        self._images = images
         self._models = models
         self._metrics = metrics
         self._gate = gate
@@ -197,7 +200,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 with model_metrics.track_inflight():
                     decoded = decode_inputs(request, model.spec, self._limits)
-                    outputs = await model.infer(decoded.inputs, deadline=deadline)
+                    inputs = await self._decode_images(decoded, model.spec)
+                    outputs = await self._encode_images(await model.infer(inputs, deadline=deadline), decoded,
+                                                        model.spec)
                     return encode_response(
                         request, model.spec, str(model.version), outputs, decoded.requested_outputs,
                         model.spec.labels,
@@ -213,6 +218,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 raise
             finally:
                 model_metrics.observe_request(outcome, time.monotonic() - started)
+
+    async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec) -> dict[str, Array]:
+        if not decoded.encoded_images:
+            return decoded.inputs
+        assert spec.image_input is not None  # the codec sends files only for a model's image input
+        target = spec.image_input
+        tensor = next(t for t in spec.inputs if t.name == target.name)
+        batch = await self._images.decode(target.name, decoded.encoded_images[target.name], target, tensor.datatype)
+        return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}
+
+    async def _encode_images(self, outputs: dict[str, Array], decoded: DecodedRequest, spec: ModelSpec
+                             ) -> dict[str, Array]:
+        wanted = next((want for want in decoded.requested_outputs if want.png), None)
+        if wanted is None or spec.image_output is None:
+            return outputs
+        images = outputs.get(wanted.name)
+        if images is None:
+            return outputs  # encode_response names the missing output
+        return {**outputs, wanted.name: await self._images.encode_png(images, spec.image_output)}
 
     async def ModelStreamInfer(  # type: ignore[override]  # answers through context.write, not by yielding
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext

@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnserve.imaging import Preprocessing
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -44,6 +46,24 @@ class SessionOptions:
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """An input that also accepts encoded PNG/JPEG files as a BYTES tensor [n] (config `preprocessing` with
+    `"input_format": "image"`): the server decodes and preprocesses them into the input's own tensor."""
+
+    name: str
+    preprocessing: Preprocessing
+
+
+@dataclass(frozen=True)
+class ImageOutput:
+    """An output of images [n, channels, height, width] (config `postprocessing.output`) that a request may ask to
+    receive as PNG files (request parameter `output_format: "png"`)."""
+
+    name: str
+    value_range: tuple[float, float] = (-1.0, 1.0)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model's configuration: config.json merged with what the ONNX graph says."""
 
@@ -62,6 +82,8 @@ class ModelSpec:
     execution_providers: tuple[str, ...] = ("cuda", "cpu")  # preference order; the first that works is used
     version_policy: dict[str, Any] = field(default_factory=lambda: {"latest": {"num_versions": 1}})
     postprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: which output, value range
+    image_input: ImageInput | None = None  # from preprocessing, checked against the graph when the model loads
+    image_output: ImageOutput | None = None  # from postprocessing, when that output holds images
 
 
 class ModelState(enum.StrEnum):

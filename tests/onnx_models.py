@@ -35,9 +35,10 @@ def _entry(repo: Path, name: str, config: dict[str, Any], labels: list[str] | No
     return folder
 
 
-# How images become the classifier's input: grey 4x4, scaled to [0,1], then (x - 0.5) / 0.25.
-CLASSIFIER_PREPROCESSING = {"input": "images", "height": 4, "width": 4, "channels": 1, "layout": "NCHW",
-                            "scale": 1 / 255, "mean": [0.5], "std": [0.25]}
+# How images become the classifier's input: grey 4x4, scaled to [0,1], then (x - 0.5) / 0.25. The server also takes
+# PNG/JPEG files for it ("input_format": "image").
+CLASSIFIER_PREPROCESSING = {"input": "images", "input_format": "image", "height": 4, "width": 4, "channels": 1,
+                            "layout": "NCHW", "scale": 1 / 255, "mean": [0.5], "std": [0.25]}
 
 
 def classifier_weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +93,9 @@ def write_conditional_generator(repo: Path, name: str = "cgen", version: int = 1
          numpy_helper.from_array(np.array([-1, 1, 2, 4], dtype=np.int64), "shape")],
     )
     _save(graph, repo / name / str(version) / "model.onnx")
-    return _entry(repo, name, {"max_batch_size": 16, "parameters": {"task": "conditional_generation"}},
-                  labels=[str(i) for i in range(10)])
+    config = {"max_batch_size": 16, "parameters": {"task": "conditional_generation"},
+              "postprocessing": {"output": "images", "range": [-1.0, 1.0]}}
+    return _entry(repo, name, config, labels=[str(i) for i in range(10)])
 
 
 def conditional_generator_reference(latent: np.ndarray, classes: np.ndarray) -> np.ndarray:

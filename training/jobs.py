@@ -127,8 +127,8 @@ def run_classifier(options: JobOptions) -> JobResult:
     announce(report)
     write_json(out_dir / "report.json", report)
     preprocessing = {
-        "input": "images", "height": split.image_size, "width": split.image_size, "channels": split.channels,
-        "layout": "NCHW", "scale": 1.0 / 255.0, "mean": run.mean, "std": run.std,
+        "input": "images", "input_format": "image", "height": split.image_size, "width": split.image_size,
+        "channels": split.channels, "layout": "NCHW", "scale": 1.0 / 255.0, "mean": run.mean, "std": run.std,
     }  # fmt: skip
     real = _real_examples(torch.cat([split.val.images, split.train.images]))
     spec = ExportSpec(

@@ -31,7 +31,7 @@ TRAINING_CONFIG: dict[str, Any] = {
     "dynamic_batching": {"max_queue_delay_us": 500, "preferred_batch_sizes": [8, 4], "max_queue_size": 1024},
     "instance_count": 2,
     "preprocessing": {"input": "images", "height": 4, "width": 4, "layout": "NCHW", "mean": [0.2], "std": [0.3]},
-    "postprocessing": {"output": "images", "range": [-1.0, 1.0]},
+    "postprocessing": {"output": "logits", "range": [-1.0, 1.0]},
     "parameters": {"task": "classification", "epochs": 3, "exported": True},
     "session": {
         "intra_op_threads": 1,
@@ -65,7 +65,8 @@ def test_training_config_is_read_whole(tmp_path: Path) -> None:
     assert spec.dynamic_batching == DynamicBatching(500, (4, 8), 1024)
     assert spec.session == SessionOptions(1, 1, "basic", True)
     assert spec.parameters == {"task": "classification", "epochs": "3", "exported": "true"}
-    assert spec.preprocessing["mean"] == [0.2] and spec.postprocessing == {"output": "images", "range": [-1.0, 1.0]}
+    assert spec.preprocessing["mean"] == [0.2] and spec.postprocessing == {"output": "logits", "range": [-1.0, 1.0]}
+    assert spec.image_input is None and spec.image_output is None  # logits are no images; no input_format given
     assert spec.execution_providers == ("cuda", "cpu")
     assert spec.version_policy == {"specific": {"versions": [1, 3]}}
 

@@ -1,0 +1,164 @@
+"""Encoded images on the wire, beyond what Triton offers without an ensemble.
+
+In: a model whose config's `preprocessing` says `"input_format": "image"` also takes PNG/JPEG files as a BYTES
+tensor [n] (or [n, 1]) for that input; each file is decoded, converted, resized and normalised the way the client SDK
+does it (cnnserve.imaging), and the model sees its usual FP32 tensor. Decoding is bounded: only PNG and JPEG, the
+pixel count read from the header before anything is decoded, and a corrupt file refused naming its item.
+
+Out: a generator's image output (config `postprocessing.output`) comes back as PNG files when a request sets the
+parameter `output_format` to "png".
+
+Pillow releases the GIL while it decodes and encodes, so the work runs in a small thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+from cnnserve import imaging
+from service.errors import InvalidInput, ModelLoadError
+from service.types import ImageInput, ImageOutput, TensorSpec
+
+FORMATS = ("PNG", "JPEG")
+FLOAT_DATATYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+PNG_CHANNELS = (1, 3, 4)
+
+
+# --- configuration, checked when a model loads ------------------------------------------------------------------
+
+
+def image_input(
+    config_path: Path, preprocessing: Mapping[str, Any], inputs: Sequence[TensorSpec], max_batch_size: int
+) -> ImageInput | None:
+    """The input that takes encoded images, or None when the config asks for none; a recipe that cannot feed the
+    graph's input is refused naming the mismatch."""
+    input_format = preprocessing.get("input_format", "tensor")
+    if input_format == "tensor":
+        return None
+    if input_format != "image":
+        raise ModelLoadError(
+            f"{config_path}: key 'preprocessing.input_format' must be \"image\" or \"tensor\", got {input_format!r}"
+        )
+    name = preprocessing.get("input", inputs[0].name if len(inputs) == 1 else None)
+    tensor = next((t for t in inputs if t.name == name), None)
+    if tensor is None:
+        names = ", ".join(t.name for t in inputs)
+        raise ModelLoadError(
+            f"{config_path}: key 'preprocessing.input' must name the image input (inputs: {names}), got {name!r}"
+        )
+    try:
+        recipe = imaging.Preprocessing.from_hints(preprocessing)
+    except ValueError as err:
+        raise ModelLoadError(f"{config_path}: key 'preprocessing': {err}") from None
+    item = tensor.shape[1:] if max_batch_size > 0 else tensor.shape
+    fits = len(item) == 3 and all(want in (-1, got) for want, got in zip(item, recipe.item_shape, strict=True))
+    if tensor.datatype not in FLOAT_DATATYPES or not fits:
+        raise ModelLoadError(
+            f"{config_path}: key 'preprocessing' makes {recipe.layout} items {list(recipe.item_shape)}, but input "
+            f"'{tensor.name}' takes {tensor.datatype} {list(tensor.shape)}"
+        )
+    return ImageInput(tensor.name, recipe)
+
+
+def image_output(
+    config_path: Path, postprocessing: Mapping[str, Any], outputs: Sequence[TensorSpec], max_batch_size: int
+) -> ImageOutput | None:
+    """The output that may be sent as PNG files: floats [n, channels, height, width] with 1, 3 or 4 channels."""
+    name = postprocessing.get("output")
+    if name is None:
+        return None
+    tensor = next((t for t in outputs if t.name == name), None)
+    if tensor is None:
+        names = ", ".join(t.name for t in outputs)
+        raise ModelLoadError(f"{config_path}: key 'postprocessing.output' names {name!r}, not an output ({names})")
+    value_range = postprocessing.get("range", [-1.0, 1.0])
+    if (
+        not isinstance(value_range, list)
+        or len(value_range) != 2
+        or not all(isinstance(v, (int, float)) for v in value_range)
+        or not value_range[1] > value_range[0]
+    ):
+        raise ModelLoadError(f"{config_path}: key 'postprocessing.range' must be [low, high], got {value_range!r}")
+    item = tensor.shape[1:] if max_batch_size > 0 else tensor.shape
+    if max_batch_size == 0 or tensor.datatype not in FLOAT_DATATYPES or len(item) != 3 or item[0] not in PNG_CHANNELS:
+        return None  # a hint for clients only: the server cannot make PNG files of it
+    return ImageOutput(tensor.name, (float(value_range[0]), float(value_range[1])))
+
+
+# --- the work itself ------------------------------------------------------------------------------------------
+
+
+def decode(
+    name: str, files: npt.NDArray[Any], target: ImageInput, datatype: str, max_pixels: int
+) -> npt.NDArray[Any]:
+    """Encoded files (object array of bytes) -> the input's tensor [n, *item]. InvalidInput names the item."""
+    recipe = target.preprocessing
+    batch = np.empty((len(files), *recipe.item_shape), dtype=FLOAT_DATATYPES[datatype])
+    for index, data in enumerate(files):
+        batch[index] = recipe.tensor(_open(name, index, data, max_pixels))
+    return batch
+
+
+def _open(name: str, index: int, data: bytes, max_pixels: int) -> Image.Image:
+    where = f"input {name!r} item {index}"
+    kind = "image"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+            kind = image.format or kind
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidInput(
+                    f"{where}: {width}x{height} pixels is more than max_image_pixels {max_pixels}; "
+                    "send a smaller image"
+                )
+            image.load()
+    except InvalidInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInput(f"{where}: refused as a decompression bomb; send a smaller image") from None
+    except UnidentifiedImageError:
+        raise InvalidInput(f"{where}: not a PNG or JPEG file ({len(data)} bytes)") from None
+    except (OSError, ValueError, SyntaxError) as err:  # Pillow's words for truncated and corrupt files
+        raise InvalidInput(f"{where}: corrupt {kind} file: {err}") from None
+    return image
+
+
+def encode_png(images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any]:
+    """Generator output [n, c, h, w] -> object array [n] of PNG files."""
+    pixels = imaging.to_uint8(np.asarray(images, dtype=np.float32), target.value_range)
+    files = np.empty(len(pixels), dtype=object)
+    for index, image in enumerate(pixels):
+        files[index] = imaging.png(image)
+    return files
+
+
+class ImageWorkers:
+    """A small thread pool for Pillow, so decoding never stalls the event loop that serves every other call."""
+
+    def __init__(self, max_pixels: int, threads: int | None = None) -> None:
+        self.max_pixels = max_pixels
+        self._pool = ThreadPoolExecutor(threads or min(4, os.cpu_count() or 1), thread_name_prefix="images")
+
+    async def decode(self, name: str, files: npt.NDArray[Any], target: ImageInput, datatype: str) -> npt.NDArray[Any]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, decode, name, files, target, datatype, self.max_pixels)
+
+    async def encode_png(self, images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, encode_png, images, target)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,227 @@
+"""Encoded images on the wire: PNG/JPEG files in for an image input, PNG files out of a generator, bad files refused.
+
+Real files written by Pillow here, a real server, tritonclient and the generated stubs; expected tensors are computed
+in the test with Pillow directly, not with the server's own preprocessing code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from service.errors import ModelLoadError
+from service.model_config import read_config, resolve
+from service.types import ModelSpec, TensorSpec
+from tests import onnx_models
+from tests.conftest import ServerThread, loopback_settings
+
+MAX_PIXELS = 64 * 64
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    repo = tmp_path_factory.mktemp("repo")
+    onnx_models.write_classifier(repo)
+    onnx_models.write_conditional_generator(repo)
+    with ServerThread(loopback_settings(repo, max_image_pixels=MAX_PIXELS)) as running:
+        yield running
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def expected_input(file: bytes) -> np.ndarray:
+    """What the classifier should see for a file: grey, bilinear to 4x4, /255, then (x - 0.5) / 0.25."""
+    grey = Image.open(io.BytesIO(file)).convert("L").resize((4, 4), Image.Resampling.BILINEAR)
+    return ((np.asarray(grey, dtype=np.float32) / 255 - 0.5) / 0.25)[None]
+
+
+def files_input(files: list[bytes], shape: list[int] | None = None) -> triton.InferInput:
+    tensor = triton.InferInput("images", shape or [len(files)], "BYTES")
+    tensor.set_data_from_numpy(np.array(files, dtype=object).reshape(shape or [len(files)]))
+    return tensor
+
+
+def classify_files(client: triton.InferenceServerClient, files: list[bytes]) -> np.ndarray:
+    logits: np.ndarray = client.infer("classifier", [files_input(files)]).as_numpy("logits")
+    return logits
+
+
+NOISE_PNG = encode(np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8))  # incompressible pixels
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height and whose pixel data is absent: only the header may be read."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_png_and_jpeg_files_are_decoded_and_preprocessed_like_the_tensor_path(
+    client: triton.InferenceServerClient,
+) -> None:
+    rng = np.random.default_rng(3)
+    files = [
+        encode(rng.integers(0, 256, (8, 8), dtype=np.uint8)),  # grey PNG, resized on the server
+        encode(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)),  # RGB PNG, converted to grey
+        encode(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8)),  # RGBA PNG, not square
+        encode(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "JPEG"),
+    ]
+    expected = onnx_models.classifier_reference(np.stack([expected_input(f) for f in files]))
+    np.testing.assert_allclose(classify_files(client, files), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_files_as_n_by_1_and_through_typed_contents(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    files = [encode(np.full((4, 4), v, dtype=np.uint8)) for v in (0, 128, 255)]
+    expected = onnx_models.classifier_reference(np.stack([expected_input(f) for f in files]))
+    request = pb.ModelInferRequest(model_name="classifier")
+    tensor = request.inputs.add(name="images", datatype="BYTES", shape=[3, 1])
+    tensor.contents.bytes_contents.extend(files)
+    reply = stub.ModelInfer(request)
+    logits = np.frombuffer(reply.raw_output_contents[0], dtype=np.float32).reshape(3, 10)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_files_and_tensors_give_the_same_answer(client: triton.InferenceServerClient) -> None:
+    file = encode(np.random.default_rng(5).integers(0, 256, (4, 4), dtype=np.uint8))
+    tensor = triton.InferInput("images", [1, 1, 4, 4], "FP32")
+    tensor.set_data_from_numpy(expected_input(file)[None])
+    from_tensor = client.infer("classifier", [tensor]).as_numpy("logits")
+    np.testing.assert_allclose(classify_files(client, [file]), from_tensor, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ([b"", b"not an image at all"], ["item 0", "not a PNG or JPEG"]),
+        ([encode(np.zeros((4, 4), np.uint8)), encode(np.zeros((4, 4), np.uint8), "GIF")], ["item 1", "not a PNG"]),
+        ([encode(np.zeros((4, 4), np.uint8)), NOISE_PNG[: len(NOISE_PNG) // 2]], ["item 1", "corrupt PNG"]),
+        ([encode(np.zeros((80, 80), np.uint8))], ["item 0", "80x80", "max_image_pixels 4096"]),
+        ([huge_png_header(100_000, 100_000)], ["item 0", "send a smaller image"]),
+    ],
+    ids=["empty", "gif", "truncated", "too-many-pixels", "bomb-header"],
+)
+def test_bad_files_are_refused_naming_the_item(
+    client: triton.InferenceServerClient, files: list[bytes], words: list[str]
+) -> None:
+    with pytest.raises(InferenceServerException) as info:
+        classify_files(client, files)
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    for word in words:
+        assert word in str(info.value.message())
+    assert client.is_server_ready()  # and still serving
+    assert classify_files(client, [encode(np.zeros((4, 4), np.uint8))]).shape == (1, 10)
+
+
+@pytest.mark.parametrize("shape", [[2, 2], [0], [33]], ids=["rank", "empty", "over-max-batch"])
+def test_files_in_the_wrong_shape_are_refused(client: triton.InferenceServerClient, shape: list[int]) -> None:
+    count = int(np.prod(shape))
+    files = [encode(np.zeros((4, 4), np.uint8))] * count
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("classifier", [files_input(files, shape)])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "encoded images travel as BYTES [n] or [n,1]" in str(info.value.message())
+
+
+def test_bytes_are_refused_for_a_model_without_an_image_input(client: triton.InferenceServerClient) -> None:
+    tensor = triton.InferInput("latent", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([encode(np.zeros((4, 4), np.uint8))], dtype=object))
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("cgen", [tensor])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "expected FP32" in str(info.value.message())
+
+
+def generator_inputs(n: int) -> tuple[list[triton.InferInput], np.ndarray, np.ndarray]:
+    latent = np.random.default_rng(9).standard_normal((n, onnx_models.LATENT)).astype(np.float32)
+    classes = np.arange(n, dtype=np.int64) % 10
+    tensors = [triton.InferInput("latent", list(latent.shape), "FP32"), triton.InferInput("class", [n], "INT64")]
+    tensors[0].set_data_from_numpy(latent)
+    tensors[1].set_data_from_numpy(classes)
+    return tensors, latent, classes
+
+
+def test_generator_returns_png_files_when_asked(client: triton.InferenceServerClient) -> None:
+    inputs, latent, classes = generator_inputs(5)
+    reply = client.infer("cgen", inputs, parameters={"output_format": "png"})
+    files = reply.as_numpy("images")
+    assert reply.get_output("images").datatype == "BYTES" and files.shape == (5,)
+    produced = onnx_models.conditional_generator_reference(latent, classes)  # [5,1,2,4] in [-1,1]
+    expected = np.round((produced[:, 0] + 1) / 2 * 255).astype(np.uint8)
+    for file, pixels in zip(files, expected, strict=True):
+        image = Image.open(io.BytesIO(file))
+        assert (image.format, image.mode, image.size) == ("PNG", "L", (4, 2))
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+    floats = client.infer("cgen", inputs, parameters={"output_format": "tensor"}).as_numpy("images")
+    np.testing.assert_allclose(floats, produced, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("model", "value", "words"),
+    [("cgen", "jpeg", "must be \"png\" or \"tensor\""), ("classifier", "png", "has no image output")],
+)
+def test_png_output_refusals(client: triton.InferenceServerClient, model: str, value: str, words: str) -> None:
+    inputs = generator_inputs(1)[0] if model == "cgen" else [files_input([encode(np.zeros((4, 4), np.uint8))])]
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(model, inputs, parameters={"output_format": value})
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and words in str(info.value.message())
+
+
+def test_stream_carries_files_too(server: ServerThread) -> None:
+    files = [encode(np.full((4, 4), 200, dtype=np.uint8))]
+    request = pb.ModelInferRequest(model_name="classifier", id="f")
+    request.inputs.add(name="images", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(struct.pack("<I", len(files[0])) + files[0])
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        replies = list(pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([request])))
+    assert replies[0].error_message == "" and replies[0].infer_response.id == "f"
+
+
+# --- configuration ----------------------------------------------------------------------------------------------
+
+IMAGES = TensorSpec("images", "FP32", (-1, 1, 4, 4))
+LOGITS = TensorSpec("logits", "FP32", (-1, 10))
+
+
+def spec_with(tmp_path: Path, preprocessing: dict[str, object]) -> ModelSpec:
+    folder = tmp_path / "m"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"max_batch_size": 8, "preprocessing": preprocessing}))
+    return resolve(read_config(folder), [IMAGES], [LOGITS], version=1)
+
+
+def test_image_input_recipe_must_fit_the_graph(tmp_path: Path) -> None:
+    good = {**onnx_models.CLASSIFIER_PREPROCESSING}
+    image_input = spec_with(tmp_path, good).image_input
+    assert image_input is not None and image_input.preprocessing.item_shape == (1, 4, 4)
+    cases = [
+        ({**good, "height": 5}, "makes NCHW items [1, 5, 4], but input 'images' takes FP32 [-1, 1, 4, 4]"),
+        ({**good, "channels": 3, "mean": [0, 0, 0], "std": [1, 1, 1]}, "makes NCHW items [3, 4, 4]"),
+        ({**good, "input_format": "video"}, "'preprocessing.input_format' must be \"image\" or \"tensor\""),
+        ({**good, "input": "nope"}, "'preprocessing.input' must name the image input"),
+        ({**good, "std": [0.0]}, "std values must not be 0"),
+        ({key: v for key, v in good.items() if key != "width"}, "key 'width' is missing"),
+    ]
+    for preprocessing, words in cases:
+        with pytest.raises(ModelLoadError) as info:
+            spec_with(tmp_path, preprocessing)
+        assert words in str(info.value), (preprocessing, str(info.value))
