@@ -6,14 +6,16 @@
 
     Client("models.example:8001", root_certificates="ca.pem", token=token)   # TLS, bearer token
 
-Preprocessing (size, channels, mean/std) comes from the model's configuration, so callers never repeat it.
+    async with AsyncClient("127.0.0.1:8001") as client:   # client.aio_client: the same methods, as coroutines
+        await client.classify("digits_cnn", ["seven.png"])
+
+Preprocessing (size, channels, mean/std) comes from the model's configuration, so callers never repeat it. The
+transport-free work (tensors <-> messages, ranking, labels, generator inputs) lives in client.protocol.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +23,14 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import images
+from client import images, protocol
 from client.errors import ClientError
+from client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
 
-NUMPY_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-    "FP32": np.float32, "FP64": np.float64,
-}
-DATATYPES = {np.dtype(t): name for name, t in NUMPY_TYPES.items()}
-
-
-@dataclass(frozen=True)
-class Health:
-    live: bool
-    ready: bool
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    version: str
-    state: str
-    reason: str
+__all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Health", "ModelEntry", "channel_credentials", "channel_options",
+           "token_metadata"]
 
 
 class Client:
@@ -66,8 +51,7 @@ class Client:
         (mutual TLS); `token`: sent as "authorization: Bearer <token>" on every call."""
         self.url = url
         self.timeout = timeout
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+        options = channel_options(max_message_bytes)
         credentials = channel_credentials(tls, root_certificates, certificate_chain, private_key)
         if credentials is not None:
             self._channel = grpc.secure_channel(url, credentials, options=options)
@@ -111,8 +95,7 @@ class Client:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def models(self) -> list[ModelEntry]:
-        index = self._call("RepositoryIndex", pb.RepositoryIndexRequest())
-        return [ModelEntry(m.name, m.version, m.state, m.reason) for m in index.models]
+        return protocol.model_entries(self._call("RepositoryIndex", pb.RepositoryIndexRequest()))
 
     def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
         return self._call("ModelMetadata", pb.ModelMetadataRequest(name=model, version=version))  # type: ignore[no-any-return]
@@ -122,94 +105,40 @@ class Client:
             self._configs[model] = self._call("ModelConfig", pb.ModelConfigRequest(name=model)).config
         return self._configs[model]
 
-    def _json_parameter(self, model: str, key: str) -> dict[str, Any]:
-        parameters = self.config(model).parameters
-        if key not in parameters:
-            return {}
-        value: dict[str, Any] = json.loads(parameters[key].string_value)
-        return value
-
     # -- inference ---------------------------------------------------------------------------------------------
 
     def infer(self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (),
               version: str = "") -> dict[str, np.ndarray]:
-        request = pb.ModelInferRequest(model_name=model, model_version=version)
-        for name, values in inputs.items():
-            array = np.ascontiguousarray(values)
-            datatype = DATATYPES.get(array.dtype)
-            if datatype is None:
-                raise ValueError(f"input '{name}': numpy dtype {array.dtype} has no protocol datatype")
-            request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
-            request.raw_input_contents.append(array.tobytes())
-        for name in outputs:
-            request.outputs.add(name=name)
-        reply = self._call("ModelInfer", request)
-        return {
-            out.name: np.frombuffer(raw, dtype=NUMPY_TYPES[out.datatype]).reshape(tuple(out.shape))
-            for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
-            if out.datatype in NUMPY_TYPES
-        }
+        return protocol.infer_outputs(self._call("ModelInfer", protocol.infer_request(model, inputs, outputs, version)))
 
     def classify(self, model: str, files: Sequence[Path | str], top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) per image file, best first."""
-        hints = self._json_parameter(model, "preprocessing")
-        if not hints:
-            raise ValueError(f"model '{model}' publishes no preprocessing hints; use infer() with tensors")
-        metadata = self.metadata(model)
-        input_name = hints.get("input", metadata.inputs[0].name)
+        hints = protocol.preprocessing(model, self.config(model))
+        input_name = protocol.image_input(hints, self.metadata(model))
         logits = next(iter(self.infer(model, {input_name: images.load(files, hints)}).values()))
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-        labels = self._labels(model, probabilities.shape[1])
-        ranked = np.argsort(-probabilities, axis=1)[:, :top_k]
-        return [[(labels[i], float(row[i])) for i in order] for row, order in zip(probabilities, ranked, strict=True)]
+        probabilities = protocol.softmax(logits)
+        return protocol.rank(probabilities, self._labels(model, probabilities.shape[1]), top_k)
 
     def _labels(self, model: str, count: int) -> list[str]:
         """Labels come from the classification extension, asked once per model with top-k = all classes."""
-        if model in self._label_cache:
-            return self._label_cache[model]
-        metadata = self.metadata(model)
-        request = pb.ModelInferRequest(model_name=model)
-        for tensor in metadata.inputs:
-            shape = [1 if d == -1 else d for d in tensor.shape]
-            zeros: np.ndarray = np.zeros(shape, dtype=NUMPY_TYPES[tensor.datatype])
-            request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=shape)
-            request.raw_input_contents.append(zeros.tobytes())
-        output = request.outputs.add(name=metadata.outputs[0].name)
-        output.parameters["classification"].int64_param = count
-        reply = self._call("ModelInfer", request)
-        raw = reply.raw_output_contents[0]
-        labels = [str(i) for i in range(count)]
-        offset = 0
-        while offset < len(raw):
-            size = int.from_bytes(raw[offset : offset + 4], "little")
-            parts = raw[offset + 4 : offset + 4 + size].decode().split(":", 2)
-            if len(parts) == 3:
-                labels[int(parts[1])] = parts[2]
-            offset += 4 + size
-        self._label_cache[model] = labels
-        return labels
+        if model not in self._label_cache:
+            probe = protocol.label_probe(model, self.metadata(model), count)
+            self._label_cache[model] = protocol.probe_labels(self._call("ModelInfer", probe), count)
+        return self._label_cache[model]
 
     def generate(self, model: str, n: int, *, seed: int | None = None, label: int | None = None) -> np.ndarray:
         """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes)."""
-        metadata = self.metadata(model)
-        latent_spec = next(t for t in metadata.inputs if t.datatype.startswith("FP"))
-        rng = np.random.default_rng(seed)
-        inputs: dict[str, np.ndarray] = {
-            latent_spec.name: rng.standard_normal((n, *latent_spec.shape[1:])).astype(np.float32)
-        }
-        for tensor in metadata.inputs:
-            if tensor.name != latent_spec.name:
-                classes = self._class_count(model)
-                values = np.full(n, label) if label is not None else np.arange(n) % classes
-                inputs[tensor.name] = values.astype(NUMPY_TYPES[tensor.datatype])
+        config = self.config(model)
+        inputs = protocol.generator_inputs(self.metadata(model), n, seed=seed, label=label,
+                                           classes=protocol.class_count(config))
         produced = next(iter(self.infer(model, inputs).values()))
-        post = self._json_parameter(model, "postprocessing")
-        return images.to_uint8(produced, post.get("range", (-1.0, 1.0)))
+        return protocol.generated_images(produced, config)
 
-    def _class_count(self, model: str) -> int:
-        parameters = self.config(model).parameters
-        return int(parameters["num_classes"].string_value) if "num_classes" in parameters else 10
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Channel options shared by Client and AsyncClient: the largest message either way."""
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)]
 
 
 def channel_credentials(

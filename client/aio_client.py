@@ -1,0 +1,154 @@
+"""The asyncio flavour of the SDK: Client's methods as coroutines over one grpc.aio channel.
+
+    async with AsyncClient("127.0.0.1:8001") as client:
+        ranked = await client.classify("digits_cnn", ["seven.png"])      # [[("7", 0.998), ...]]
+        batches = await asyncio.gather(*(client.generate("cdcgan_digits", 4, label=d) for d in range(10)))
+
+Build it inside the running event loop (a grpc.aio channel belongs to the loop it was made on). Requests and replies
+go through client.protocol, as Client's do, so both flavours answer alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client import images, protocol
+from client.client import channel_credentials, channel_options, token_metadata
+from client.errors import ClientError
+from client.protocol import Health, ModelEntry
+from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        max_message_bytes: int = 256 * 1024 * 1024,
+        tls: bool = False,
+        root_certificates: Path | str | None = None,
+        certificate_chain: Path | str | None = None,
+        private_key: Path | str | None = None,
+        token: str | None = None,
+    ) -> None:
+        """Arguments as for client.client.Client: `tls` (implied by any certificate file) verifies the server against
+        `root_certificates` (the system's roots when None); `certificate_chain` + `private_key` present a client
+        certificate (mutual TLS); `token` goes as "authorization: Bearer <token>" on every call."""
+        self.url = url
+        self.timeout = timeout
+        options = channel_options(max_message_bytes)
+        credentials = channel_credentials(tls, root_certificates, certificate_chain, private_key)
+        if credentials is not None:
+            self._channel = grpc.aio.secure_channel(url, credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(url, options=options)
+        self._metadata = token_metadata(token)
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        # Tasks, not values: concurrent first calls for a model share one ModelConfig call and one label probe.
+        self._configs: dict[str, asyncio.Task[pb.ModelConfig]] = {}
+        self._label_cache: dict[str, asyncio.Task[list[str]]] = {}
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self._stub, method)(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise ClientError.from_rpc(err) from None
+
+    # -- server ----------------------------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        live = (await self._call("ServerLive", pb.ServerLiveRequest())).live
+        ready = (await self._call("ServerReady", pb.ServerReadyRequest())).ready
+        return Health(live=live, ready=ready)
+
+    async def health_check(self, service: str = "ready") -> bool:
+        """grpc.health.v1 Check; "" is liveness, "ready" readiness, a model name that model's readiness."""
+        try:
+            reply = await health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as err:
+            raise ClientError.from_rpc(err) from None
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def models(self) -> list[ModelEntry]:
+        return protocol.model_entries(await self._call("RepositoryIndex", pb.RepositoryIndexRequest()))
+
+    async def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
+        return await self._call("ModelMetadata", pb.ModelMetadataRequest(name=model, version=version))  # type: ignore[no-any-return]
+
+    async def config(self, model: str) -> pb.ModelConfig:
+        async def fetch() -> pb.ModelConfig:
+            return (await self._call("ModelConfig", pb.ModelConfigRequest(name=model))).config  # type: ignore[no-any-return]
+
+        return await _shared(self._configs, model, fetch)
+
+    # -- inference ---------------------------------------------------------------------------------------------
+
+    async def infer(self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (),
+                    version: str = "") -> dict[str, np.ndarray]:
+        request = protocol.infer_request(model, inputs, outputs, version)
+        return protocol.infer_outputs(await self._call("ModelInfer", request))
+
+    async def classify(self, model: str, files: Sequence[Path | str],
+                       top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) per image file, best first."""
+        hints = protocol.preprocessing(model, await self.config(model))
+        input_name = protocol.image_input(hints, await self.metadata(model))
+        batch = await asyncio.to_thread(images.load, files, hints)  # file reads and resizing stay off the loop
+        logits = next(iter((await self.infer(model, {input_name: batch})).values()))
+        probabilities = protocol.softmax(logits)
+        return protocol.rank(probabilities, await self._labels(model, probabilities.shape[1]), top_k)
+
+    async def _labels(self, model: str, count: int) -> list[str]:
+        """Labels come from the classification extension, asked once per model with top-k = all classes."""
+        async def fetch() -> list[str]:
+            probe = protocol.label_probe(model, await self.metadata(model), count)
+            return protocol.probe_labels(await self._call("ModelInfer", probe), count)
+
+        return await _shared(self._label_cache, model, fetch)
+
+    async def generate(self, model: str, n: int, *, seed: int | None = None,
+                       label: int | None = None) -> np.ndarray:
+        """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes)."""
+        config = await self.config(model)
+        inputs = protocol.generator_inputs(await self.metadata(model), n, seed=seed, label=label,
+                                           classes=protocol.class_count(config))
+        produced = next(iter((await self.infer(model, inputs)).values()))
+        return protocol.generated_images(produced, config)
+
+
+def _shared(cache: dict[str, asyncio.Task[T]], key: str,
+            fetch: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
+    """One fetch per key however many callers wait on it. A caller's cancellation leaves the fetch running for the
+    others (shield); a failed or cancelled fetch is dropped, so the next call asks again."""
+    task = cache.get(key)
+    if task is None:
+        task = cache[key] = asyncio.ensure_future(fetch())
+
+        def forget_failure(done: asyncio.Task[T]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                cache.pop(key, None)
+
+        task.add_done_callback(forget_failure)
+    return asyncio.shield(task)

@@ -1,0 +1,170 @@
+"""The transport-free half of the SDK: protocol messages <-> numpy arrays, ranking, labels, generator inputs.
+
+Client and AsyncClient make the calls; everything they build or decode goes through here, so both answer alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from client import images
+from cnnserve_api import grpc_service_pb2 as pb
+
+NUMPY_TYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
+    "FP32": np.float32, "FP64": np.float64,
+}
+DATATYPES = {np.dtype(t): name for name, t in NUMPY_TYPES.items()}
+
+# Without a "num_classes" parameter a conditional generator is taken to have the digits' ten classes.
+DEFAULT_CLASS_COUNT = 10
+
+
+@dataclass(frozen=True)
+class Health:
+    live: bool
+    ready: bool
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+def model_entries(index: pb.RepositoryIndexResponse) -> list[ModelEntry]:
+    return [ModelEntry(m.name, m.version, m.state, m.reason) for m in index.models]
+
+
+# -- tensors -----------------------------------------------------------------------------------------------------
+
+
+def infer_request(model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (),
+                  version: str = "") -> pb.ModelInferRequest:
+    """numpy arrays -> a ModelInferRequest with raw contents; outputs names the ones wanted (all when empty)."""
+    request = pb.ModelInferRequest(model_name=model, model_version=version)
+    for name, values in inputs.items():
+        array = np.ascontiguousarray(values)
+        datatype = DATATYPES.get(array.dtype)
+        if datatype is None:
+            raise ValueError(f"input '{name}': numpy dtype {array.dtype} has no protocol datatype")
+        request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
+        request.raw_input_contents.append(array.tobytes())
+    for name in outputs:
+        request.outputs.add(name=name)
+    return request
+
+
+def infer_outputs(reply: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    """A ModelInferResponse -> output name -> array; outputs with no numpy type (BYTES) are left out."""
+    return {
+        out.name: np.frombuffer(raw, dtype=NUMPY_TYPES[out.datatype]).reshape(tuple(out.shape))
+        for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
+        if out.datatype in NUMPY_TYPES
+    }
+
+
+# -- model configuration -----------------------------------------------------------------------------------------
+
+
+def json_parameter(config: pb.ModelConfig, key: str) -> dict[str, Any]:
+    """A config parameter that holds a JSON object ("preprocessing", "postprocessing"); {} when absent."""
+    if key not in config.parameters:
+        return {}
+    value: dict[str, Any] = json.loads(config.parameters[key].string_value)
+    return value
+
+
+def class_count(config: pb.ModelConfig) -> int:
+    parameters = config.parameters
+    return int(parameters["num_classes"].string_value) if "num_classes" in parameters else DEFAULT_CLASS_COUNT
+
+
+# -- classification ----------------------------------------------------------------------------------------------
+
+
+def preprocessing(model: str, config: pb.ModelConfig) -> dict[str, Any]:
+    hints = json_parameter(config, "preprocessing")
+    if not hints:
+        raise ValueError(f"model '{model}' publishes no preprocessing hints; use infer() with tensors")
+    return hints
+
+
+def image_input(hints: Mapping[str, Any], metadata: pb.ModelMetadataResponse) -> str:
+    """The input that takes the images: named by the hints, else the model's first input."""
+    return str(hints.get("input", metadata.inputs[0].name))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax over [n, classes]."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return probabilities
+
+
+def rank(probabilities: np.ndarray, labels: Sequence[str], top_k: int) -> list[list[tuple[str, float]]]:
+    """[n, classes] probabilities -> per row the top_k (label, probability), best first."""
+    ranked = np.argsort(-probabilities, axis=1)[:, :top_k]
+    return [[(labels[i], float(row[i])) for i in order] for row, order in zip(probabilities, ranked, strict=True)]
+
+
+def label_probe(model: str, metadata: pb.ModelMetadataResponse, count: int) -> pb.ModelInferRequest:
+    """A one-item request of zeros whose first output asks the classification extension for all `count` classes,
+    so the reply carries every class's label."""
+    request = pb.ModelInferRequest(model_name=model)
+    for tensor in metadata.inputs:
+        shape = [1 if d == -1 else d for d in tensor.shape]
+        zeros: np.ndarray = np.zeros(shape, dtype=NUMPY_TYPES[tensor.datatype])
+        request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=shape)
+        request.raw_input_contents.append(zeros.tobytes())
+    output = request.outputs.add(name=metadata.outputs[0].name)
+    output.parameters["classification"].int64_param = count
+    return request
+
+
+def probe_labels(reply: pb.ModelInferResponse, count: int) -> list[str]:
+    """The label of each class index from the probe's BYTES output ("score:index:label", each length-prefixed);
+    a class the reply does not name keeps its index as label."""
+    raw = reply.raw_output_contents[0]
+    labels = [str(i) for i in range(count)]
+    offset = 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        parts = raw[offset + 4 : offset + 4 + size].decode().split(":", 2)
+        if len(parts) == 3:
+            labels[int(parts[1])] = parts[2]
+        offset += 4 + size
+    return labels
+
+
+# -- generation --------------------------------------------------------------------------------------------------
+
+
+def generator_inputs(metadata: pb.ModelMetadataResponse, n: int, *, seed: int | None = None,
+                     label: int | None = None, classes: int = DEFAULT_CLASS_COUNT) -> dict[str, np.ndarray]:
+    """The latent (the first floating-point input, standard normal from `seed`) and, for every other input,
+    `label` n times, or classes 0..classes-1 cycled when no label is given."""
+    latent_spec = next(t for t in metadata.inputs if t.datatype.startswith("FP"))
+    rng = np.random.default_rng(seed)
+    inputs: dict[str, np.ndarray] = {
+        latent_spec.name: rng.standard_normal((n, *latent_spec.shape[1:])).astype(np.float32)
+    }
+    for tensor in metadata.inputs:
+        if tensor.name != latent_spec.name:
+            values = np.full(n, label) if label is not None else np.arange(n) % classes
+            inputs[tensor.name] = values.astype(NUMPY_TYPES[tensor.datatype])
+    return inputs
+
+
+def generated_images(produced: np.ndarray, config: pb.ModelConfig) -> np.ndarray:
+    """Generator output [n, c, h, w] -> uint8 [n, h, w, c], scaled from the config's postprocessing range."""
+    post = json_parameter(config, "postprocessing")
+    return images.to_uint8(produced, post.get("range", (-1.0, 1.0)))
