@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import images, protocol
+from client import protocol
 from client.client import channel_credentials, channel_options, token_metadata
 from client.errors import ClientError
 from client.protocol import Health, ModelEntry
@@ -110,13 +110,14 @@ class AsyncClient:
         request = protocol.infer_request(model, inputs, outputs, version)
         return protocol.infer_outputs(await self._call("ModelInfer", request))
 
-    async def classify(self, model: str, files: Sequence[Path | str],
-                       top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-k (label, probability) per image file, best first."""
+    async def classify(self, model: str, files: Sequence[Path | str], top_k: int = 5, *,
+                       send_files: bool | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) per image file, best first; send_files as in Client.classify."""
         hints = protocol.preprocessing(model, await self.config(model))
         input_name = protocol.image_input(hints, await self.metadata(model))
-        batch = await asyncio.to_thread(images.load, files, hints)  # file reads and resizing stay off the loop
-        logits = next(iter((await self.infer(model, {input_name: batch})).values()))
+        # file reads (and resizing, when preprocessing here) stay off the loop
+        inputs = await asyncio.to_thread(protocol.classify_inputs, files, hints, input_name, send_files)
+        logits = next(iter((await self.infer(model, inputs)).values()))
         probabilities = protocol.softmax(logits)
         return protocol.rank(probabilities, await self._labels(model, probabilities.shape[1]), top_k)
 
@@ -136,6 +137,16 @@ class AsyncClient:
                                            classes=protocol.class_count(config))
         produced = next(iter((await self.infer(model, inputs)).values()))
         return protocol.generated_images(produced, config)
+
+    async def generate_png(self, model: str, n: int, *, seed: int | None = None,
+                           label: int | None = None) -> list[bytes]:
+        """As generate(), but the server encodes each image as a PNG file (its bytes, ready to write)."""
+        config = await self.config(model)
+        inputs = protocol.generator_inputs(await self.metadata(model), n, seed=seed, label=label,
+                                           classes=protocol.class_count(config))
+        request = protocol.infer_request(model, inputs, parameters=protocol.PNG_PARAMETERS)
+        produced = next(iter(protocol.infer_outputs(await self._call("ModelInfer", request)).values()))
+        return list(produced)
 
 
 def _shared(cache: dict[str, asyncio.Task[T]], key: str,

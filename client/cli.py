@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", default="digits_cnn")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    classify.add_argument("--send", choices=("auto", "files", "tensors"), default="auto",
+                          help="files: send the PNG/JPEG files, the server decodes them; tensors: decode and "
+                               "preprocess here; auto (default): files when the model takes them")
     classify.add_argument("files", nargs="+", type=Path)
 
     generate = add("generate", "generate images and write a PNG grid")
@@ -81,7 +84,8 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _classify(client: Client, args: argparse.Namespace) -> int:
-    results = client.classify(args.model, args.files, top_k=args.top_k)
+    send_files = {"auto": None, "files": True, "tensors": False}[args.send]
+    results = client.classify(args.model, args.files, top_k=args.top_k, send_files=send_files)
     if args.json:
         print(json.dumps([{"file": str(f), "top": [{"label": lbl, "probability": p} for lbl, p in r]}
                           for f, r in zip(args.files, results, strict=True)], indent=2))

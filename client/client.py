@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import images, protocol
+from client import protocol
 from client.errors import ClientError
 from client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
 from cnnserve_api import grpc_service_pb2 as pb
@@ -111,11 +111,15 @@ class Client:
               version: str = "") -> dict[str, np.ndarray]:
         return protocol.infer_outputs(self._call("ModelInfer", protocol.infer_request(model, inputs, outputs, version)))
 
-    def classify(self, model: str, files: Sequence[Path | str], top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-k (label, probability) per image file, best first."""
+    def classify(self, model: str, files: Sequence[Path | str], top_k: int = 5, *,
+                 send_files: bool | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) per image file, best first. send_files: True sends the PNG/JPEG files as they
+        are (the server decodes them), False sends tensors preprocessed here, None (default) sends files when the
+        model takes them."""
         hints = protocol.preprocessing(model, self.config(model))
         input_name = protocol.image_input(hints, self.metadata(model))
-        logits = next(iter(self.infer(model, {input_name: images.load(files, hints)}).values()))
+        inputs = protocol.classify_inputs(files, hints, input_name, send_files)
+        logits = next(iter(self.infer(model, inputs).values()))
         probabilities = protocol.softmax(logits)
         return protocol.rank(probabilities, self._labels(model, probabilities.shape[1]), top_k)
 
@@ -133,6 +137,14 @@ class Client:
                                            classes=protocol.class_count(config))
         produced = next(iter(self.infer(model, inputs).values()))
         return protocol.generated_images(produced, config)
+
+    def generate_png(self, model: str, n: int, *, seed: int | None = None, label: int | None = None) -> list[bytes]:
+        """As generate(), but the server encodes each image as a PNG file (its bytes, ready to write)."""
+        inputs = protocol.generator_inputs(self.metadata(model), n, seed=seed, label=label,
+                                           classes=protocol.class_count(self.config(model)))
+        request = protocol.infer_request(model, inputs, parameters=protocol.PNG_PARAMETERS)
+        produced = next(iter(protocol.infer_outputs(self._call("ModelInfer", request)).values()))
+        return list(produced)
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:

@@ -10,19 +10,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cnnserve import imaging
+
 
 def to_tensor(image: Image.Image, hints: Mapping[str, Any]) -> np.ndarray:
-    """One image -> FP32 [channels, height, width], preprocessed the way the model was trained."""
-    channels = int(hints.get("channels", 1))
-    height, width = int(hints["height"]), int(hints["width"])
-    converted = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
-    pixels = np.asarray(converted, dtype=np.float32).reshape(height, width, channels)
-    pixels = pixels * float(hints.get("scale", 1 / 255))
-    mean = np.asarray(hints.get("mean", [0.0] * channels), dtype=np.float32)
-    std = np.asarray(hints.get("std", [1.0] * channels), dtype=np.float32)
-    pixels = (pixels - mean) / std
-    chw: np.ndarray = np.ascontiguousarray(pixels.transpose(2, 0, 1))
-    return chw
+    """One image -> FP32 item in the model's layout, preprocessed the way the model was trained (the server's
+    own recipe for image inputs: cnnserve.imaging)."""
+    return imaging.Preprocessing.from_hints(hints).tensor(image)
 
 
 def load(paths: Sequence[Path | str], hints: Mapping[str, Any]) -> np.ndarray:
@@ -34,12 +28,7 @@ def load(paths: Sequence[Path | str], hints: Mapping[str, Any]) -> np.ndarray:
     return np.stack(tensors)
 
 
-def to_uint8(batch: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> np.ndarray:
-    """Generator output [n, c, h, w] in value_range -> uint8 images [n, h, w, c]."""
-    low, high = float(value_range[0]), float(value_range[1])
-    scaled = (np.clip(batch, low, high) - low) / (high - low) * 255.0
-    pixels: np.ndarray = np.round(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
-    return pixels
+to_uint8 = imaging.to_uint8
 
 
 def grid(images: np.ndarray, columns: int | None = None, pad: int = 2, upscale: int = 4) -> Image.Image:

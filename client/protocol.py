@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,11 +49,18 @@ def model_entries(index: pb.RepositoryIndexResponse) -> list[ModelEntry]:
 
 
 def infer_request(model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (),
-                  version: str = "") -> pb.ModelInferRequest:
-    """numpy arrays -> a ModelInferRequest with raw contents; outputs names the ones wanted (all when empty)."""
+                  version: str = "", parameters: Mapping[str, str] | None = None) -> pb.ModelInferRequest:
+    """numpy arrays -> a ModelInferRequest with raw contents (object arrays of bytes travel as BYTES); outputs names
+    the ones wanted (all when empty); parameters are request parameters such as output_format."""
     request = pb.ModelInferRequest(model_name=model, model_version=version)
+    for key, value in (parameters or {}).items():
+        request.parameters[key].string_param = value
     for name, values in inputs.items():
         array = np.ascontiguousarray(values)
+        if array.dtype == object:
+            request.inputs.add(name=name, datatype="BYTES", shape=list(array.shape))
+            request.raw_input_contents.append(b"".join(len(v).to_bytes(4, "little") + v for v in array.flat))
+            continue
         datatype = DATATYPES.get(array.dtype)
         if datatype is None:
             raise ValueError(f"input '{name}': numpy dtype {array.dtype} has no protocol datatype")
@@ -64,12 +72,26 @@ def infer_request(model: str, inputs: Mapping[str, np.ndarray], outputs: Sequenc
 
 
 def infer_outputs(reply: pb.ModelInferResponse) -> dict[str, np.ndarray]:
-    """A ModelInferResponse -> output name -> array; outputs with no numpy type (BYTES) are left out."""
-    return {
-        out.name: np.frombuffer(raw, dtype=NUMPY_TYPES[out.datatype]).reshape(tuple(out.shape))
-        for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
-        if out.datatype in NUMPY_TYPES
-    }
+    """A ModelInferResponse -> output name -> array; BYTES outputs become object arrays of bytes."""
+    result: dict[str, np.ndarray] = {}
+    for out, raw in zip(reply.outputs, reply.raw_output_contents, strict=True):
+        if out.datatype == "BYTES":
+            items = np.empty(len(elements := split_bytes(raw)), dtype=object)
+            items[:] = elements
+            result[out.name] = items.reshape(tuple(out.shape))
+        elif out.datatype in NUMPY_TYPES:
+            result[out.name] = np.frombuffer(raw, dtype=NUMPY_TYPES[out.datatype]).reshape(tuple(out.shape))
+    return result
+
+
+def split_bytes(raw: bytes) -> list[bytes]:
+    """The protocol's raw BYTES form (each element after its 4-byte little-endian length) -> the elements."""
+    elements, offset = [], 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        elements.append(raw[offset + 4 : offset + 4 + size])
+        offset += 4 + size
+    return elements
 
 
 # -- model configuration -----------------------------------------------------------------------------------------
@@ -103,6 +125,24 @@ def image_input(hints: Mapping[str, Any], metadata: pb.ModelMetadataResponse) ->
     return str(hints.get("input", metadata.inputs[0].name))
 
 
+def takes_files(hints: Mapping[str, Any]) -> bool:
+    """Whether the server decodes PNG/JPEG files for the model itself (preprocessing input_format "image")."""
+    return hints.get("input_format") == "image"
+
+
+def classify_inputs(files: Sequence[Path | str], hints: Mapping[str, Any], input_name: str,
+                    send_files: bool | None) -> dict[str, np.ndarray]:
+    """The image input for `files`: the files' own bytes when sent as files (by default, whenever the model takes
+    them: the server then preprocesses with the model's recipe), else tensors preprocessed here."""
+    if send_files is None:
+        send_files = takes_files(hints)
+    if not send_files:
+        return {input_name: images.load(files, hints)}
+    encoded = np.empty(len(files), dtype=object)
+    encoded[:] = [Path(path).read_bytes() for path in files]
+    return {input_name: encoded}
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax over [n, classes]."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -133,15 +173,11 @@ def label_probe(model: str, metadata: pb.ModelMetadataResponse, count: int) -> p
 def probe_labels(reply: pb.ModelInferResponse, count: int) -> list[str]:
     """The label of each class index from the probe's BYTES output ("score:index:label", each length-prefixed);
     a class the reply does not name keeps its index as label."""
-    raw = reply.raw_output_contents[0]
     labels = [str(i) for i in range(count)]
-    offset = 0
-    while offset < len(raw):
-        size = int.from_bytes(raw[offset : offset + 4], "little")
-        parts = raw[offset + 4 : offset + 4 + size].decode().split(":", 2)
+    for element in split_bytes(reply.raw_output_contents[0]):
+        parts = element.decode().split(":", 2)
         if len(parts) == 3:
             labels[int(parts[1])] = parts[2]
-        offset += 4 + size
     return labels
 
 
@@ -162,6 +198,10 @@ def generator_inputs(metadata: pb.ModelMetadataResponse, n: int, *, seed: int | 
             values = np.full(n, label) if label is not None else np.arange(n) % classes
             inputs[tensor.name] = values.astype(NUMPY_TYPES[tensor.datatype])
     return inputs
+
+
+PNG_PARAMETERS = {"output_format": "png"}
+"""Request parameters that ask a generator for PNG files instead of floats (server-side encoding)."""
 
 
 def generated_images(produced: np.ndarray, config: pb.ModelConfig) -> np.ndarray:

@@ -123,3 +123,19 @@ def test_concurrent_calls_each_get_their_own_answer(server: ServerThread) -> Non
     answers = asyncio.run(infer_all())
     for batch, answer in zip(batches, answers, strict=True):
         np.testing.assert_allclose(answer["logits"], onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5)
+
+
+def test_files_or_tensors_and_png_output_match_the_sync_client(server: ServerThread, tmp_path: Path) -> None:
+    paths, _ = write_images(tmp_path, 3)
+    with Client(server.grpc_address) as sync_client:
+        expected = sync_client.classify("classifier", paths, top_k=1, send_files=False)
+        expected_pngs = sync_client.generate_png("cgen", 4, seed=11)
+
+    async def run() -> tuple[list[list[tuple[str, float]]], list[bytes]]:
+        async with AsyncClient(server.grpc_address) as client:
+            return (await client.classify("classifier", paths, top_k=1, send_files=True),
+                    await client.generate_png("cgen", 4, seed=11))
+
+    ranked, pngs = asyncio.run(run())
+    assert [r[0][0] for r in ranked] == [e[0][0] for e in expected]
+    assert pngs == expected_pngs and all(png.startswith(b"\x89PNG") for png in pngs)

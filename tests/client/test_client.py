@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -69,6 +70,12 @@ def test_cli_classify_json_generate_models_health(
     assert cli_main(["classify", *url, "--model", "classifier", "--json", *map(str, paths)]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [entry["file"] for entry in listed] == [str(p) for p in paths]
+    assert cli_main(["classify", *url, "--model", "classifier", "--json", "--send", "tensors", *map(str, paths)]) == 0
+    assert [e["top"][0]["label"] for e in json.loads(capsys.readouterr().out)] == [e["top"][0]["label"] for e in listed]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    assert cli_main(["classify", *url, "--model", "classifier", str(tmp_path / "broken.png")]) == 1
+    error = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in error and "item 0" in error
     grid = tmp_path / "grid.png"
     assert cli_main(["generate", *url, "--model", "cgen", "-n", "6", "--out", str(grid), "--out-dir",
                      str(tmp_path / "each")]) == 0
@@ -77,3 +84,28 @@ def test_cli_classify_json_generate_models_health(
     assert "classifier" in capsys.readouterr().out
     assert cli_main(["health", *url]) == 0
     assert cli_main(["health", *url, "--model", "nope"]) == 1
+
+
+def test_classify_sends_files_when_the_model_takes_them_and_tensors_on_request(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """The classifier declares input_format "image": by default the files travel as they are and the server decodes
+    them; send_files=False preprocesses here. Both reach the model as the same numbers."""
+    paths, tensors = write_images(tmp_path, 4)
+    expected = onnx_models.classifier_reference(tensors)
+    with Client(server.grpc_address) as client:
+        as_files = client.classify("classifier", paths, top_k=10)
+        as_tensors = client.classify("classifier", paths, top_k=10, send_files=False)
+    for files_answer, tensor_answer, logits in zip(as_files, as_tensors, expected, strict=True):
+        assert [label for label, _ in files_answer] == [label for label, _ in tensor_answer]
+        assert files_answer[0][0] == f"digit-{int(np.argmax(logits))}"
+        np.testing.assert_allclose([p for _, p in files_answer], [p for _, p in tensor_answer], atol=1e-5)
+
+
+def test_generate_png_gives_the_same_pixels_as_generate(server: ServerThread) -> None:
+    with Client(server.grpc_address) as client:
+        pixels = client.generate("cgen", 3, seed=4, label=2)
+        files = client.generate_png("cgen", 3, seed=4, label=2)
+    assert len(files) == 3
+    for file, image in zip(files, pixels, strict=True):
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(file))), image[..., 0])
