@@ -4,7 +4,8 @@
 #   benchmarks/run.sh [DURATION_S] [CONCURRENCY_LEVELS]        e.g. benchmarks/run.sh 10 1,8,32
 # Models: heavy_cnn (random weights, ~0.2 GFLOP per 3x64x64 image), digits_cnn and dcgan_digits from
 # ./model_repository (trained by `make run` or `cnnserve train defaults`), and digits_cnn_unbatched (the same
-# file with dynamic batching off) to show what batching saves.
+# file with dynamic batching off) to show what batching saves. Each model runs with unary calls at every level, then
+# with one ModelStreamInfer stream per client at the highest level (gRPC's per-message cost is a third of a call's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -48,8 +49,13 @@ for model in heavy_cnn heavy_cnn_2x1 dcgan_digits digits_cnn digits_cnn_unbatche
 print(c.get('instance_count', 1), c.get('session', {}).get('intra_op_threads', 0))" "$REPO/$model/config.json")
   echo
   echo "## $model (instances=$instances intra_op_threads=$threads)"
-  $BIN/cnnserve bench --url "$GRPC" --model "$model" --concurrency "$LEVELS" --duration-s "$DURATION" \
-    --model-file "$REPO/$model/$version/model.onnx" --server-pid "$server" --instances "$instances" --threads "$threads"
+  for calls in unary streaming; do
+    flags=(--concurrency "$LEVELS")
+    [ "$calls" = streaming ] && flags=(--concurrency "${LEVELS##*,}" --streaming)  # the highest level only
+    $BIN/cnnserve bench --url "$GRPC" --model "$model" "${flags[@]}" --duration-s "$DURATION" \
+      --model-file "$REPO/$model/$version/model.onnx" --server-pid "$server" --instances "$instances" \
+      --threads "$threads"
+  done
   kill -TERM "$server"
   wait "$server" || true
 done

@@ -23,6 +23,10 @@ from client.client import channel_credentials, token_metadata
 from cnnserve_api import grpc_service_pb2 as pb
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
+# A ModelStreamInferResponse that starts with field 1 (error_message, tag 0x0a) carries an error, not a response: told
+# apart by one byte, so the client parses no replies.
+STREAM_ERROR_TAG = 0x0A
 NUMPY_OF = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
             "UINT8": np.uint8, "INT8": np.int8, "BOOL": np.bool_}
 
@@ -91,8 +95,9 @@ async def fetch_metadata(url: str, model: str, connection: Connection = Connecti
 
 async def drive(url: str, payload: bytes, items_per_request: int, concurrency: int, duration_s: float,
                 warmup_s: float, server_pids: Sequence[int] = (),
-                connection: Connection = Connection()) -> tuple[Measurement, float]:
-    """N workers send the same pre-serialized request back to back; only the timed window counts."""
+                connection: Connection = Connection(), streaming: bool = False) -> tuple[Measurement, float]:
+    """N workers send the same pre-serialized request back to back; only the timed window counts. streaming: each
+    worker keeps one ModelStreamInfer stream and sends its next request when the previous answer arrives."""
     async with connection.channel(url, options=[("grpc.max_receive_message_length", -1),
                                                 ("grpc.max_send_message_length", -1)]) as channel:
         infer = channel.unary_unary(INFER_METHOD)  # bytes in, bytes out
@@ -101,6 +106,20 @@ async def drive(url: str, payload: bytes, items_per_request: int, concurrency: i
         loop = asyncio.get_running_loop()
         start = loop.time() + warmup_s
         end = start + duration_s
+
+        async def stream_worker() -> None:
+            nonlocal failures
+            stream = channel.stream_stream(STREAM_METHOD)(metadata=connection.metadata)
+            while (sent := loop.time()) < end:
+                await stream.write(payload)
+                reply = await stream.read()
+                if not isinstance(reply, bytes) or reply[:1] == bytes([STREAM_ERROR_TAG]):
+                    failures += 1
+                    if not isinstance(reply, bytes):  # the stream ended: its status says why
+                        raise SystemExit(f"bench: stream ended: {await stream.code()} {await stream.details()}")
+                elif sent >= start:
+                    latencies.append((loop.time() - sent) * 1000)
+            await stream.done_writing()
 
         async def worker() -> None:
             nonlocal failures
@@ -124,7 +143,7 @@ async def drive(url: str, payload: bytes, items_per_request: int, concurrency: i
                 await asyncio.sleep(max(0.0, edge - loop.time()))
                 cpu_window.append(cpu_seconds(server_pids))
 
-        await asyncio.gather(sample_cpu(), *(worker() for _ in range(concurrency)))
+        await asyncio.gather(sample_cpu(), *((stream_worker if streaming else worker)() for _ in range(concurrency)))
         if failures:
             print(f"  warning: {failures} requests failed")
         items = len(latencies) * items_per_request
@@ -184,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrency levels")
     p.add_argument("--batch-size", type=int, default=1, help="items per request")
+    p.add_argument("--streaming", action="store_true",
+                   help="one ModelStreamInfer stream per client instead of a unary call per request")
     p.add_argument("--duration-s", type=float, default=10.0, help="timed window per level")
     p.add_argument("--warmup-s", type=float, default=2.0)
     p.add_argument("--model-file", type=Path, help="the model's ONNX file, for the in-process comparison")
@@ -207,7 +228,7 @@ def main(argv: Sequence[str]) -> int:
     )
     metadata = asyncio.run(fetch_metadata(args.url, args.model, connection))
     print(f"model={args.model} url={args.url} batch_size={args.batch_size} duration_s={args.duration_s} "
-          f"cpus={os.cpu_count()}")
+          f"cpus={os.cpu_count()} calls={'streaming' if args.streaming else 'unary'}")
     header = (f"{'concurrency':>11} {'items/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
               f"{'raw b':>6} {'raw items/s':>12} {'raw p50':>8} {'ratio':>6} {'srv cpu ms/req':>15}")
     print(header)
@@ -215,7 +236,7 @@ def main(argv: Sequence[str]) -> int:
         inputs = random_inputs(metadata, args.batch_size)
         payload = serialized_request(args.model, metadata, inputs)
         served, server_cpu_s = asyncio.run(drive(args.url, payload, args.batch_size, concurrency, args.duration_s,
-                                                 args.warmup_s, args.server_pid, connection))
+                                                 args.warmup_s, args.server_pid, connection, args.streaming))
         line = (f"{concurrency:>11} {served.items_per_s:>10.1f} {served.percentile(50):>8.2f} "
                 f"{served.percentile(90):>8.2f} {served.percentile(99):>8.2f}")
         if args.model_file is not None:

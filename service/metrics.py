@@ -4,10 +4,16 @@ Push side: the servicer calls `ModelMetrics.observe_request` / `track_inflight`,
 `ModelMetrics.observe_batch`, the runtime's compute callback is `ModelMetrics.observe_compute`. Pull side: gauges
 that mirror state (queue depth, loaded models) are refreshed from an attached model source at scrape time, so the
 hot path never writes them. docs/metrics.md maps every metric to Triton's.
+
+The per-model counters and histograms are plain numbers owned by the event loop (every observation and every scrape
+runs on it), turned into metric families at scrape time: prometheus_client's own take a lock and walk the buckets in
+Python on each of the ~10 observations a request makes (about 10 us of CPU per request, 7% of the in-process request
+path for the digits CNN).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import importlib
 import logging
@@ -19,12 +25,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service.batcher import BatchRecord
@@ -85,39 +90,12 @@ class Metrics:
             PlatformCollector(registry=r)
         if gpu and (nvml := _load_nvml()) is not None:
             r.register(GpuCollector(nvml))
-        labels = MODEL_LABELS
-
-        def histogram(name: str, doc: str) -> Histogram:
-            return Histogram(name, doc, labels, buckets=DURATION_BUCKETS, registry=r)
-
-        self.requests = Counter(
-            "cnnserve_requests_total",
-            "Inference requests by outcome: success, or the failure's lower-case gRPC status name.",
-            (*labels, "outcome"),
-            registry=r,
-        )
-        self.items = Counter("cnnserve_inference_items_total", "Items inferred (batch rows).", labels, registry=r)
-        self.batches = Counter("cnnserve_batches_total", "Batches executed successfully.", labels, registry=r)
-        self.request_seconds = histogram("cnnserve_request_duration_seconds", "End-to-end time of successful requests.")
-        self.queue_seconds = histogram("cnnserve_queue_duration_seconds", "Time requests waited for their batch.")
-        self.input_seconds = histogram(
-            "cnnserve_compute_input_duration_seconds", "Time per batch spent preparing model inputs."
-        )
-        self.infer_seconds = histogram("cnnserve_compute_infer_duration_seconds", "Time per batch in the model.")
-        self.output_seconds = histogram(
-            "cnnserve_compute_output_duration_seconds", "Time per batch spent collecting model outputs."
-        )
-        self.batch_size = Histogram(
-            "cnnserve_batch_size", "Items per executed batch.", labels, buckets=BATCH_SIZE_BUCKETS, registry=r
-        )
-        self.queue_items = Gauge("cnnserve_queue_items", "Items waiting for a batch.", labels, registry=r)
-        self.inflight = Gauge(
-            "cnnserve_inflight_requests", "Requests being handled (decode to reply).", labels, registry=r
-        )
+        self._models: dict[tuple[str, str], ModelMetrics] = {}
+        r.register(_ModelFamilies(self._models))
         self.model_loaded = Gauge(
             "cnnserve_model_loaded",
             "1 while the model version is loaded and serving, else 0.",
-            (*labels, "provider"),
+            (*MODEL_LABELS, "provider"),
             registry=r,
         )
         self._loaded: dict[tuple[str, str], str] = {}  # (model, version) -> provider, for the versions serving
@@ -126,7 +104,6 @@ class Metrics:
             "cnnserve_unauthenticated_requests_total", "Calls refused for a missing or invalid token.", registry=r
         )
         self.models_loaded.set_function(lambda: len(self._loaded))
-        self._models: dict[tuple[str, str], ModelMetrics] = {}
         self._source: ModelSource | None = None
 
     def for_model(self, model: str, version: str) -> ModelMetrics:
@@ -166,58 +143,128 @@ class Metrics:
             self.set_loaded(model, version, provider, True)
 
 
+class LoopHistogram:
+    """A histogram for one thread (the event loop's): an observation is a bisect and two additions, no lock."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1  # bucket `le` holds values <= its bound
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(running)))
+        return buckets
+
+
 class ModelMetrics:
-    """The metrics of one model version, with label values bound once (the hot path does no label lookups)."""
+    """The metrics of one model version: plain numbers updated on the event loop, read at scrape time."""
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
         self.model, self.version, self._metrics = model, version, metrics
-        m, labels = metrics, (model, version)
-        self._items, self._batches = m.items.labels(*labels), m.batches.labels(*labels)
-        self._request_seconds, self._queue_seconds = m.request_seconds.labels(*labels), m.queue_seconds.labels(*labels)
-        self._input_seconds = m.input_seconds.labels(*labels)
-        self._infer_seconds = m.infer_seconds.labels(*labels)
-        self._output_seconds = m.output_seconds.labels(*labels)
-        self._batch_size = m.batch_size.labels(*labels)
-        self._queue_items, self._inflight = m.queue_items.labels(*labels), m.inflight.labels(*labels)
-        self._success = m.requests.labels(*labels, SUCCESS)
+        self.outcomes: dict[str, int] = {SUCCESS: 0}
+        self.items = self.batches = self.inflight = self.queue_items = 0
+        self.request_seconds = LoopHistogram(DURATION_BUCKETS)
+        self.queue_seconds = LoopHistogram(DURATION_BUCKETS)
+        self.input_seconds = LoopHistogram(DURATION_BUCKETS)
+        self.infer_seconds = LoopHistogram(DURATION_BUCKETS)
+        self.output_seconds = LoopHistogram(DURATION_BUCKETS)
+        self.batch_size = LoopHistogram(BATCH_SIZE_BUCKETS)
 
     def observe_request(self, outcome: str, seconds: float) -> None:
         """One finished request; `outcome` is "success" or a lower-case gRPC status name. Only successes are
         timed (as Triton does), so fast refusals do not flatter the latency histogram."""
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if outcome == SUCCESS:
-            self._success.inc()
-            self._request_seconds.observe(seconds)
-        else:
-            self._metrics.requests.labels(self.model, self.version, outcome).inc()
+            self.request_seconds.observe(seconds)
 
     def observe_batch(self, record: BatchRecord) -> None:
         """The batcher's observer: queue times of every request; items, executions and size of good batches."""
         for seconds in record.queue_seconds:
-            self._queue_seconds.observe(seconds)
+            self.queue_seconds.observe(seconds)
         if not record.failed:
-            self._items.inc(record.items)
-            self._batches.inc()
-            self._batch_size.observe(record.items)
+            self.items += record.items
+            self.batches += 1
+            self.batch_size.observe(record.items)
 
     def observe_compute(self, input_s: float, infer_s: float, output_s: float) -> None:
         """One model execution (a batch), as the runtime timed it."""
-        self._input_seconds.observe(input_s)
-        self._infer_seconds.observe(infer_s)
-        self._output_seconds.observe(output_s)
+        self.input_seconds.observe(input_s)
+        self.infer_seconds.observe(infer_s)
+        self.output_seconds.observe(output_s)
 
     @contextlib.contextmanager
     def track_inflight(self) -> Iterator[None]:
-        self._inflight.inc()
+        self.inflight += 1
         try:
             yield
         finally:
-            self._inflight.dec()
+            self.inflight -= 1
 
     def set_queue_items(self, n: int) -> None:
-        self._queue_items.set(n)
+        self.queue_items = n
 
     def set_loaded(self, provider: str, loaded: bool) -> None:
         self._metrics.set_loaded(self.model, self.version, provider, loaded)
+
+
+class _ModelFamilies(Collector):
+    """Every model version's numbers as metric families, built at scrape time."""
+
+    HISTOGRAMS = (
+        ("cnnserve_request_duration_seconds", "End-to-end time of successful requests.", "request_seconds"),
+        ("cnnserve_queue_duration_seconds", "Time requests waited for their batch.", "queue_seconds"),
+        ("cnnserve_compute_input_duration_seconds", "Time per batch spent preparing model inputs.", "input_seconds"),
+        ("cnnserve_compute_infer_duration_seconds", "Time per batch in the model.", "infer_seconds"),
+        ("cnnserve_compute_output_duration_seconds", "Time per batch spent collecting model outputs.",
+         "output_seconds"),
+        ("cnnserve_batch_size", "Items per executed batch.", "batch_size"),
+    )
+
+    def __init__(self, models: dict[tuple[str, str], ModelMetrics]) -> None:
+        self._models = models
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()  # the names alone: no model has numbers before the registry exists
+
+    def collect(self) -> Iterable[Metric]:
+        labels = list(MODEL_LABELS)
+        requests = CounterMetricFamily(
+            "cnnserve_requests",
+            "Inference requests by outcome: success, or the failure's lower-case gRPC status name.",
+            labels=[*labels, "outcome"],
+        )
+        items = CounterMetricFamily("cnnserve_inference_items", "Items inferred (batch rows).", labels=labels)
+        batches = CounterMetricFamily("cnnserve_batches", "Batches executed successfully.", labels=labels)
+        queue_items = GaugeMetricFamily("cnnserve_queue_items", "Items waiting for a batch.", labels=labels)
+        inflight = GaugeMetricFamily(
+            "cnnserve_inflight_requests", "Requests being handled (decode to reply).", labels=labels
+        )
+        histograms = [HistogramMetricFamily(name, doc, labels=labels) for name, doc, _ in self.HISTOGRAMS]
+        for (model, version), m in list(self._models.items()):
+            values = [model, version]
+            for outcome, count in m.outcomes.items():
+                requests.add_metric([*values, outcome], count)
+            items.add_metric(values, m.items)
+            batches.add_metric(values, m.batches)
+            queue_items.add_metric(values, m.queue_items)
+            inflight.add_metric(values, m.inflight)
+            for family, (_, _, attribute) in zip(histograms, self.HISTOGRAMS, strict=True):
+                histogram: LoopHistogram = getattr(m, attribute)
+                family.add_metric(values, histogram.cumulative(), histogram.sum)
+        return [requests, items, batches, queue_items, inflight, *histograms]
 
 
 class GpuCollector(Collector):

@@ -8,10 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.batcher import BatchRecord
-from service.metrics import GpuCollector, Metrics
+from service.metrics import DURATION_BUCKETS, GpuCollector, Metrics
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -162,3 +165,23 @@ def test_without_nvml_the_gpu_metrics_are_simply_absent() -> None:
 
 def test_content_type_is_prometheus_text() -> None:
     assert Metrics.content_type.startswith("text/plain; version=")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), max_size=40))
+def test_loop_histogram_buckets_agree_with_prometheus_client(values: list[float]) -> None:
+    """The lock-free histogram the hot path uses exposes what prometheus_client's own would, bound for bound."""
+    metrics = Metrics(process=False, gpu=False)
+    model = metrics.for_model("m", "1")
+    reference = Histogram("reference_seconds", "", buckets=DURATION_BUCKETS, registry=CollectorRegistry())
+    for v in values:
+        model.observe_compute(0.0, v, 0.0)
+        reference.observe(v)
+    ours = {labels["le"]: count for (name, labels_set), count in samples(metrics).items()
+            if name == "cnnserve_compute_infer_duration_seconds_bucket"
+            for labels in [dict(labels_set)]}
+    family = next(iter(reference.collect()))
+    expected = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert ours == expected
+    total = value(metrics, "cnnserve_compute_infer_duration_seconds_sum", model="m", version="1")
+    assert total == pytest.approx(sum(values))

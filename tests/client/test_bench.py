@@ -1,0 +1,54 @@
+"""`cnnserve bench` against a real server: unary and streaming calls, the in-process comparison, server CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from client.bench import main as bench_main
+from tests import onnx_models
+from tests.conftest import ServerThread
+
+
+@pytest.fixture
+def server(tmp_path: Path, start_server: object) -> ServerThread:
+    onnx_models.write_classifier(tmp_path / "repo")
+    onnx_models.write_conditional_generator(tmp_path / "repo")
+    return start_server(tmp_path / "repo")  # type: ignore[operator,no-any-return]
+
+
+def rows(output: str) -> list[list[str]]:
+    """The table's data rows: lines that start with a concurrency level."""
+    return [line.split() for line in output.splitlines() if line.strip() and line.split()[0].isdigit()]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "streaming"])
+def test_bench_prints_served_raw_ratio_and_server_cpu(
+    server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str], streaming: bool
+) -> None:
+    model_file = tmp_path / "repo" / "classifier" / "1" / "model.onnx"
+    argv = ["--url", server.grpc_address, "--model", "classifier", "--concurrency", "1,4", "--duration-s", "0.5",
+            "--warmup-s", "0.2", "--model-file", str(model_file), "--threads", "1",
+            "--server-pid", str(os.getpid())]  # the server runs in this process
+    assert bench_main([*argv, *(["--streaming"] if streaming else [])]) == 0
+    output = capsys.readouterr().out
+    assert f"calls={'streaming' if streaming else 'unary'}" in output and "failed" not in output
+    table = rows(output)
+    assert [row[0] for row in table] == ["1", "4"]
+    for row in table:
+        served, p50, p99, raw, ratio, cpu = (float(row[i]) for i in (1, 2, 4, 6, 8, 9))
+        assert served > 0 and 0 < p50 <= p99 and raw > 0 and cpu > 0
+        assert ratio == pytest.approx(served / raw, rel=0.01, abs=0.01)
+    assert [int(float(row[5])) for row in table] == [1, 4]  # in-process batch = concurrency x batch size
+
+
+def test_bench_fills_integer_inputs_of_a_two_input_model(
+    server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--url", server.grpc_address, "--model", "cgen", "--concurrency", "2", "--duration-s", "0.3",
+            "--warmup-s", "0.1", "--batch-size", "3", "--streaming"]
+    assert bench_main(argv) == 0
+    output = capsys.readouterr().out
+    assert "failed" not in output and rows(output)[0][0] == "2"
