@@ -2,6 +2,7 @@
 # Builds the benchmark models, then for each one starts a server on loopback and runs `cnnserve bench` against it,
 # beside in-process ONNX Runtime on the same file with the same thread settings. Usage:
 #   benchmarks/run.sh [DURATION_S] [CONCURRENCY_LEVELS]        e.g. benchmarks/run.sh 10 1,8,32
+#   MODELS="digits_cnn digits_cnn_unbatched" benchmarks/run.sh 8 1,32    (a subset)
 # Models: heavy_cnn (random weights, ~0.2 GFLOP per 3x64x64 image), digits_cnn and dcgan_digits from
 # ./model_repository (trained by `make run` or `cnnserve train defaults`), and digits_cnn_unbatched (the same
 # file with dynamic batching off) to show what batching saves. Each model runs with unary calls at every level, then
@@ -38,7 +39,7 @@ variant digits_cnn_unbatched digits_cnn '{"dynamic_batching": null}'
 variant heavy_cnn_2x1 heavy_cnn '{"instance_count": 2, "session": {"intra_op_threads": 1}}'
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-for model in heavy_cnn heavy_cnn_2x1 dcgan_digits digits_cnn digits_cnn_unbatched; do
+for model in ${MODELS:-heavy_cnn heavy_cnn_2x1 dcgan_digits digits_cnn digits_cnn_unbatched}; do
   $BIN/cnnserve serve --model-repository "$REPO" --host 127.0.0.1 --grpc-port 18001 --http-port 18002 \
     --model-control-mode explicit --startup-models "$model" --log-level WARNING &
   server=$!

@@ -54,6 +54,7 @@ def model_config(
     preprocessing: Mapping[str, Any] | None = None,
     postprocessing: Mapping[str, Any] | None = None,
     max_batch_size: int = 128,
+    intra_op_threads: int = 0,
 ) -> dict[str, Any]:
     """config.json as the server reads it (docs/model-repository.md); every key written."""
     config: dict[str, Any] = {
@@ -69,6 +70,7 @@ def model_config(
         config["label_output"] = label_output
     config["dynamic_batching"] = {"max_queue_delay_us": 500, "preferred_batch_sizes": [], "max_queue_size": 1024}
     config["instance_count"] = 1
+    config["session"] = {"intra_op_threads": intra_op_threads}
     if preprocessing is not None:
         config["preprocessing"] = dict(preprocessing)
     if postprocessing is not None:
