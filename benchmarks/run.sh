@@ -37,9 +37,25 @@ variant digits_cnn_unbatched digits_cnn '{"dynamic_batching": null}'
 # Two single-threaded instances instead of one session with a thread per core: measured here, two 1-thread
 # sessions run heavy_cnn at ~750 images/s together against ~630 for one 2-thread session.
 variant heavy_cnn_2x1 heavy_cnn '{"instance_count": 2, "session": {"intra_op_threads": 1}}'
+# One single-threaded instance: leaves a core to the RPC layer and the client on a 2-core machine.
+variant heavy_cnn_1x1 heavy_cnn '{"session": {"intra_op_threads": 1}}'
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-for model in ${MODELS:-heavy_cnn heavy_cnn_2x1 dcgan_digits digits_cnn digits_cnn_unbatched}; do
+# The floor: what the RPC layer alone costs per call here (a server that answers without doing anything).
+if [ -z "${MODELS:-}" ]; then
+  $BIN/python benchmarks/echo_server.py 18003 images FP32 -1,1,16,16 &
+  echo_server=$!
+  sleep 2
+  echo
+  echo "## grpc_echo (benchmarks/echo_server.py: Python gRPC aio + uvloop, no model: the transport's floor)"
+  $BIN/cnnserve bench --url 127.0.0.1:18003 --model echo --concurrency "${LEVELS##*,}" --duration-s "$DURATION" \
+    --server-pid "$echo_server"
+  $BIN/cnnserve bench --url 127.0.0.1:18003 --model echo --concurrency "${LEVELS##*,}" --duration-s "$DURATION" \
+    --server-pid "$echo_server" --streaming
+  kill "$echo_server"
+  wait "$echo_server" 2>/dev/null || true
+fi
+for model in ${MODELS:-heavy_cnn heavy_cnn_2x1 heavy_cnn_1x1 dcgan_digits digits_cnn digits_cnn_unbatched}; do
   $BIN/cnnserve serve --model-repository "$REPO" --host 127.0.0.1 --grpc-port 18001 --http-port 18002 \
     --model-control-mode explicit --startup-models "$model" --log-level WARNING &
   server=$!
