@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from client import protocol
 from client.client import channel_credentials, channel_options, token_metadata
 from client.errors import ClientError
+from client.images import ImageLike
 from client.protocol import Health, ModelEntry
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
@@ -110,13 +111,13 @@ class AsyncClient:
         request = protocol.infer_request(model, inputs, outputs, version)
         return protocol.infer_outputs(await self._call("ModelInfer", request))
 
-    async def classify(self, model: str, files: Sequence[Path | str], top_k: int = 5, *,
+    async def classify(self, model: str, images: Sequence[ImageLike], top_k: int = 5, *,
                        send_files: bool | None = None) -> list[list[tuple[str, float]]]:
-        """Top-k (label, probability) per image file, best first; send_files as in Client.classify."""
+        """Top-k (label, probability) per image, best first; images and send_files as in Client.classify."""
         hints = protocol.preprocessing(model, await self.config(model))
         input_name = protocol.image_input(hints, await self.metadata(model))
         # file reads (and resizing, when preprocessing here) stay off the loop
-        inputs = await asyncio.to_thread(protocol.classify_inputs, files, hints, input_name, send_files)
+        inputs = await asyncio.to_thread(protocol.classify_inputs, images, hints, input_name, send_files)
         logits = next(iter((await self.infer(model, inputs)).values()))
         probabilities = protocol.softmax(logits)
         return protocol.rank(probabilities, await self._labels(model, probabilities.shape[1]), top_k)

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import protocol
 from client.errors import ClientError
+from client.images import ImageLike
 from client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
@@ -111,14 +112,14 @@ class Client:
               version: str = "") -> dict[str, np.ndarray]:
         return protocol.infer_outputs(self._call("ModelInfer", protocol.infer_request(model, inputs, outputs, version)))
 
-    def classify(self, model: str, files: Sequence[Path | str], top_k: int = 5, *,
+    def classify(self, model: str, images: Sequence[ImageLike], top_k: int = 5, *,
                  send_files: bool | None = None) -> list[list[tuple[str, float]]]:
-        """Top-k (label, probability) per image file, best first. send_files: True sends the PNG/JPEG files as they
-        are (the server decodes them), False sends tensors preprocessed here, None (default) sends files when the
-        model takes them."""
+        """Top-k (label, probability) per image, best first. An image is a file path, a file's bytes, a Pillow image
+        or uint8 pixels. send_files: True sends them as PNG/JPEG files (the server decodes and preprocesses), False
+        sends tensors preprocessed here, None (default) sends files when the model takes them."""
         hints = protocol.preprocessing(model, self.config(model))
         input_name = protocol.image_input(hints, self.metadata(model))
-        inputs = protocol.classify_inputs(files, hints, input_name, send_files)
+        inputs = protocol.classify_inputs(images, hints, input_name, send_files)
         logits = next(iter(self.infer(model, inputs).values()))
         probabilities = protocol.softmax(logits)
         return protocol.rank(probabilities, self._labels(model, probabilities.shape[1]), top_k)

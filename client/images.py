@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,13 +20,35 @@ def to_tensor(image: Image.Image, hints: Mapping[str, Any]) -> np.ndarray:
     return imaging.Preprocessing.from_hints(hints).tensor(image)
 
 
-def load(paths: Sequence[Path | str], hints: Mapping[str, Any]) -> np.ndarray:
-    """Image files -> one FP32 batch [n, channels, height, width]."""
-    tensors = []
-    for path in paths:
-        with Image.open(path) as image:
-            tensors.append(to_tensor(image, hints))
-    return np.stack(tensors)
+ImageLike = Path | str | bytes | Image.Image | np.ndarray
+"""What the SDK takes as an image: a file path, a file's bytes (PNG, JPEG, ...), a Pillow image, or uint8 pixels
+[h, w] (grey) or [h, w, 3|4]."""
+
+
+def open_image(image: ImageLike) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image)
+    if isinstance(image, bytes):
+        return Image.open(io.BytesIO(image))
+    return Image.open(image)
+
+
+def encoded(image: ImageLike) -> bytes:
+    """The bytes of an image file: a path's contents and bytes as they are; pixels and Pillow images as PNG."""
+    if isinstance(image, bytes):
+        return image
+    if isinstance(image, (str, Path)):
+        return Path(image).read_bytes()
+    buffer = io.BytesIO()
+    open_image(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load(images: Sequence[ImageLike], hints: Mapping[str, Any]) -> np.ndarray:
+    """Images -> one FP32 batch in the model's layout, preprocessed by its hints."""
+    return np.stack([to_tensor(open_image(image), hints) for image in images])
 
 
 to_uint8 = imaging.to_uint8

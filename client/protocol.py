@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -130,17 +129,17 @@ def takes_files(hints: Mapping[str, Any]) -> bool:
     return hints.get("input_format") == "image"
 
 
-def classify_inputs(files: Sequence[Path | str], hints: Mapping[str, Any], input_name: str,
+def classify_inputs(pictures: Sequence[images.ImageLike], hints: Mapping[str, Any], input_name: str,
                     send_files: bool | None) -> dict[str, np.ndarray]:
-    """The image input for `files`: the files' own bytes when sent as files (by default, whenever the model takes
-    them: the server then preprocesses with the model's recipe), else tensors preprocessed here."""
+    """The image input for `pictures`: as files (by default, whenever the model takes them: the server then
+    preprocesses with the model's recipe; paths and bytes travel as they are), else tensors preprocessed here."""
     if send_files is None:
         send_files = takes_files(hints)
     if not send_files:
-        return {input_name: images.load(files, hints)}
-    encoded = np.empty(len(files), dtype=object)
-    encoded[:] = [Path(path).read_bytes() for path in files]
-    return {input_name: encoded}
+        return {input_name: images.load(pictures, hints)}
+    files = np.empty(len(pictures), dtype=object)
+    files[:] = [images.encoded(picture) for picture in pictures]
+    return {input_name: files}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from PIL import Image
 from client.cli import main as cli_main
 from client.client import Client
 from client.errors import ClientError
+from client.images import ImageLike
 from tests import onnx_models
 from tests.conftest import ServerThread
 
@@ -109,3 +110,17 @@ def test_generate_png_gives_the_same_pixels_as_generate(server: ServerThread) ->
     assert len(files) == 3
     for file, image in zip(files, pixels, strict=True):
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(file))), image[..., 0])
+
+
+@pytest.mark.parametrize("send_files", [True, False], ids=["as-files", "as-tensors"])
+def test_classify_takes_paths_bytes_pillow_images_and_pixels(
+    server: ServerThread, tmp_path: Path, send_files: bool
+) -> None:
+    paths, tensors = write_images(tmp_path, 4)
+    pixels = np.asarray(Image.open(paths[3]))
+    mixed: list[ImageLike] = [paths[0], paths[1].read_bytes(), Image.open(paths[2]), pixels]
+    expected = onnx_models.classifier_reference(tensors)
+    with Client(server.grpc_address) as client:
+        ranked = client.classify("classifier", mixed, top_k=10, send_files=send_files)
+    for answer, logits in zip(ranked, expected, strict=True):
+        assert [label for label, _ in answer] == [f"digit-{i}" for i in np.argsort(-logits)]
