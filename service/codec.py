@@ -1,5 +1,4 @@
-"""Tensors between numpy and the wire: decode and validate ModelInferRequest inputs against a ModelSpec, encode
-outputs into a ModelInferResponse (always raw little-endian bytes), and the classification extension.
+"""Requests off the wire: decode and validate ModelInferRequest inputs against a ModelSpec (replies: replies.py).
 
 Pure functions: no gRPC server, no ONNX Runtime. Every refusal is an InvalidInput naming the tensor and the rule, raised
 before a request reaches the batcher, so a bad request never fails its batch-mates.
@@ -16,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from cnnserve_api import grpc_service_pb2 as pb
-from service.datatypes import DATATYPES, DataTypeInfo, datatype_from_ort, datatype_info, triton_data_type
-from service.errors import InferenceFailed, InvalidInput
+from service.datatypes import DATATYPES, DataTypeInfo, datatype_from_ort, triton_data_type
+from service.errors import InvalidInput
 from service.types import ModelSpec, TensorSpec
 
 __all__ = [
@@ -28,18 +27,15 @@ __all__ = [
     "DecodedRequest",
     "RequestLimits",
     "RequestedOutput",
-    "classify",
     "datatype_from_ort",
     "decode_inputs",
-    "encode_response",
-    "tensor_to_raw",
     "triton_data_type",
 ]
 
 MAX_ELEMENTS = 2**31
 """Most elements one tensor may declare; a larger shape is refused before anything is allocated."""
 
-_LENGTH = struct.Struct("<I")  # BYTES elements on the wire: 4-byte little-endian length, then the bytes
+LENGTH = struct.Struct("<I")  # BYTES elements on the wire: 4-byte little-endian length, then the bytes
 
 # Typed contents fields wider than the datatype they carry: INT8/16 travel in int32, UINT8/16 in uint32.
 _WIRE_DTYPES: Mapping[str, np.dtype[Any]] = {"int_contents": np.dtype("<i4"), "uint_contents": np.dtype("<u4")}
@@ -170,77 +166,6 @@ def _decoded_bytes(info: DataTypeInfo, count: int, raw: bytes | None, contents: 
         return count * max(info.numpy.itemsize, wire.itemsize)
     payload = len(raw) if raw is not None else contents.ByteSize()
     return count * BYTES_ELEMENT_COST + payload
-
-
-def encode_response(
-    request: pb.ModelInferRequest,
-    spec: ModelSpec,
-    model_version: str,
-    outputs: Mapping[str, Array],
-    requested: Sequence[RequestedOutput],
-    labels: Sequence[str],
-) -> pb.ModelInferResponse:
-    """One output tensor per requested output, in the order asked, data always in raw_output_contents (tritonclient
-    reads numeric outputs only from raw bytes). `labels` describe spec.label_output (any output when that is unset).
-    """
-    response = pb.ModelInferResponse(model_name=spec.name, model_version=model_version, id=request.id)
-    declared = {tensor.name: tensor for tensor in spec.outputs}
-    for want in requested or [RequestedOutput(tensor.name) for tensor in spec.outputs]:
-        tensor = declared.get(want.name)
-        if tensor is None:
-            raise InvalidInput(f"output {want.name!r}: unknown; model {spec.name!r} offers {_names(spec.outputs)}")
-        array = outputs.get(want.name)
-        if array is None:
-            raise InferenceFailed(f"model {spec.name!r} produced no output {want.name!r}")
-        datatype = tensor.datatype
-        if want.classification_k > 0:
-            described = spec.label_output is None or spec.label_output == want.name
-            array = classify(array, want.classification_k, labels if described else (), spec.max_batch_size > 0)
-            datatype = "BYTES"
-        elif want.png:
-            datatype = "BYTES"
-        response.outputs.add(name=want.name, datatype=datatype, shape=np.shape(array))
-        response.raw_output_contents.append(tensor_to_raw(array, datatype))
-    return response
-
-
-def tensor_to_raw(array: Array, datatype: str) -> bytes:
-    """The protocol's raw form: row-major little-endian bytes; BYTES as a 4-byte LE length before each element."""
-    info = datatype_info(datatype)
-    if info.name == "BYTES":
-        return _bytes_to_raw(np.asarray(array, dtype=object).flat)
-    contiguous = np.asarray(array)
-    if contiguous.dtype != info.numpy or not contiguous.flags.c_contiguous:
-        try:
-            contiguous = contiguous.astype(info.numpy, order="C", casting="same_kind")
-        except TypeError:
-            raise InferenceFailed(f"a {contiguous.dtype} tensor cannot be sent as {info.name}") from None
-    return contiguous.tobytes()
-
-
-def classify(scores: Array, k: int, labels: Sequence[str], batched: bool) -> Array:
-    """Top-k per item as b"score:index:label" (b"score:index" past the labels), best first, as Triton writes them.
-
-    scores: [batch, classes] when batched, else [classes]; returns an object array [batch, k] or [k], with k clamped
-    to the number of classes. Ties keep the lower index first.
-    """
-    array = np.asarray(scores)
-    rows = array if batched else array[np.newaxis]
-    if rows.ndim != 2 or array.dtype.kind not in "iuf":
-        raise InferenceFailed(
-            f"classification needs numeric scores of one dimension per item, got {array.dtype} {list(array.shape)}"
-        )
-    values = rows.astype(np.float64)
-    order = np.argsort(-values, axis=1, kind="stable")[:, : min(k, rows.shape[1])]
-    result = np.empty(order.shape, dtype=object)
-    for row, col in np.ndindex(order.shape):
-        index = int(order[row, col])
-        score = float(values[row, index])
-        if index < len(labels):
-            result[row, col] = b"%f:%d:%s" % (score, index, labels[index].encode())
-        else:
-            result[row, col] = b"%f:%d" % (score, index)
-    return result if batched else result[0]
 
 
 # --- validation -------------------------------------------------------------------------------------------------
@@ -395,15 +320,15 @@ def _from_raw(name: str, data: bytes, info: DataTypeInfo, shape: tuple[int, ...]
 
 def _bytes_from_raw(name: str, data: bytes, count: int) -> Array:
     # Every element costs at least its 4-byte length, so the element array never outgrows what the bytes justify.
-    if count * _LENGTH.size > len(data):
+    if count * LENGTH.size > len(data):
         raise InvalidInput(f"input {name!r}: raw BYTES data has {len(data)} bytes, too few for {count} elements")
     items = np.empty(count, dtype=object)
     offset = 0
     for index in range(count):
-        if len(data) - offset < _LENGTH.size:
+        if len(data) - offset < LENGTH.size:
             raise InvalidInput(f"input {name!r}: raw BYTES data ends inside element {index}'s length")
-        (length,) = _LENGTH.unpack_from(data, offset)
-        offset += _LENGTH.size
+        (length,) = LENGTH.unpack_from(data, offset)
+        offset += LENGTH.size
         if length > len(data) - offset:
             raise InvalidInput(
                 f"input {name!r}: BYTES element {index} claims {length} bytes, {len(data) - offset} remain"
@@ -444,17 +369,6 @@ def _from_contents(
             raise InvalidInput(f"input {name!r}: a value lies outside {info.name}'s range")
         array = array.astype(info.numpy)
     return array.reshape(shape)
-
-
-# --- encoding ---------------------------------------------------------------------------------------------------
-
-
-def _bytes_to_raw(items: Iterable[Any]) -> bytes:
-    parts: list[bytes] = []
-    for item in items:
-        data = item if isinstance(item, bytes) else str(item).encode()  # ORT hands back str; tritonclient does alike
-        parts += (_LENGTH.pack(len(data)), data)
-    return b"".join(parts)
 
 
 def _names(tensors: Sequence[TensorSpec]) -> str:

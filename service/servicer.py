@@ -19,13 +19,14 @@ from cnnserve import __version__
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
 from service import describe, statistics
-from service.codec import Array, DecodedRequest, RequestLimits, decode_inputs, encode_response
+from service.codec import Array, DecodedRequest, RequestLimits, decode_inputs
 from service.config import Settings
 from service.errors import FailedPrecondition, NotSupported, ServiceError
 from service.gate import RequestGate
 from service.images import ImageWorkers
 from service.metrics import Metrics
 from service.models import ModelManager
+from service.replies import encode_response
 from service.types import ModelSpec
 
 logger = logging.getLogger(__name__)

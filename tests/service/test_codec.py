@@ -20,14 +20,12 @@ from service.codec import (
     DATATYPES,
     RequestedOutput,
     RequestLimits,
-    classify,
     datatype_from_ort,
     decode_inputs,
-    encode_response,
-    tensor_to_raw,
     triton_data_type,
 )
 from service.errors import InvalidInput
+from service.replies import classify, encode_response, tensor_to_raw
 from service.types import ModelSpec, TensorSpec
 
 Array = np.ndarray[Any, Any]

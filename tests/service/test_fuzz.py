@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
-from service.codec import DATATYPES, tensor_to_raw
+from service.codec import DATATYPES
+from service.replies import tensor_to_raw
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
 

@@ -1,0 +1,101 @@
+"""Replies on the wire: model outputs into a ModelInferResponse (always raw little-endian bytes, as tritonclient reads
+numeric outputs only from raw bytes), and the classification extension's top-k strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from cnnserve_api import grpc_service_pb2 as pb
+from service.codec import LENGTH, Array, RequestedOutput
+from service.datatypes import datatype_info
+from service.errors import InferenceFailed, InvalidInput
+from service.types import ModelSpec, TensorSpec
+
+
+def encode_response(
+    request: pb.ModelInferRequest,
+    spec: ModelSpec,
+    model_version: str,
+    outputs: Mapping[str, Array],
+    requested: Sequence[RequestedOutput],
+    labels: Sequence[str],
+) -> pb.ModelInferResponse:
+    """One output tensor per requested output, in the order asked, data always in raw_output_contents (tritonclient
+    reads numeric outputs only from raw bytes). `labels` describe spec.label_output (any output when that is unset).
+    """
+    response = pb.ModelInferResponse(model_name=spec.name, model_version=model_version, id=request.id)
+    declared = {tensor.name: tensor for tensor in spec.outputs}
+    for want in requested or [RequestedOutput(tensor.name) for tensor in spec.outputs]:
+        tensor = declared.get(want.name)
+        if tensor is None:
+            raise InvalidInput(f"output {want.name!r}: unknown; model {spec.name!r} offers {_names(spec.outputs)}")
+        array = outputs.get(want.name)
+        if array is None:
+            raise InferenceFailed(f"model {spec.name!r} produced no output {want.name!r}")
+        datatype = tensor.datatype
+        if want.classification_k > 0:
+            described = spec.label_output is None or spec.label_output == want.name
+            array = classify(array, want.classification_k, labels if described else (), spec.max_batch_size > 0)
+            datatype = "BYTES"
+        elif want.png:
+            datatype = "BYTES"
+        response.outputs.add(name=want.name, datatype=datatype, shape=np.shape(array))
+        response.raw_output_contents.append(tensor_to_raw(array, datatype))
+    return response
+
+
+def tensor_to_raw(array: Array, datatype: str) -> bytes:
+    """The protocol's raw form: row-major little-endian bytes; BYTES as a 4-byte LE length before each element."""
+    info = datatype_info(datatype)
+    if info.name == "BYTES":
+        return _bytes_to_raw(np.asarray(array, dtype=object).flat)
+    contiguous = np.asarray(array)
+    if contiguous.dtype != info.numpy or not contiguous.flags.c_contiguous:
+        try:
+            contiguous = contiguous.astype(info.numpy, order="C", casting="same_kind")
+        except TypeError:
+            raise InferenceFailed(f"a {contiguous.dtype} tensor cannot be sent as {info.name}") from None
+    return contiguous.tobytes()
+
+
+def classify(scores: Array, k: int, labels: Sequence[str], batched: bool) -> Array:
+    """Top-k per item as b"score:index:label" (b"score:index" past the labels), best first, as Triton writes them.
+
+    scores: [batch, classes] when batched, else [classes]; returns an object array [batch, k] or [k], with k clamped
+    to the number of classes. Ties keep the lower index first.
+    """
+    array = np.asarray(scores)
+    rows = array if batched else array[np.newaxis]
+    if rows.ndim != 2 or array.dtype.kind not in "iuf":
+        raise InferenceFailed(
+            f"classification needs numeric scores of one dimension per item, got {array.dtype} {list(array.shape)}"
+        )
+    values = rows.astype(np.float64)
+    order = np.argsort(-values, axis=1, kind="stable")[:, : min(k, rows.shape[1])]
+    result = np.empty(order.shape, dtype=object)
+    for row, col in np.ndindex(order.shape):
+        index = int(order[row, col])
+        score = float(values[row, index])
+        if index < len(labels):
+            result[row, col] = b"%f:%d:%s" % (score, index, labels[index].encode())
+        else:
+            result[row, col] = b"%f:%d" % (score, index)
+    return result if batched else result[0]
+
+
+def _bytes_to_raw(items: Iterable[Any]) -> bytes:
+    parts: list[bytes] = []
+    for item in items:
+        data = item if isinstance(item, bytes) else str(item).encode()  # ORT hands back str; tritonclient does alike
+        parts += (LENGTH.pack(len(data)), data)
+    return b"".join(parts)
+
+
+
+
+def _names(tensors: Sequence[TensorSpec]) -> str:
+    return ", ".join(repr(tensor.name) for tensor in tensors) or "none"
