@@ -6,12 +6,9 @@ at once with no session used by two threads. ONNX Runtime releases the GIL while
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 
 from service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
 from service.types import ModelSpec, SessionOptions, TensorSpec
+from service.workers import SessionWorkers
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +106,7 @@ class Runtime:
         self.outputs = graph_tensors(first.get_outputs())
         self._input_dtypes = {arg.name: _TYPES[arg.type][1] for arg in first.get_inputs()}
         self._output_names = [t.name for t in self.outputs]
-        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for session in self._sessions:
-            self._free.put(session)
-        self._executor = ThreadPoolExecutor(len(self._sessions), thread_name_prefix=f"ort-{label}")
+        self._workers = SessionWorkers(self._sessions, name=f"ort-{label}")
         self._closed = False
         logger.info("event=sessions_created model=%s provider=%s instances=%d", self.label, self.provider,
                     len(self._sessions))  # fmt: skip
@@ -189,48 +184,43 @@ class Runtime:
     async def run_timed(self, inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
         if self._closed:
             raise ModelNotReady(f"{self.label}: sessions released")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run_sync, inputs)
+        return await self._workers.submit(self._run_sync, inputs)
 
-    def _run_sync(self, inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
-        session = self._free.get()
+    def _run_sync(self, session: Any, arg: object) -> tuple[Tensors, ComputeTimes]:
+        """On the session's own thread."""
+        inputs: Tensors = arg  # type: ignore[assignment]
+        started = time.monotonic()
+        feed = {}
+        for name, dtype in self._input_dtypes.items():
+            array = inputs.get(name)
+            if array is None:
+                raise InvalidInput(f"{self.label}: input '{name}' is missing")
+            if dtype.kind == "O":
+                feed[name] = _as_text(name, array)
+                continue
+            if array.dtype != dtype:
+                raise InvalidInput(f"{self.label}: input '{name}' must be {dtype}, got {array.dtype}")
+            feed[name] = np.ascontiguousarray(array)
+        fed = time.monotonic()
         try:
-            started = time.monotonic()
-            feed = {}
-            for name, dtype in self._input_dtypes.items():
-                array = inputs.get(name)
-                if array is None:
-                    raise InvalidInput(f"{self.label}: input '{name}' is missing")
-                if dtype.kind == "O":
-                    feed[name] = _as_text(name, array)
-                    continue
-                if array.dtype != dtype:
-                    raise InvalidInput(f"{self.label}: input '{name}' must be {dtype}, got {array.dtype}")
-                feed[name] = np.ascontiguousarray(array)
-            fed = time.monotonic()
-            try:
-                results = session.run(self._output_names, feed)
-            except Exception as err:
-                logger.warning("event=run_failed model=%s error=%s", self.label, err)
-                if isinstance(err, OrtInvalidArgument):  # ORT's own verdict: the values, not the model
-                    raise InvalidInput(
-                        f"{self.label}: the model refused the input values (for example an index out of range)"
-                    ) from err
-                raise InferenceFailed(f"{self.label}: ONNX Runtime failed to run the batch") from err
-            ran = time.monotonic()
-            outputs = dict(zip(self._output_names, results, strict=True))
-            done = time.monotonic()
-        finally:
-            self._free.put(session)
+            results = session.run(self._output_names, feed)
+        except Exception as err:
+            logger.warning("event=run_failed model=%s error=%s", self.label, err)
+            if isinstance(err, OrtInvalidArgument):  # ORT's own verdict: the values, not the model
+                raise InvalidInput(
+                    f"{self.label}: the model refused the input values (for example an index out of range)"
+                ) from err
+            raise InferenceFailed(f"{self.label}: ONNX Runtime failed to run the batch") from err
+        ran = time.monotonic()
+        outputs = dict(zip(self._output_names, results, strict=True))
+        done = time.monotonic()
         return outputs, ComputeTimes(fed - started, ran - fed, done - ran)
 
     def close(self) -> None:
         """Wait for running batches, then release the sessions. Blocks; call from a thread."""
         self._closed = True
-        self._executor.shutdown(wait=True)
+        self._workers.close()
         self._sessions.clear()
-        while not self._free.empty():
-            self._free.get_nowait()
 
 
 def _as_text(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
