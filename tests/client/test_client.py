@@ -12,7 +12,7 @@ from PIL import Image
 
 from client.cli import main as cli_main
 from client.client import Client
-from client.errors import ClientError
+from client.errors import ClientError, InvalidArgumentError, NotFoundError, UnavailableError
 from client.images import ImageLike
 from tests import onnx_models
 from tests.conftest import ServerThread
@@ -57,10 +57,18 @@ def test_generate_returns_uint8_images_of_the_asked_class(server: ServerThread) 
     assert images.dtype == np.uint8 and images.shape == (5, 2, 4, 1)
 
 
-def test_errors_carry_the_status(server: ServerThread) -> None:
-    with Client(server.grpc_address) as client, pytest.raises(ClientError) as info:
-        client.metadata("no-such-model")
-    assert info.value.code.name == "NOT_FOUND"
+def test_errors_carry_the_status_and_have_a_type_per_status(server: ServerThread) -> None:
+    with Client(server.grpc_address) as client:
+        with pytest.raises(NotFoundError) as missing:
+            client.metadata("no-such-model")
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.infer("classifier", {"images": np.zeros((1, 2), np.float32)})
+    assert missing.value.code.name == "NOT_FOUND" and "no-such-model" in missing.value.message
+    assert refused.value.code.name == "INVALID_ARGUMENT" and "input 'images'" in refused.value.message
+    assert isinstance(refused.value, ClientError)
+    server.stop()
+    with Client(server.grpc_address, timeout=2) as client, pytest.raises(UnavailableError):
+        client.health()
 
 
 def test_cli_classify_json_generate_models_health(
