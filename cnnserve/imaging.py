@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+from PIL import Image, ImageOps
 
 LAYOUTS = ("NCHW", "NHWC")
 MODES = {1: "L", 3: "RGB"}  # channels -> the Pillow mode an image is converted to
 PNG_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # how Pillow opens 16-bit grey PNGs
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class Preprocessing:
 
     def tensor(self, image: Image.Image) -> npt.NDArray[np.float32]:
         """One image -> FP32 item in the model's layout, preprocessed the way the model was trained."""
-        converted = image.convert(MODES[self.channels]).resize((self.width, self.height), Image.Resampling.BILINEAR)
+        converted = as_displayed(image).convert(MODES[self.channels])
+        converted = converted.resize((self.width, self.height), Image.Resampling.BILINEAR)
         pixels = np.asarray(converted, dtype=np.float32).reshape(self.height, self.width, self.channels)
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
@@ -83,6 +85,16 @@ class Preprocessing:
         if self.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
         return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+def as_displayed(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it, in 8 bits: turned by its EXIF orientation (phone photos store the rotation
+    there instead of in the pixels), and 16-bit grey scaled to 0..255 (Pillow's own conversion clips it to white)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image, dtype=np.float64) / 257.0  # 65535 -> 255
+        image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
+    return image
 
 
 def to_uint8(batch: npt.NDArray[Any], value_range: Sequence[float] = (-1.0, 1.0)) -> npt.NDArray[np.uint8]:

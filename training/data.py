@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torch.nn import functional
 
+from cnnserve.imaging import as_displayed
+
 logger = logging.getLogger(__name__)
 
 DIGITS = "digits"
@@ -117,8 +119,9 @@ def load_image_folder(root: Path, image_size: int, channels: int) -> tuple[torch
 
 def _read_image(path: Path, image_size: int, mode: str) -> np.ndarray:
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert(mode).resize((image_size, image_size), Image.Resampling.BILINEAR))
+        with Image.open(path) as img:  # as_displayed: the same orientation and bit depth the server and SDK use
+            shown = as_displayed(img).convert(mode)
+            return np.asarray(shown.resize((image_size, image_size), Image.Resampling.BILINEAR))
     except OSError as err:
         raise DatasetError(f"cannot read image {path}: {err}") from err
 

@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from PIL import Image
+from PIL import Image, ImageOps
 from tritonclient.utils import InferenceServerException
 
 from cnnserve_api import grpc_service_pb2 as pb
@@ -48,7 +48,8 @@ def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
 
 def expected_input(file: bytes) -> np.ndarray:
     """What the classifier should see for a file: grey, bilinear to 4x4, /255, then (x - 0.5) / 0.25."""
-    grey = Image.open(io.BytesIO(file)).convert("L").resize((4, 4), Image.Resampling.BILINEAR)
+    shown = ImageOps.exif_transpose(Image.open(io.BytesIO(file)))
+    grey = shown.convert("L").resize((4, 4), Image.Resampling.BILINEAR)
     return ((np.asarray(grey, dtype=np.float32) / 255 - 0.5) / 0.25)[None]
 
 
@@ -88,6 +89,20 @@ def test_png_and_jpeg_files_are_decoded_and_preprocessed_like_the_tensor_path(
     ]
     expected = onnx_models.classifier_reference(np.stack([expected_input(f) for f in files]))
     np.testing.assert_allclose(classify_files(client, files), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_phone_photo_is_seen_the_way_it_is_shown(client: triton.InferenceServerClient) -> None:
+    """A JPEG whose EXIF says "turn 90 degrees" (as phones write them) reaches the model turned, not as stored."""
+    stored = np.random.default_rng(4).integers(0, 256, (8, 16), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", exif=exif, quality=95)
+    turned = onnx_models.classifier_reference(expected_input(buffer.getvalue())[None])
+    as_stored = onnx_models.classifier_reference(expected_input(encode(stored))[None])
+    answer = classify_files(client, [buffer.getvalue()])
+    np.testing.assert_allclose(answer, turned, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(answer, as_stored, atol=1e-2)
 
 
 def test_files_as_n_by_1_and_through_typed_contents(stub: pb_grpc.GRPCInferenceServiceStub) -> None:

@@ -1,0 +1,75 @@
+"""cnnserve.imaging, the one recipe the server, the SDK and training share: orientation, bit depth, layouts, hints."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnserve.imaging import Preprocessing, as_displayed, png, to_uint8
+
+GREY_4 = Preprocessing(height=4, width=4, channels=1, scale=1 / 255, mean=(0.0,), std=(1.0,))
+
+
+def jpeg_with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", exif=exif, quality=100)
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied() -> None:
+    """Orientation 6: the viewer turns the stored pixels 90 degrees clockwise; the model must see them turned."""
+    stored = np.zeros((8, 16), np.uint8)
+    stored[:, :4] = 255  # a bright band on the left of the stored (landscape) pixels
+    shown = np.asarray(as_displayed(Image.open(io.BytesIO(jpeg_with_orientation(stored, 6)))))
+    assert shown.shape == (16, 8)  # portrait once turned
+    assert shown[:4].mean() > 200 and shown[-4:].mean() < 50  # the band is now on top
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    pixels = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369)  # 0 .. 65535
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    opened = Image.open(io.BytesIO(buffer.getvalue()))
+    assert opened.mode.startswith("I")
+    tensor = GREY_4.tensor(opened)
+    np.testing.assert_allclose(tensor[0], pixels / 65535, atol=1 / 255)
+
+
+def test_layouts_and_normalisation() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    nchw = Preprocessing(height=4, width=4, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    nhwc = Preprocessing(height=4, width=4, channels=3, layout="NHWC", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    expected = (rgb / 255 - 0.5) / 0.5
+    np.testing.assert_allclose(nhwc.tensor(Image.fromarray(rgb)), expected, atol=1e-6)
+    np.testing.assert_allclose(nchw.tensor(Image.fromarray(rgb)), expected.transpose(2, 0, 1), atol=1e-6)
+    assert nchw.item_shape == (3, 4, 4) and nhwc.item_shape == (4, 4, 3)
+
+
+@pytest.mark.parametrize(
+    ("hints", "words"),
+    [
+        ({"width": 4}, "key 'height' is missing"),
+        ({"height": 4, "width": 4, "channels": 2}, "channels must be 1 or 3"),
+        ({"height": 4, "width": 4, "layout": "CHW"}, "layout must be one of NCHW, NHWC"),
+        ({"height": 4, "width": 4, "mean": [0.1, 0.2]}, "mean needs one value per channel"),
+        ({"height": 0, "width": 4}, "height and width must be >= 1"),
+    ],
+)
+def test_hints_are_checked(hints: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        Preprocessing.from_hints(hints)
+
+
+def test_generator_output_to_png_round_trips() -> None:
+    batch = np.linspace(-1, 1, 2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    images = to_uint8(batch)
+    assert images.shape == (2, 2, 2, 3) and images.min() == 0 and images.max() == 255
+    decoded = np.asarray(Image.open(io.BytesIO(png(images[1]))))
+    np.testing.assert_array_equal(decoded, images[1])
+    with pytest.raises(ValueError, match="1, 3 or 4 channels"):
+        png(np.zeros((2, 2, 2), np.uint8))
