@@ -20,7 +20,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import protocol
-from client.client import channel_credentials, channel_options, token_metadata
+from client.connection import Connection
 from client.errors import ClientError
 from client.images import ImageLike
 from client.protocol import Health, ModelEntry
@@ -43,18 +43,15 @@ class AsyncClient:
         private_key: Path | str | None = None,
         token: str | None = None,
     ) -> None:
-        """Arguments as for client.client.Client: `tls` (implied by any certificate file) verifies the server against
-        `root_certificates` (the system's roots when None); `certificate_chain` + `private_key` present a client
-        certificate (mutual TLS); `token` goes as "authorization: Bearer <token>" on every call."""
+        """Connection arguments as for client.connection.Connection.build."""
         self.url = url
         self.timeout = timeout
-        options = channel_options(max_message_bytes)
-        credentials = channel_credentials(tls, root_certificates, certificate_chain, private_key)
-        if credentials is not None:
-            self._channel = grpc.aio.secure_channel(url, credentials, options=options)
-        else:
-            self._channel = grpc.aio.insecure_channel(url, options=options)
-        self._metadata = token_metadata(token)
+        connection = Connection.build(
+            max_message_bytes=max_message_bytes, tls=tls, root_certificates=root_certificates,
+            certificate_chain=certificate_chain, private_key=private_key, token=token,
+        )
+        self._channel = connection.aio_channel(url)
+        self._metadata = connection.metadata
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         # Tasks, not values: concurrent first calls for a model share one ModelConfig call and one label probe.
         self._configs: dict[str, asyncio.Task[pb.ModelConfig]] = {}

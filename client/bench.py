@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 
 from client.cli import add_connection_flags, connection_options
-from client.client import channel_credentials, token_metadata
+from client.connection import Connection
 from cnnserve_api import grpc_service_pb2 as pb
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -68,21 +68,12 @@ def serialized_request(model: str, metadata: pb.ModelMetadataResponse, inputs: d
     return request.SerializeToString()
 
 
-@dataclass(frozen=True)
-class Connection:
-    """How to reach the server: TLS credentials (None: plaintext) and call metadata (a bearer token)."""
-
-    credentials: grpc.ChannelCredentials | None = None
-    metadata: tuple[tuple[str, str], ...] = ()
-
-    def channel(self, url: str, options: Sequence[tuple[str, int]] = ()) -> grpc.aio.Channel:
-        if self.credentials is None:
-            return grpc.aio.insecure_channel(url, options=options)
-        return grpc.aio.secure_channel(url, self.credentials, options=options)
+UNLIMITED = Connection.build(max_message_bytes=-1)
+"""Plaintext, no token, no message size limit."""
 
 
-async def fetch_metadata(url: str, model: str, connection: Connection = Connection()) -> pb.ModelMetadataResponse:
-    async with connection.channel(url) as channel:
+async def fetch_metadata(url: str, model: str, connection: Connection = UNLIMITED) -> pb.ModelMetadataResponse:
+    async with connection.aio_channel(url) as channel:
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelMetadata",
             request_serializer=pb.ModelMetadataRequest.SerializeToString,
@@ -95,11 +86,10 @@ async def fetch_metadata(url: str, model: str, connection: Connection = Connecti
 
 async def drive(url: str, payload: bytes, items_per_request: int, concurrency: int, duration_s: float,
                 warmup_s: float, server_pids: Sequence[int] = (),
-                connection: Connection = Connection(), streaming: bool = False) -> tuple[Measurement, float]:
+                connection: Connection = UNLIMITED, streaming: bool = False) -> tuple[Measurement, float]:
     """N workers send the same pre-serialized request back to back; only the timed window counts. streaming: each
     worker keeps one ModelStreamInfer stream and sends its next request when the previous answer arrives."""
-    async with connection.channel(url, options=[("grpc.max_receive_message_length", -1),
-                                                ("grpc.max_send_message_length", -1)]) as channel:
+    async with connection.aio_channel(url) as channel:
         infer = channel.unary_unary(INFER_METHOD)  # bytes in, bytes out
         latencies: list[float] = []
         failures = 0
@@ -220,12 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     levels = [int(c) for c in args.concurrency.split(",") if c]
-    options = connection_options(args)
-    connection = Connection(
-        channel_credentials(options["tls"], options["root_certificates"], options["certificate_chain"],
-                            options["private_key"]),
-        token_metadata(options["token"]),
-    )
+    connection = Connection.build(max_message_bytes=-1, **connection_options(args))
     metadata = asyncio.run(fetch_metadata(args.url, args.model, connection))
     print(f"model={args.model} url={args.url} batch_size={args.batch_size} duration_s={args.duration_s} "
           f"cpus={os.cpu_count()} calls={'streaming' if args.streaming else 'unary'}")

@@ -24,14 +24,14 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import protocol
+from client.connection import Connection
 from client.errors import ClientError
 from client.images import ImageLike
 from client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
 from cnnserve_api import grpc_service_pb2 as pb
 from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
 
-__all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Health", "ModelEntry", "channel_credentials", "channel_options",
-           "token_metadata"]
+__all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Health", "ModelEntry"]
 
 
 class Client:
@@ -47,18 +47,15 @@ class Client:
         private_key: Path | str | None = None,
         token: str | None = None,
     ) -> None:
-        """`tls` (implied by any certificate file): verify the server against `root_certificates` (PEM file; the
-        system's roots when None); `certificate_chain` + `private_key` (PEM files): present a client certificate
-        (mutual TLS); `token`: sent as "authorization: Bearer <token>" on every call."""
+        """Connection arguments as for client.connection.Connection.build."""
         self.url = url
         self.timeout = timeout
-        options = channel_options(max_message_bytes)
-        credentials = channel_credentials(tls, root_certificates, certificate_chain, private_key)
-        if credentials is not None:
-            self._channel = grpc.secure_channel(url, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(url, options=options)
-        self._metadata = token_metadata(token)
+        connection = Connection.build(
+            max_message_bytes=max_message_bytes, tls=tls, root_certificates=root_certificates,
+            certificate_chain=certificate_chain, private_key=private_key, token=token,
+        )
+        self._channel = connection.channel(url)
+        self._metadata = connection.metadata
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._configs: dict[str, pb.ModelConfig] = {}
         self._label_cache: dict[str, list[str]] = {}
@@ -146,35 +143,3 @@ class Client:
         request = protocol.infer_request(model, inputs, parameters=protocol.PNG_PARAMETERS)
         produced = next(iter(protocol.infer_outputs(self._call("ModelInfer", request)).values()))
         return list(produced)
-
-
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Channel options shared by Client and AsyncClient: the largest message either way."""
-    return [("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)]
-
-
-def channel_credentials(
-    tls: bool = False,
-    root_certificates: Path | str | None = None,
-    certificate_chain: Path | str | None = None,
-    private_key: Path | str | None = None,
-) -> grpc.ChannelCredentials | None:
-    """TLS credentials from PEM files, or None for plaintext (no TLS asked for and no file given)."""
-    if (certificate_chain is None) != (private_key is None):
-        raise ValueError("certificate_chain and private_key go together (mutual TLS)")
-    if not (tls or root_certificates is not None or certificate_chain is not None):
-        return None
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read(root_certificates), private_key=_read(private_key),
-        certificate_chain=_read(certificate_chain),
-    )
-
-
-def token_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """The call metadata that carries a bearer token (none without one)."""
-    return (("authorization", f"Bearer {token}"),) if token else ()
-
-
-def _read(path: Path | str | None) -> bytes | None:
-    return None if path is None else Path(path).read_bytes()
