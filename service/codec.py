@@ -101,7 +101,7 @@ def decode_inputs(
     for index, tensor in enumerate(request.inputs):
         expected = declared.get(tensor.name)
         if expected is None:
-            raise InvalidInput(f"input {tensor.name!r}: unknown; model {spec.name!r} takes {_names(spec.inputs)}")
+            raise InvalidInput(f"input {tensor.name!r}: unknown; model {spec.name!r} takes {tensor_names(spec.inputs)}")
         if tensor.name in checked:
             raise InvalidInput(f"input {tensor.name!r}: given twice")
         if _is_encoded_image(tensor, expected, spec):
@@ -141,7 +141,7 @@ def decode_inputs(
         checked[tensor.name] = (index, shape, count)
     for needed in spec.inputs:
         if needed.name not in checked:
-            raise InvalidInput(f"input {needed.name!r}: missing; model {spec.name!r} needs {_names(spec.inputs)}")
+            raise InvalidInput(f"input {needed.name!r}: missing; model {spec.name!r} needs {tensor_names(spec.inputs)}")
     requested = _requested_outputs(request.outputs, spec, _wants_png(request.parameters, spec))
     inputs: dict[str, Array] = {}
     encoded: dict[str, Array] = {}
@@ -272,7 +272,7 @@ def _requested_outputs(
     for output in outputs:
         tensor = declared.get(output.name)
         if tensor is None:
-            raise InvalidInput(f"output {output.name!r}: unknown; model {spec.name!r} offers {_names(spec.outputs)}")
+            raise unknown_output(output.name, spec)
         if any(seen.name == output.name for seen in result):
             raise InvalidInput(f"output {output.name!r}: requested twice")
         k = _classification_k(output, tensor, spec.max_batch_size)  # never an image output: those are 3-D per item
@@ -371,7 +371,11 @@ def _from_contents(
     return array.reshape(shape)
 
 
-def _names(tensors: Sequence[TensorSpec]) -> str:
+def unknown_output(name: str, spec: ModelSpec) -> InvalidInput:
+    return InvalidInput(f"output {name!r}: unknown; model {spec.name!r} offers {tensor_names(spec.outputs)}")
+
+
+def tensor_names(tensors: Sequence[TensorSpec]) -> str:
     return ", ".join(repr(tensor.name) for tensor in tensors) or "none"
 
 

@@ -26,11 +26,12 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from cnnserve import imaging
+from service.datatypes import DATATYPES
 from service.errors import InvalidInput, ModelLoadError
 from service.types import ImageInput, ImageOutput, TensorSpec
 
 FORMATS = ("PNG", "JPEG")
-FLOAT_DATATYPES = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+FLOAT_DATATYPES = ("FP16", "FP32", "FP64")
 PNG_CHANNELS = (1, 3, 4)
 
 
@@ -67,7 +68,7 @@ def image_input(
             f"{config_path}: key 'preprocessing' makes {recipe.layout} items {list(recipe.item_shape)}, but input "
             f"'{tensor.name}' takes {tensor.datatype} {list(tensor.shape)}"
         )
-    return ImageInput(tensor.name, recipe)
+    return ImageInput(tensor.name, recipe, tensor.datatype)
 
 
 def image_output(
@@ -98,14 +99,12 @@ def image_output(
 # --- the work itself ------------------------------------------------------------------------------------------
 
 
-def decode(
-    name: str, files: npt.NDArray[Any], target: ImageInput, datatype: str, max_pixels: int
-) -> npt.NDArray[Any]:
+def decode(files: npt.NDArray[Any], target: ImageInput, max_pixels: int) -> npt.NDArray[Any]:
     """Encoded files (object array of bytes) -> the input's tensor [n, *item]. InvalidInput names the item."""
     recipe = target.preprocessing
-    batch = np.empty((len(files), *recipe.item_shape), dtype=FLOAT_DATATYPES[datatype])
+    batch = np.empty((len(files), *recipe.item_shape), dtype=DATATYPES[target.datatype].numpy)
     for index, data in enumerate(files):
-        batch[index] = recipe.tensor(_open(name, index, data, max_pixels))
+        batch[index] = recipe.tensor(_open(target.name, index, data, max_pixels))
     return batch
 
 
@@ -151,9 +150,9 @@ class ImageWorkers:
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(threads or min(4, os.cpu_count() or 1), thread_name_prefix="images")
 
-    async def decode(self, name: str, files: npt.NDArray[Any], target: ImageInput, datatype: str) -> npt.NDArray[Any]:
+    async def decode(self, files: npt.NDArray[Any], target: ImageInput) -> npt.NDArray[Any]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, decode, name, files, target, datatype, self.max_pixels)
+        return await loop.run_in_executor(self._pool, decode, files, target, self.max_pixels)
 
     async def encode_png(self, images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any]:
         loop = asyncio.get_running_loop()

@@ -157,10 +157,6 @@ class LoopHistogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1  # bucket `le` holds values <= its bound
         self.sum += value
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
     def cumulative(self) -> list[tuple[str, float]]:
         running, buckets = 0, []
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):

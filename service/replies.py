@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from cnnserve_api import grpc_service_pb2 as pb
-from service.codec import LENGTH, Array, RequestedOutput
+from service.codec import LENGTH, Array, RequestedOutput, unknown_output
 from service.datatypes import datatype_info
-from service.errors import InferenceFailed, InvalidInput
-from service.types import ModelSpec, TensorSpec
+from service.errors import InferenceFailed
+from service.types import ModelSpec
 
 
 def encode_response(
@@ -32,7 +32,7 @@ def encode_response(
     for want in requested or [RequestedOutput(tensor.name) for tensor in spec.outputs]:
         tensor = declared.get(want.name)
         if tensor is None:
-            raise InvalidInput(f"output {want.name!r}: unknown; model {spec.name!r} offers {_names(spec.outputs)}")
+            raise unknown_output(want.name, spec)
         array = outputs.get(want.name)
         if array is None:
             raise InferenceFailed(f"model {spec.name!r} produced no output {want.name!r}")
@@ -93,9 +93,3 @@ def _bytes_to_raw(items: Iterable[Any]) -> bytes:
         data = item if isinstance(item, bytes) else str(item).encode()  # ORT hands back str; tritonclient does alike
         parts += (LENGTH.pack(len(data)), data)
     return b"".join(parts)
-
-
-
-
-def _names(tensors: Sequence[TensorSpec]) -> str:
-    return ", ".join(repr(tensor.name) for tensor in tensors) or "none"

@@ -27,7 +27,7 @@ from service.images import ImageWorkers
 from service.metrics import Metrics
 from service.models import ModelManager
 from service.replies import encode_response
-from service.types import ModelSpec
+from service.types import ImageOutput, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -201,9 +201,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 with model_metrics.track_inflight():
                     decoded = decode_inputs(request, model.spec, self._limits)
-                    inputs = await self._decode_images(decoded, model.spec)
-                    outputs = await self._encode_images(await model.infer(inputs, deadline=deadline), decoded,
-                                                        model.spec)
+                    inputs = decoded.inputs
+                    if decoded.encoded_images:
+                        inputs = await self._decode_images(decoded, model.spec)
+                    outputs = await model.infer(inputs, deadline=deadline)
+                    if model.spec.image_output is not None:
+                        outputs = await self._encode_images(outputs, decoded, model.spec.image_output)
                     return encode_response(
                         request, model.spec, str(model.version), outputs, decoded.requested_outputs,
                         model.spec.labels,
@@ -221,23 +224,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 model_metrics.observe_request(outcome, time.monotonic() - started)
 
     async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec) -> dict[str, Array]:
-        if not decoded.encoded_images:
-            return decoded.inputs
-        assert spec.image_input is not None  # the codec sends files only for a model's image input
         target = spec.image_input
-        tensor = next(t for t in spec.inputs if t.name == target.name)
-        batch = await self._images.decode(target.name, decoded.encoded_images[target.name], target, tensor.datatype)
+        assert target is not None  # the codec takes files only for a model's image input
+        batch = await self._images.decode(decoded.encoded_images[target.name], target)
         return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}
 
-    async def _encode_images(self, outputs: dict[str, Array], decoded: DecodedRequest, spec: ModelSpec
+    async def _encode_images(self, outputs: dict[str, Array], decoded: DecodedRequest, target: ImageOutput
                              ) -> dict[str, Array]:
-        wanted = next((want for want in decoded.requested_outputs if want.png), None)
-        if wanted is None or spec.image_output is None:
+        """The image output as PNG files when the request asked for them (RequestedOutput.png)."""
+        asked = any(want.png for want in decoded.requested_outputs)
+        if not asked or target.name not in outputs:  # a missing output is named by encode_response
             return outputs
-        images = outputs.get(wanted.name)
-        if images is None:
-            return outputs  # encode_response names the missing output
-        return {**outputs, wanted.name: await self._images.encode_png(images, spec.image_output)}
+        return {**outputs, target.name: await self._images.encode_png(outputs[target.name], target)}
 
     async def ModelStreamInfer(  # type: ignore[override]  # answers through context.write, not by yielding
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext

@@ -52,6 +52,7 @@ class ImageInput:
 
     name: str
     preprocessing: Preprocessing
+    datatype: str = "FP32"  # the input's own float type, which decoded images take
 
 
 @dataclass(frozen=True)
