@@ -12,7 +12,7 @@ import sys
 import grpc
 import uvloop
 
-from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
 

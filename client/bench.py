@@ -18,9 +18,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client.cli import add_connection_flags, connection_options
-from client.connection import Connection
-from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.client.cli import add_connection_flags, connection_options
+from cnnserve.client.connection import Connection
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"

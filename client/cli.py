@@ -11,9 +11,9 @@ from typing import Any
 
 from PIL import Image
 
-from client import images
-from client.client import Client
-from client.errors import ClientError
+from cnnserve.client import images
+from cnnserve.client.client import Client
+from cnnserve.client.errors import ClientError
 
 
 def build_parser() -> argparse.ArgumentParser:

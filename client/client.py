@@ -23,13 +23,13 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client import protocol
-from client.connection import Connection
-from client.errors import ClientError
-from client.images import ImageLike
-from client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.client import protocol
+from cnnserve.client.connection import Connection
+from cnnserve.client.errors import ClientError
+from cnnserve.client.images import ImageLike
+from cnnserve.client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
 
 __all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Health", "ModelEntry"]
 

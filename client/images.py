@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cnnserve import imaging
+from cnnserve.contracts import imaging
 
 
 def to_tensor(image: Image.Image, hints: Mapping[str, Any]) -> np.ndarray:
     """One image -> FP32 item in the model's layout, preprocessed the way the model was trained (the server's
-    own recipe for image inputs: cnnserve.imaging)."""
+    own recipe for image inputs: cnnserve.contracts.imaging)."""
     return imaging.Preprocessing.from_hints(hints).tensor(image)
 
 

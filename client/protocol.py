@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from client import images
-from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.client import images
 
 NUMPY_TYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,

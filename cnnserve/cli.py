@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> (module holding `main(argv) -> int`, extra that provides its dependencies, summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("training.cli", "train", "train a classifier or GAN and publish it to a model repository"),
-    "serve": ("service.cli", "cpu", "serve a model repository over gRPC (Open Inference Protocol)"),
+    "train": ("cnnserve.training.cli", "train", "train a classifier or GAN and publish it to a model repository"),
+    "serve": ("cnnserve.service.edge.cli", "cpu", "serve a model repository over gRPC (Open Inference Protocol)"),
     "run": ("cnnserve.run", "cpu,train", "train the default models if missing, then serve them"),
-    "classify": ("client.cli", "", "classify image files with a running server"),
-    "generate": ("client.cli", "", "generate images with a running generator model"),
-    "models": ("client.cli", "", "list the models of a running server"),
-    "health": ("client.cli", "", "check a server's health (exit code 0 when ready)"),
-    "bench": ("client.bench", "", "benchmark a running server against in-process ONNX Runtime"),
+    "classify": ("cnnserve.client.cli", "", "classify image files with a running server"),
+    "generate": ("cnnserve.client.cli", "", "generate images with a running generator model"),
+    "models": ("cnnserve.client.cli", "", "list the models of a running server"),
+    "health": ("cnnserve.client.cli", "", "check a server's health (exit code 0 when ready)"),
+    "bench": ("cnnserve.client.bench", "", "benchmark a running server against in-process ONNX Runtime"),
 }
 
 
@@ -37,7 +37,7 @@ def _load(command: str) -> Callable[[Sequence[str]], int]:
     except ModuleNotFoundError as err:
         # Only a missing third-party dependency earns the install hint; our own bugs should surface.
         top = (err.name or "").split(".")[0]
-        if top in {"cnnserve", "service", "training", "client", "cnnserve_api"}:
+        if top == "cnnserve":
             raise
         hint = f"pip install 'cnnserve[{extra}]'" if extra else "pip install cnnserve"
         raise SystemExit(f"cnnserve {command}: needs the package '{top}', which is not installed ({hint})") from None

@@ -1,4 +1,4 @@
-"""Generate cnnserve_api/ from proto/grpc_service.proto: message and gRPC stubs plus their mypy stubs (`make protos`).
+"""Generate cnnserve/api/ from proto/grpc_service.proto: message and gRPC stubs plus their mypy stubs (`make protos`).
 
 tests/test_protos.py runs this into a temporary folder and fails when the committed files differ.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "cnnserve_api"
+PACKAGE = "cnnserve/api"  # a folder: protoc derives the import path `cnnserve.api` from it
 PROTO = "grpc_service.proto"
 GENERATED = (
     "grpc_service_pb2.py",
@@ -45,10 +45,10 @@ def _plugin(name: str) -> str:
 
 
 def generate(out: Path) -> list[Path]:
-    """Write the generated files into out/cnnserve_api/ and return their paths."""
+    """Write the generated files into out/cnnserve/api/ and return their paths."""
     with tempfile.TemporaryDirectory() as tmp:
-        # Mapping proto/ to the virtual folder cnnserve_api makes the file's import path
-        # cnnserve_api/grpc_service.proto, so generated imports read `from cnnserve_api import grpc_service_pb2`.
+        # Mapping proto/ to the virtual folder cnnserve/api makes the file's import path
+        # cnnserve/api/grpc_service.proto, so generated imports read `from cnnserve.api import grpc_service_pb2`.
         args = [
             "grpc_tools.protoc",
             f"-I{PACKAGE}={ROOT / 'proto'}",
@@ -80,7 +80,7 @@ def generate(out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--out", type=Path, default=ROOT, help="folder that receives cnnserve_api/ (default: repo root)"
+        "--out", type=Path, default=ROOT, help="folder that receives cnnserve/api/ (default: repo root)"
     )
     args = parser.parse_args(argv)
     for path in generate(args.out):

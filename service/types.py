@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnserve.imaging import Preprocessing
+from cnnserve.contracts.imaging import Preprocessing
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from service.config import Settings
-from service.server import InferenceServer
+from cnnserve.service.edge.server import InferenceServer
+from cnnserve.service.settings import Settings
 
 
 class ServerThread:

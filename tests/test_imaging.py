@@ -1,4 +1,4 @@
-"""cnnserve.imaging, the one recipe the server, the SDK and training share: orientation, bit depth, layouts, hints."""
+"""contracts.imaging, the one recipe the server, the SDK and training share: orientation, bit depth, layouts, hints."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnserve.imaging import Preprocessing, as_displayed, png, to_uint8
+from cnnserve.contracts.imaging import Preprocessing, as_displayed, png, to_uint8
 
 GREY_4 = Preprocessing(height=4, width=4, channels=1, scale=1 / 255, mean=(0.0,), std=(1.0,))
 

@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as triton_config
 from tritonclient.grpc import service_pb2 as triton
 
-from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from training.export import ExportSpec, build_metadata, export_model
-from training.models.classifier import Classifier, ClassifierConfig
-from training.publish import model_config, publish
-from training.runs import configure_threads
+from cnnserve.training.export import ExportSpec, build_metadata, export_model
+from cnnserve.training.models.classifier import Classifier, ClassifierConfig
+from cnnserve.training.publish import model_config, publish
+from cnnserve.training.runs import configure_threads
 
 logger = logging.getLogger(__name__)
 

@@ -54,8 +54,8 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)  # fmt: skip
-    from training.export import ExportError
-    from training.publish import PublishError
+    from cnnserve.training.export import ExportError
+    from cnnserve.training.publish import PublishError
 
     try:
         return _dispatch(args)
@@ -67,16 +67,16 @@ def main(argv: Sequence[str]) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "defaults":
-        from training.defaults import ensure_default_models
+        from cnnserve.training.defaults import ensure_default_models
 
         ensure_default_models(args.model_repository, dry_run=args.dry_run)
         return 0
     if args.command == "benchmark-models":
-        from training.benchmark_models import publish_benchmark_models
+        from cnnserve.training.benchmark_models import publish_benchmark_models
 
         publish_benchmark_models(args.model_repository)
         return 0
-    from training.jobs import JobOptions, run_classifier, run_gan
+    from cnnserve.training.jobs import JobOptions, run_classifier, run_gan
 
     extra = {"lr_d": args.lr_d} if getattr(args, "lr_d", None) is not None else {}
     options = JobOptions(

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.nn import functional
 
-from cnnserve.imaging import as_displayed
+from cnnserve.contracts.imaging import as_displayed
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from training.jobs import DEFAULT_CLASSIFIER, JobOptions, JobResult, run_classifier, run_gan
-from training.publish import versions
-from training.runs import available_cores
+from cnnserve.training.jobs import DEFAULT_CLASSIFIER, JobOptions, JobResult, run_classifier, run_gan
+from cnnserve.training.publish import versions
+from cnnserve.training.runs import available_cores
 
 logger = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from training.data import DIGITS, DataSplit, load_dataset, normalise
-from training.export import Exporter, ExportSpec, build_metadata, export_model
-from training.models.classifier import ClassifierConfig
-from training.models.dcgan import GanConfig
-from training.publish import latest_model, model_config, publish
-from training.report import (
+from cnnserve.training.data import DIGITS, DataSplit, load_dataset, normalise
+from cnnserve.training.export import Exporter, ExportSpec, build_metadata, export_model
+from cnnserve.training.models.classifier import ClassifierConfig
+from cnnserve.training.models.dcgan import GanConfig
+from cnnserve.training.publish import latest_model, model_config, publish
+from cnnserve.training.report import (
     GAN_REPORT_SAMPLES,
     Check,
     Judge,
@@ -26,9 +26,9 @@ from training.report import (
     gan_checks,
     svc_baseline,
 )
-from training.runs import configure_threads, resolve_device, seed_everything, write_json
-from training.train_classifier import ClassifierTrainConfig, train_classifier
-from training.train_gan import GanTrainConfig, generate, train_gan
+from cnnserve.training.runs import configure_threads, resolve_device, seed_everything, write_json
+from cnnserve.training.train_classifier import ClassifierTrainConfig, train_classifier
+from cnnserve.training.train_gan import GanTrainConfig, generate, train_gan
 
 logger = logging.getLogger(__name__)
 

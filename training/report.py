@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from training.data import DIGITS, DataSplit
-from training.publish import latest_model
+from cnnserve.training.data import DIGITS, DataSplit
+from cnnserve.training.publish import latest_model
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import torch
 from torch.nn import functional
 from tqdm import tqdm
 
-from training.data import DataSplit, channel_stats, normalise, random_affine
-from training.models.classifier import Classifier, ClassifierConfig
-from training.plots import plot_confusion, plot_curves
-from training.runs import save_checkpoint
+from cnnserve.training.data import DataSplit, channel_stats, normalise, random_affine
+from cnnserve.training.models.classifier import Classifier, ClassifierConfig
+from cnnserve.training.plots import plot_confusion, plot_curves
+from cnnserve.training.runs import save_checkpoint
 
 logger = logging.getLogger(__name__)
 

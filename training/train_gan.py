@@ -15,10 +15,10 @@ from torch import nn
 from torch.nn import functional
 from tqdm import tqdm
 
-from training.data import DataSplit
-from training.models.dcgan import Discriminator, GanConfig, Generator
-from training.plots import plot_curves, save_grid
-from training.runs import save_checkpoint
+from cnnserve.training.data import DataSplit
+from cnnserve.training.models.dcgan import Discriminator, GanConfig, Generator
+from cnnserve.training.plots import plot_curves, save_grid
+from cnnserve.training.runs import save_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 import pytest
 
-from client import images
-from client.aio_client import AsyncClient
-from client.client import Client
-from client.errors import ClientError
+from cnnserve.client import images
+from cnnserve.client.aio_client import AsyncClient
+from cnnserve.client.client import Client
+from cnnserve.client.errors import ClientError
 from tests import onnx_models
 from tests.client.test_client import write_images
 from tests.conftest import ServerThread

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.cli import main as cli_main
-from client.client import Client
-from client.errors import ClientError, InvalidArgumentError, NotFoundError, UnavailableError
-from client.images import ImageLike
+from cnnserve.client.cli import main as cli_main
+from cnnserve.client.client import Client
+from cnnserve.client.errors import ClientError, InvalidArgumentError, NotFoundError, UnavailableError
+from cnnserve.client.images import ImageLike
 from tests import onnx_models
 from tests.conftest import ServerThread
 

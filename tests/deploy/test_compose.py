@@ -28,8 +28,8 @@ import tritonclient.grpc as triton
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from tests.deploy.conftest import Stack
 from tests.deploy.tools import DEPLOY, run, tool
 

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from client.cli import build_parser as client_parser
 from cnnserve.cli import COMMANDS
-from service.cli import build_parser as serve_parser
-from service.config import ENV_PREFIX, Settings
-from service.health import READY_SERVICE
-from service.metrics import GpuCollector, Metrics
+from cnnserve.client.cli import build_parser as client_parser
+from cnnserve.service.edge.cli import build_parser as serve_parser
+from cnnserve.service.edge.health import READY_SERVICE
+from cnnserve.service.edge.metrics import GpuCollector, Metrics
+from cnnserve.service.settings import ENV_PREFIX, Settings
 from tests.deploy.tools import (
     COMPOSE_FILE,
     DEPLOY,
@@ -255,7 +255,7 @@ def test_trainer_fills_the_default_models() -> None:
     script = (DEPLOY / "trainer" / "fill-repository.sh").read_text()
     names = set(re.search(r"^\s*([\w|]+)\) ;;$", script, re.M)[1].split("|"))  # type: ignore[index]
     pytest.importorskip("torch", reason="training.defaults needs the train extra")
-    from training.defaults import DEFAULT_MODELS
+    from cnnserve.training.defaults import DEFAULT_MODELS
 
     assert names == set(DEFAULT_MODELS)
     assert "exec cnnserve train defaults --model-repository" in script

@@ -8,7 +8,7 @@ import grpc
 import pytest
 import tritonclient.grpc as triton
 
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from tests.conftest import ServerThread
 
 

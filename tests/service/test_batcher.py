@@ -1,4 +1,4 @@
-"""Behaviour tests for service.batcher against a small real async model (y = 2x), no mocks."""
+"""Behaviour tests for cnnserve.service.scheduling.batcher against a small real async model (y = 2x), no mocks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.batcher import Batcher, BatchRecord, Tensors
-from service.errors import (
+from cnnserve.service.errors import (
     DeadlineExceeded,
     InferenceFailed,
     InvalidInput,
@@ -21,6 +20,7 @@ from service.errors import (
     QueueFull,
     ServiceError,
 )
+from cnnserve.service.scheduling.batcher import Batcher, BatchRecord, Tensors
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -15,8 +15,8 @@ import grpc
 import numpy as np
 import pytest
 
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from tests import onnx_models
 from tests.service.graphs import write_config
 

@@ -20,10 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
-from service.codec import DATATYPES
-from service.replies import tensor_to_raw
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.service.protocol.decode import DATATYPES
+from cnnserve.service.protocol.encode import tensor_to_raw
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
 

@@ -1,4 +1,4 @@
-"""service.http against a real listener on 127.0.0.1:0, with urllib and raw sockets as clients."""
+"""cnnserve.service.edge.http against a real listener on 127.0.0.1:0, with urllib and raw sockets as clients."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.http import HttpServer, start_http_server
-from service.metrics import Metrics
+from cnnserve.service.edge.http import HttpServer, start_http_server
+from cnnserve.service.edge.metrics import Metrics
 
 
 class Flags:

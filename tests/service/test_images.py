@@ -20,11 +20,11 @@ import tritonclient.grpc as triton
 from PIL import Image, ImageOps
 from tritonclient.utils import InferenceServerException
 
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
-from service.errors import ModelLoadError
-from service.model_config import read_config, resolve
-from service.types import ModelSpec, TensorSpec
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.service.errors import ModelLoadError
+from cnnserve.service.registry.model_config import read_config, resolve
+from cnnserve.service.types import ModelSpec, TensorSpec
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from tests import onnx_models
 from tests.service.processes import GRACE_S, ServerProcess, scrape
 

@@ -1,4 +1,4 @@
-"""service.metrics: counters move by exactly what was observed; the exposition parses; GPU collector via a fake NVML."""
+"""edge.metrics: counters move by exactly what was observed; the exposition parses; GPU collector via a fake NVML."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.batcher import BatchRecord
-from service.metrics import DURATION_BUCKETS, GpuCollector, Metrics
+from cnnserve.service.edge.metrics import DURATION_BUCKETS, GpuCollector, Metrics
+from cnnserve.service.scheduling.batcher import BatchRecord
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

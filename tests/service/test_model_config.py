@@ -9,10 +9,10 @@ from typing import Any
 import onnxruntime as ort
 import pytest
 
-from service.errors import ModelLoadError
-from service.model_config import DEFAULT_MAX_BATCH_SIZE, read_config, resolve
-from service.runtime import graph_tensors
-from service.types import DynamicBatching, SessionOptions, TensorSpec
+from cnnserve.service.errors import ModelLoadError
+from cnnserve.service.execution.runtime import graph_tensors
+from cnnserve.service.registry.model_config import DEFAULT_MAX_BATCH_SIZE, read_config, resolve
+from cnnserve.service.types import DynamicBatching, SessionOptions, TensorSpec
 from tests import onnx_models
 from tests.service.graphs import write_config
 

@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 import pytest
 
-from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2 as pb
 from tests import onnx_models
 from tests.service.processes import ServerProcess, scrape
 

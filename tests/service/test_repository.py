@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.errors import ModelNotFound
-from service.repository import Repository, select_versions
+from cnnserve.service.errors import ModelNotFound
+from cnnserve.service.registry.repository import Repository, select_versions
 from tests.service.graphs import fixed_batch, write_config
 
 

@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from service.errors import InvalidInput, ModelLoadError, ModelNotReady
-from service.runtime import CPU, Runtime, Tensors, session_options
-from service.types import ModelSpec, SessionOptions, TensorSpec
+from cnnserve.service.errors import InvalidInput, ModelLoadError, ModelNotReady
+from cnnserve.service.execution.runtime import CPU, Runtime, Tensors, session_options
+from cnnserve.service.types import ModelSpec, SessionOptions, TensorSpec
 from tests import onnx_models
 from tests.service.graphs import conv_any_size, fixed_batch, save
 

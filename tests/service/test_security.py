@@ -23,14 +23,14 @@ import tritonclient.grpc as triton
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from client.cli import main as client_main
-from client.client import Client
-from client.errors import ClientError
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
-from service.cli import settings_from_args
-from service.config import ConfigError, Settings
-from service.server import InferenceServer
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.client.cli import main as client_main
+from cnnserve.client.client import Client
+from cnnserve.client.errors import ClientError
+from cnnserve.service.edge.cli import settings_from_args
+from cnnserve.service.edge.server import InferenceServer
+from cnnserve.service.settings import ConfigError, Settings
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
 from tests.service import graphs
@@ -150,7 +150,7 @@ def test_missing_tls_or_token_files_stop_the_start(tmp_path: Path, pki: Pki) -> 
 
 
 def test_serve_command_names_an_unusable_file_in_one_line(tmp_path: Path) -> None:
-    from service.cli import main as serve_main
+    from cnnserve.service.edge.cli import main as serve_main
 
     with pytest.raises(SystemExit, match="auth_token_file"):
         serve_main(["--model-repository", str(tmp_path), "--auth-token-file", str(tmp_path / "missing")])

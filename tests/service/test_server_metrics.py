@@ -14,8 +14,8 @@ import pytest
 import tritonclient.grpc as triton
 from prometheus_client.parser import text_string_to_metric_families
 
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
 

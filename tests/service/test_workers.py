@@ -1,4 +1,4 @@
-"""service.workers: jobs run on the threads that own each state, results and errors reach the awaiting coroutine."""
+"""execution.workers: jobs run on the threads that own each state, results and errors reach the awaiting coroutine."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from service.workers import SessionWorkers
+from cnnserve.service.execution.workers import SessionWorkers
 
 
 def test_results_errors_and_states() -> None:

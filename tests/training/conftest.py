@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.cli import main
+from cnnserve.training.cli import main
 
 
 def write_image_folder(root: Path) -> Path:

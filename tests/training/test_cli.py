@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 
 from cnnserve.cli import main as cnnserve_main
-from training.cli import main
-from training.defaults import DEFAULT_MODELS, ensure_default_models
-from training.publish import versions
+from cnnserve.training.cli import main
+from cnnserve.training.defaults import DEFAULT_MODELS, ensure_default_models
+from cnnserve.training.publish import versions
 
 
 def _load(repo: Path, name: str, version: int = 1) -> tuple[dict, ort.InferenceSession]:  # type: ignore[type-arg]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.data import DatasetError, channel_stats, load_dataset, normalise, random_affine, stratified_split
+from cnnserve.training.data import DatasetError, channel_stats, load_dataset, normalise, random_affine, stratified_split
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from training.export import ExportSpec, ParityError, build_metadata, export_model
-from training.models.classifier import Classifier, ClassifierConfig
-from training.models.dcgan import GanConfig, Generator
+from cnnserve.training.export import ExportSpec, ParityError, build_metadata, export_model
+from cnnserve.training.models.classifier import Classifier, ClassifierConfig
+from cnnserve.training.models.dcgan import GanConfig, Generator
 
 
 def _images(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from training.benchmark_models import HEAVY_CNN, count_flops
-from training.models.classifier import Classifier, ClassifierConfig
-from training.models.dcgan import Discriminator, GanConfig, Generator
+from cnnserve.training.benchmark_models import HEAVY_CNN, count_flops
+from cnnserve.training.models.classifier import Classifier, ClassifierConfig
+from cnnserve.training.models.dcgan import Discriminator, GanConfig, Generator
 
 
 @pytest.mark.parametrize(

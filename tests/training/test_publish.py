@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training import publish as publish_module
-from training.publish import PublishError, latest_model, model_config, publish, versions
+from cnnserve.training import publish as publish_module
+from cnnserve.training.publish import PublishError, latest_model, model_config, publish, versions
 
 CONFIG = model_config(
     "m", [{"name": "images", "datatype": "FP32", "dims": [-1, 1, 16, 16]}],

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import load_dataset
-from training.report import Judge, card, check, conditional_gan_checks, gan_checks, svc_baseline
+from cnnserve.training.data import load_dataset
+from cnnserve.training.report import Judge, card, check, conditional_gan_checks, gan_checks, svc_baseline
 
 
 def _one_hot(labels: np.ndarray, confidence: float) -> np.ndarray:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from training.data import DataSplit, ImageSet, load_dataset
-from training.models.classifier import ClassifierConfig
-from training.models.dcgan import GanConfig
-from training.train_classifier import ClassifierTrainConfig, train_classifier
-from training.train_gan import GanTrainConfig, generate, train_gan
+from cnnserve.training.data import DataSplit, ImageSet, load_dataset
+from cnnserve.training.models.classifier import ClassifierConfig
+from cnnserve.training.models.dcgan import GanConfig
+from cnnserve.training.train_classifier import ClassifierTrainConfig, train_classifier
+from cnnserve.training.train_gan import GanTrainConfig, generate, train_gan
 
 
 def _subset(split: DataSplit, n: int) -> DataSplit:

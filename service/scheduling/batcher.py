@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import (
+from cnnserve.service.errors import (
     DeadlineExceeded,
     InferenceFailed,
     InvalidInput,

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from service.config import CONTROL_MODES, ConfigError, Settings
+from cnnserve.service.settings import CONTROL_MODES, ConfigError, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    from service.server import serve  # onnxruntime is imported only once settings are valid
+    from cnnserve.service.edge.server import serve  # onnxruntime is imported only once settings are valid
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:

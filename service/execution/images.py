@@ -2,7 +2,7 @@
 
 In: a model whose config's `preprocessing` says `"input_format": "image"` also takes PNG/JPEG files as a BYTES
 tensor [n] (or [n, 1]) for that input; each file is decoded, converted, resized and normalised the way the client SDK
-does it (cnnserve.imaging), and the model sees its usual FP32 tensor. Decoding is bounded: only PNG and JPEG, the
+does it (contracts/imaging.py), and the model sees its usual FP32 tensor. Decoding is bounded: only PNG and JPEG, the
 pixel count read from the header before anything is decoded, and a corrupt file refused naming its item.
 
 Out: a generator's image output (config `postprocessing.output`) comes back as PNG files when a request sets the
@@ -25,10 +25,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from cnnserve import imaging
-from service.datatypes import DATATYPES
-from service.errors import InvalidInput, ModelLoadError
-from service.types import ImageInput, ImageOutput, TensorSpec
+from cnnserve.contracts import imaging
+from cnnserve.contracts.datatypes import DATATYPES
+from cnnserve.service.errors import InvalidInput, ModelLoadError
+from cnnserve.service.types import ImageInput, ImageOutput, TensorSpec
 
 FORMATS = ("PNG", "JPEG")
 FLOAT_DATATYPES = ("FP16", "FP32", "FP64")

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from service.config import ConfigError
+from cnnserve.service.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from service import images
-from service.errors import ModelLoadError
-from service.types import DynamicBatching, ModelSpec, SessionOptions, TensorSpec
+from cnnserve.service.errors import ModelLoadError
+from cnnserve.service.execution import images
+from cnnserve.service.types import DynamicBatching, ModelSpec, SessionOptions, TensorSpec
 
 logger = logging.getLogger(__name__)
 

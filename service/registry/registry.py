@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from service.batcher import Batcher, BatchRecord
-from service.config import Settings
-from service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
-from service.model_config import ModelConfig, read_config, resolve
-from service.repository import NAME_PATTERN, VERSION_PATTERN, Fingerprint, Repository, select_versions
-from service.runtime import ComputeTimes, Runtime, Tensors
-from service.types import DynamicBatching, ModelSpec, ModelState
+from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
+from cnnserve.service.execution.runtime import ComputeTimes, Runtime, Tensors
+from cnnserve.service.registry.model_config import ModelConfig, read_config, resolve
+from cnnserve.service.registry.repository import NAME_PATTERN, VERSION_PATTERN, Fingerprint, Repository, select_versions
+from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
+from cnnserve.service.settings import Settings
+from cnnserve.service.types import DynamicBatching, ModelSpec, ModelState
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cnnserve_api import grpc_service_pb2 as pb
-from service.datatypes import DATATYPES, DataTypeInfo, datatype_from_ort, triton_data_type
-from service.errors import InvalidInput
-from service.types import ModelSpec, TensorSpec
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts.datatypes import DATATYPES, DataTypeInfo, datatype_from_ort, triton_data_type
+from cnnserve.service.errors import InvalidInput
+from cnnserve.service.types import ModelSpec, TensorSpec
 
 __all__ = [
     "BYTES_ELEMENT_COST",

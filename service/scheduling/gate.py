@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from service.errors import ModelNotReady
+from cnnserve.service.errors import ModelNotReady
 
 
 class RequestGate:

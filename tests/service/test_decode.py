@@ -1,4 +1,4 @@
-"""service.codec: lossless tensor <-> wire round trips, every validation rule, classification, tritonclient interop."""
+"""protocol.decode: lossless tensor <-> wire round trips, every validation rule, classification, tritonclient."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from hypothesis.extra import numpy as hnp
 from tritonclient.grpc import service_pb2 as triton_pb
 from tritonclient.grpc._utils import _get_inference_request
 
-from cnnserve_api import grpc_service_pb2 as pb
-from service.codec import (
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.service.errors import InvalidInput
+from cnnserve.service.protocol.decode import (
     BYTES_ELEMENT_COST,
     DATATYPES,
     RequestedOutput,
@@ -24,9 +25,8 @@ from service.codec import (
     decode_inputs,
     triton_data_type,
 )
-from service.errors import InvalidInput
-from service.replies import classify, encode_response, tensor_to_raw
-from service.types import ModelSpec, TensorSpec
+from cnnserve.service.protocol.encode import classify, encode_response, tensor_to_raw
+from cnnserve.service.types import ModelSpec, TensorSpec
 
 Array = np.ndarray[Any, Any]
 Mutation = Callable[[pb.ModelInferRequest], object]  # edits a valid request in place

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cnnserve_api import grpc_service_pb2 as pb
-from service.models import Duration, ServedModel
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.service.registry.registry import Duration, ServedModel
 
 
 def _duration(d: Duration) -> pb.StatisticDuration:

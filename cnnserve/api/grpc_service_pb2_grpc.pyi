@@ -9,7 +9,7 @@ file under the same package. Never renumber a field: the numbers are the wire co
 Regenerate the Python stubs with `make protos`; a test fails when the committed stubs drift from this file.
 """
 
-from cnnserve_api import grpc_service_pb2 as _grpc_service_pb2
+from cnnserve.api import grpc_service_pb2 as _grpc_service_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1

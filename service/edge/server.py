@@ -18,18 +18,18 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from cnnserve_api import grpc_service_pb2 as pb
-from service import tls
-from service.auth import OPEN_METHODS, AuthInterceptor, TokenStore
-from service.config import Settings
-from service.gate import RequestGate
-from service.guard import guarded_service
-from service.health import HealthReporter
-from service.http import HttpServer, start_http_server
-from service.images import ImageWorkers
-from service.metrics import Metrics
-from service.models import ModelManager, ModelObservers, ServedModel
-from service.servicer import InferenceServicer
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.service.edge import tls
+from cnnserve.service.edge.auth import OPEN_METHODS, AuthInterceptor, TokenStore
+from cnnserve.service.edge.health import HealthReporter
+from cnnserve.service.edge.http import HttpServer, start_http_server
+from cnnserve.service.edge.metrics import Metrics
+from cnnserve.service.execution.images import ImageWorkers
+from cnnserve.service.protocol.guard import guarded_service
+from cnnserve.service.protocol.servicer import InferenceServicer
+from cnnserve.service.registry.registry import ModelManager, ModelObservers, ServedModel
+from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 
-from cnnserve_api import grpc_service_pb2 as pb
-from service.codec import triton_data_type
-from service.types import ModelSpec, TensorSpec
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.service.protocol.decode import triton_data_type
+from cnnserve.service.types import ModelSpec, TensorSpec
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.errors import ModelNotFound
+from cnnserve.service.errors import ModelNotFound
 
 logger = logging.getLogger(__name__)
 

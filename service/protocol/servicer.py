@@ -16,18 +16,18 @@ from typing import Any, TypeVar
 import grpc
 
 from cnnserve import __version__
-from cnnserve_api import grpc_service_pb2 as pb
-from cnnserve_api import grpc_service_pb2_grpc as pb_grpc
-from service import describe, statistics
-from service.codec import Array, DecodedRequest, RequestLimits, decode_inputs
-from service.config import Settings
-from service.errors import FailedPrecondition, NotSupported, ServiceError
-from service.gate import RequestGate
-from service.images import ImageWorkers
-from service.metrics import Metrics
-from service.models import ModelManager
-from service.replies import encode_response
-from service.types import ImageOutput, ModelSpec
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.service.edge.metrics import Metrics
+from cnnserve.service.errors import FailedPrecondition, NotSupported, ServiceError
+from cnnserve.service.execution.images import ImageWorkers
+from cnnserve.service.protocol import describe, statistics
+from cnnserve.service.protocol.decode import Array, DecodedRequest, RequestLimits, decode_inputs
+from cnnserve.service.protocol.encode import encode_response
+from cnnserve.service.registry.registry import ModelManager
+from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.settings import Settings
+from cnnserve.service.types import ImageOutput, ModelSpec
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from service.metrics import Metrics
+from cnnserve.service.edge.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

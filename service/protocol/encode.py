@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from cnnserve_api import grpc_service_pb2 as pb
-from service.codec import LENGTH, Array, RequestedOutput, unknown_output
-from service.datatypes import datatype_info
-from service.errors import InferenceFailed
-from service.types import ModelSpec
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts.datatypes import datatype_info
+from cnnserve.service.errors import InferenceFailed
+from cnnserve.service.protocol.decode import LENGTH, Array, RequestedOutput, unknown_output
+from cnnserve.service.types import ModelSpec
 
 
 def encode_response(

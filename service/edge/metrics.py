@@ -32,7 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.batcher import BatchRecord
+from cnnserve.service.scheduling.batcher import BatchRecord
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.batcher import BatchRecord
-from service.config import Settings
-from service.errors import ModelLoadError, ModelNotFound, ModelNotReady
-from service.models import ModelManager, ModelObservers, ServedModel
-from service.types import ModelState
+from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady
+from cnnserve.service.registry.registry import ModelManager, ModelObservers, ServedModel
+from cnnserve.service.scheduling.batcher import BatchRecord
+from cnnserve.service.settings import Settings
+from cnnserve.service.types import ModelState
 from tests import onnx_models
 from tests.service.graphs import conv_any_size, write_config
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnserve_api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2 as pb
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from service.config import ConfigError, Settings
+from cnnserve.service.settings import ConfigError, Settings
 
 
 def grpc_credentials(settings: Settings) -> grpc.ServerCredentials:

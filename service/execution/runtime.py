@@ -18,9 +18,9 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
-from service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
-from service.types import ModelSpec, SessionOptions, TensorSpec
-from service.workers import SessionWorkers
+from cnnserve.service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
+from cnnserve.service.execution.workers import SessionWorkers
+from cnnserve.service.types import ModelSpec, SessionOptions, TensorSpec
 
 logger = logging.getLogger(__name__)
 

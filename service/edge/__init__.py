@@ -1,0 +1,1 @@
+"""The process edge: server assembly, command line, listeners, health, metrics, auth and TLS."""

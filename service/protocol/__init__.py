@@ -1,0 +1,1 @@
+"""The protocol layer: RPC handlers, request decoding and validation, reply encoding, model descriptions."""

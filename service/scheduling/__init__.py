@@ -1,0 +1,1 @@
+"""Admission and dynamic batching: no transport, no ONNX Runtime."""
