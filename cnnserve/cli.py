@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("cnnserve.client.cli", "", "generate images with a running generator model"),
     "models": ("cnnserve.client.cli", "", "list the models of a running server"),
     "health": ("cnnserve.client.cli", "", "check a server's health (exit code 0 when ready)"),
-    "bench": ("cnnserve.client.bench", "", "benchmark a running server against in-process ONNX Runtime"),
+    "bench": ("cnnserve.bench", "cpu", "benchmark a running server against in-process ONNX Runtime"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The service's exception tree; each class owns the gRPC status it is answered with.
+"""The service's exception tree; each class owns the status it is answered with, on every door.
 
     ServiceError                 (INTERNAL unless a subclass says otherwise)
     +-- InvalidInput             INVALID_ARGUMENT  bad names, dtypes, shapes, byte counts, parameters
@@ -12,54 +12,70 @@
     +-- ModelLoadError           INVALID_ARGUMENT  a model that cannot be loaded (bad config, bad file)
     +-- InferenceFailed          INTERNAL          the runtime raised while executing a batch
 
-The servicer answers a ServiceError with `context.abort(err.code, str(err))`; anything else is logged with its
-traceback and answered INTERNAL with a generic message, so internals never leak to clients.
+A status is named as gRPC names it and carries the HTTP status the REST door answers with, so no layer below the
+listeners imports a transport. The servicer answers a ServiceError with `context.abort(grpc_code(err), str(err))`;
+anything else is logged with its traceback and answered INTERNAL with a generic message, so internals never leak.
 """
 
 from __future__ import annotations
 
-import grpc
+import enum
+
+
+class Status(enum.Enum):
+    """gRPC's status names; each value is the HTTP status that stands for it."""
+
+    INVALID_ARGUMENT = 400
+    UNAUTHENTICATED = 401
+    NOT_FOUND = 404
+    FAILED_PRECONDITION = 412
+    RESOURCE_EXHAUSTED = 429
+    CANCELLED = 499  # nginx's "client closed request": the caller is gone, nobody reads it
+    INTERNAL = 500
+    UNIMPLEMENTED = 501
+    UNAVAILABLE = 503
+    DEADLINE_EXCEEDED = 504
 
 
 class ServiceError(Exception):
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    status: Status = Status.INTERNAL
 
 
 class InvalidInput(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    status = Status.INVALID_ARGUMENT
 
 
 class ModelNotFound(ServiceError):
-    code = grpc.StatusCode.NOT_FOUND
+    status = Status.NOT_FOUND
 
 
 class ModelNotReady(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
+    status = Status.UNAVAILABLE
 
 
 class QueueFull(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = Status.RESOURCE_EXHAUSTED
 
 
 class DeadlineExceeded(ServiceError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    status = Status.DEADLINE_EXCEEDED
 
 
 class Cancelled(ServiceError):
-    code = grpc.StatusCode.CANCELLED
+    status = Status.CANCELLED
 
 
 class NotSupported(ServiceError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    status = Status.UNIMPLEMENTED
 
 
 class FailedPrecondition(ServiceError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    status = Status.FAILED_PRECONDITION
 
 
 class ModelLoadError(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    status = Status.INVALID_ARGUMENT
 
 
 class InferenceFailed(ServiceError):
-    code = grpc.StatusCode.INTERNAL
+    status = Status.INTERNAL

@@ -43,8 +43,8 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 
-def _status_name(code: grpc.StatusCode) -> str:
-    return str(code.name).lower()
+def grpc_code(err: ServiceError) -> grpc.StatusCode:
+    return grpc.StatusCode[err.status.name]
 
 
 def unary(method: Handler[Request, Response]) -> Handler[Request, Response]:
@@ -55,7 +55,7 @@ def unary(method: Handler[Request, Response]) -> Handler[Request, Response]:
         try:
             return await method(self, request, context)
         except ServiceError as err:
-            await context.abort(err.code, str(err))
+            await context.abort(grpc_code(err), str(err))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception:
@@ -212,7 +212,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         model.spec.labels,
                     )
             except ServiceError as err:
-                outcome = _status_name(err.code)
+                outcome = err.status.name.lower()
                 raise
             except asyncio.CancelledError:
                 outcome = _cancelled_outcome(deadline)
@@ -252,7 +252,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, _deadline(context)))
             except ServiceError as err:
-                reply = pb.ModelStreamInferResponse(error_message=f"{err.code.name}: {err}")
+                reply = pb.ModelStreamInferResponse(error_message=f"{err.status.name}: {err}")
             except Exception:
                 logger.exception("rpc=ModelStreamInfer request failed unexpectedly")
                 reply = pb.ModelStreamInferResponse(error_message="INTERNAL: internal error; see the server log")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnserve.client.bench import main as bench_main
+from cnnserve.bench import main as bench_main
 from tests import onnx_models
 from tests.conftest import ServerThread
 

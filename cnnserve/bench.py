@@ -1,0 +1,107 @@
+"""`cnnserve bench`: drives a running server with N concurrent clients (cnnserve.client.bench) and compares it with
+the same model file run in-process by ONNX Runtime, in the same run, as a ratio.
+
+It lives beside the client rather than in it: the SDK must not need onnxruntime, the comparison does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from cnnserve.client.bench import Measurement, drive, fetch_metadata, random_inputs, serialized_request
+from cnnserve.client.cli import add_connection_flags, connection_options
+from cnnserve.client.connection import Connection
+
+
+def in_process(model_file: Path, inputs: dict[str, np.ndarray], duration_s: float, threads: int,
+               allow_spinning: bool, instances: int = 1) -> Measurement:
+    """The same model file run directly by ONNX Runtime with the server's thread settings (`instances` sessions of
+    `threads` intra-op threads, each running the whole batch back to back in its own thread): the ceiling."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    sessions = [ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+                for _ in range(instances)]
+    batch = next(iter(inputs.values())).shape[0]
+    for session in sessions:
+        for _ in range(3):
+            session.run(None, inputs)
+    latencies: list[float] = []
+    end = time.perf_counter() + duration_s
+
+    def loop(session: ort.InferenceSession) -> None:
+        while (now := time.perf_counter()) < end:
+            session.run(None, inputs)
+            latencies.append((time.perf_counter() - now) * 1000)  # list.append is atomic under the GIL
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=loop, args=(s,)) for s in sessions]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    return Measurement(f"in-process b={batch}", len(latencies) * batch / elapsed, len(latencies), tuple(latencies))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnnserve bench", description=__doc__)
+    p.add_argument("--url", default="127.0.0.1:8001", help="server address HOST:PORT")
+    p.add_argument("--model", required=True)
+    p.add_argument("--concurrency", default="1,8,32", help="comma-separated concurrency levels")
+    p.add_argument("--batch-size", type=int, default=1, help="items per request")
+    p.add_argument("--streaming", action="store_true",
+                   help="one ModelStreamInfer stream per client instead of a unary call per request")
+    p.add_argument("--duration-s", type=float, default=10.0, help="timed window per level")
+    p.add_argument("--warmup-s", type=float, default=2.0)
+    p.add_argument("--model-file", type=Path, help="the model's ONNX file, for the in-process comparison")
+    p.add_argument("--threads", type=int, default=0, help="in-process intra-op threads (match the server's)")
+    p.add_argument("--allow-spinning", action="store_true", help="in-process: let ORT threads spin-wait")
+    p.add_argument("--instances", type=int, default=1, help="in-process: parallel sessions (match instance_count)")
+    p.add_argument("--server-pid", type=int, action="append", default=[],
+                   help="server process id(s): report server CPU time per request")
+    add_connection_flags(p)
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    levels = [int(c) for c in args.concurrency.split(",") if c]
+    connection = Connection.build(max_message_bytes=-1, **connection_options(args))
+    metadata = asyncio.run(fetch_metadata(args.url, args.model, connection))
+    print(f"model={args.model} url={args.url} batch_size={args.batch_size} duration_s={args.duration_s} "
+          f"cpus={os.cpu_count()} calls={'streaming' if args.streaming else 'unary'}")
+    header = (f"{'concurrency':>11} {'items/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+              f"{'raw b':>6} {'raw items/s':>12} {'raw p50':>8} {'ratio':>6} {'srv cpu ms/req':>15}")
+    print(header)
+    for concurrency in levels:
+        inputs = random_inputs(metadata, args.batch_size)
+        payload = serialized_request(args.model, metadata, inputs)
+        served, server_cpu_s = asyncio.run(drive(args.url, payload, args.batch_size, concurrency, args.duration_s,
+                                                 args.warmup_s, args.server_pid, connection, args.streaming))
+        line = (f"{concurrency:>11} {served.items_per_s:>10.1f} {served.percentile(50):>8.2f} "
+                f"{served.percentile(90):>8.2f} {served.percentile(99):>8.2f}")
+        if args.model_file is not None:
+            raw_batch = concurrency * args.batch_size
+            raw = in_process(args.model_file, random_inputs(metadata, raw_batch), min(args.duration_s, 5.0),
+                             args.threads, args.allow_spinning, args.instances)
+            line += (f" {raw_batch:>6} {raw.items_per_s:>12.1f} {raw.percentile(50):>8.2f} "
+                     f"{served.items_per_s / raw.items_per_s:>6.2f}")
+        else:
+            line += f" {'-':>6} {'-':>12} {'-':>8} {'-':>6}"
+        if args.server_pid and served.requests:
+            per_request = server_cpu_s * 1000 / served.requests
+            line += f" {per_request:>15.3f}"
+        print(line, flush=True)
+    print("ratio = served items/s / in-process items/s at batch = concurrency x batch-size, same thread settings")
+    return 0
