@@ -87,6 +87,16 @@ class ModelSpec:
     image_output: ImageOutput | None = None  # from postprocessing, when that output holds images
 
 
+@dataclass(frozen=True, slots=True)
+class ComputeTimes:
+    """One model execution's phases (Triton's compute input / infer / output), measured by the runtime and
+    reported by the batcher with the batch they belong to."""
+
+    input_s: float  # building the feed: lookups, dtype checks, contiguous copies
+    infer_s: float  # session.run
+    output_s: float  # assembling the output dict
+
+
 class ModelState(enum.StrEnum):
     """States as RepositoryIndex reports them (Triton's words)."""
 

@@ -1,7 +1,8 @@
 """Prometheus metrics for one server instance: its own registry, per-model handles, process and (NVML) GPU metrics.
 
-Push side: the servicer calls `ModelMetrics.observe_request` / `track_inflight`, the batcher's observer is
-`ModelMetrics.observe_batch`, the runtime's compute callback is `ModelMetrics.observe_compute`. Pull side: gauges
+Push side: a loaded version's observer is its `ModelMetrics`: the servicer calls `observe_request` /
+`track_inflight`, and the version's batch observer passes each batch (with its compute phases) to `observe_batch`,
+after the statistics have taken it. Pull side: gauges
 that mirror state (queue depth, loaded models) are refreshed from an attached model source at scrape time, so the
 hot path never writes them. docs/metrics.md maps every metric to Triton's.
 
@@ -187,19 +188,18 @@ class ModelMetrics:
             self.request_seconds.observe(seconds)
 
     def observe_batch(self, record: BatchRecord) -> None:
-        """The batcher's observer: queue times of every request; items, executions and size of good batches."""
+        """Queue times of every request; items, executions, size and compute phases of good batches."""
         for seconds in record.queue_seconds:
             self.queue_seconds.observe(seconds)
-        if not record.failed:
-            self.items += record.items
-            self.batches += 1
-            self.batch_size.observe(record.items)
-
-    def observe_compute(self, input_s: float, infer_s: float, output_s: float) -> None:
-        """One model execution (a batch), as the runtime timed it."""
-        self.input_seconds.observe(input_s)
-        self.infer_seconds.observe(infer_s)
-        self.output_seconds.observe(output_s)
+        if record.failed:
+            return
+        self.items += record.items
+        self.batches += 1
+        self.batch_size.observe(record.items)
+        if (times := record.compute) is not None:
+            self.input_seconds.observe(times.input_s)
+            self.infer_seconds.observe(times.infer_s)
+            self.output_seconds.observe(times.output_s)
 
     @contextlib.contextmanager
     def track_inflight(self) -> Iterator[None]:

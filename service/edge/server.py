@@ -23,11 +23,12 @@ from cnnserve.service.edge import tls
 from cnnserve.service.edge.auth import OPEN_METHODS, AuthInterceptor, TokenStore
 from cnnserve.service.edge.health import HealthReporter
 from cnnserve.service.edge.http import HttpServer, start_http_server
-from cnnserve.service.edge.metrics import Metrics
+from cnnserve.service.edge.metrics import Metrics, ModelMetrics
 from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.protocol.guard import guarded_service
 from cnnserve.service.protocol.servicer import InferenceServicer
-from cnnserve.service.registry.registry import ModelManager, ModelObservers, ServedModel
+from cnnserve.service.registry.registry import ModelManager
+from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.settings import Settings
 
@@ -50,7 +51,7 @@ class InferenceServer:
         self.health = HealthReporter()
         self.images = ImageWorkers(settings.max_image_pixels)
         self.models = ModelManager(
-            settings, on_model_event=self._on_model_event, observers_factory=self._observers_for
+            settings, on_model_event=self._on_model_event, observer_factory=self._observer_for
         )
         self.metrics.attach_models(self.models)
         self._grpc: grpc.aio.Server | None = None
@@ -116,7 +117,7 @@ class InferenceServer:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_streams,
         )
-        servicer = InferenceServicer(self.settings, self.models, self.metrics, self.gate, self.images)
+        servicer = InferenceServicer(self.settings, self.models, self.gate, self.images)
         server.add_generic_rpc_handlers(
             (guarded_service(pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer, pb),)
         )
@@ -142,9 +143,8 @@ class InferenceServer:
         await server.start()
         self._grpc = server
 
-    def _observers_for(self, name: str, version: int) -> ModelObservers:
-        handle = self.metrics.for_model(name, str(version))
-        return ModelObservers(on_batch=handle.observe_batch, on_compute=handle.observe_compute)
+    def _observer_for(self, name: str, version: int) -> ModelMetrics:
+        return self.metrics.for_model(name, str(version))
 
     def _on_model_event(self, model: ServedModel, loaded: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._refresh_readiness())
@@ -152,8 +152,8 @@ class InferenceServer:
         task.add_done_callback(self._health_tasks.discard)
 
     async def _refresh_readiness(self) -> None:
-        for entry in self.models.index():
-            await self.health.set_model(entry.name, self.models.is_ready(entry.name))
+        for name in self.models.tracked_names():
+            await self.health.set_model(name, self.models.is_ready(name))
         await self.health.set_ready(self.is_ready())
 
     async def stop(self, grace_s: float | None = None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 
 from cnnserve.service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
 from cnnserve.service.execution.workers import SessionWorkers
-from cnnserve.service.types import ModelSpec, SessionOptions, TensorSpec
+from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +53,6 @@ _TYPES: dict[str, tuple[str, np.dtype[Any]]] = {
 
 _DEFAULT_OPTIONS = SessionOptions()
 _unavailable_warned: set[str] = set()
-
-
-@dataclass(frozen=True)
-class ComputeTimes:
-    input_s: float  # building the feed: lookups, dtype checks, contiguous copies
-    infer_s: float  # session.run
-    output_s: float  # assembling the output dict
 
 
 def session_options(options: SessionOptions) -> ort.SessionOptions:

@@ -18,7 +18,6 @@ import grpc
 from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.service.edge.metrics import Metrics
 from cnnserve.service.errors import FailedPrecondition, NotSupported, ServiceError
 from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.protocol import describe, statistics
@@ -91,12 +90,11 @@ def _cancelled_outcome(deadline: float | None) -> str:
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
-        self, settings: Settings, models: ModelManager, metrics: Metrics, gate: RequestGate, images: ImageWorkers
+        self, settings: Settings, models: ModelManager, gate: RequestGate, images: ImageWorkers
     ) -> None:
         self._settings = settings
         self._images = images
         self._models = models
-        self._metrics = metrics
         self._gate = gate
         self._limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
 
@@ -153,7 +151,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Any
     ) -> pb.RepositoryIndexResponse:
-        entries = self._models.index(ready_only=request.ready)
+        entries = await self._models.index(ready_only=request.ready)
         return pb.RepositoryIndexResponse(
             models=[
                 pb.RepositoryIndexResponse.ModelIndex(
@@ -196,10 +194,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         started = time.monotonic()
         async with self._gate.admit():
             model = self._models.get(request.model_name, request.model_version)
-            model_metrics = self._metrics.for_model(model.name, str(model.version))
+            observer = model.observer
             outcome = "success"
             try:
-                with model_metrics.track_inflight():
+                with observer.track_inflight():
                     decoded = decode_inputs(request, model.spec, self._limits)
                     inputs = decoded.inputs
                     if decoded.encoded_images:
@@ -221,7 +219,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 outcome = "internal"
                 raise
             finally:
-                model_metrics.observe_request(outcome, time.monotonic() - started)
+                observer.observe_request(outcome, time.monotonic() - started)
 
     async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec) -> dict[str, Array]:
         target = spec.image_input

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.service.registry.registry import Duration, ServedModel
+from cnnserve.service.registry.served import Duration, ServedModel
 
 
 def _duration(d: Duration) -> pb.StatisticDuration:

@@ -1,161 +1,32 @@
-"""The registry of loaded models: one ServedModel per loaded version, and the ModelManager that loads, swaps and
-unloads them following the repository on disk (control modes none, poll, explicit).
+"""The registry of loaded models: the ModelManager loads, swaps and unloads versions (served.py) following the
+repository on disk (control modes none, poll, explicit).
 
-Loading (session creation, warm-up) runs in a worker thread; a version is swapped in only once warm, and the version
-it replaces keeps its accepted requests and is drained afterwards, so a swap never fails a request.
+Everything that touches the disk (scans, fingerprints, configs, session creation, warm-up) runs in a worker thread,
+never on the event loop. A version is swapped in only once warm, and the version it replaces keeps its accepted
+requests and is drained afterwards, so a swap never fails a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
-from cnnserve.service.execution.runtime import ComputeTimes, Runtime, Tensors
+from cnnserve.service.execution.runtime import Runtime
 from cnnserve.service.registry.model_config import ModelConfig, read_config, resolve
 from cnnserve.service.registry.repository import NAME_PATTERN, VERSION_PATTERN, Fingerprint, Repository, select_versions
-from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
+from cnnserve.service.registry.served import ServedModel, VersionObserver
 from cnnserve.service.settings import Settings
-from cnnserve.service.types import DynamicBatching, ModelSpec, ModelState
+from cnnserve.service.types import ModelSpec, ModelState
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ModelObservers:
-    """Hooks for metrics, called on the event loop: one BatchRecord per batch, one on_compute per run."""
-
-    on_batch: Callable[[BatchRecord], None] | None = None
-    on_compute: Callable[[float, float, float], None] | None = None  # (input_s, infer_s, output_s)
-
-
-ObserversFactory = Callable[[str, int], ModelObservers]  # (name, version) -> hooks for that loaded version
-
-
-@dataclass
-class Duration:
-    count: int = 0
-    ns: int = 0
-
-    def add(self, seconds: float, times: int = 1) -> None:
-        self.count += times
-        self.ns += int(seconds * 1e9) * times
-
-
-@dataclass
-class BatchStats:
-    """Per batch size: executions and their compute phases (Triton's InferBatchStatistics)."""
-
-    count: int = 0
-    compute_input_ns: int = 0
-    compute_infer_ns: int = 0
-    compute_output_ns: int = 0
-
-
-@dataclass
-class ModelStats:
-    """Triton's ModelStatistics for one version. success/fail/queue/compute_* count requests; as in Triton, each
-    request of a batch is charged the whole batch's compute time."""
-
-    success: Duration = field(default_factory=Duration)  # ns: submit -> answer
-    fail: Duration = field(default_factory=Duration)
-    queue: Duration = field(default_factory=Duration)
-    compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
-    compute_output: Duration = field(default_factory=Duration)
-    inference_count: int = 0  # items (batch rows) of successful batches
-    execution_count: int = 0  # successful batches
-    last_inference_ms: int = 0  # ms since the epoch of the last success
-    batch_stats: dict[int, BatchStats] = field(default_factory=dict)  # batch size (items) -> stats
-
-
-# The batcher runs a batch and then reports it from the same task; this carries the run's (items, times) between.
-_last_run: contextvars.ContextVar[tuple[int, ComputeTimes] | None] = contextvars.ContextVar("last_run", default=None)
-
-
-class ServedModel:
-    """One loaded, warm version: its batcher in front of its runtime, and its statistics."""
-
-    def __init__(
-        self, spec: ModelSpec, version: int, runtime: Runtime, observers: ModelObservers = ModelObservers()
-    ) -> None:
-        self.name, self.version, self.spec = spec.name, version, spec
-        self.provider = runtime.provider
-        self.stats = ModelStats()
-        self._runtime, self._observers = runtime, observers
-        merging = spec.max_batch_size > 0 and spec.dynamic_batching is not None
-        batching = spec.dynamic_batching or DynamicBatching(max_queue_delay_us=0)
-        self._batcher = Batcher(
-            self._run_batch,
-            max_batch_size=spec.max_batch_size if merging else 0,
-            max_queue_delay_us=batching.max_queue_delay_us,
-            preferred_batch_sizes=batching.preferred_batch_sizes if merging else (),
-            max_queue_size=batching.max_queue_size,
-            concurrency=runtime.instance_count,
-            observer=self._on_batch,
-            name=spec.name,
-            wait_when_idle=batching.wait_when_idle,
-        )
-
-    @property
-    def queued_items(self) -> int:
-        return self._batcher.queued_items
-
-    @property
-    def in_flight_requests(self) -> int:
-        return self._batcher.in_flight_requests
-
-    async def infer(self, inputs: Tensors, *, deadline: float | None = None) -> Tensors:
-        """All outputs for one request. `deadline` is a time.monotonic() value."""
-        started = time.monotonic()
-        try:
-            outputs = await self._batcher.submit(inputs, deadline=deadline)
-        except (Exception, asyncio.CancelledError):  # a request cancelled while queued failed too (as in Triton)
-            self.stats.fail.add(time.monotonic() - started)
-            raise
-        self.stats.success.add(time.monotonic() - started)
-        self.stats.last_inference_ms = int(time.time() * 1000)
-        return outputs
-
-    async def close(self, *, drain: bool = True) -> None:
-        """Refuse new requests, finish (drain) or fail the queued ones, then release the sessions."""
-        await self._batcher.close(drain=drain)
-        await asyncio.to_thread(self._runtime.close)
-
-    async def _run_batch(self, inputs: Tensors) -> Tensors:
-        outputs, times = await self._runtime.run_timed(inputs)
-        first = next(iter(inputs.values()))
-        items = first.shape[0] if self.spec.max_batch_size > 0 and first.ndim else 1
-        _last_run.set((items, times))
-        if self._observers.on_compute is not None:
-            self._observers.on_compute(times.input_s, times.infer_s, times.output_s)
-        return outputs
-
-    def _on_batch(self, record: BatchRecord) -> None:
-        stats = self.stats
-        stats.queue.count += record.requests
-        stats.queue.ns += int(sum(record.queue_seconds) * 1e9)
-        run = _last_run.get()
-        _last_run.set(None)
-        if not record.failed and run is not None:
-            items, times = run
-            stats.inference_count += items
-            stats.execution_count += 1
-            stats.compute_input.add(times.input_s, record.requests)
-            stats.compute_infer.add(times.infer_s, record.requests)
-            stats.compute_output.add(times.output_s, record.requests)
-            batch = stats.batch_stats.setdefault(items, BatchStats())
-            batch.count += 1
-            batch.compute_input_ns += int(times.input_s * 1e9)
-            batch.compute_infer_ns += int(times.infer_s * 1e9)
-            batch.compute_output_ns += int(times.output_s * 1e9)
-        if self._observers.on_batch is not None:
-            self._observers.on_batch(record)
+ObserverFactory = Callable[[str, int], VersionObserver]  # (name, version) -> the observer of that loaded version
 
 
 @dataclass(frozen=True)
@@ -187,12 +58,12 @@ class ModelManager:
         settings: Settings,
         *,
         on_model_event: Callable[[ServedModel, bool], None] | None = None,
-        observers_factory: ObserversFactory | None = None,
+        observer_factory: ObserverFactory | None = None,
     ) -> None:
         self.settings = settings
         self.repository = Repository(settings.model_repository)
         self.on_model_event = on_model_event
-        self.observers_factory = observers_factory  # may also be set after construction, before start()
+        self.observer_factory = observer_factory  # may also be set after construction, before start()
         self._models: dict[str, _Model] = {}
         self._wanted: set[str] = set()  # models meant to be loaded: readiness waits for each
         self._started = self._stopping = False
@@ -203,7 +74,7 @@ class ModelManager:
     async def start(self) -> None:
         """none: load every model; poll: the same, then rescan every poll_interval_s; explicit: startup_models."""
         mode = self.settings.model_control_mode
-        for name in self.repository.model_names():
+        for name in await asyncio.to_thread(self.repository.model_names):
             self._models.setdefault(name, _Model())
         if mode == "explicit":
             for name in self.settings.startup_models:
@@ -240,7 +111,7 @@ class ModelManager:
 
     async def refresh(self) -> None:
         """Follow the disk once: new models and versions load, changed ones reload, removed ones unload."""
-        on_disk = self.repository.model_names()
+        on_disk = await asyncio.to_thread(self.repository.model_names)
         for name in sorted(set(self._models) - set(on_disk)):
             self._wanted.discard(name)
             await self._sync(name, force=False, quiet=True)
@@ -260,7 +131,7 @@ class ModelManager:
 
     async def load(self, name: str) -> None:
         """(Re)load a model from disk: new, changed or failed versions load; others keep serving."""
-        self.repository.model_dir(name)  # ModelNotFound for unsafe or unknown names
+        await asyncio.to_thread(self.repository.model_dir, name)  # ModelNotFound for unsafe or unknown names
         self._wanted.add(name)
         await self._sync(name, force=True, quiet=False)
 
@@ -268,14 +139,14 @@ class ModelManager:
         """Stop serving every version of a model: new requests are refused, accepted ones finish."""
         model = self._models.get(name)
         if model is None:
-            self.repository.model_dir(name)
+            await asyncio.to_thread(self.repository.model_dir, name)
             return
         self._wanted.discard(name)
         async with model.lock:
             await self._retire(name, model, list(model.versions), reason="unloaded")
             model.fingerprint = None
 
-    # -- lookups (event loop, no I/O) ---------------------------------------------------------------------------
+    # -- lookups (event loop, no I/O; index scans in a thread) -----------------------------------------------------
 
     def get(self, name: str, version: str = "") -> ServedModel:
         """A ready version ("" = the newest ready one). ModelNotFound: unknown name or version; ModelNotReady:
@@ -312,6 +183,10 @@ class ModelManager:
             for name in self._wanted
         )
 
+    def tracked_names(self) -> list[str]:
+        """Models this registry knows: found on disk at the last scan, or loaded; no disk access."""
+        return sorted(self._models)
+
     def served_models(self) -> list[ServedModel]:
         return [
             entry.served
@@ -320,10 +195,11 @@ class ModelManager:
             if entry.served is not None
         ]
 
-    def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
+    async def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
         """Every model on disk or loaded, one row per tracked version, failures with their reason."""
         rows: list[IndexEntry] = []
-        for name in sorted(set(self._models) | set(self.repository.model_names())):
+        on_disk = await asyncio.to_thread(self.repository.model_names)
+        for name in sorted(set(self._models) | set(on_disk)):
             model = self._models.get(name) or _Model()
             own = [IndexEntry(name, "", ModelState.UNAVAILABLE, model.error)] if model.error else []
             own += [IndexEntry(name, str(v), e.state, e.reason) for v, e in sorted(model.versions.items())]
@@ -340,7 +216,7 @@ class ModelManager:
             if self._stopping:
                 return
             try:
-                fingerprint = self.repository.fingerprint(name)
+                fingerprint = await asyncio.to_thread(self.repository.fingerprint, name)
             except ModelNotFound:  # the folder is gone: unload it all
                 await self._retire(name, model, list(model.versions), reason="removed from the repository")
                 if self._models.get(name) is model and not model.versions:
@@ -350,9 +226,7 @@ class ModelManager:
                 return
             previous, model.fingerprint = model.fingerprint, fingerprint
             try:
-                config = await asyncio.to_thread(
-                    read_config, self.repository.model_dir(name), allowed_providers=self.settings.execution_providers
-                )
+                config = await asyncio.to_thread(self._read_config, name)
                 available = [v for v, _, _ in fingerprint.versions]
                 wanted = select_versions(available, config.spec.version_policy)
                 if not wanted:
@@ -410,8 +284,8 @@ class ModelManager:
         if self._stopping:
             await asyncio.to_thread(runtime.close)
             return None
-        observers = self.observers_factory(name, version) if self.observers_factory else ModelObservers()
-        served = ServedModel(spec, version, runtime, observers)
+        observer = self.observer_factory(name, version) if self.observer_factory else None
+        served = ServedModel(spec, version, runtime, observer)
         old, entry.served, entry.state, entry.reason = entry.served, served, ModelState.READY, ""
         logger.info("event=model_loaded model=%s version=%d provider=%s instances=%d seconds=%.3f", name, version,
                     served.provider, runtime.instance_count, time.monotonic() - started)  # fmt: skip
@@ -419,6 +293,10 @@ class ModelManager:
         if old is not None:
             await self._close(old, drain=True)
         return None
+
+    def _read_config(self, name: str) -> ModelConfig:
+        """Runs in a worker thread: resolving the folder and reading config.json both touch the disk."""
+        return read_config(self.repository.model_dir(name), allowed_providers=self.settings.execution_providers)
 
     def _build(self, config: ModelConfig, version: int) -> tuple[Runtime, ModelSpec]:
         """Sessions, the merged spec, warm-up. Runs in a worker thread."""

@@ -1,6 +1,7 @@
 """Dynamic batching: queue requests, merge them into batches, run them on N executors, split outputs.
 
-Knows nothing of gRPC or ONNX: it drives any `async (inputs) -> outputs` callable whose tensors share axis 0.
+Knows nothing of gRPC or ONNX: it drives any `async (inputs) -> (outputs, compute times)` callable whose tensors
+share axis 0, and reports each batch, with the times its run returned, to one observer.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from cnnserve.service.errors import (
     QueueFull,
     ServiceError,
 )
+from cnnserve.service.types import ComputeTimes
 
 logger = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
-RunBatch = Callable[[Tensors], Awaitable[Tensors]]  # inputs concatenated on axis 0 -> outputs, same leading dim
+# inputs concatenated on axis 0 -> (outputs with the same leading dim, the run's phases)
+RunBatch = Callable[[Tensors], Awaitable[tuple[Tensors, ComputeTimes]]]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class BatchRecord:
     queue_seconds: tuple[float, ...]  # per request: enqueue -> batch start
     run_seconds: float  # time inside run_batch
     failed: bool
+    compute: ComputeTimes | None = None  # the run's own phases; None when it failed
 
 
 class _Request:
@@ -66,6 +70,7 @@ class Batcher:
         observer: Callable[[BatchRecord], None] | None = None,
         name: str = "model",
         wait_when_idle: bool = False,
+        merge: bool = True,
     ) -> None:
         if max_batch_size < 0:
             raise ValueError(f"max_batch_size must be >= 0 (0 = the model does not batch), got {max_batch_size}")
@@ -84,6 +89,7 @@ class Batcher:
         self._delay = max_queue_delay_us / 1e6
         self._wait_when_idle = wait_when_idle
         self._preferred = frozenset(preferred_batch_sizes)
+        self._merge = merge  # False: a model that batches but runs each request alone (no dynamic batching)
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
@@ -229,7 +235,7 @@ class Batcher:
                 full = True  # requests are never split or reordered: this one starts the next batch
                 break
             totals.append(total)
-            if total == limit:
+            if total == limit or not self._merge:
                 full = True
                 break
         cut = len(totals)
@@ -267,7 +273,7 @@ class Batcher:
         one that carried them fails and its batch-mates are answered."""
         started = time.monotonic()
         queue_seconds = tuple(started - r.enqueued for r in batch)
-        run_seconds, failed, split = 0.0, True, False
+        run_seconds, failed, split, compute = 0.0, True, False, None
         try:
             if len(batch) == 1:
                 inputs = batch[0].inputs
@@ -275,7 +281,7 @@ class Batcher:
                 inputs = {k: np.concatenate([r.inputs[k] for r in batch]) for k in batch[0].inputs}
             run_started = time.monotonic()
             try:
-                outputs = await self._run_batch(inputs)
+                outputs, compute = await self._run_batch(inputs)
             finally:
                 run_seconds = time.monotonic() - run_started
             if self._max_batch_size == 0:
@@ -306,7 +312,10 @@ class Batcher:
                 _fail(r.future, error)
         finally:
             if self._observer is not None and not split:  # a split batch is reported by the runs that follow
-                record = BatchRecord(sum(r.items for r in batch), len(batch), queue_seconds, run_seconds, failed)
+                record = BatchRecord(
+                    sum(r.items for r in batch), len(batch), queue_seconds, run_seconds, failed,
+                    None if failed else compute,
+                )
                 try:
                     self._observer(record)
                 except Exception:

@@ -21,6 +21,7 @@ from cnnserve.service.errors import (
     ServiceError,
 )
 from cnnserve.service.scheduling.batcher import Batcher, BatchRecord, Tensors
+from cnnserve.service.types import ComputeTimes
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -37,7 +38,7 @@ class Doubler:
         self.max_running = 0
         self.fail_when: Callable[[np.ndarray], bool] = lambda x: False
 
-    async def __call__(self, inputs: Tensors) -> Tensors:
+    async def __call__(self, inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
         x = inputs["x"]
         self.batches.append(x)
         self.running += 1
@@ -47,7 +48,7 @@ class Doubler:
                 await asyncio.sleep(self.seconds)
             if self.fail_when(x):
                 raise ZeroDivisionError("the model broke")
-            return {"y": x * 2}
+            return {"y": x * 2}, ComputeTimes(0.0, len(x) * 1e-3, 0.0)  # the batch's size, to check it is reported
         finally:
             self.running -= 1
 
@@ -86,9 +87,9 @@ def test_outputs_are_views_of_the_batch_and_a_lone_request_is_passed_through() -
     async def main() -> None:
         seen: list[Tensors] = []
 
-        async def model(inputs: Tensors) -> Tensors:
+        async def model(inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
             seen.append(inputs)
-            return {"y": inputs["x"] * 2}
+            return {"y": inputs["x"] * 2}, ComputeTimes(0.0, 0.0, 0.0)
 
         batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000)
         a, b = rows(2), rows(3)
@@ -341,6 +342,7 @@ def test_a_failing_batch_fails_exactly_its_requests_and_the_next_batch_works() -
         assert isinstance(outcomes[2], dict)
         np.testing.assert_array_equal(outcomes[2]["y"], later["x"] * 2)
         assert [r.failed for r in records] == [True, False]
+        assert records[0].compute is None and records[1].compute is not None  # no times for a failed run
         await batcher.close()
 
     run(main())
@@ -353,12 +355,12 @@ def test_input_values_the_model_refuses_fail_only_the_request_that_sent_them() -
     async def main() -> None:
         runs: list[int] = []
 
-        async def picky(inputs: Tensors) -> Tensors:
+        async def picky(inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
             runs.append(len(inputs["x"]))
             await asyncio.sleep(0.01)
             if (inputs["x"] == -1).any():
                 raise InvalidInput("index out of range")
-            return {"y": inputs["x"] * 2}
+            return {"y": inputs["x"] * 2}, ComputeTimes(0.0, 0.0, 0.0)
 
         records: list[BatchRecord] = []
         batcher = Batcher(picky, max_batch_size=8, max_queue_delay_us=20_000, observer=records.append)
@@ -382,7 +384,7 @@ def test_input_values_the_model_refuses_fail_only_the_request_that_sent_them() -
 
 def test_service_errors_from_the_model_pass_through_unwrapped() -> None:
     async def main() -> None:
-        async def unready(inputs: Tensors) -> Tensors:
+        async def unready(inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
             raise ModelNotReady("session closed")
 
         batcher = Batcher(unready, max_batch_size=2, max_queue_delay_us=0)
@@ -395,8 +397,8 @@ def test_service_errors_from_the_model_pass_through_unwrapped() -> None:
 
 def test_wrong_output_rows_fail_the_batch() -> None:
     async def main() -> None:
-        async def truncating(inputs: Tensors) -> Tensors:
-            return {"y": inputs["x"][:1]}
+        async def truncating(inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+            return {"y": inputs["x"][:1]}, ComputeTimes(0.0, 0.0, 0.0)
 
         batcher = Batcher(truncating, max_batch_size=4, max_queue_delay_us=10_000)
         outcomes = await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(1)), return_exceptions=True)
@@ -493,6 +495,7 @@ def test_observer_sees_items_requests_and_times() -> None:
         assert (record.items, record.requests, record.failed) == (5, 2, False)
         assert len(record.queue_seconds) == 2 and all(0 <= q < 0.5 for q in record.queue_seconds)
         assert 0.015 <= record.run_seconds < 0.5
+        assert record.compute == ComputeTimes(0.0, 5e-3, 0.0)  # what the run returned, with its batch
 
     run(main())
 

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cnnserve.service.edge.metrics import DURATION_BUCKETS, GpuCollector, Metrics
 from cnnserve.service.scheduling.batcher import BatchRecord
+from cnnserve.service.types import ComputeTimes
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -62,7 +63,7 @@ def test_batches_count_items_executions_sizes_and_queue_times() -> None:
 def test_compute_stages_and_inflight() -> None:
     metrics = Metrics(process=False, gpu=False)
     model = metrics.for_model("gan", "1")
-    model.observe_compute(0.0001, 0.02, 0.0002)
+    model.observe_batch(BatchRecord(1, 1, (0.0,), 0.021, False, ComputeTimes(0.0001, 0.02, 0.0002)))
     labels = {"model": "gan", "version": "1"}
     assert value(metrics, "cnnserve_compute_input_duration_seconds_sum", **labels) == pytest.approx(0.0001)
     assert value(metrics, "cnnserve_compute_infer_duration_seconds_sum", **labels) == pytest.approx(0.02)
@@ -175,7 +176,7 @@ def test_loop_histogram_buckets_agree_with_prometheus_client(values: list[float]
     model = metrics.for_model("m", "1")
     reference = Histogram("reference_seconds", "", buckets=DURATION_BUCKETS, registry=CollectorRegistry())
     for v in values:
-        model.observe_compute(0.0, v, 0.0)
+        model.observe_batch(BatchRecord(1, 1, (), v, False, ComputeTimes(0.0, v, 0.0)))
         reference.observe(v)
     ours = {labels["le"]: count for (name, labels_set), count in samples(metrics).items()
             if name == "cnnserve_compute_infer_duration_seconds_bucket"

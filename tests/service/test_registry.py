@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,8 @@ import onnxruntime as ort
 import pytest
 
 from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady
-from cnnserve.service.registry.registry import ModelManager, ModelObservers, ServedModel
+from cnnserve.service.registry.registry import ModelManager
+from cnnserve.service.registry.served import NoObserver, ServedModel
 from cnnserve.service.scheduling.batcher import BatchRecord
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelState
@@ -41,15 +43,29 @@ def run(manager: ModelManager, body: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(main())
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not await holds(condition):
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
 
 
-def index_of(manager: ModelManager) -> dict[tuple[str, str], tuple[ModelState, str]]:
-    return {(e.name, e.version): (e.state, e.reason) for e in manager.index()}
+async def holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
+    result = condition()
+    return await result if inspect.isawaitable(result) else result
+
+
+async def index_of(manager: ModelManager) -> dict[tuple[str, str], tuple[ModelState, str]]:
+    return {(e.name, e.version): (e.state, e.reason) for e in await manager.index()}
+
+
+async def has_row(manager: ModelManager, key: tuple[str, str], state: ModelState | None = None) -> bool:
+    row = (await index_of(manager)).get(key)
+    return row is not None and state in (None, row[0])
+
+
+async def no_rows(manager: ModelManager, name: str) -> bool:
+    return all(e.name != name for e in await manager.index())
 
 
 def test_models_load_and_a_corrupt_one_takes_none_down(tmp_path: Path) -> None:
@@ -65,11 +81,12 @@ def test_models_load_and_a_corrupt_one_takes_none_down(tmp_path: Path) -> None:
         assert manager.is_ready("classifier") and manager.is_ready("cgen", "1")
         assert not manager.is_ready("broken") and not manager.is_ready("warmup_fails")
         assert not manager.all_ready()  # the broken ones were meant to load
-        index = index_of(manager)
+        index = await index_of(manager)
         assert index[("classifier", "1")] == (ModelState.READY, "")
         assert index[("broken", "1")][0] == ModelState.UNAVAILABLE and "model.onnx" in index[("broken", "1")][1]
         assert "warm-up" in index[("warmup_fails", "1")][1]  # warm-up runs before a model may report ready
-        assert [(e.name, e.version) for e in manager.index(ready_only=True)] == [("cgen", "1"), ("classifier", "1")]
+        ready = [(e.name, e.version) for e in await manager.index(ready_only=True)]
+        assert ready == [("cgen", "1"), ("classifier", "1")]
         assert sorted(events) == [("cgen", 1, True), ("classifier", 1, True)]
         model = manager.get("classifier")
         assert (model.name, model.version, model.provider) == ("classifier", 1, "CPUExecutionProvider")
@@ -97,11 +114,17 @@ def test_infer_matches_onnxruntime_and_fills_statistics(tmp_path: Path) -> None:
     computes: list[tuple[float, float, float]] = []
     factory_calls: list[tuple[str, int]] = []
 
-    def observers(name: str, version: int) -> ModelObservers:
-        factory_calls.append((name, version))
-        return ModelObservers(on_batch=batches.append, on_compute=lambda *p: computes.append(p))
+    class Recorder(NoObserver):
+        def observe_batch(self, record: BatchRecord) -> None:
+            batches.append(record)
+            if record.compute is not None:
+                computes.append((record.compute.input_s, record.compute.infer_s, record.compute.output_s))
 
-    manager = ModelManager(settings(tmp_path), observers_factory=observers)
+    def observer(name: str, version: int) -> Recorder:
+        factory_calls.append((name, version))
+        return Recorder()
+
+    manager = ModelManager(settings(tmp_path), observer_factory=observer)
 
     async def body() -> None:
         assert sorted(factory_calls) == [("cgen", 1), ("classifier", 1)]
@@ -170,10 +193,10 @@ def test_poll_mode_swaps_in_new_versions_and_keeps_serving_through_failures(tmp_
 
         (tmp_path / "classifier" / "3").mkdir()
         (tmp_path / "classifier" / "3" / "model.onnx").write_bytes(b"not onnx")  # a broken newer version
-        await until(lambda: ("classifier", "3") in index_of(manager))
-        await until(lambda: index_of(manager)[("classifier", "3")][0] == ModelState.UNAVAILABLE)
+        await until(lambda: has_row(manager, ("classifier", "3")))
+        await until(lambda: has_row(manager, ("classifier", "3"), ModelState.UNAVAILABLE))
         assert manager.get("classifier").version == 2 and manager.all_ready()
-        assert index_of(manager)[("classifier", "2")] == (ModelState.READY, "")
+        assert (await index_of(manager))[("classifier", "2")] == (ModelState.READY, "")
 
         onnx_models.write_classifier(tmp_path, version=3, seed=3)  # fixed: it replaces version 2
         await until(lambda: manager.is_ready("classifier", "3") and not manager.is_ready("classifier", "2"))
@@ -186,7 +209,7 @@ def test_poll_mode_swaps_in_new_versions_and_keeps_serving_through_failures(tmp_
         onnx_models.write_conditional_generator(tmp_path)  # a new model
         await until(lambda: manager.is_ready("cgen"))
         shutil.rmtree(tmp_path / "cgen")  # and its removal
-        await until(lambda: all(e.name != "cgen" for e in manager.index()))  # unloaded, drained, forgotten
+        await until(lambda: no_rows(manager, "cgen"))  # unloaded, drained, forgotten
         with pytest.raises(ModelNotFound):
             manager.get("cgen")
 
@@ -221,13 +244,13 @@ def test_explicit_mode_loads_and_unloads_on_request(tmp_path: Path) -> None:
         assert manager.is_ready("classifier") and manager.all_ready()
         with pytest.raises(ModelNotReady):
             manager.get("cgen")  # on disk, not loaded
-        assert index_of(manager)[("cgen", "")] == (ModelState.UNAVAILABLE, "not loaded")
+        assert (await index_of(manager))[("cgen", "")] == (ModelState.UNAVAILABLE, "not loaded")
 
         await manager.load("cgen")
         assert manager.is_ready("cgen", "1")
         await manager.unload("classifier")
         assert not manager.is_ready("classifier")
-        assert index_of(manager)[("classifier", "1")] == (ModelState.UNAVAILABLE, "unloaded")
+        assert (await index_of(manager))[("classifier", "1")] == (ModelState.UNAVAILABLE, "unloaded")
         await manager.load("classifier")
         assert manager.is_ready("classifier")
 

@@ -1,0 +1,150 @@
+"""One loaded, warm model version: its batcher in front of its runtime, and the one observer of its batches.
+
+A request goes in once (`infer` -> the batcher -> the runtime) and its answer comes back the same way; the batcher
+reports each batch, with the phases its run returned, to `_observe_batch`, which feeds both the version's
+statistics (ModelStatistics) and its Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cnnserve.service.execution.runtime import Runtime, Tensors
+from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
+from cnnserve.service.types import DynamicBatching, ModelSpec
+
+
+class VersionObserver(Protocol):
+    """What a loaded version reports to (Prometheus metrics implement it; tests may pass their own)."""
+
+    def observe_batch(self, record: BatchRecord) -> None: ...
+    def observe_request(self, outcome: str, seconds: float) -> None: ...
+    def track_inflight(self) -> AbstractContextManager[None]: ...
+
+
+class NoObserver:
+    def observe_batch(self, record: BatchRecord) -> None:
+        pass
+
+    def observe_request(self, outcome: str, seconds: float) -> None:
+        pass
+
+    def track_inflight(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+@dataclass
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+
+@dataclass
+class BatchStats:
+    """Per batch size: executions and their compute phases (Triton's InferBatchStatistics)."""
+
+    count: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+
+
+@dataclass
+class ModelStats:
+    """Triton's ModelStatistics for one version. success/fail/queue/compute_* count requests; as in Triton, each
+    request of a batch is charged the whole batch's compute time."""
+
+    success: Duration = field(default_factory=Duration)  # ns: submit -> answer
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    inference_count: int = 0  # items (batch rows) of successful batches
+    execution_count: int = 0  # successful batches
+    last_inference_ms: int = 0  # ms since the epoch of the last success
+    batch_stats: dict[int, BatchStats] = field(default_factory=dict)  # batch size (items) -> stats
+
+    def record_request(self, seconds: float, *, ok: bool) -> None:
+        duration = self.success if ok else self.fail
+        duration.count += 1
+        duration.ns += int(seconds * 1e9)
+        if ok:
+            self.last_inference_ms = int(time.time() * 1000)
+
+    def record_batch(self, record: BatchRecord) -> None:
+        self.queue.count += record.requests
+        self.queue.ns += int(sum(record.queue_seconds) * 1e9)
+        if record.failed:
+            return
+        self.inference_count += record.items
+        self.execution_count += 1
+        if (times := record.compute) is None:
+            return
+        phases = int(times.input_s * 1e9), int(times.infer_s * 1e9), int(times.output_s * 1e9)
+        for duration, ns in zip((self.compute_input, self.compute_infer, self.compute_output), phases, strict=True):
+            duration.count += record.requests
+            duration.ns += ns * record.requests
+        batch = self.batch_stats.setdefault(record.items, BatchStats())
+        batch.count += 1
+        batch.compute_input_ns += phases[0]
+        batch.compute_infer_ns += phases[1]
+        batch.compute_output_ns += phases[2]
+
+
+class ServedModel:
+    """One loaded, warm version. `observer` also takes the requests' own outcomes from the protocol layer."""
+
+    def __init__(self, spec: ModelSpec, version: int, runtime: Runtime, observer: VersionObserver | None = None
+                 ) -> None:  # fmt: skip
+        self.name, self.version, self.spec = spec.name, version, spec
+        self.provider = runtime.provider
+        self.stats = ModelStats()
+        self.observer: VersionObserver = observer or NoObserver()
+        self._runtime = runtime
+        merging = spec.max_batch_size > 0 and spec.dynamic_batching is not None
+        batching = spec.dynamic_batching or DynamicBatching(max_queue_delay_us=0)
+        self._batcher = Batcher(
+            runtime.run_timed,
+            max_batch_size=spec.max_batch_size,
+            merge=merging,
+            max_queue_delay_us=batching.max_queue_delay_us,
+            preferred_batch_sizes=batching.preferred_batch_sizes if merging else (),
+            max_queue_size=batching.max_queue_size,
+            concurrency=runtime.instance_count,
+            observer=self._observe_batch,
+            name=spec.name,
+            wait_when_idle=batching.wait_when_idle,
+        )
+
+    @property
+    def queued_items(self) -> int:
+        return self._batcher.queued_items
+
+    @property
+    def in_flight_requests(self) -> int:
+        return self._batcher.in_flight_requests
+
+    async def infer(self, inputs: Tensors, *, deadline: float | None = None) -> Tensors:
+        """All outputs for one request. `deadline` is a time.monotonic() value."""
+        started = time.monotonic()
+        try:
+            outputs = await self._batcher.submit(inputs, deadline=deadline)
+        except (Exception, asyncio.CancelledError):  # a request cancelled while queued failed too (as in Triton)
+            self.stats.record_request(time.monotonic() - started, ok=False)
+            raise
+        self.stats.record_request(time.monotonic() - started, ok=True)
+        return outputs
+
+    async def close(self, *, drain: bool = True) -> None:
+        """Refuse new requests, finish (drain) or fail the queued ones, then release the sessions."""
+        await self._batcher.close(drain=drain)
+        await asyncio.to_thread(self._runtime.close)
+
+    def _observe_batch(self, record: BatchRecord) -> None:
+        self.stats.record_batch(record)
+        self.observer.observe_batch(record)
