@@ -14,12 +14,10 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.client import images
+from cnnserve.contracts.datatypes import DATATYPES as _TABLE
 
-NUMPY_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-    "FP32": np.float32, "FP64": np.float64,
-}
+# Fixed-size datatypes as numpy scalar types; BYTES (object arrays) is built and read separately.
+NUMPY_TYPES = {name: info.numpy.type for name, info in _TABLE.items() if info.numpy.kind != "O"}
 DATATYPES = {np.dtype(t): name for name, t in NUMPY_TYPES.items()}
 
 # Without a "num_classes" parameter a conditional generator is taken to have the digits' ten classes.

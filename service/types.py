@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnserve.contracts import layout
 from cnnserve.contracts.imaging import Preprocessing
 
 
@@ -22,13 +23,13 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class DynamicBatching:
-    max_queue_delay_us: int = 500
+    max_queue_delay_us: int = layout.MAX_QUEUE_DELAY_US
     """How long the oldest queued request may wait for batch-mates before its batch runs anyway."""
-    preferred_batch_sizes: tuple[int, ...] = ()
+    preferred_batch_sizes: tuple[int, ...] = layout.PREFERRED_BATCH_SIZES
     """Batch sizes (in items) at which a batch is sent at once, before max_batch_size is reached."""
-    max_queue_size: int = 1024
+    max_queue_size: int = layout.MAX_QUEUE_SIZE
     """Items waiting at most; one more gets RESOURCE_EXHAUSTED at once (0 = unbounded is refused)."""
-    wait_when_idle: bool = False
+    wait_when_idle: bool = layout.WAIT_WHEN_IDLE
     """False: when no batch is running, the queue's requests start at once, and max_queue_delay_us applies only
     while the model is busy (batches then form from what queued during the running batch). On CPU, where a
     batch costs about its size, waiting only adds latency. True: always wait up to the delay (Triton's rule),

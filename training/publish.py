@@ -1,8 +1,9 @@
 """The model repository on disk: `<repo>/<name>/{config.json, labels.txt, <version>/model.onnx}`.
 
 Publishing never overwrites a version and is atomic: the model is written and fsynced in `<repo>/<name>/.tmp-<uuid>`
-and renamed to the next free integer, so a server (which loads only all-digit folder names) never sees half a model.
-config.json and labels.txt are replaced atomically too, before the version appears.
+and renamed to the next free integer, so a server (which loads only version-named folders) never sees half a model.
+config.json and labels.txt are replaced atomically too, before the version appears. Which names are models and
+versions, and the file names, are cnnserve.contracts.layout's: the server reads the repository by the same rules.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnserve.contracts import layout
+from cnnserve.contracts.datatypes import datatype_info
+from cnnserve.contracts.layout import CONFIG_FILE, LABELS_FILE, MODEL_FILE, TMP_PREFIX, parse_version
+
 logger = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 3600.0  # older leftovers of crashed publishes are removed; younger ones may be in flight
-MODEL_FILE = "model.onnx"
-CONFIG_FILE = "config.json"
-LABELS_FILE = "labels.txt"
 
 
 class PublishError(RuntimeError):
@@ -32,10 +33,11 @@ class PublishError(RuntimeError):
 
 
 def versions(model_dir: Path) -> list[int]:
-    """Published versions (all-digit folder names holding a model file), ascending."""
+    """Published versions (version-named folders holding a model file, as the server counts them), ascending."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / MODEL_FILE).is_file())
+    found = ((parse_version(p.name), p) for p in model_dir.iterdir())
+    return sorted(v for v, p in found if v is not None and (p / MODEL_FILE).is_file())
 
 
 def latest_model(repo: Path, name: str) -> Path | None:
@@ -55,11 +57,13 @@ def model_config(
     postprocessing: Mapping[str, Any] | None = None,
     max_batch_size: int = 128,
     intra_op_threads: int = 0,
+    version_policy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """config.json as the server reads it (docs/model-repository.md); every key written."""
+    """config.json as the server reads it (docs/model-repository.md); every key written but `version_policy`, which
+    is written only when given (absent: the newest version serves)."""
     config: dict[str, Any] = {
         "name": name,
-        "platform": "onnxruntime_onnx",
+        "platform": layout.PLATFORM,
         "max_batch_size": max_batch_size,
         "inputs": [dict(t) for t in inputs],
         "outputs": [dict(t) for t in outputs],
@@ -68,7 +72,7 @@ def model_config(
         config["labels_file"] = LABELS_FILE
     if label_output is not None:
         config["label_output"] = label_output
-    config["dynamic_batching"] = {"max_queue_delay_us": 500, "preferred_batch_sizes": [], "max_queue_size": 1024}
+    config["dynamic_batching"] = layout.dynamic_batching_config()
     config["instance_count"] = 1
     config["session"] = {"intra_op_threads": intra_op_threads}
     if preprocessing is not None:
@@ -76,6 +80,11 @@ def model_config(
     if postprocessing is not None:
         config["postprocessing"] = dict(postprocessing)
     config["parameters"] = dict(parameters)
+    if version_policy is not None:
+        try:
+            config["version_policy"] = layout.parse_version_policy(version_policy)
+        except ValueError as err:
+            raise PublishError(f"model '{name}': {err}") from None
     return config
 
 
@@ -83,8 +92,9 @@ def publish(
     repo: Path, name: str, model_bytes: bytes, config: Mapping[str, Any], labels: Sequence[str] | None = None
 ) -> Path:
     """Write config, labels and the next version of `name`; return the new version folder."""
-    if not name or name.startswith(".") or "/" in name or name.isdigit():
-        raise PublishError(f"invalid model name '{name}': use letters, digits, '_' or '-', not all digits")
+    if not layout.is_model_name(name):
+        raise PublishError(f"invalid model name {name!r}: {layout.NAME_RULE}")
+    _check_config(name, config)
     model_dir = repo / name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(model_dir)
@@ -107,9 +117,11 @@ def publish(
 
 def _rename_to_next_version(tmp: Path, model_dir: Path) -> Path:
     # A concurrent publisher may take the number first: rename fails on a non-empty target, so try the next.
-    taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
+    taken = [v for v in (parse_version(p.name) for p in model_dir.iterdir()) if v is not None]
     version = max(taken, default=0) + 1
     for _ in range(100):
+        if version > layout.MAX_VERSION:
+            break
         target = model_dir / str(version)
         if not target.exists():
             try:
@@ -120,6 +132,21 @@ def _rename_to_next_version(tmp: Path, model_dir: Path) -> Path:
                     raise
         version += 1
     raise PublishError(f"no free version number in {model_dir}")
+
+
+def _check_config(name: str, config: Mapping[str, Any]) -> None:
+    """What the server would refuse on sight, refused before anything is written."""
+    if config.get("name", name) != name:
+        raise PublishError(f"config name {config['name']!r} must equal the model name {name!r}")
+    if config.get("platform", layout.PLATFORM) != layout.PLATFORM:
+        raise PublishError(f"config platform {config['platform']!r} must be {layout.PLATFORM!r}")
+    for key in ("inputs", "outputs"):
+        for tensor in config.get(key, ()):
+            if "datatype" in tensor:
+                try:
+                    datatype_info(tensor["datatype"])
+                except ValueError as err:
+                    raise PublishError(f"config {key} '{tensor.get('name')}': {err}") from None
 
 
 def remove_stale_tmp(model_dir: Path, older_than_s: float = STALE_TMP_SECONDS) -> None:

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
+from cnnserve.contracts.datatypes import DATATYPES, datatype_from_ort
 from cnnserve.service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
 from cnnserve.service.execution.workers import SessionWorkers
 from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, TensorSpec
@@ -39,16 +40,6 @@ _OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-# ONNX Runtime type -> (protocol datatype, numpy dtype). BYTES travels as an object array of bytes/str.
-_TYPES: dict[str, tuple[str, np.dtype[Any]]] = {
-    f"tensor({ort_name})": (datatype, np.dtype(dtype))
-    for ort_name, datatype, dtype in (
-        ("bool", "BOOL", "?"), ("uint8", "UINT8", "u1"), ("uint16", "UINT16", "<u2"), ("uint32", "UINT32", "<u4"),
-        ("uint64", "UINT64", "<u8"), ("int8", "INT8", "i1"), ("int16", "INT16", "<i2"), ("int32", "INT32", "<i4"),
-        ("int64", "INT64", "<i8"), ("float16", "FP16", "<f2"), ("float", "FP32", "<f4"), ("double", "FP64", "<f8"),
-        ("string", "BYTES", "O"),
-    )
-}  # fmt: skip
 
 
 _DEFAULT_OPTIONS = SessionOptions()
@@ -69,10 +60,14 @@ def graph_tensors(node_args: Sequence[Any]) -> tuple[TensorSpec, ...]:
     """ONNX Runtime's NodeArgs as protocol tensors; symbolic or unknown dimensions become -1."""
     specs = []
     for arg in node_args:
-        if arg.type not in _TYPES:
-            raise ModelLoadError(f"graph tensor '{arg.name}' has type {arg.type}, which this server cannot serve")
+        try:
+            datatype = datatype_from_ort(arg.type)
+        except ValueError:
+            raise ModelLoadError(
+                f"graph tensor '{arg.name}' has type {arg.type}, which this server cannot serve"
+            ) from None
         shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
-        specs.append(TensorSpec(arg.name, _TYPES[arg.type][0], shape))
+        specs.append(TensorSpec(arg.name, datatype, shape))
     return tuple(specs)
 
 
@@ -96,7 +91,7 @@ class Runtime:
         self._sessions = [first] + [self._create(model_path, so, chain) for _ in range(max(1, instance_count) - 1)]
         self.inputs = graph_tensors(first.get_inputs())
         self.outputs = graph_tensors(first.get_outputs())
-        self._input_dtypes = {arg.name: _TYPES[arg.type][1] for arg in first.get_inputs()}
+        self._input_dtypes = {t.name: DATATYPES[t.datatype].numpy for t in self.inputs}  # BYTES: object, of str
         self._output_names = [t.name for t in self.outputs]
         self._workers = SessionWorkers(self._sessions, name=f"ort-{label}")
         self._closed = False

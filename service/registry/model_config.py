@@ -13,29 +13,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cnnserve.contracts import datatypes, layout
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.execution import images
 from cnnserve.service.types import DynamicBatching, ModelSpec, SessionOptions, TensorSpec
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-PLATFORM = "onnxruntime_onnx"
-DATATYPES = (
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES",
-)  # fmt: skip
+CONFIG_FILE = layout.CONFIG_FILE
+PLATFORM = layout.PLATFORM
+DATATYPES = tuple(datatypes.DATATYPES)
 PROVIDERS = ("tensorrt", "cuda", "cpu")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 DEFAULT_MAX_BATCH_SIZE = 4
 """max_batch_size when config.json omits it and every graph tensor has a dynamic first axis (Triton's default)."""
 
-_KEYS = frozenset(
-    {
-        "name", "platform", "backend", "max_batch_size", "inputs", "outputs", "labels_file", "label_output",
-        "dynamic_batching", "instance_count", "preprocessing", "postprocessing", "parameters", "session",
-        "execution_providers", "version_policy",
-    }
-)  # fmt: skip
+_KEYS = layout.CONFIG_KEYS
 
 
 @dataclass(frozen=True)
@@ -178,7 +171,7 @@ def _tensors(top: _Reader, key: str) -> tuple[TensorConfig, ...]:
         if not isinstance(entry, dict):
             raise ModelLoadError(f"{top.path}: key '{key}[{i}]' must be an object with a name")
         tensor = _Reader(top.path, entry, f"{key}[{i}].")
-        tensor.refuse_unknown(("name", "datatype", "dims"))
+        tensor.refuse_unknown(layout.TENSOR_KEYS)
         name = tensor.str_("name", "")
         datatype = tensor.str_("datatype", None, DATATYPES) if "datatype" in entry else None
         dims = tensor.ints("dims", -1) if "dims" in entry else None
@@ -197,7 +190,7 @@ def _dynamic_batching(top: _Reader) -> DynamicBatching | None:
     reader = top.object("dynamic_batching")
     if reader is None:
         return DynamicBatching()
-    reader.refuse_unknown(("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size", "wait_when_idle"))
+    reader.refuse_unknown(layout.DYNAMIC_BATCHING_KEYS)
     default = DynamicBatching()
     return DynamicBatching(
         max_queue_delay_us=reader.int_("max_queue_delay_us", default.max_queue_delay_us, 0),
@@ -211,7 +204,7 @@ def _session(top: _Reader) -> SessionOptions:
     reader = top.object("session")
     if reader is None:
         return SessionOptions()
-    reader.refuse_unknown(("intra_op_threads", "inter_op_threads", "graph_optimization_level", "allow_spinning"))
+    reader.refuse_unknown(layout.SESSION_KEYS)
     default = SessionOptions()
     level = reader.str_("graph_optimization_level", default.graph_optimization_level, OPTIMIZATION_LEVELS)
     assert level is not None
@@ -234,29 +227,10 @@ def _providers(top: _Reader, allowed: Sequence[str]) -> tuple[str, ...]:
 
 
 def _version_policy(top: _Reader) -> dict[str, Any]:
-    reader = top.object("version_policy")
-    if reader is None:
-        return {"latest": {"num_versions": 1}}
-    rule = "exactly one of latest {num_versions}, all {}, specific {versions}"
-    if len(reader.obj) != 1:
-        raise top.error("version_policy", rule)
-    kind = next(iter(reader.obj))
-    inner = reader.object(kind)
-    if inner is None:
-        raise top.error("version_policy", rule)
-    if kind == "latest":
-        inner.refuse_unknown(("num_versions",))
-        return {"latest": {"num_versions": inner.int_("num_versions", 1, 1)}}
-    if kind == "all":
-        inner.refuse_unknown(())
-        return {"all": {}}
-    if kind == "specific":
-        inner.refuse_unknown(("versions",))
-        versions = inner.ints("versions", 1)
-        if not versions:
-            raise inner.error("versions", "a non-empty list of integers >= 1")
-        return {"specific": {"versions": sorted(set(versions))}}
-    raise top.error("version_policy", rule)
+    try:
+        return layout.parse_version_policy(top.obj.get("version_policy"))
+    except ValueError as err:
+        raise ModelLoadError(f"{top.path}: {err}") from None
 
 
 def _free_form(top: _Reader, key: str) -> dict[str, Any]:

@@ -1,27 +1,32 @@
-"""The model repository on disk: model folders, their version folders, version policies, change fingerprints.
+"""The model repository on disk as the server reads it: model folders, their version folders, change fingerprints.
 
-Only files here; what is loaded lives in service/models.py. Every path handed out is checked to stay inside the
-repository after symlinks are resolved, and model names are checked before they touch the file system.
+Only files here; what is loaded lives in the registry. Which names are models and versions, and how a version policy
+selects, is cnnserve.contracts.layout's, shared with training's publisher. Every path handed out is checked to stay
+inside the repository after symlinks are resolved, and model names are checked before they touch the file system.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from cnnserve.contracts.layout import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    NAME_PATTERN,
+    NAME_RULE,
+    VERSION_PATTERN,
+    is_model_name,
+    parse_version,
+    select_versions,
+)
 from cnnserve.service.errors import ModelNotFound
 
-logger = logging.getLogger(__name__)
+# The registry imports these names from here; their one definition is the contract's.
+__all__ = ["NAME_PATTERN", "VERSION_PATTERN", "Fingerprint", "Repository", "select_versions"]
 
-MODEL_FILE = "model.onnx"
-CONFIG_FILE = "config.json"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-# ASCII digits only ("²".isdigit() is true, int() refuses it), no leading zero, short enough for int() and int64.
-VERSION_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,17})$")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class Repository:
             return []
         names = []
         for entry in sorted(self.root.iterdir()):
-            if not NAME_PATTERN.fullmatch(entry.name) or not self._inside(entry) or not entry.is_dir():
+            if not is_model_name(entry.name) or not self._inside(entry) or not entry.is_dir():
                 continue
             if (entry / CONFIG_FILE).is_file() or self.versions(entry.name):
                 names.append(entry.name)
@@ -54,23 +59,22 @@ class Repository:
 
     def model_dir(self, name: str) -> Path:
         """The model's folder; ModelNotFound for an unsafe name, a folder outside the repository, or none."""
-        if not NAME_PATTERN.fullmatch(name):
-            raise ModelNotFound(
-                f"model name {name!r} is not valid: 1-128 letters, digits, '_', '.', '-', starting with a "
-                "letter or digit"
-            )
+        if not is_model_name(name):
+            raise ModelNotFound(f"model name {name!r} is not valid: {NAME_RULE}")
         path = self.root / name
         if not self._inside(path) or not path.is_dir():
             raise ModelNotFound(f"model '{name}' is not in the repository")
         return path
 
     def versions(self, name: str) -> list[int]:
-        """Version numbers whose folder (all digits) holds a model.onnx inside the repository, ascending."""
+        """Versions whose folder is a version name (the contract's) and holds a model.onnx inside the repository,
+        ascending."""
         folder = self.model_dir(name)
         found = []
         for entry in folder.iterdir():
-            if VERSION_PATTERN.fullmatch(entry.name) and self._model_file(entry) is not None:
-                found.append(int(entry.name))
+            version = parse_version(entry.name)
+            if version is not None and self._model_file(entry) is not None:
+                found.append(version)
         return sorted(found)
 
     def model_path(self, name: str, version: int) -> Path:
@@ -101,15 +105,3 @@ class Repository:
             return path.resolve().is_relative_to(self.root)
         except OSError:  # a symlink loop, a vanished entry
             return False
-
-
-def select_versions(available: Sequence[int], policy: Mapping[str, Any]) -> list[int]:
-    """The versions a policy serves out of those on disk, ascending: latest N, all, or specific ones."""
-    ordered = sorted(available)
-    if "all" in policy:
-        return ordered
-    if "specific" in policy:
-        wanted = set(policy["specific"].get("versions", ()))
-        return [v for v in ordered if v in wanted]
-    count = int(policy.get("latest", {}).get("num_versions", 1))
-    return ordered[-count:] if count > 0 else []

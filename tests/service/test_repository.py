@@ -42,6 +42,8 @@ def test_versions_are_digit_folders_holding_model_onnx(tmp_path: Path) -> None:
     fixed_batch(folder / "v6" / "model.onnx")
     fixed_batch(folder / "\u00b2" / "model.onnx")  # "²".isdigit() is true, but int() refuses it
     fixed_batch(folder / ("9" * 40) / "model.onnx")  # past int64
+    fixed_batch(folder / "0" / "model.onnx")  # versions start at 1, as in Triton
+    fixed_batch(folder / "\u0661" / "model.onnx")  # Arabic-Indic one: int() reads it as 1, the rule does not
     repo = Repository(tmp_path)
     assert repo.versions("m") == [1, 3, 10]
     assert repo.model_path("m", 3) == (tmp_path / "m" / "3" / "model.onnx").resolve()
@@ -64,7 +66,9 @@ def test_version_policy(policy: dict[str, Any], expected: list[int]) -> None:
     assert select_versions([10, 1, 3], policy) == expected
 
 
-@pytest.mark.parametrize("name", ["..", "../m", "m/1", "/etc", "", ".m", "-m", "a" * 129, "m\x00", "m\n"])
+@pytest.mark.parametrize(
+    "name", ["..", "../m", "m/1", "/etc", "", ".m", "-m", "a" * 129, "m\x00", "m\n", "12", "my model", "\u00fc"]
+)
 def test_unsafe_names_never_touch_the_disk(tmp_path: Path, name: str) -> None:
     model(tmp_path / "repo", "m", 1)
     with pytest.raises(ModelNotFound):

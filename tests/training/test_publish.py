@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cnnserve.contracts import layout
 from cnnserve.training import publish as publish_module
 from cnnserve.training.publish import PublishError, latest_model, model_config, publish, versions
 
@@ -82,10 +83,27 @@ def test_stale_temporaries_are_removed_and_fresh_ones_kept(tmp_path: Path) -> No
     assert fresh.exists()  # may belong to a publish in flight
 
 
-@pytest.mark.parametrize("name", ["", ".hidden", "12", "a/b"])
+@pytest.mark.parametrize("name", ["", ".hidden", "12", "a/b", "my model", "-m", "a" * 129, "m\u0661"])
 def test_bad_model_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(PublishError):
         publish(tmp_path, name, b"x", CONFIG)
+
+
+def test_folders_that_are_no_version_names_are_neither_counted_nor_in_the_way(tmp_path: Path) -> None:
+    for folder in ("01", "0", "\u00b2", "\u0661", "1 ", "v2"):  # "\u00b2".isdigit() and int("\u0661") == 1
+        (tmp_path / "m" / folder).mkdir(parents=True)
+        (tmp_path / "m" / folder / "model.onnx").write_bytes(b"someone's")
+    assert versions(tmp_path / "m") == []
+    assert publish(tmp_path, "m", b"x", CONFIG).name == "1"
+    assert versions(tmp_path / "m") == [1]
+
+
+def test_a_version_policy_is_written_in_the_form_the_server_reads() -> None:
+    config = model_config("m", [], [], {}, version_policy={"specific": {"versions": [3, 1]}})
+    assert config["version_policy"] == {"specific": {"versions": [1, 3]}}
+    assert "version_policy" not in CONFIG
+    with pytest.raises(PublishError, match="num_versions"):
+        model_config("m", [], [], {}, version_policy={"latest": {"num_versions": 0}})
 
 
 @settings(max_examples=15, deadline=None)
@@ -93,9 +111,17 @@ def test_bad_model_names_are_refused(tmp_path: Path, name: str) -> None:
 def test_each_model_counts_its_own_versions(tmp_path_factory, names: list[str]) -> None:
     repo = tmp_path_factory.mktemp("repo")
     for name in names:
-        publish(repo, name, name.encode(), CONFIG)
+        publish(repo, name, name.encode(), {**CONFIG, "name": name})
     for name in ("a", "b"):
         assert versions(repo / name) == list(range(1, names.count(name) + 1))
+
+
+def test_config_writes_only_keys_the_server_knows() -> None:
+    full = model_config("m", [], [], {}, labels_file=True, label_output="y", preprocessing={}, postprocessing={},
+                        version_policy={"all": {}})  # fmt: skip
+    assert full.keys() <= layout.CONFIG_KEYS
+    assert full["dynamic_batching"].keys() <= set(layout.DYNAMIC_BATCHING_KEYS)
+    assert full["session"].keys() <= set(layout.SESSION_KEYS)
 
 
 def test_config_carries_every_key_the_server_reads() -> None:
