@@ -9,8 +9,9 @@
     async with AsyncClient("127.0.0.1:8001") as client:   # client.aio_client: the same methods, as coroutines
         await client.classify("digits_cnn", ["seven.png"])
 
-Preprocessing (size, channels, mean/std) comes from the model's configuration, so callers never repeat it. The
-transport-free work (tensors <-> messages, ranking, labels, generator inputs) lives in client.protocol.
+Preprocessing (size, channels, layout, scale; mean/std where a model declares them) comes from the model's
+configuration, so callers never repeat it. The transport-free work (tensors <-> messages, ranking, labels,
+generator inputs) lives in client.protocol.
 """
 
 from __future__ import annotations

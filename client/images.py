@@ -1,4 +1,6 @@
-"""Image <-> tensor conversions driven by a model's preprocessing hints (size, channels, scale, mean/std)."""
+"""Image <-> tensor conversions driven by a model's preprocessing hints: size, channels, layout and scale, which make
+[0, 1] pixels for models cnnserve exports, and mean/std for models that declare them (from elsewhere, or published
+before the pixel contract)."""
 
 from __future__ import annotations
 

@@ -167,3 +167,56 @@ def write_slow_classifier(repo: Path, name: str = "slow", version: int = 1, seed
     base = {"max_batch_size": 8, "label_output": "logits", "session": {"intra_op_threads": 1},
             "dynamic_batching": {"max_queue_delay_us": 1000, "max_queue_size": 256}}
     return _entry(repo, name, {**base, **config}, labels=[f"digit-{i}" for i in range(10)])
+
+
+# The pixel contract (what training exports since issue 11): the graph takes [0, 1] pixels and normalises them in its
+# first nodes, so the hints keep only what happens before the tensor.
+PIXEL_PREPROCESSING = {"input": "images", "input_format": "image", "height": 4, "width": 4, "channels": 1,
+                       "layout": "NCHW", "scale": 1 / 255}
+
+
+def write_pixel_classifier(repo: Path, name: str = "pixels", version: int = 1, seed: int = 0) -> Path:
+    """images FP32 [N,1,4,4] pixels in [0, 1] -> logits: (x - 0.5) / 0.25 in the graph, then write_classifier's
+    weights, so its answer on pixels p is classifier_reference((p - 0.5) / 0.25)."""
+    weight, bias = classifier_weights(seed)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Sub", ["images", "mean"], ["centred"]),
+            helper.make_node("Div", ["centred", "std"], ["normalised"]),
+            helper.make_node("Flatten", ["normalised"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+            helper.make_node("Add", ["mm", "b"], ["logits"]),
+        ],
+        name,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(np.full((1, 1, 1, 1), 0.5, np.float32), "mean"),
+         numpy_helper.from_array(np.full((1, 1, 1, 1), 0.25, np.float32), "std"),
+         numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    _save(graph, repo / name / str(version) / "model.onnx")
+    config = {"max_batch_size": 32, "label_output": "logits", "preprocessing": PIXEL_PREPROCESSING,
+              "parameters": {"task": "classification"}}
+    return _entry(repo, name, config, labels=[f"digit-{i}" for i in range(10)])
+
+
+def write_pixel_generator(repo: Path, name: str = "pixelgen", version: int = 1) -> Path:
+    """latent FP32 [N,8] -> images FP32 [N,1,2,4] in [0, 1]: (tanh(latent) + 1) / 2, range [0, 1] published."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Tanh", ["latent"], ["act"]),
+            helper.make_node("Add", ["act", "one"], ["shifted"]),
+            helper.make_node("Div", ["shifted", "two"], ["halved"]),
+            helper.make_node("Reshape", ["halved", "shape"], ["images"]),
+        ],
+        name,
+        [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["N", LATENT])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 2, 4])],
+        [numpy_helper.from_array(np.array(1, np.float32), "one"),
+         numpy_helper.from_array(np.array(2, np.float32), "two"),
+         numpy_helper.from_array(np.array([-1, 1, 2, 4], dtype=np.int64), "shape")],
+    )
+    _save(graph, repo / name / str(version) / "model.onnx")
+    config = {"max_batch_size": 16, "parameters": {"task": "generation"},
+              "postprocessing": {"output": "images", "range": [0.0, 1.0]}}
+    return _entry(repo, name, config)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnserve.contracts.imaging import Preprocessing, as_displayed, png, to_uint8
+from cnnserve.contracts.imaging import NORMALISED_RANGE, Preprocessing, as_displayed, png, range_parameter, to_uint8
 
 GREY_4 = Preprocessing(height=4, width=4, channels=1, scale=1 / 255, mean=(0.0,), std=(1.0,))
 
@@ -48,6 +48,24 @@ def test_layouts_and_normalisation() -> None:
     np.testing.assert_allclose(nhwc.tensor(Image.fromarray(rgb)), expected, atol=1e-6)
     np.testing.assert_allclose(nchw.tensor(Image.fromarray(rgb)), expected.transpose(2, 0, 1), atol=1e-6)
     assert nchw.item_shape == (3, 4, 4) and nhwc.item_shape == (4, 4, 3)
+
+
+def test_pixel_hints_make_0_1_and_say_so() -> None:
+    """The hints training writes since the pixel contract: no mean/std, so the tensor is the pixels / 255."""
+    hints = {"height": 2, "width": 2, "channels": 1, "layout": "NCHW", "scale": 1 / 255}
+    grey = np.array([[0, 51], [204, 255]], dtype=np.uint8)
+    recipe = Preprocessing.from_hints(hints)
+    np.testing.assert_allclose(recipe.tensor(Image.fromarray(grey)), (grey / 255)[None], atol=1e-7)
+    assert not recipe.normalised and range_parameter(recipe.value_range) == "0,1"
+    assert range_parameter(Preprocessing.from_hints({**hints, "scale": 1}).value_range) == "0,255"
+
+
+def test_a_recipe_with_mean_and_std_says_it_is_not_pixels() -> None:
+    old = Preprocessing.from_hints({"height": 2, "width": 2, "mean": [0.5], "std": [0.25]})
+    assert old.normalised and old.value_range is None
+    assert range_parameter(old.value_range) == NORMALISED_RANGE
+    assert Preprocessing.from_hints({"height": 2, "width": 2, "mean": [0], "std": [1]}).value_range == (0.0, 1.0)
+    assert range_parameter((-1.0, 1.0)) == "-1,1"
 
 
 @pytest.mark.parametrize(

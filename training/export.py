@@ -1,5 +1,7 @@
 """ONNX export with a dynamic batch axis, `onnx.checker`, metadata, and the ONNX Runtime vs PyTorch parity check
-that refuses a model outside tolerance.
+that refuses a model outside tolerance; and the pixel contract of what is exported: a classifier takes image pixels
+in [0, 1] (its normalisation is the graph's first nodes, `PixelClassifier`), a generator answers pixels in [0, 1]
+(`PixelGenerator`), so a generic Open Inference Protocol client needs no recipe beyond resize, channels and layout.
 
 Exporters (torch 2.13, both offline, both pass parity on every model here): "torchscript" (`dynamo=False`, deprecated
 but present; ~0.1 s a model) is the default, because "dynamo" (torch.export based, the upstream default) costs ~3 s a
@@ -36,6 +38,39 @@ EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
 
 # A function that makes `n` random valid inputs for a model, in forward()'s argument order.
 InputSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]
+
+
+class PixelClassifier(nn.Module):
+    """`classifier` behind its input normalisation: takes [0, 1] pixels [N, C, H, W], normalises them with the
+    training split's per-channel statistics, and answers what `classifier` answers on normalised images."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, classifier: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.classifier = classifier
+        # Buffers, not parameters: constants in the graph, and they move with .to(device) like the weights.
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32)[None, :, None, None])
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32)[None, :, None, None])
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.classifier((pixels - self.mean) / self.std)
+        return out
+
+
+class PixelGenerator(nn.Module):
+    """`generator` (tanh output in [-1, 1]) answering [0, 1] pixels: (g + 1) / 2, clipped, because ONNX Runtime's
+    tanh can overshoot -1 by a rounding step and a client may rely on the range it was told."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, latent: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        produced = self.generator(latent) if classes is None else self.generator(latent, classes)
+        out: torch.Tensor = ((produced + 1.0) / 2.0).clamp(0.0, 1.0)
+        return out
 
 
 class ExportError(RuntimeError):

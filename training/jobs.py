@@ -10,8 +10,15 @@ from typing import Any
 
 import torch
 
-from cnnserve.training.data import DIGITS, DataSplit, load_dataset, normalise
-from cnnserve.training.export import Exporter, ExportSpec, build_metadata, export_model
+from cnnserve.training.data import DIGITS, DataSplit, load_dataset
+from cnnserve.training.export import (
+    Exporter,
+    ExportSpec,
+    PixelClassifier,
+    PixelGenerator,
+    build_metadata,
+    export_model,
+)
 from cnnserve.training.models.classifier import ClassifierConfig
 from cnnserve.training.models.dcgan import GanConfig
 from cnnserve.training.publish import latest_model, model_config, publish
@@ -131,18 +138,22 @@ def run_classifier(options: JobOptions) -> JobResult:
     report = card(name, classifier_checks(split, run.val_accuracy, svc_accuracy), metrics)
     announce(report)
     write_json(out_dir / "report.json", report)
+    # The pixel contract: the graph takes [0, 1] pixels and normalises them itself, so the hints say only what
+    # happens before the tensor (resize, channels, layout, scale); mean/std live in the graph (and, for the record,
+    # in the ONNX metadata as `normalisation`).
     preprocessing = {
         "input": "images", "input_format": "image", "height": split.image_size, "width": split.image_size,
-        "channels": split.channels, "layout": "NCHW", "scale": 1.0 / 255.0, "mean": run.mean, "std": run.std,
+        "channels": split.channels, "layout": "NCHW", "scale": 1.0 / 255.0,
     }  # fmt: skip
     real = _real_examples(torch.cat([split.val.images, split.train.images]))
     spec = ExportSpec(
         name=name, input_names=("images",), output_names=("logits",),
-        sample_inputs=lambda n, g: (torch.randn(n, split.channels, split.image_size, split.image_size, generator=g),),
-        real_inputs=(normalise(real, run.mean, run.std),), exporter=options.exporter,
+        sample_inputs=lambda n, g: (torch.rand(n, split.channels, split.image_size, split.image_size, generator=g),),
+        real_inputs=(real,), exporter=options.exporter,
     )  # fmt: skip
-    metadata = build_metadata(split.classes, preprocessing, report, {"model_config": model_cfg.to_dict()})
-    exported = export_model(run.model, spec, metadata)
+    extra = {"model_config": model_cfg.to_dict(), "normalisation": {"mean": run.mean, "std": run.std}}
+    metadata = build_metadata(split.classes, preprocessing, report, extra)
+    exported = export_model(PixelClassifier(run.model, run.mean, run.std), spec, metadata)
     config = model_config(name, exported.inputs, exported.outputs, {"task": "classification"}, labels_file=True,
                           label_output="logits", preprocessing=preprocessing,
                           intra_op_threads=_intra_op_threads(split))  # fmt: skip
@@ -215,10 +226,10 @@ def run_gan(options: JobOptions) -> JobResult:
         real_inputs=(real_latent, _pad7(real_classes)) if real_classes is not None else (real_latent,),
         exporter=options.exporter,
     )  # fmt: skip
-    postprocessing = {"output": "images", "range": [-1.0, 1.0]}
+    postprocessing = {"output": "images", "range": [0.0, 1.0]}  # PixelGenerator: pixels, as classifiers take them
     metadata = build_metadata(split.classes if gan_cfg.conditional else [], {}, report,
                               {"model_config": gan_cfg.to_dict(), "postprocessing": postprocessing})  # fmt: skip
-    exported = export_model(run.generator, spec, metadata)
+    exported = export_model(PixelGenerator(run.generator), spec, metadata)
     parameters = {"task": "conditional_generation" if gan_cfg.conditional else "generation",
                   "latent_dim": str(gan_cfg.latent_dim)}  # fmt: skip
     if gan_cfg.conditional:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnserve.contracts.imaging import Preprocessing
 from cnnserve.training.data import DIGITS, DataSplit
 from cnnserve.training.publish import latest_model
 
@@ -85,7 +86,8 @@ def classifier_checks(split: DataSplit, val_accuracy: float, svc_accuracy: float
 
 
 class Judge:
-    """A published classifier run by ONNX Runtime on [0, 1] images, with its own stored normalisation."""
+    """A published classifier run by ONNX Runtime on [0, 1] images. Classifiers published since the pixel contract
+    normalise in their graph; older ones carry mean/std in their preprocessing metadata, applied here."""
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
@@ -97,11 +99,11 @@ class Judge:
         props = self.session.get_modelmeta().custom_metadata_map
         if "preprocessing" not in props:
             raise ValueError(f"judge {path} has no 'preprocessing' metadata; is it a cnnserve classifier?")
-        pre = json.loads(props["preprocessing"])
+        recipe = Preprocessing.from_hints(json.loads(props["preprocessing"]))
         self.labels: list[str] = json.loads(props.get("labels", "[]"))
-        self.mean = np.asarray(pre["mean"], np.float32)[None, :, None, None]
-        self.std = np.asarray(pre["std"], np.float32)[None, :, None, None]
-        self.shape = (int(pre["channels"]), int(pre["height"]), int(pre["width"]))
+        self.mean = np.asarray(recipe.mean, np.float32)[None, :, None, None]
+        self.std = np.asarray(recipe.std, np.float32)[None, :, None, None]
+        self.shape = (recipe.channels, recipe.height, recipe.width)
         self.input_name = self.session.get_inputs()[0].name
 
     @classmethod

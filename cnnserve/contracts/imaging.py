@@ -2,6 +2,11 @@
 
 Shared by the server (image inputs, PNG outputs) and the client SDK, so an image sent as a file and an image turned
 into a tensor by the client reach the model as the same numbers. Needs numpy and Pillow only.
+
+The pixel contract: models cnnserve exports take pixels (scale 1/255: [0, 1]) and normalise inside their graph, and
+generators answer [0, 1]. Mean/std stay part of the recipe for models from elsewhere and for models published before
+that contract; `value_range` says which kind a recipe makes, for the config parameters `input_range` and
+`output_range` (`range_parameter`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Preprocessing:
     scale: float = 1 / 255
     """Applied to 0..255 pixels before mean/std."""
     mean: tuple[float, ...] = (0.0,)
+    """Per channel; 0 (and std 1) for models that take pixels, which is what cnnserve exports."""
     std: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
@@ -69,6 +75,19 @@ class Preprocessing:
             raise ValueError(str(err)) from None
 
     @property
+    def normalised(self) -> bool:
+        """Whether mean/std change the scaled pixels, so that the tensor is no longer pixels."""
+        return any(m != 0.0 for m in self.mean) or any(s != 1.0 for s in self.std)
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """The range of the values `tensor` makes from 8-bit images, (0, 255 * scale): (0, 1) for the default scale;
+        None when mean/std normalise them (each channel then has its own range, and it is not pixels)."""
+        if self.normalised:
+            return None
+        return 0.0, 255.0 * self.scale
+
+    @property
     def item_shape(self) -> tuple[int, int, int]:
         if self.layout == "NCHW":
             return (self.channels, self.height, self.width)
@@ -85,6 +104,20 @@ class Preprocessing:
         if self.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
         return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+NORMALISED_RANGE = "normalised: (pixel * scale - mean) / std per channel, see preprocessing; not pixels"
+"""`input_range` of a model whose recipe normalises (`Preprocessing.value_range` None): deliberately not "low,high",
+so that a client which parses the parameter as numbers fails instead of sending pixels."""
+
+
+def range_parameter(value_range: Sequence[float] | None) -> str:
+    """A value range as the config parameters `input_range` / `output_range` state it: "low,high" ("0,1"), or
+    NORMALISED_RANGE for None."""
+    if value_range is None:
+        return NORMALISED_RANGE
+    low, high = (round(float(v), 6) for v in value_range)  # 255 * (1/255) is 1.0000000000000002
+    return f"{low:g},{high:g}"
 
 
 def as_displayed(image: Image.Image) -> Image.Image:

@@ -1,8 +1,10 @@
 """Encoded images on the wire, beyond what Triton offers without an ensemble.
 
 In: a model whose config's `preprocessing` says `"input_format": "image"` also takes PNG/JPEG files as a BYTES
-tensor [n] (or [n, 1]) for that input; each file is decoded, converted, resized and normalised the way the client SDK
-does it (contracts/imaging.py), and the model sees its usual FP32 tensor. Decoding is bounded: only PNG and JPEG, the
+tensor [n] (or [n, 1]) for that input; each file is decoded, converted, resized and scaled the way the client SDK
+does it (contracts/imaging.py), and the model sees its usual FP32 tensor: [0, 1] pixels for models cnnserve exports
+(they normalise in their graph), with the config's mean/std applied for models that declare them (brought from
+elsewhere, or published before the pixel contract). Decoding is bounded: only PNG and JPEG, the
 pixel count read from the header before anything is decoded, and a corrupt file refused naming its item.
 
 Out: a generator's image output (config `postprocessing.output`) comes back as PNG files when a request sets the

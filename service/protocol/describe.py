@@ -6,13 +6,20 @@ Triton's config cannot express; it is reported as dims [1] with a reshape to [] 
 input metadata says [-1, 1] as Triton's does (metadata shows the config's dims, before the reshape). perf_analyzer
 needs that: it refuses an input whose per-item shape is empty ("unable to set shape for the input"). The codec accepts
 such an input as [b, 1] or [b].
+
+Value ranges: ModelConfig's parameters state `input_range` (the image input's values, derived from the preprocessing
+recipe: "0,1" for pixels, or a note that mean/std normalise them) and `output_range` (a generator's image output,
+from postprocessing), so a generic client knows what to send without our SDK. KServe v2's ModelMetadataResponse has
+no parameters, per model or per tensor, so ModelMetadata cannot carry them.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts import imaging
 from cnnserve.service.protocol.decode import triton_data_type
 from cnnserve.service.types import ModelSpec, TensorSpec
 
@@ -85,10 +92,40 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
     # Pre- and postprocessing hints travel as JSON in the config's parameters, so clients never repeat them.
     hints = {key: json.dumps(value) for key, value in
              (("preprocessing", spec.preprocessing), ("postprocessing", spec.postprocessing)) if value}
-    parameters = {**spec.parameters, **hints, "execution_provider": provider}
+    # A range the config's own parameters state wins: it may describe a model whose recipe says nothing.
+    parameters = {**value_ranges(spec), **spec.parameters, **hints, "execution_provider": provider}
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)
     return config
+
+
+def value_ranges(spec: ModelSpec) -> dict[str, str]:
+    """`input_range` from the preprocessing recipe and `output_range` from the postprocessing range, where the
+    config has them."""
+    ranges: dict[str, str] = {}
+    recipe = spec.image_input.preprocessing if spec.image_input is not None else _recipe(spec.preprocessing)
+    if recipe is not None:
+        ranges["input_range"] = imaging.range_parameter(recipe.value_range)
+    if spec.image_output is not None:
+        ranges["output_range"] = imaging.range_parameter(spec.image_output.value_range)
+    elif _is_range(declared := spec.postprocessing.get("range")):
+        ranges["output_range"] = imaging.range_parameter(declared)
+    return ranges
+
+
+def _recipe(hints: dict[str, Any]) -> imaging.Preprocessing | None:
+    """The recipe of hints that only advise clients (input_format "tensor"); None when they make no image."""
+    if "height" not in hints or "width" not in hints:
+        return None
+    try:
+        return imaging.Preprocessing.from_hints(hints)
+    except ValueError:
+        return None  # hints the server never checks (input_format "tensor") state no range rather than fail
+
+
+def _is_range(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+            and value[1] > value[0])  # fmt: skip
 
 
 def _set_version_policy(config: pb.ModelConfig, spec: ModelSpec) -> None:

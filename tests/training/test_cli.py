@@ -49,7 +49,9 @@ def test_classifier_entry_matches_the_server_format(classifier_repo: Path) -> No
     assert config["instance_count"] == 1
     pre = config["preprocessing"]
     assert (pre["input"], pre["height"], pre["width"], pre["channels"], pre["layout"]) == ("images", 16, 16, 1, "NCHW")
-    assert pre["scale"] == pytest.approx(1 / 255) and len(pre["mean"]) == len(pre["std"]) == 1
+    assert pre["scale"] == pytest.approx(1 / 255) and "mean" not in pre and "std" not in pre  # in the graph
+    normalisation = json.loads(session.get_modelmeta().custom_metadata_map["normalisation"])
+    assert len(normalisation["mean"]) == len(normalisation["std"]) == 1 and 0 < normalisation["mean"][0] < 1
     assert config["parameters"] == {"task": "classification"}
     assert (classifier_repo / "digits_cnn" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
     logits = session.run(None, {"images": np.zeros((5, 1, 16, 16), np.float32)})[0]
@@ -63,11 +65,11 @@ def test_gan_entries_match_the_server_format(gan_repo: Path) -> None:
     config, session = _load(gan_repo, "dcgan_digits")
     assert config["inputs"] == [{"name": "latent", "datatype": "FP32", "dims": [-1, 64]}]
     assert config["outputs"] == [{"name": "images", "datatype": "FP32", "dims": [-1, 1, 16, 16]}]
-    assert config["postprocessing"] == {"output": "images", "range": [-1.0, 1.0]}
+    assert config["postprocessing"] == {"output": "images", "range": [0.0, 1.0]}
     assert config["parameters"] == {"task": "generation", "latent_dim": "64"}
     assert "labels_file" not in config and not (gan_repo / "dcgan_digits" / "labels.txt").exists()
     images = session.run(None, {"latent": np.random.default_rng(0).standard_normal((3, 64), np.float32)})[0]
-    assert images.shape == (3, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
+    assert images.shape == (3, 1, 16, 16) and images.min() >= 0 and images.max() <= 1
 
     config, session = _load(gan_repo, "cdcgan_digits")
     assert [i["name"] for i in config["inputs"]] == ["latent", "class"]

@@ -10,7 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from cnnserve.training.export import ExportSpec, ParityError, build_metadata, export_model
+from cnnserve.training.data import normalise
+from cnnserve.training.export import (
+    ExportSpec,
+    ParityError,
+    PixelClassifier,
+    PixelGenerator,
+    build_metadata,
+    export_model,
+)
 from cnnserve.training.models.classifier import Classifier, ClassifierConfig
 from cnnserve.training.models.dcgan import GanConfig, Generator
 
@@ -66,6 +74,68 @@ def test_conditional_generator_export_takes_latent_and_int64_class_with_the_dyna
     assert session.get_inputs()[1].shape == ["batch"]
     out = session.run(None, {"latent": np.zeros((2, 64), np.float32), "class": np.array([1, 2], np.int64)})[0]
     assert out.shape == (2, 1, 16, 16)
+
+
+def _pixels(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    return (torch.rand(n, 1, 16, 16, generator=g),)
+
+
+def test_a_pixel_classifier_normalises_in_its_graph_and_parity_covers_the_wrapper() -> None:
+    torch.manual_seed(0)
+    classifier = Classifier(ClassifierConfig())
+    classifier.train()(torch.randn(32, 1, 16, 16))
+    mean, std = [0.3], [0.4]
+    spec = ExportSpec("digits_cnn", ("images",), ("logits",), _pixels, (torch.rand(7, 1, 16, 16),))
+    result = export_model(PixelClassifier(classifier, mean, std), spec, {})
+    assert result.max_difference <= 1e-4
+    assert {node.op_type for node in result.model.graph.node} >= {"Sub", "Div"}
+    pixels = torch.rand(5, 1, 16, 16)
+    with torch.no_grad():
+        expected = classifier.eval()(normalise(pixels, mean, std)).numpy()
+    got = _session(result.model.SerializeToString()).run(None, {"images": pixels.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+class NormalisesWrongly(PixelClassifier):
+    """Eager PyTorch normalises; the exported graph, traced on another branch, does not: parity must see it."""
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            out: torch.Tensor = self.classifier(pixels)
+            return out
+        return super().forward(pixels)
+
+
+def test_parity_is_checked_on_the_wrapped_model_with_pixel_inputs() -> None:
+    torch.manual_seed(0)
+    spec = ExportSpec("digits_cnn", ("images",), ("logits",), _pixels, (torch.rand(7, 1, 16, 16),))
+    with pytest.raises(ParityError):
+        export_model(NormalisesWrongly(Classifier(ClassifierConfig()), [0.3], [0.4]), spec, {})
+
+
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_an_exported_generator_answers_pixels_in_0_1(num_classes: int) -> None:
+    torch.manual_seed(0)
+    generator = Generator(GanConfig(num_classes=num_classes))
+    with torch.no_grad():  # larger weights drive the final tanh to both ends, so the whole range is seen
+        for parameter in generator.parameters():
+            parameter.mul_(4)
+
+    def sample(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        z = torch.randn(n, 64, generator=g)
+        return (z,) if not num_classes else (z, torch.randint(0, num_classes, (n,), generator=g))
+
+    names = ("latent", "class") if num_classes else ("latent",)
+    spec = ExportSpec("gan", names, ("images",), sample, sample(7, torch.Generator().manual_seed(9)))
+    result = export_model(PixelGenerator(generator), spec, {})
+    feeds = {name: t.numpy() for name, t in zip(names, sample(64, torch.Generator().manual_seed(3)), strict=True)}
+    images = _session(result.model.SerializeToString()).run(None, feeds)[0]
+    assert images.shape == (64, 1, 16, 16)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert images.min() < 0.05 and images.max() > 0.95  # the whole [0, 1] range, not [0.5, 1] or a squeeze
+    with torch.no_grad():
+        raw = generator.eval()(*(torch.from_numpy(feeds[n]) for n in names)).numpy()
+    np.testing.assert_allclose(images, (raw + 1) / 2, atol=1e-4)
 
 
 class CountsItsCalls(nn.Module):

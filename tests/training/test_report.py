@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cnnserve.training.data import load_dataset
+from cnnserve.training.export import ExportSpec, build_metadata, export_model
+from cnnserve.training.models.classifier import Classifier, ClassifierConfig
 from cnnserve.training.report import Judge, card, check, conditional_gan_checks, gan_checks, svc_baseline
 
 
@@ -65,3 +68,20 @@ def test_judge_reads_a_published_classifier(classifier_repo: Path) -> None:
         judge.probabilities(np.zeros((1, 3, 16, 16), np.float32))
     with pytest.raises(FileNotFoundError):
         Judge.find("no_such_model", classifier_repo)
+
+
+def test_judge_applies_the_mean_and_std_of_a_classifier_published_before_the_pixel_contract(tmp_path: Path) -> None:
+    """Older classifiers took normalised input and carried mean/std in their preprocessing metadata."""
+    torch.manual_seed(0)
+    classifier = Classifier(ClassifierConfig()).eval()
+    spec = ExportSpec("old", ("images",), ("logits",), lambda n, g: (torch.randn(n, 1, 16, 16, generator=g),),
+                      (torch.randn(7, 1, 16, 16),))  # fmt: skip
+    old = {"height": 16, "width": 16, "channels": 1, "layout": "NCHW", "scale": 1 / 255, "mean": [0.3], "std": [0.4]}
+    exported = export_model(classifier, spec, build_metadata([str(i) for i in range(10)], old, {}, {}))
+    (tmp_path / "model.onnx").write_bytes(exported.model.SerializeToString())
+    pixels = np.random.default_rng(1).random((4, 1, 16, 16), dtype=np.float32)
+    with torch.no_grad():
+        logits = classifier(torch.from_numpy((pixels - 0.3) / 0.4)).numpy()
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(Judge(tmp_path / "model.onnx").probabilities(pixels), expected, atol=1e-5)
