@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from cnnserve.contracts import layout
@@ -86,6 +87,15 @@ class ModelSpec:
     postprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: which output, value range
     image_input: ImageInput | None = None  # from preprocessing, checked against the graph when the model loads
     image_output: ImageOutput | None = None  # from postprocessing, when that output holds images
+
+    # Looked up on every request; built once per loaded spec.
+    @cached_property
+    def inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {tensor.name: tensor for tensor in self.inputs}
+
+    @cached_property
+    def outputs_by_name(self) -> dict[str, TensorSpec]:
+        return {tensor.name: tensor for tensor in self.outputs}
 
 
 @dataclass(frozen=True, slots=True)

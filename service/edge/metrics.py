@@ -15,10 +15,10 @@ path for the digits CNN).
 from __future__ import annotations
 
 import bisect
-import contextlib
 import importlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from types import TracebackType
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -201,13 +201,16 @@ class ModelMetrics:
             self.infer_seconds.observe(times.infer_s)
             self.output_seconds.observe(times.output_s)
 
-    @contextlib.contextmanager
-    def track_inflight(self) -> Iterator[None]:
+    def track_inflight(self) -> ModelMetrics:
+        """`with metrics.track_inflight():` counts a request in flight; no generator, as it runs per request."""
+        return self
+
+    def __enter__(self) -> None:
         self.inflight += 1
-        try:
-            yield
-        finally:
-            self.inflight -= 1
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+                 ) -> None:  # fmt: skip
+        self.inflight -= 1
 
     def set_queue_items(self, n: int) -> None:
         self.queue_items = n

@@ -87,13 +87,15 @@ def decode_inputs(
     """Validate a request against the model's spec and the limits, then turn its inputs into numpy arrays.
 
     Two passes: every input's name, datatype, shape and cost is checked before any of them is decoded."""
-    _check_parameters(request.parameters)
+    parameters = request.parameters
+    if parameters:
+        _check_parameters(parameters)
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: send one per input, in order"
         )
-    declared = {tensor.name: tensor for tensor in spec.inputs}
+    declared = spec.inputs_by_name
     checked: dict[str, tuple[int, tuple[int, ...], int]] = {}  # name -> (index, shape, element count)
     files: set[str] = set()  # inputs sent as encoded images
     batch: tuple[int, str] | None = None  # (size, the input that set it)
@@ -142,7 +144,7 @@ def decode_inputs(
     for needed in spec.inputs:
         if needed.name not in checked:
             raise InvalidInput(f"input {needed.name!r}: missing; model {spec.name!r} needs {tensor_names(spec.inputs)}")
-    requested = _requested_outputs(request.outputs, spec, _wants_png(request.parameters, spec))
+    requested = _requested_outputs(request.outputs, spec, bool(parameters) and _wants_png(parameters, spec))
     inputs: dict[str, Array] = {}
     encoded: dict[str, Array] = {}
     for name, (index, shape, count) in checked.items():
@@ -267,7 +269,7 @@ def _requested_outputs(
     outputs: Iterable[pb.ModelInferRequest.InferRequestedOutputTensor], spec: ModelSpec, png: bool = False
 ) -> list[RequestedOutput]:
     png_output = spec.image_output.name if png and spec.image_output is not None else None
-    declared = {tensor.name: tensor for tensor in spec.outputs}
+    declared = spec.outputs_by_name
     result: list[RequestedOutput] = []
     for output in outputs:
         tensor = declared.get(output.name)

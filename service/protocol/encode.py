@@ -28,7 +28,7 @@ def encode_response(
     reads numeric outputs only from raw bytes). `labels` describe spec.label_output (any output when that is unset).
     """
     response = pb.ModelInferResponse(model_name=spec.name, model_version=model_version, id=request.id)
-    declared = {tensor.name: tensor for tensor in spec.outputs}
+    declared = spec.outputs_by_name
     for want in requested or [RequestedOutput(tensor.name) for tensor in spec.outputs]:
         tensor = declared.get(want.name)
         if tensor is None:

@@ -88,11 +88,21 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
                 yield reply
 
         wrapped = generator
-    else:
+    elif streaming_in:
 
         async def coroutine(received: Any, context: grpc.aio.ServicerContext) -> Any:
             return await behavior(await requests(received, context), context)
 
         wrapped = coroutine
+    else:  # the hot path (ModelInfer): parsed inline, one coroutine frame fewer per call than through requests()
+
+        async def unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                request = parse(raw)
+            except Exception:
+                request = await parsed(raw, context)  # logs and aborts
+            return await behavior(request, context)
+
+        wrapped = unary
     make = _MAKERS[(streaming_in, streaming_out)]
     return make(wrapped, request_deserializer=None, response_serializer=handler.response_serializer)

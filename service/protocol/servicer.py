@@ -192,7 +192,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         started = time.monotonic()
-        async with self._gate.admit():
+        with self._gate.admit():
             model = self._models.get(request.model_name, request.model_version)
             observer = model.observer
             outcome = "success"

@@ -166,7 +166,11 @@ class Batcher:
         if not inputs:
             raise InvalidInput(f"model '{self._name}': a request needs at least one input")
         # Requests merge only with requests of the same names, dtypes and per-item shapes.
-        signature = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        if len(inputs) == 1:  # most models: no sort, no generator
+            ((key, value),) = inputs.items()
+            signature: object = (key, value.dtype.str, value.shape[1:])
+        else:
+            signature = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
         if self._max_batch_size == 0:
             return 1, signature
         dims = {v.shape[0] if v.ndim else 0 for v in inputs.values()}

@@ -7,8 +7,7 @@ and shutdown must wait for every accepted request, whichever model it is for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
 
 from cnnserve.service.errors import ModelNotReady
 
@@ -33,18 +32,22 @@ class RequestGate:
         """Requests admitted since start: with `in_progress`, what shutdown tells about the work it accepted."""
         return self._admitted
 
-    @asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
+    def admit(self) -> RequestGate:
+        """`with gate.admit():` around a request's whole handling. A plain context manager (no generator, no
+        coroutine): it runs on every request."""
         if self._closed:
             raise ModelNotReady("server is shutting down: not accepting new requests")
+        return self
+
+    def __enter__(self) -> None:
         self._in_progress += 1
         self._admitted += 1
-        try:
-            yield
-        finally:
-            self._in_progress -= 1
-            if self._in_progress == 0 and self._idle is not None:
-                self._idle.set()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+                 ) -> None:  # fmt: skip
+        self._in_progress -= 1
+        if self._in_progress == 0 and self._idle is not None:
+            self._idle.set()
 
     def close(self) -> None:
         self._closed = True
