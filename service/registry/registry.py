@@ -154,12 +154,16 @@ class ModelManager:
         model = self._models.get(name)
         if model is None:
             raise ModelNotFound(f"model '{name}' is not in the repository")
-        if version == "":
-            ready = [(v, e.served) for v, e in model.versions.items() if e.served is not None]
-            if not ready:
+        if version == "":  # every request that names no version: a plain loop, no list, no key function
+            newest: ServedModel | None = None
+            for candidate in model.versions.values():
+                served = candidate.served
+                if served is not None and (newest is None or served.version > newest.version):
+                    newest = served
+            if newest is None:
                 reason = model.error or "; ".join(e.reason for e in model.versions.values() if e.reason)
                 raise ModelNotReady(f"model '{name}' has no ready version" + (f": {reason}" if reason else ""))
-            return max(ready, key=lambda pair: pair[0])[1]
+            return newest
         entry = model.versions.get(int(version)) if VERSION_PATTERN.fullmatch(version) else None
         if entry is None:
             raise ModelNotFound(f"model '{name}' has no version '{version}'")

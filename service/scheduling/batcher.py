@@ -166,16 +166,19 @@ class Batcher:
         if not inputs:
             raise InvalidInput(f"model '{self._name}': a request needs at least one input")
         # Requests merge only with requests of the same names, dtypes and per-item shapes.
-        if len(inputs) == 1:  # most models: no sort, no generator
+        if len(inputs) == 1:  # most models: no sort, no set of dims
             ((key, value),) = inputs.items()
             signature: object = (key, value.dtype.str, value.shape[1:])
+            if self._max_batch_size == 0:
+                return 1, signature
+            items, mixed = (value.shape[0] if value.ndim else 0), False
         else:
             signature = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
-        if self._max_batch_size == 0:
-            return 1, signature
-        dims = {v.shape[0] if v.ndim else 0 for v in inputs.values()}
-        items = dims.pop()
-        if dims or items < 1:
+            if self._max_batch_size == 0:
+                return 1, signature
+            dims = {v.shape[0] if v.ndim else 0 for v in inputs.values()}
+            items, mixed = dims.pop(), bool(dims)
+        if mixed or items < 1:
             raise InvalidInput(f"model '{self._name}': inputs need one shared batch dimension >= 1")
         if items > self._max_batch_size:
             raise InvalidInput(f"model '{self._name}': batch of {items} exceeds max_batch_size {self._max_batch_size}")
