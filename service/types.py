@@ -71,7 +71,7 @@ class ModelSpec:
     """A model's configuration: config.json merged with what the ONNX graph says."""
 
     name: str
-    platform: str  # "onnxruntime_onnx"
+    platform: str  # layout.PLATFORM
     max_batch_size: int  # 0 = the model does not batch; its shapes then carry no batch axis
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -83,7 +83,7 @@ class ModelSpec:
     parameters: dict[str, str] = field(default_factory=dict)  # free-form, reported in metadata and config
     session: SessionOptions = SessionOptions()
     execution_providers: tuple[str, ...] = ("cuda", "cpu")  # preference order; the first that works is used
-    version_policy: dict[str, Any] = field(default_factory=lambda: {"latest": {"num_versions": 1}})
+    version_policy: dict[str, Any] = field(default_factory=lambda: layout.parse_version_policy(None))
     postprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: which output, value range
     image_input: ImageInput | None = None  # from preprocessing, checked against the graph when the model loads
     image_output: ImageOutput | None = None  # from postprocessing, when that output holds images

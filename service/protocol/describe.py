@@ -19,11 +19,10 @@ import json
 from typing import Any
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.contracts import imaging
+from cnnserve.contracts import imaging, layout
 from cnnserve.service.protocol.decode import triton_data_type
 from cnnserve.service.types import ModelSpec, TensorSpec
 
-PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
 
 
@@ -44,7 +43,7 @@ def model_metadata(spec: ModelSpec, versions: list[int]) -> pb.ModelMetadataResp
     return pb.ModelMetadataResponse(
         name=spec.name,
         versions=[str(v) for v in sorted(versions)],
-        platform=spec.platform or PLATFORM,
+        platform=spec.platform or layout.PLATFORM,
         inputs=[_input_metadata(spec, t) for t in spec.inputs],
         outputs=[tensor_metadata(t) for t in spec.outputs],
     )
@@ -62,7 +61,7 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
     on_gpu = provider.startswith(("CUDA", "Tensorrt"))
     config = pb.ModelConfig(
         name=spec.name,
-        platform=spec.platform or PLATFORM,
+        platform=spec.platform or layout.PLATFORM,
         backend=BACKEND,
         max_batch_size=spec.max_batch_size,
         default_model_filename="model.onnx",
@@ -129,10 +128,10 @@ def _is_range(value: Any) -> bool:
 
 
 def _set_version_policy(config: pb.ModelConfig, spec: ModelSpec) -> None:
-    policy = spec.version_policy or {"latest": {"num_versions": 1}}
+    policy = spec.version_policy  # normal form (layout.parse_version_policy): exactly one kind, its keys present
     if "all" in policy:
         config.version_policy.all.SetInParent()
     elif "specific" in policy:
-        config.version_policy.specific.versions.extend(int(v) for v in policy["specific"].get("versions", []))
+        config.version_policy.specific.versions.extend(policy["specific"]["versions"])
     else:
-        config.version_policy.latest.num_versions = int(policy.get("latest", {}).get("num_versions", 1))
+        config.version_policy.latest.num_versions = policy["latest"]["num_versions"]
