@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,6 @@ from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, Tens
 logger = logging.getLogger(__name__)
 
 Tensors = dict[str, npt.NDArray[Any]]
-ComputeCallback = Callable[[float, float, float], None]
-"""on_compute(input_s, infer_s, output_s): one call per run."""
 
 CPU = "CPUExecutionProvider"
 _PROVIDER_CHAINS = {
@@ -84,7 +82,6 @@ class Runtime:
         label: str = "",
     ) -> None:
         self.label = label or str(model_path)
-        self.on_compute: ComputeCallback | None = None
         so = session_options(options)
         first, self.provider = self._first_session(model_path, providers, so)
         chain = next(c for c in _PROVIDER_CHAINS.values() if c[0] == self.provider)
@@ -160,13 +157,6 @@ class Runtime:
                         raise ModelLoadError(f"{self.label}: warm-up run failed: {err}") from None
                     logger.warning("event=warmup_skipped model=%s batch=%d error=%s", self.label, batch, err)
                     return
-
-    async def run(self, inputs: Tensors) -> Tensors:
-        """Run one batch in a worker thread; reports its phases to `on_compute` when set."""
-        outputs, times = await self.run_timed(inputs)
-        if self.on_compute is not None:
-            self.on_compute(times.input_s, times.infer_s, times.output_s)
-        return outputs
 
     async def run_timed(self, inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
         if self._closed:

@@ -1,4 +1,4 @@
-"""Requests off the wire: decode and validate ModelInferRequest inputs against a ModelSpec (replies: replies.py).
+"""Requests off the wire: decode and validate ModelInferRequest inputs against a ModelSpec (replies: encode.py).
 
 Pure functions: no gRPC server, no ONNX Runtime. Every refusal is an InvalidInput naming the tensor and the rule, raised
 before a request reaches the batcher, so a bad request never fails its batch-mates.
@@ -63,7 +63,7 @@ class DecodedRequest:
     """In the order asked; every output in model order when none was asked."""
     encoded_images: dict[str, Array] = field(default_factory=dict)
     """By input name: PNG/JPEG files (object array [n] of bytes) sent for the model's image input, still to be
-    decoded (service/images.py); that input is then absent from `inputs`."""
+    decoded (execution/images.py); that input is then absent from `inputs`."""
 
 
 @dataclass(frozen=True)

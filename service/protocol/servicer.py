@@ -223,7 +223,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec) -> dict[str, Array]:
         target = spec.image_input
-        assert target is not None  # the codec takes files only for a model's image input
+        assert target is not None  # decode takes files only for a model's image input
         batch = await self._images.decode(decoded.encoded_images[target.name], target)
         return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}
 

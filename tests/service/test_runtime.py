@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from cnnserve.service.errors import InvalidInput, ModelLoadError, ModelNotReady
 from cnnserve.service.execution.runtime import CPU, Runtime, Tensors, session_options
-from cnnserve.service.types import ModelSpec, SessionOptions, TensorSpec
+from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, TensorSpec
 from tests import onnx_models
 from tests.service.graphs import conv_any_size, fixed_batch, save
 
@@ -73,31 +73,28 @@ def test_runs_match_a_direct_session_across_instances(repo: Path) -> None:
     reference = ort.InferenceSession(str(path), providers=[CPU])
     runtime = Runtime(path, instance_count=2)
     assert runtime.instance_count == 2
-    timings: list[tuple[float, float, float]] = []
-    runtime.on_compute = lambda *phases: timings.append(phases)
     rng = np.random.default_rng(0)
     requests: list[Tensors] = [
         {"latent": rng.standard_normal((n, 8)).astype(np.float32), "class": rng.integers(0, 10, n).astype(np.int64)}
         for n in (1, 3, 8, 2, 5, 7)
     ]
 
-    async def run_all() -> list[Tensors]:
-        return await asyncio.gather(*(runtime.run(r) for r in requests))
+    async def run_all() -> list[tuple[Tensors, ComputeTimes]]:
+        return await asyncio.gather(*(runtime.run_timed(r) for r in requests))
 
-    for request, outputs in zip(requests, asyncio.run(run_all()), strict=True):
+    for request, (outputs, times) in zip(requests, asyncio.run(run_all()), strict=True):
         (expected,) = reference.run(None, request)
         np.testing.assert_array_equal(outputs["images"], expected)
-    assert len(timings) == len(requests)
-    assert all(len(t) == 3 and min(t) >= 0 and t[1] > 0 for t in timings)
+        assert min(times.input_s, times.infer_s, times.output_s) >= 0 and times.infer_s > 0
     runtime.close()
     with pytest.raises(ModelNotReady):
-        asyncio.run(runtime.run(requests[0]))
+        asyncio.run(runtime.run_timed(requests[0]))
 
 
 def test_non_contiguous_inputs_are_accepted(repo: Path) -> None:
     runtime = Runtime(repo / "classifier" / "1" / "model.onnx")
     images = np.random.default_rng(1).standard_normal((4, 1, 4, 8)).astype(np.float32)[..., ::2]
-    outputs = asyncio.run(runtime.run({"images": images}))
+    outputs, _ = asyncio.run(runtime.run_timed({"images": images}))
     np.testing.assert_allclose(outputs["logits"], onnx_models.classifier_reference(images), rtol=1e-5, atol=1e-5)
     runtime.close()
 
@@ -134,10 +131,10 @@ def test_bytes_inputs_reach_the_model_as_utf8_text(tmp_path: Path) -> None:
     runtime = Runtime(save(graph, tmp_path / "model.onnx"))
     runtime.warm_up(spec_of(runtime))
     values = np.array([b"", b"a\x00b", "ün".encode()], dtype=object)
-    outputs = asyncio.run(runtime.run({"text": values}))
+    outputs, _ = asyncio.run(runtime.run_timed({"text": values}))
     assert outputs["same"].tolist() == ["", "a\x00b", "ün"]
     with pytest.raises(InvalidInput):
-        asyncio.run(runtime.run({"text": np.array([b"\xff"], dtype=object)}))
+        asyncio.run(runtime.run_timed({"text": np.array([b"\xff"], dtype=object)}))
     runtime.close()
 
 
@@ -146,8 +143,7 @@ def test_values_onnx_runtime_refuses_are_invalid_input(repo: Path) -> None:
     runtime = Runtime(repo / "cgen" / "1" / "model.onnx")
     latent = np.zeros((2, 8), np.float32)
     with pytest.raises(InvalidInput):
-        asyncio.run(runtime.run({"latent": latent, "class": np.array([1, 99], np.int64)}))
-    assert asyncio.run(runtime.run({"latent": latent, "class": np.array([1, 9], np.int64)}))["images"].shape == (
-        2, 1, 2, 4,
-    )  # fmt: skip
+        asyncio.run(runtime.run_timed({"latent": latent, "class": np.array([1, 99], np.int64)}))
+    outputs, _ = asyncio.run(runtime.run_timed({"latent": latent, "class": np.array([1, 9], np.int64)}))
+    assert outputs["images"].shape == (2, 1, 2, 4)
     runtime.close()
