@@ -34,7 +34,7 @@ for round in $(seq "$rounds"); do
   for tree in "$other" "$here"; do
     label=$([ "$tree" = "$here" ] && echo this || echo other)
     (cd "$tree" && exec .venv/bin/cnnserve serve --model-repository "$repo" --host 127.0.0.1 --grpc-port "$port" \
-      --http-port -1 --model-control-mode explicit --startup-models "$model" --log-level WARNING) &
+      --http-port -1 --model-control-mode explicit --startup-models "$model" --log-level ERROR 2>/dev/null) &
     server=$!
     until "$here/.venv/bin/cnnserve" health --url "127.0.0.1:$port" >/dev/null 2>&1; do
       kill -0 "$server" 2>/dev/null || { echo "$label: the server exited before it was ready" >&2; exit 1; }
