@@ -81,4 +81,4 @@ def _cors(origins: frozenset[str]) -> Middleware:
 async def start_rest_server(settings: Settings, app: web.Application, port: int,
                             ssl_context: ssl.SSLContext | None) -> WebListener:
     return await start_listener(app, settings.host, port, ssl_context=ssl_context, name="rest",
-                                keepalive_s=settings.rest_keepalive_s)
+                                keepalive_s=settings.rest_keepalive_s, error_reply=error_reply)

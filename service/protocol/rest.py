@@ -62,9 +62,12 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as err:
         if err.status < 400:
             raise
-        reply = error_reply(err.status, err.reason)
+        detail = err.text or ""  # aiohttp's own say "404: Not Found"; ours and 413's say what happened
+        reply = error_reply(err.status, detail if detail and not detail.startswith(f"{err.status}:") else err.reason)
         if "Allow" in err.headers:
             reply.headers["Allow"] = err.headers["Allow"]
+        if err.status in (408, 413):  # the rest of that body is not worth waiting for: hang up after the answer
+            reply.force_close()
         return reply
     except asyncio.CancelledError:
         raise
@@ -107,6 +110,17 @@ class RestApi:
         self._gate = gate
         self._path = path
         self.max_json_bytes = settings.max_rest_json_bytes
+        self._body_timeout_s = settings.rest_timeout_s
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The whole body, bounded by the app's client_max_size (413) and by rest_timeout_s (408): a client that
+        trickles its body cannot hold a connection and a growing buffer for ever."""
+        try:
+            async with asyncio.timeout(self._body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(reason=f"request body not received within {self._body_timeout_s:g} s"
+                                         ) from None
 
     def routes(self) -> list[web.RouteDef]:
         """Fixed paths before /v2/models/{model}, so that 'stats' is not taken for a model's name."""
@@ -168,7 +182,7 @@ class RestApi:
     # -- repository -------------------------------------------------------------------------------------------
 
     async def repository_index(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        body = await self._read(request)
         options = rest_codec.loads(body, "request body") if body.strip() else {}
         ready_only = isinstance(options, dict) and options.get("ready") is True
         entries = await self._models.index(ready_only=ready_only)
@@ -199,7 +213,7 @@ class RestApi:
 
     async def infer(self, request: web.Request) -> web.Response:
         name, version = _model(request)
-        body = await request.read()  # bounded by the app's client_max_size: 413 past it
+        body = await self._read(request)
         content_type = request.content_type
         if content_type in IMAGE_TYPES:
             return await self._infer_image(request, name, version, body)

@@ -356,3 +356,44 @@ def test_tls_and_mutual_tls(repo: Path, pki: Pki, start_server: Any) -> None:
     anonymous.close()
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):  # plaintext to a TLS port
         call(mutual, "GET", "/v2/health/ready")
+
+
+# -- the connection: keep-alive, bounded heads, slow clients --------------------------------------------------------
+
+
+def raw_exchange(port: int, data: bytes, timeout_s: float = 5.0) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server: ServerThread) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.server.rest_port, timeout=10)
+    connection.request("GET", "/v2/health/live")
+    connection.getresponse().read()
+    first = connection.sock
+    connection.request("GET", "/v2")
+    assert connection.getresponse().status == 200 and connection.sock is first
+    connection.close()
+
+
+def test_malformed_and_oversized_heads_are_refused_as_json(server: ServerThread) -> None:
+    port = server.server.rest_port
+    reply = raw_exchange(port, b"NONSENSE\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ") and b'{"error":' in reply
+    reply = raw_exchange(port, b"GET /v2 HTTP/1.1\r\nX-Padding: " + b"a" * 9000 + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 431 ") and b"aaaa" not in reply
+    assert call(server, "GET", "/v2/health/live")[0] == 200  # still serving
+
+
+def test_a_client_that_trickles_its_body_is_cut_off(repo: Path, start_server: Any) -> None:
+    strict = start_server(repo, rest_timeout_s=0.5)
+    head = (b"POST /v2/models/quick/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{\"inputs\"")
+    reply = raw_exchange(strict.server.rest_port, head)
+    assert reply.startswith(b"HTTP/1.1 408 ") and b'{"error":' in reply
