@@ -397,3 +397,34 @@ def test_a_client_that_trickles_its_body_is_cut_off(repo: Path, start_server: An
             b"Content-Length: 1000\r\n\r\n{\"inputs\"")
     reply = raw_exchange(strict.server.rest_port, head)
     assert reply.startswith(b"HTTP/1.1 408 ") and b'{"error":' in reply
+
+
+# -- overload and deadlines: 429 with Retry-After, 504 ----------------------------------------------------------------
+
+
+def test_full_queue_is_429_with_retry_after_and_a_passed_deadline_504(tmp_path: Path, start_server: Any) -> None:
+    onnx_models.write_slow_classifier(tmp_path, work=300, max_batch_size=1,
+                                      dynamic_batching={"max_queue_delay_us": 0, "max_queue_size": 2})
+    slow = start_server(tmp_path)
+    body = infer_body([1, 1, 4, 4])
+    results: list[tuple[int, dict[str, str], bytes]] = []
+
+    def send(extra: bytes = b"") -> None:
+        results.append(call(slow, "POST", "/v2/models/slow/infer", extra or body))
+
+    blocker = threading.Thread(target=send)
+    blocker.start()
+    while slow.server.models.get("slow").in_flight_requests == 0:  # the blocker runs (or waits) first
+        threading.Event().wait(0.005)
+    late = json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 1, 4, 4], "data": [0.0] * 16}],
+                       "parameters": {"timeout": 1000}}).encode()  # 1 ms: passes while queued behind the blocker
+    status, _, reply = call(slow, "POST", "/v2/models/slow/infer", late)
+    assert status == 504 and json.loads(reply)["error"]
+    burst = [threading.Thread(target=send) for _ in range(6)]
+    for thread in [*burst]:
+        thread.start()
+    for thread in [blocker, *burst]:
+        thread.join(60)
+    refused = [headers for status, headers, _ in results if status == 429]
+    assert refused and all(headers["Retry-After"] == "1" for headers in refused)
+    assert {status for status, _, _ in results} <= {200, 429} and any(s == 200 for s, _, _ in results)
