@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.client.bench import Measurement, drive, fetch_metadata, random_inputs, serialized_request
 from cnnserve.client.cli import add_connection_flags, connection_options
 from cnnserve.client.connection import Connection
+from cnnserve.client.rest_bench import drive_rest, rest_request
 
 
 def in_process(model_file: Path, inputs: dict[str, np.ndarray], duration_s: float, threads: int,
@@ -70,8 +72,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=1, help="in-process: parallel sessions (match instance_count)")
     p.add_argument("--server-pid", type=int, action="append", default=[],
                    help="server process id(s): report server CPU time per request")
+    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
+                   help="http: REST binary and JSON beside gRPC unary at each level, in one run (needs --rest-url)")
+    p.add_argument("--rest-url", default="127.0.0.1:8000", help="the server's HTTP/REST address HOST:PORT")
     add_connection_flags(p)
     return p
+
+
+def json_decode_ms(model: str, metadata: pb.ModelMetadataResponse, inputs: dict[str, np.ndarray],
+                   repeat: int = 5) -> float:
+    """Best of `repeat`: the server's own REST codec turning one JSON request into validated numpy inputs (orjson,
+    np.asarray, decode.py's checks), in this process, so nothing else is timed."""
+    from cnnserve.service.protocol import rest_codec
+    from cnnserve.service.protocol.decode import RequestLimits, decode_inputs
+    from cnnserve.service.types import ModelSpec, TensorSpec
+
+    spec = ModelSpec(model, "onnxruntime_onnx", 1 << 20,
+                     tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.inputs),
+                     tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.outputs))  # fmt: skip
+    request = rest_request("x", model, metadata, inputs, binary=False)
+    body = request.split(b"\r\n\r\n", 1)[1]
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        parsed = rest_codec.parse_infer(body, None, model, "", RequestLimits(1 << 30, 1 << 34))
+        decode_inputs(parsed.request, spec, RequestLimits(1 << 30, 1 << 34), parsed.raw_inputs)
+        best = min(best, (time.perf_counter() - started) * 1000)
+    return best
+
+
+def compare_http(args: argparse.Namespace, levels: Sequence[int], metadata: pb.ModelMetadataResponse,
+                 connection: Connection) -> int:
+    """gRPC unary, REST binary and REST JSON at each level, one after another in the same run."""
+    inputs = random_inputs(metadata, args.batch_size)
+    shape = "x".join(str(d) for d in next(iter(inputs.values())).shape)
+    decode_ms = json_decode_ms(args.model, metadata, inputs)
+    print(f"one JSON request [{shape}] decoded by the server's codec in {decode_ms:.2f} ms")
+    print(f"{'protocol':>9} {'concurrency':>11} {'items/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+          f"{'srv cpu ms/req':>15} {'x grpc items/s':>15} {'x grpc cpu':>11}")
+    grpc_payload = serialized_request(args.model, metadata, inputs)
+    token = next((value.split(" ", 1)[1] for key, value in connection.metadata if key == "authorization"), None)
+    for concurrency in levels:
+        base: tuple[float, float] | None = None
+        for protocol in ("grpc", "rest-bin", "rest-json"):
+            if protocol == "grpc":
+                served, cpu_s = asyncio.run(drive(args.url, grpc_payload, args.batch_size, concurrency,
+                                                  args.duration_s, args.warmup_s, args.server_pid, connection))
+            else:
+                request = rest_request(args.rest_url, args.model, metadata, inputs, protocol == "rest-bin", token)
+                served, cpu_s = asyncio.run(drive_rest(args.rest_url, request, args.batch_size, concurrency,
+                                                       args.duration_s, args.warmup_s, args.server_pid))
+            per_request = cpu_s * 1000 / served.requests if args.server_pid and served.requests else float("nan")
+            base = base or (served.items_per_s, per_request)
+            print(f"{protocol:>9} {concurrency:>11} {served.items_per_s:>10.1f} {served.percentile(50):>8.2f} "
+                  f"{served.percentile(90):>8.2f} {served.percentile(99):>8.2f} {per_request:>15.3f} "
+                  f"{served.items_per_s / base[0]:>15.2f} {per_request / base[1]:>11.2f}", flush=True)
+    return 0
 
 
 def main(argv: Sequence[str]) -> int:
@@ -79,6 +135,10 @@ def main(argv: Sequence[str]) -> int:
     levels = [int(c) for c in args.concurrency.split(",") if c]
     connection = Connection.build(max_message_bytes=-1, **connection_options(args))
     metadata = asyncio.run(fetch_metadata(args.url, args.model, connection))
+    if args.protocol == "http":
+        print(f"model={args.model} grpc={args.url} rest={args.rest_url} batch_size={args.batch_size} "
+              f"duration_s={args.duration_s} cpus={os.cpu_count()}")
+        return compare_http(args, levels, metadata, connection)
     print(f"model={args.model} url={args.url} batch_size={args.batch_size} duration_s={args.duration_s} "
           f"cpus={os.cpu_count()} calls={'streaming' if args.streaming else 'unary'}")
     header = (f"{'concurrency':>11} {'items/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "

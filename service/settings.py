@@ -29,6 +29,20 @@ class Settings:
     """gRPC port (Open Inference Protocol, health, reflection); 0 picks a free one."""
     http_port: int = 8002
     """HTTP port for /metrics and /v2/health/{live,ready}; 0 picks a free one, -1 turns it off."""
+    rest_port: int = 8000
+    """HTTP/REST port (KServe v2 REST with Triton's extensions, as Triton's 8000); 0 picks a free one, -1 turns it
+    off."""
+    rest_cors_origins: tuple[str, ...] = ()
+    """Origins (e.g. https://app.example) a browser page may call the REST port from; "*" allows any; empty: CORS
+    off, so browsers refuse cross-origin calls."""
+    max_rest_json_bytes: int = 64 * 1024 * 1024
+    """Largest JSON part of a REST request (the whole body without the binary extension): orjson builds a Python
+    object per number, about 30 times the text, so JSON gets a tighter bound than binary tensors (413 past it)."""
+    rest_timeout_s: float = 60.0
+    """How long a REST client may take to send its request body; a slower one is cut off (a slow client cannot hold
+    a connection and a buffer for ever). Idle keep-alive connections close after rest_keepalive_s."""
+    rest_keepalive_s: float = 75.0
+    """Idle time after which a keep-alive REST connection is closed."""
     model_control_mode: str = "none"
     """none: load all at start; poll: also watch the folder; explicit: RepositoryModelLoad/Unload only."""
     poll_interval_s: float = 5.0
@@ -84,7 +98,7 @@ class Settings:
             raise ValueError(
                 f"model_control_mode must be one of {', '.join(CONTROL_MODES)}, got {self.model_control_mode!r}"
             )
-        for name in ("grpc_port", "http_port"):
+        for name in ("grpc_port", "http_port", "rest_port"):
             port = getattr(self, name)
             if not -1 <= port <= 65535:
                 raise ValueError(f"{name} must be a port number 0-65535 (or -1 for off), got {port}")
@@ -93,7 +107,7 @@ class Settings:
         if self.poll_interval_s <= 0 or self.grace_period_s < 0:
             raise ValueError("poll_interval_s must be > 0 and grace_period_s >= 0")
         for name in ("max_elements_per_request", "max_request_tensor_bytes", "max_concurrent_streams",
-                     "max_image_pixels"):
+                     "max_image_pixels", "max_rest_json_bytes", "rest_timeout_s", "rest_keepalive_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

@@ -50,12 +50,20 @@ class ServerThread:
         return f"127.0.0.1:{self.server.grpc_port}"
 
     @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.rest_port}"
+
+    @property
+    def rest_address(self) -> str:
+        return f"127.0.0.1:{self.server.rest_port}"
+
+    @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.server.http_port}"
 
 
 def loopback_settings(repo: Path, **overrides: Any) -> Settings:
-    return replace(Settings(model_repository=repo, host="127.0.0.1", grpc_port=0, http_port=0,
+    return replace(Settings(model_repository=repo, host="127.0.0.1", grpc_port=0, http_port=0, rest_port=0,
                             execution_providers=("cpu",), grace_period_s=5.0), **overrides)
 
 

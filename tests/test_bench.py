@@ -52,3 +52,22 @@ def test_bench_fills_integer_inputs_of_a_two_input_model(
     assert bench_main(argv) == 0
     output = capsys.readouterr().out
     assert "failed" not in output and rows(output)[0][0] == "2"
+
+
+def test_bench_http_compares_rest_binary_and_json_with_grpc(
+    server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--protocol", "http", "--url", server.grpc_address, "--rest-url", server.rest_address,
+            "--model", "classifier", "--concurrency", "1,4", "--duration-s", "0.4", "--warmup-s", "0.1",
+            "--server-pid", str(os.getpid())]
+    assert bench_main(argv) == 0
+    output = capsys.readouterr().out
+    assert "failed" not in output and "decoded by the server's codec in" in output
+    protocols = (["grpc"], ["rest-bin"], ["rest-json"])
+    table = [line.split() for line in output.splitlines() if line.split()[:1] in protocols]
+    assert [(row[0], row[1]) for row in table] == [
+        (p, c) for c in ("1", "4") for p in ("grpc", "rest-bin", "rest-json")
+    ]
+    for row in table:
+        served, cpu, vs_grpc = float(row[2]), float(row[6]), float(row[7])
+        assert served > 0 and cpu > 0 and vs_grpc > 0

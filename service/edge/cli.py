@@ -15,13 +15,19 @@ from cnnserve.service.settings import CONTROL_MODES, ConfigError, Settings
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnserve serve",
-        description="Serve a model repository over gRPC (Open Inference Protocol). "
+        description="Serve a model repository over gRPC and HTTP/REST (Open Inference Protocol). "
         "Every flag can also be set by CNNSERVE_<FLAG> (upper case, '-' as '_').",
     )
     p.add_argument("--model-repository", type=Path, help="model repository folder (default: model_repository)")
     p.add_argument("--host", help="address to bind (default 0.0.0.0)")
     p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 = any free port)")
     p.add_argument("--http-port", type=int, help="HTTP metrics/health port (default 8002; -1 = off)")
+    p.add_argument("--rest-port", type=int, help="HTTP/REST inference port (default 8000; 0 = any free; -1 = off)")
+    p.add_argument("--rest-cors-origins", type=lambda s: tuple(x for x in s.split(",") if x),
+                   help="comma-separated origins allowed to call the REST port from a browser ('*': any)")
+    p.add_argument("--max-rest-json-bytes", type=int, help="largest JSON part of a REST request (413 past it)")
+    p.add_argument("--rest-timeout-s", type=float, help="time a REST client may take to send its body")
+    p.add_argument("--rest-keepalive-s", type=float, help="idle keep-alive REST connections close after this")
     p.add_argument("--model-control-mode", choices=CONTROL_MODES, help="none | poll | explicit (default none)")
     p.add_argument("--poll-interval-s", type=float, help="repository rescan interval in poll mode")
     p.add_argument("--startup-models", type=lambda s: tuple(x for x in s.split(",") if x),

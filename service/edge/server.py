@@ -24,8 +24,12 @@ from cnnserve.service.edge.auth import OPEN_METHODS, AuthInterceptor, TokenStore
 from cnnserve.service.edge.health import HealthReporter
 from cnnserve.service.edge.http import HttpServer, start_http_server
 from cnnserve.service.edge.metrics import Metrics, ModelMetrics
+from cnnserve.service.edge.rest import build_app, start_rest_server
+from cnnserve.service.edge.web import WebListener
 from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.protocol.guard import guarded_service
+from cnnserve.service.protocol.inference import InferencePath
+from cnnserve.service.protocol.rest import RestApi
 from cnnserve.service.protocol.servicer import InferenceServicer
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.registry.served import ServedModel
@@ -54,11 +58,15 @@ class InferenceServer:
             settings, on_model_event=self._on_model_event, observer_factory=self._observer_for
         )
         self.metrics.attach_models(self.models)
+        # One request path for both doors: a REST and a gRPC request reach the same batcher and may share a batch.
+        self.path = InferencePath(settings, self.models, self.gate, self.images)
         self._grpc: grpc.aio.Server | None = None
         self._http: HttpServer | None = None
+        self._rest: WebListener | None = None
         self._health_tasks: set[asyncio.Task[None]] = set()
         self.grpc_port = 0
         self.http_port = 0
+        self.rest_port = 0
 
     def is_live(self) -> bool:
         return self._grpc is not None
@@ -77,10 +85,15 @@ class InferenceServer:
                 ssl_context=self._http_tls, authorize=self.tokens.check_header if closed and self.tokens else None,
             )
             self.http_port = self._http.port
+        if self.settings.rest_port >= 0:
+            api = RestApi(self.settings, self.models, self.gate, self.path)
+            app = build_app(self.settings, api, self.tokens, self._refused)
+            self._rest = await start_rest_server(self.settings, app, self.settings.rest_port, self._http_tls)
+            self.rest_port = self._rest.port
         await self.health.set_live()
         await self.health.set_ready(False)
-        logger.info("event=listening grpc=%s:%d http=%s:%d", self.settings.host, self.grpc_port,
-                    self.settings.host, self.http_port)
+        logger.info("event=listening grpc=%s:%d http=%s:%d rest=%s:%d", self.settings.host, self.grpc_port,
+                    self.settings.host, self.http_port, self.settings.host, self.rest_port)
         await self.models.start()
         await self._refresh_readiness()
         logger.info("event=ready ready=%s models=%d", self.is_ready(), len(self.models.served_models()))
@@ -117,7 +130,7 @@ class InferenceServer:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_streams,
         )
-        servicer = InferenceServicer(self.settings, self.models, self.gate, self.images)
+        servicer = InferenceServicer(self.settings, self.models, self.gate, self.path)
         server.add_generic_rpc_handlers(
             (guarded_service(pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer, pb),)
         )
@@ -170,6 +183,8 @@ class InferenceServer:
         await self.health.shutting_down()
         if self._http is not None:
             await self._http.close()
+        if self._rest is not None:  # after the drain: every admitted REST request has been answered
+            await self._rest.close()
         if self._grpc is not None:
             # Every accepted request is answered by now; what still runs (an idle ModelStreamInfer, a health Watch)
             # would otherwise hold the exit for the whole grace period. A short window lets written replies go out.

@@ -24,6 +24,7 @@ __all__ = [
     "BYTES_ELEMENT_COST",
     "DATATYPES",
     "MAX_ELEMENTS",
+    "Buffer",
     "DataTypeInfo",
     "DecodedRequest",
     "RequestLimits",
@@ -42,6 +43,8 @@ LENGTH = struct.Struct("<I")  # BYTES elements on the wire: 4-byte little-endian
 _WIRE_DTYPES: Mapping[str, np.dtype[Any]] = {"int_contents": np.dtype("<i4"), "uint_contents": np.dtype("<u4")}
 
 Array = npt.NDArray[Any]
+Buffer = bytes | memoryview
+"""A raw tensor: bytes from a protobuf message, or a view of an HTTP body (the REST door's binary extension)."""
 
 
 class RequestedOutput(NamedTuple):  # a tuple: one or more are built per request, a frozen dataclass costs 4x
@@ -82,15 +85,20 @@ string ONNX Runtime is handed. Counted so a tensor of empty strings is charged f
 
 
 def decode_inputs(
-    request: pb.ModelInferRequest, spec: ModelSpec, limits: RequestLimits = RequestLimits()
+    request: pb.ModelInferRequest,
+    spec: ModelSpec,
+    limits: RequestLimits = RequestLimits(),
+    raw_inputs: Sequence[Buffer] | None = None,
 ) -> DecodedRequest:
     """Validate a request against the model's spec and the limits, then turn its inputs into numpy arrays.
 
-    Two passes: every input's name, datatype, shape and cost is checked before any of them is decoded."""
+    Two passes: every input's name, datatype, shape and cost is checked before any of them is decoded.
+    `raw_inputs` stands in for request.raw_input_contents: the REST door passes views of its body here, so its
+    binary tensors become numpy views of the bytes received, with no copy into a protobuf message."""
     parameters = request.parameters
     if parameters:
         _check_parameters(parameters)
-    raw = request.raw_input_contents
+    raw: Sequence[Buffer] = request.raw_input_contents if raw_inputs is None else raw_inputs
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: send one per input, in order"
@@ -98,7 +106,7 @@ def decode_inputs(
     declared = spec.inputs_by_name
     batching = spec.max_batch_size > 0
     # name -> (index, shape, element count, raw bytes or None); upb copies a raw entry on every access: once here
-    checked: dict[str, tuple[int, tuple[int, ...], int, bytes | None]] = {}
+    checked: dict[str, tuple[int, tuple[int, ...], int, Buffer | None]] = {}
     files: set[str] = set()  # inputs sent as encoded images
     batch: tuple[int, str] | None = None  # (size, the input that set it)
     elements = cost = 0
@@ -166,7 +174,7 @@ def decode_inputs(
     return DecodedRequest(inputs, batch_size, requested, encoded_images)
 
 
-def _decoded_bytes(info: DataTypeInfo, count: int, raw: bytes | None, contents: pb.InferTensorContents) -> int:
+def _decoded_bytes(info: DataTypeInfo, count: int, raw: Buffer | None, contents: pb.InferTensorContents) -> int:
     """Memory the decoded tensor takes (an upper estimate), from sizes alone: nothing is decoded here."""
     if info.name != "BYTES":
         wire = _WIRE_DTYPES.get(info.contents_field or "", info.numpy) if raw is None else info.numpy
@@ -311,7 +319,7 @@ def _classification_k(
 # --- decoding ---------------------------------------------------------------------------------------------------
 
 
-def _from_raw(name: str, data: bytes, info: DataTypeInfo, shape: tuple[int, ...], count: int) -> Array:
+def _from_raw(name: str, data: Buffer, info: DataTypeInfo, shape: tuple[int, ...], count: int) -> Array:
     if info.name == "BYTES":
         return _bytes_from_raw(name, data, count).reshape(shape)
     needed = count * info.numpy.itemsize
@@ -325,7 +333,7 @@ def _from_raw(name: str, data: bytes, info: DataTypeInfo, shape: tuple[int, ...]
     return array
 
 
-def _bytes_from_raw(name: str, data: bytes, count: int) -> Array:
+def _bytes_from_raw(name: str, data: Buffer, count: int) -> Array:
     # Every element costs at least its 4-byte length, so the element array never outgrows what the bytes justify.
     if count * LENGTH.size > len(data):
         raise InvalidInput(f"input {name!r}: raw BYTES data has {len(data)} bytes, too few for {count} elements")
@@ -340,7 +348,7 @@ def _bytes_from_raw(name: str, data: bytes, count: int) -> Array:
             raise InvalidInput(
                 f"input {name!r}: BYTES element {index} claims {length} bytes, {len(data) - offset} remain"
             )
-        items[index] = data[offset : offset + length]
+        items[index] = bytes(data[offset : offset + length])  # bytes also when `data` is a view of a body
         offset += length
     if offset != len(data):
         raise InvalidInput(f"input {name!r}: {len(data) - offset} bytes left over after {count} BYTES elements")

@@ -5,7 +5,7 @@ numeric outputs only from raw bytes), and the classification extension's top-k s
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,19 +16,21 @@ from cnnserve.service.protocol.decode import LENGTH, Array, RequestedOutput, unk
 from cnnserve.service.types import ModelSpec
 
 
-def encode_response(
-    request: pb.ModelInferRequest,
-    spec: ModelSpec,
-    model_version: str,
-    outputs: Mapping[str, Array],
-    requested: Sequence[RequestedOutput],
-    labels: Sequence[str],
-) -> pb.ModelInferResponse:
-    """One output tensor per requested output, in the order asked, data always in raw_output_contents (tritonclient
-    reads numeric outputs only from raw bytes). `labels` describe spec.label_output (any output when that is unset).
-    """
-    response = pb.ModelInferResponse(model_name=spec.name, model_version=model_version, id=request.id)
+class OutputTensor(NamedTuple):
+    """One tensor of a reply, as either door writes it: the wire datatype (BYTES for classification and PNG)."""
+
+    name: str
+    datatype: str
+    array: Array
+
+
+def select_outputs(
+    spec: ModelSpec, outputs: Mapping[str, Array], requested: Sequence[RequestedOutput], labels: Sequence[str]
+) -> list[OutputTensor]:
+    """One tensor per requested output, in the order asked, classification applied. `labels` describe
+    spec.label_output (any output when that is unset)."""
     declared = spec.outputs_by_name
+    selected: list[OutputTensor] = []
     for want in requested or [RequestedOutput(tensor.name) for tensor in spec.outputs]:
         tensor = declared.get(want.name)
         if tensor is None:
@@ -43,8 +45,30 @@ def encode_response(
             datatype = "BYTES"
         elif want.png:
             datatype = "BYTES"
-        response.outputs.add(name=want.name, datatype=datatype, shape=np.shape(array))
-        response.raw_output_contents.append(tensor_to_raw(array, datatype))
+        selected.append(OutputTensor(want.name, datatype, array))
+    return selected
+
+
+def encode_response(
+    request: pb.ModelInferRequest,
+    spec: ModelSpec,
+    model_version: str,
+    outputs: Mapping[str, Array],
+    requested: Sequence[RequestedOutput],
+    labels: Sequence[str],
+) -> pb.ModelInferResponse:
+    """The gRPC reply to `request` from the model's outputs (select_outputs, then grpc_reply)."""
+    return grpc_reply(request.id, spec.name, model_version, select_outputs(spec, outputs, requested, labels))
+
+
+def grpc_reply(
+    request_id: str, model_name: str, model_version: str, tensors: Sequence[OutputTensor]
+) -> pb.ModelInferResponse:
+    """Data always in raw_output_contents: tritonclient reads numeric outputs only from raw bytes."""
+    response = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
+    for tensor in tensors:
+        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=np.shape(tensor.array))
+        response.raw_output_contents.append(tensor_to_raw(tensor.array, tensor.datatype))
     return response
 
 

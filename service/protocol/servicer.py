@@ -19,23 +19,18 @@ from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.service.errors import FailedPrecondition, NotSupported, ServiceError
-from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.protocol import describe, statistics
-from cnnserve.service.protocol.decode import Array, DecodedRequest, RequestLimits, decode_inputs
-from cnnserve.service.protocol.encode import encode_response
+from cnnserve.service.protocol.encode import grpc_reply
+from cnnserve.service.protocol.inference import InferencePath
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.settings import Settings
-from cnnserve.service.types import ImageOutput, ModelSpec
 
 logger = logging.getLogger(__name__)
 
 # Only what really works: perf_analyzer asks ModelStatistics only when "statistics" is listed.
 EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics")
 STREAM_MAX_IN_FLIGHT = 128  # per stream: bounds the tasks one client can pile up
-# A cancellation this close to the deadline is the deadline: the one we hold is late by the moment between reading
-# time_remaining() and time.monotonic(), milliseconds on a busy machine.
-DEADLINE_SLACK_S = 0.005
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -80,23 +75,12 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _cancelled_outcome(deadline: float | None) -> str:
-    """gRPC cancels the handler itself when the client's deadline passes, often just before the batcher's own timer
-    answers DEADLINE_EXCEEDED: that is the deadline expiring, not the client going away."""
-    if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
-        return "deadline_exceeded"
-    return "cancelled"
-
-
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(
-        self, settings: Settings, models: ModelManager, gate: RequestGate, images: ImageWorkers
-    ) -> None:
+    def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, path: InferencePath) -> None:
         self._settings = settings
-        self._images = images
         self._models = models
         self._gate = gate
-        self._limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
+        self._path = path
 
     # -- health and metadata -------------------------------------------------------------------------------
 
@@ -191,49 +175,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await self._infer(request, _deadline(context))
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        started = time.monotonic()
-        with self._gate.admit():
-            model = self._models.get(request.model_name, request.model_version)
-            observer = model.observer
-            outcome = "success"
-            try:
-                with observer.track_inflight():
-                    decoded = decode_inputs(request, model.spec, self._limits)
-                    inputs = decoded.inputs
-                    if decoded.encoded_images:
-                        inputs = await self._decode_images(decoded, model.spec)
-                    outputs = await model.infer(inputs, deadline=deadline)
-                    if model.spec.image_output is not None:
-                        outputs = await self._encode_images(outputs, decoded, model.spec.image_output)
-                    return encode_response(
-                        request, model.spec, str(model.version), outputs, decoded.requested_outputs,
-                        model.spec.labels,
-                    )
-            except ServiceError as err:
-                outcome = err.status.name.lower()
-                raise
-            except asyncio.CancelledError:
-                outcome = _cancelled_outcome(deadline)
-                raise
-            except Exception:
-                outcome = "internal"
-                raise
-            finally:
-                observer.observe_request(outcome, time.monotonic() - started)
-
-    async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec) -> dict[str, Array]:
-        target = spec.image_input
-        assert target is not None  # decode takes files only for a model's image input
-        batch = await self._images.decode(decoded.encoded_images[target.name], target)
-        return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}
-
-    async def _encode_images(self, outputs: dict[str, Array], decoded: DecodedRequest, target: ImageOutput
-                             ) -> dict[str, Array]:
-        """The image output as PNG files when the request asked for them (RequestedOutput.png)."""
-        asked = any(want.png for want in decoded.requested_outputs)
-        if not asked or target.name not in outputs:  # a missing output is named by encode_response
-            return outputs
-        return {**outputs, target.name: await self._images.encode_png(outputs[target.name], target)}
+        result = await self._path.infer(request, deadline)
+        return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
 
     async def ModelStreamInfer(  # type: ignore[override]  # answers through context.write, not by yielding
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext

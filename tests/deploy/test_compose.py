@@ -35,7 +35,7 @@ from tests.deploy.tools import DEPLOY, run, tool
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 
-GRPC, HTTP, PROMETHEUS = 8001, 8002, 9090
+REST, GRPC, HTTP, PROMETHEUS = 8000, 8001, 8002, 9090
 MODELS = ("digits_cnn", "dcgan_digits", "cdcgan_digits")
 CLASSIFIER = "digits_cnn"
 SERVER_IMAGE = "cnnserve-server:latest"
@@ -220,6 +220,31 @@ def test_cli_classifies_through_the_load_balancer(stack: Stack, tmp_path: Path) 
     answers = json.loads(classify.stdout)
     assert [a["file"] for a in answers] == [str(p) for p in digits]
     assert all(len(a["top"]) == 3 and {t["label"] for t in a["top"]} <= labels for a in answers)
+
+
+def test_curl_infers_through_the_published_rest_port(stack: Stack) -> None:
+    """One JSON inference and one PNG body with curl, through the balancer's published HTTP/REST port."""
+    curl = tool("curl")
+    assert curl is not None, "curl is needed for this check"
+    url = f"http://{stack.address('lb', REST)}/v2/models/{CLASSIFIER}/infer"
+    batch = images(1, seed=3)
+    body = json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": list(batch.shape),
+                                   "data": batch.ravel().tolist()}]})
+    answer = run([curl, "-sS", "--fail-with-body", "-H", "Content-Type: application/json", "-d", body, url],
+                 timeout=60)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    (output,) = json.loads(answer.stdout)["outputs"]
+    session = ort.InferenceSession(
+        str(stack.seed / CLASSIFIER / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    expected = session.run(None, {"images": batch})[0]
+    np.testing.assert_allclose(np.array(output["data"], np.float32), expected.ravel(), rtol=1e-4, atol=1e-5)
+    seven = DEPLOY.parent / "examples" / "digits" / "7.png"
+    answer = run([curl, "-sS", "--fail-with-body", "-H", "Content-Type: image/png", "--data-binary", f"@{seven}",
+                  url + "?top_k=3"], timeout=60)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    predictions = json.loads(answer.stdout)["predictions"]
+    assert len(predictions) == 3 and predictions[0]["label"] == "7"
 
 
 # --- Prometheus and the dashboard ---------------------------------------------------------------------------------

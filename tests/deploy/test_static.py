@@ -38,7 +38,7 @@ from tests.deploy.tools import (
 )
 
 DEFAULTS = Settings()
-GRPC, HTTP = DEFAULTS.grpc_port, DEFAULTS.http_port
+GRPC, HTTP, REST = DEFAULTS.grpc_port, DEFAULTS.http_port, DEFAULTS.rest_port
 SETTING_NAMES = {ENV_PREFIX + name.upper() for name in Settings.__dataclass_fields__}
 K8S = DEPLOY / "k8s"
 SERVER_IMAGES = ("server", "server-gpu")
@@ -152,6 +152,8 @@ def test_container_environment_is_read_by_settings(where: str) -> None:
         assert settings.grpc_port == GRPC
     if "CNNSERVE_HTTP_PORT" in env:
         assert settings.http_port == HTTP
+    if "CNNSERVE_REST_PORT" in env:
+        assert settings.rest_port == REST
 
 
 def test_images_expose_the_ports_and_volume_the_server_uses() -> None:
@@ -159,7 +161,7 @@ def test_images_expose_the_ports_and_volume_the_server_uses() -> None:
         path = DOCKERFILES[name]
         instructions = dockerfile_instructions(path)
         expose = {int(p) for keyword, args in instructions if keyword == "EXPOSE" for p in args.split()}
-        assert expose == {GRPC, HTTP}, path
+        assert expose == {REST, GRPC, HTTP}, path
         volumes = [json.loads(args) for keyword, args in instructions if keyword == "VOLUME"]
         repository = dockerfile_env(path)["CNNSERVE_MODEL_REPOSITORY"]
         assert volumes == [[repository]], path
@@ -216,7 +218,8 @@ def test_compose_wiring_matches_the_server() -> None:
     services = compose()["services"]
     for name in SERVER_IMAGES:
         server = services[name]
-        assert {int(p) for p in server["expose"]} == {GRPC, HTTP}
+        assert {int(p) for p in server["expose"]} == {REST, GRPC, HTTP}
+        assert int(server["environment"]["CNNSERVE_REST_PORT"]) == REST
         repository = server["environment"]["CNNSERVE_MODEL_REPOSITORY"]
         assert f"models:{repository}:ro" in server["volumes"]
         assert server["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
@@ -228,6 +231,7 @@ def test_compose_wiring_matches_the_server() -> None:
     devices = services["server-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
     assert any(p.endswith(f":{GRPC}") for p in services["lb"]["ports"]), "clients reach gRPC through the balancer"
+    assert any(p.endswith(f":{REST}") for p in services["lb"]["ports"]), "and REST, on Triton's port"
     assert "ports" not in services["server"], "a fixed host port would stop --scale server=N"
 
 
@@ -243,6 +247,7 @@ def test_load_balancer_and_prometheus_reach_the_servers_ports() -> None:
     assert f"set $grpc_backend server:{GRPC};" in nginx and "grpc_pass grpc://$grpc_backend;" in nginx
     assert f"set $http_backend server:{HTTP};" in nginx and "/v2/health/ready" in nginx
     assert f"listen {GRPC} http2;" in nginx
+    assert f"listen {REST};" in nginx and f"set $rest_backend server:{REST};" in nginx
     prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "cnnserve")
     assert job["dns_sd_configs"] == [{"names": ["server"], "type": "A", "port": HTTP, "refresh_interval": "5s"}]
@@ -268,7 +273,8 @@ def test_kubernetes_deployment_matches_the_server() -> None:
     (container,) = pod["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": GRPC, "http": HTTP}
+    assert ports == {"rest": REST, "grpc": GRPC, "http": HTTP}
+    assert env["CNNSERVE_REST_PORT"] == str(REST)
     assert container["args"] == ["serve"]
     # Probes: liveness is the health service's "" (process up), readiness its "ready" (models loaded, not draining).
     assert container["livenessProbe"]["grpc"] == {"port": GRPC, "service": ""}
@@ -297,8 +303,9 @@ def test_kubernetes_services_and_monitor_select_the_pods() -> None:
     for name in ("cnnserve", "cnnserve-headless"):
         service = k8s("Service", name)["spec"]
         assert service["selector"].items() <= pod_labels.items()
-        assert {p["targetPort"] for p in service["ports"]} <= {"grpc", "http"}
+        assert {p["targetPort"] for p in service["ports"]} <= {"rest", "grpc", "http"}
         assert any(p["port"] == GRPC and p["appProtocol"] == "kubernetes.io/h2c" for p in service["ports"])
+    assert any(p["port"] == REST and p["targetPort"] == "rest" for p in k8s("Service", "cnnserve")["spec"]["ports"])
     assert k8s("Service", "cnnserve-headless")["spec"]["clusterIP"] == "None"
     monitor = k8s("ServiceMonitor")["spec"]
     service = k8s("Service", "cnnserve")
@@ -308,22 +315,22 @@ def test_kubernetes_services_and_monitor_select_the_pods() -> None:
     assert next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])["port"] == HTTP
 
 
-def test_kserve_runtime_serves_v2_grpc_from_the_storage_mount() -> None:
+def test_kserve_runtime_serves_v2_rest_and_grpc_from_the_storage_mount() -> None:
     runtime = k8s("ServingRuntime")["spec"]
-    assert runtime["protocolVersions"] == ["grpc-v2"]
+    assert runtime["protocolVersions"] == ["v2", "grpc-v2"]
     (container,) = runtime["containers"]
     assert container["args"][0] == "serve"
     args = serve_parser().parse_args(container["args"][1:])
     assert str(args.model_repository) == "/mnt/models", "KServe's storage initializer mounts models there"
-    assert (args.grpc_port, args.http_port) == (GRPC, HTTP)
-    assert container["ports"] == [{"name": "h2c", "containerPort": GRPC, "protocol": "TCP"}]
+    assert (args.rest_port, args.grpc_port, args.http_port) == (REST, GRPC, HTTP)
+    assert container["ports"] == [{"name": "http1", "containerPort": REST, "protocol": "TCP"}]
     assert container["readinessProbe"]["grpc"] == {"port": GRPC, "service": READY_SERVICE}
     assert runtime["annotations"]["prometheus.kserve.io/port"] == str(HTTP)
     model = k8s("InferenceService")["spec"]["predictor"]["model"]
     assert model["runtime"] == k8s("ServingRuntime")["metadata"]["name"]
     assert model["protocolVersion"] == "grpc-v2"
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["supportedModelFormats"]}
-    assert model["ports"] == container["ports"]
+    assert model["ports"] == [{"name": "h2c", "containerPort": GRPC, "protocol": "TCP"}], "grpc-v2 names its port"
 
 
 # --- Grafana -----------------------------------------------------------------------------------------------------

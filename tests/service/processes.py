@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"event=listening grpc=(\S+):(\d+) http=(\S+):(\d+)")
+LISTENING = re.compile(r"event=listening grpc=(\S+):(\d+) http=(\S+):(\d+)(?: rest=(\S+):(\d+))?")
 GRACE_S = 20.0
 START_TIMEOUT_S = 30.0
 
@@ -39,6 +39,8 @@ class ServerProcess:
                 "0",
                 "--http-port",
                 "0",
+                "--rest-port",
+                "0",
                 "--execution-providers",
                 "cpu",
                 "--grace-period-s",
@@ -55,7 +57,7 @@ class ServerProcess:
             text=True,
         )
         self.lines: list[str] = []
-        self.grpc_address = self.http_url = ""
+        self.grpc_address = self.http_url = self.rest_url = ""
         self._listening, self._ready = threading.Event(), threading.Event()
         self._reader = threading.Thread(target=self._read_log, name="server-log", daemon=True)
         self._reader.start()
@@ -67,6 +69,8 @@ class ServerProcess:
             if match := LISTENING.search(line):
                 self.grpc_address = f"{match[1]}:{match[2]}"
                 self.http_url = f"http://{match[3]}:{match[4]}"
+                if match[5]:
+                    self.rest_url = f"http://{match[5]}:{match[6]}"
                 self._listening.set()
             if "event=ready " in line:
                 self._ready.set()

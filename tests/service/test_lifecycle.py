@@ -3,6 +3,7 @@ requests with UNAVAILABLE, answers every request it had accepted, and exits 0 wi
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
 import threading
@@ -225,3 +226,53 @@ def test_grace_period_expiry_fails_queued_requests_and_still_exits_zero(tmp_path
         channel.close()
     finally:
         server.close()
+
+
+def rest_infer(rest_url: str, batch: np.ndarray) -> tuple[int, bytes]:
+    """One binary-tensor REST request (tritonclient.http's default form); (status, body)."""
+    header = json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": list(batch.shape),
+                                     "parameters": {"binary_data_size": batch.nbytes}}],
+                         "outputs": [{"name": "logits", "parameters": {"binary_data": False}}]}).encode()
+    request = urllib.request.Request(f"{rest_url}/v2/models/slow/infer", data=header + batch.tobytes(),
+                                     headers={"Inference-Header-Content-Length": str(len(header))}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return int(reply.status), reply.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, err.read()
+
+
+def test_sigterm_drains_rest_requests_in_flight_too(server_process: ServerProcess) -> None:
+    """The REST door follows the same drain: in-flight REST requests answered, new ones 503, readiness off."""
+    server = server_process
+    assert server.rest_url, "the server did not report its REST port"
+    assert http_status(f"{server.rest_url}/v2/health/ready") == 200
+    batches = [images(1 + i % 3, seed=i) for i in range(12)]
+    results: dict[int, tuple[int, bytes]] = {}
+
+    def send(i: int) -> None:
+        results[i] = rest_infer(server.rest_url, batches[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    inflight = wait_until_admitted(server.http_url, len(batches))
+    assert inflight >= 2, "the model is too fast for this test: the REST requests finished before SIGTERM"
+    signalled = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    while http_status(f"{server.rest_url}/v2/health/ready") != 503:
+        assert time.monotonic() - signalled < 1.0, "REST readiness did not turn false within 1 s of SIGTERM"
+        time.sleep(0.005)
+    assert http_status(f"{server.rest_url}/v2/health/live") == 200
+    late_status, late_body = rest_infer(server.rest_url, images(1, seed=99))
+    assert late_status == 503 and json.loads(late_body)["error"]
+    for thread in threads:
+        thread.join(30)
+    for i, batch in enumerate(batches):
+        status, body = results[i]
+        assert status == 200, body
+        logits = np.array(json.loads(body)["outputs"][0]["data"], np.float32).reshape(-1, 10)
+        np.testing.assert_allclose(logits, onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5)
+    assert server.wait_exit(GRACE_S) == 0, server.log()
+    assert "event=stopped drained=True" in server.log()

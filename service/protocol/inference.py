@@ -1,0 +1,100 @@
+"""The one request path both doors call: admit -> look up -> decode and validate -> batcher -> select outputs.
+
+gRPC and REST differ only in how a request arrives (a ModelInferRequest; REST builds the same message from its JSON
+header and hands its binary tensors over as views) and how the answer is written; everything between is here, so
+limits, statistics, metrics and batching are the same for both, and their requests can share a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.service.errors import ServiceError
+from cnnserve.service.execution.images import ImageWorkers
+from cnnserve.service.protocol.decode import Array, Buffer, DecodedRequest, RequestLimits, decode_inputs
+from cnnserve.service.protocol.encode import OutputTensor, select_outputs
+from cnnserve.service.registry.registry import ModelManager
+from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.settings import Settings
+from cnnserve.service.types import ImageOutput, ModelSpec
+
+# A cancellation this close to the deadline is the deadline: the one we hold is late by the moment between reading
+# time_remaining() and time.monotonic(), milliseconds on a busy machine.
+DEADLINE_SLACK_S = 0.005
+
+
+class InferResult(NamedTuple):
+    model_name: str
+    model_version: str
+    tensors: list[OutputTensor]
+    spec: ModelSpec
+
+
+def cancelled_outcome(deadline: float | None) -> str:
+    """gRPC cancels the handler itself when the client's deadline passes, often just before the batcher's own timer
+    answers DEADLINE_EXCEEDED: that is the deadline expiring, not the client going away."""
+    if deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S:
+        return "deadline_exceeded"
+    return "cancelled"
+
+
+class InferencePath:
+    def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, images: ImageWorkers) -> None:
+        self._models = models
+        self._gate = gate
+        self._images = images
+        self.limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
+
+    def spec(self, name: str, version: str) -> ModelSpec:
+        """The spec of the version a request would reach (REST reads it to parse a body before infer)."""
+        return self._models.get(name, version).spec
+
+    async def infer(
+        self, request: pb.ModelInferRequest, deadline: float | None, raw_inputs: Sequence[Buffer] | None = None
+    ) -> InferResult:
+        """`deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents (decode.py)."""
+        started = time.monotonic()
+        with self._gate.admit():
+            model = self._models.get(request.model_name, request.model_version)
+            observer = model.observer
+            outcome = "success"
+            try:
+                with observer.track_inflight():
+                    decoded = decode_inputs(request, model.spec, self.limits, raw_inputs)
+                    inputs = decoded.inputs
+                    if decoded.encoded_images:
+                        inputs = await self._decode_images(decoded, model.spec)
+                    outputs = await model.infer(inputs, deadline=deadline)
+                    if model.spec.image_output is not None:
+                        outputs = await self._encode_images(outputs, decoded, model.spec.image_output)
+                    tensors = select_outputs(model.spec, outputs, decoded.requested_outputs, model.spec.labels)
+                    return InferResult(model.spec.name, str(model.version), tensors, model.spec)
+            except ServiceError as err:
+                outcome = err.status.name.lower()
+                raise
+            except asyncio.CancelledError:
+                outcome = cancelled_outcome(deadline)
+                raise
+            except Exception:
+                outcome = "internal"
+                raise
+            finally:
+                observer.observe_request(outcome, time.monotonic() - started)
+
+    async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec) -> dict[str, Array]:
+        target = spec.image_input
+        assert target is not None  # decode takes files only for a model's image input
+        batch = await self._images.decode(decoded.encoded_images[target.name], target)
+        return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}
+
+    async def _encode_images(self, outputs: dict[str, Array], decoded: DecodedRequest, target: ImageOutput
+                             ) -> dict[str, Array]:
+        """The image output as PNG files when the request asked for them (RequestedOutput.png)."""
+        asked = any(want.png for want in decoded.requested_outputs)
+        if not asked or target.name not in outputs:  # a missing output is named by select_outputs
+            return outputs
+        return {**outputs, target.name: await self._images.encode_png(outputs[target.name], target)}

@@ -1,0 +1,280 @@
+"""The KServe v2 REST API with the Triton extensions tritonclient.http calls: each handler converts the request,
+calls the same registry and inference path as the gRPC servicer, and converts the answer back.
+
+Errors: a ServiceError is answered {"error": message} with its status's HTTP code (service/errors.py); anything
+else is logged with its traceback and answered 500 with a generic message, as on gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+from google.protobuf.message import Message
+
+from cnnserve import __version__
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.service.errors import FailedPrecondition, InvalidInput, ServiceError, Status
+from cnnserve.service.protocol import describe, rest_codec, statistics
+from cnnserve.service.protocol.decode import LENGTH
+from cnnserve.service.protocol.inference import InferencePath
+from cnnserve.service.protocol.servicer import EXTENSIONS
+from cnnserve.service.registry.registry import ModelManager
+from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+IMAGE_TYPES = ("image/png", "image/jpeg")
+DEFAULT_TOP_K = 5
+RETRY_AFTER_S = "1"  # a full queue drains in milliseconds to seconds; Retry-After takes whole seconds
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_reply(document: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(document), status=status, content_type=JSON)
+
+
+def error_reply(status: int, message: str) -> web.Response:
+    reply = web.Response(body=rest_codec.error_body(message), status=status, content_type=JSON)
+    if status == Status.RESOURCE_EXHAUSTED.value:
+        reply.headers["Retry-After"] = RETRY_AFTER_S
+    if status == Status.UNAUTHENTICATED.value:
+        reply.headers["WWW-Authenticate"] = "Bearer"
+    return reply
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as {"error": ...}: ours with their status, aiohttp's own (404, 405, 413) with theirs."""
+    try:
+        return await handler(request)
+    except ServiceError as err:
+        return error_reply(err.status.value, str(err))
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        detail = err.text or ""  # aiohttp's own say "404: Not Found"; ours and 413's say what happened
+        reply = error_reply(err.status, detail if detail and not detail.startswith(f"{err.status}:") else err.reason)
+        if "Allow" in err.headers:
+            reply.headers["Allow"] = err.headers["Allow"]
+        if err.status in (408, 413):  # the rest of that body is not worth waiting for: hang up after the answer
+            reply.force_close()
+        return reply
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("event=rest_handler_failed path=%s", request.path)
+        return error_reply(500, "internal error; see the server log")
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """A protobuf message as Triton's REST JSON: proto field names, 64-bit integers as numbers (json_format would
+    write them as strings, which tritonclient.http hands to callers unchanged), enums by name."""
+    out: dict[str, Any] = {}
+    for f in message.DESCRIPTOR.fields:
+        value = getattr(message, f.name)
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            value_field = f.message_type.fields_by_name["value"]
+            out[f.name] = {k: _field_value(value_field, v) for k, v in value.items()}
+        elif f.is_repeated:
+            out[f.name] = [_field_value(f, v) for v in value]
+        elif f.containing_oneof is not None or f.message_type is not None:
+            if message.HasField(f.name):
+                out[f.name] = _field_value(f, value)
+        else:
+            out[f.name] = _field_value(f, value)
+    return out
+
+
+def _field_value(f: Any, value: Any) -> Any:
+    if f.message_type is not None:
+        return message_dict(value)
+    if f.enum_type is not None:
+        return f.enum_type.values_by_number[value].name
+    return value
+
+
+class RestApi:
+    def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, path: InferencePath) -> None:
+        self._settings = settings
+        self._models = models
+        self._gate = gate
+        self._path = path
+        self.max_json_bytes = settings.max_rest_json_bytes
+        self._body_timeout_s = settings.rest_timeout_s
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The whole body, bounded by the app's client_max_size (413) and by rest_timeout_s (408): a client that
+        trickles its body cannot hold a connection and a growing buffer for ever."""
+        try:
+            async with asyncio.timeout(self._body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(reason=f"request body not received within {self._body_timeout_s:g} s"
+                                         ) from None
+
+    def routes(self) -> list[web.RouteDef]:
+        """Fixed paths before /v2/models/{model}, so that 'stats' is not taken for a model's name."""
+        r = web
+        model, version = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
+        return [
+            r.get("/v2/health/live", self.live),
+            r.get("/v2/health/ready", self.ready),
+            r.get("/v2", self.server_metadata),
+            r.get("/v2/models/stats", self.stats),
+            r.post("/v2/repository/index", self.repository_index),
+            r.post("/v2/repository/models/{model}/load", self.load),
+            r.post("/v2/repository/models/{model}/unload", self.unload),
+            *[route for base in (model, version) for route in (
+                r.get(base, self.model_metadata),
+                r.get(base + "/ready", self.model_ready),
+                r.get(base + "/config", self.model_config),
+                r.get(base + "/stats", self.stats),
+                r.post(base + "/infer", self.infer),
+            )],
+        ]  # fmt: skip
+
+    # -- health and metadata -------------------------------------------------------------------------------
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if not self._gate.closed and self._models.all_ready() else 503)
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        ready = not self._gate.closed and self._models.is_ready(name, version)
+        return web.Response(status=200 if ready else 503)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return json_reply({"name": self._settings.server_name, "version": __version__, "extensions": EXTENSIONS})
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        model = self._models.get(*_model(request))
+        versions = [m.version for m in self._models.served_models() if m.name == model.name]
+        return json_reply(message_dict(describe.model_metadata(model.spec, versions)))
+
+    async def model_config(self, request: web.Request) -> web.Response:
+        model = self._models.get(*_model(request))
+        labels_file = "labels.txt" if model.spec.labels else None
+        return json_reply(message_dict(describe.model_config(model.spec, model.provider, labels_file)))
+
+    async def stats(self, request: web.Request) -> web.Response:
+        name, version = request.match_info.get("model", ""), request.match_info.get("version", "")
+        if name:
+            self._models.get(name, version)  # 404 for unknown names and versions
+        selected = [
+            m for m in self._models.served_models()
+            if (not name or m.name == name) and (not version or str(m.version) == version)
+        ]  # fmt: skip
+        return json_reply({"model_stats": [message_dict(statistics.model_statistics(m)) for m in selected]})
+
+    # -- repository -------------------------------------------------------------------------------------------
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        body = await self._read(request)
+        options = rest_codec.loads(body, "request body") if body.strip() else {}
+        ready_only = isinstance(options, dict) and options.get("ready") is True
+        entries = await self._models.index(ready_only=ready_only)
+        return json_reply([
+            {"name": e.name, **({"version": e.version} if e.version else {}), "state": str(e.state),
+             "reason": e.reason}
+            for e in entries
+        ])  # fmt: skip
+
+    async def load(self, request: web.Request) -> web.Response:
+        self._require_explicit_mode("load")
+        await self._models.load(request.match_info["model"])
+        return json_reply({})
+
+    async def unload(self, request: web.Request) -> web.Response:
+        self._require_explicit_mode("unload")
+        await self._models.unload(request.match_info["model"])
+        return json_reply({})
+
+    def _require_explicit_mode(self, action: str) -> None:
+        mode = self._settings.model_control_mode
+        if mode != "explicit":
+            raise FailedPrecondition(
+                f"model {action} is only allowed in 'explicit' model control mode; this server runs in '{mode}'"
+            )
+
+    # -- inference --------------------------------------------------------------------------------------------
+
+    async def infer(self, request: web.Request) -> web.Response:
+        name, version = _model(request)
+        body = await self._read(request)
+        content_type = request.content_type
+        if content_type in IMAGE_TYPES:
+            return await self._infer_image(request, name, version, body)
+        header_length = request.headers.get(rest_codec.HEADER_LENGTH)
+        json_part = len(body) if header_length is None else _int_or(header_length, len(body))
+        if json_part > self.max_json_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.max_json_bytes, actual_size=json_part)
+        parsed = rest_codec.parse_infer(body, header_length, name, version, self._path.limits)
+        wants_png = "image/png" in request.headers.get("Accept", "")
+        if wants_png:
+            parsed.request.parameters["output_format"].string_param = "png"
+        result = await self._path.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
+        if wants_png:
+            image = result.spec.image_output
+            png = next((t for t in result.tensors if image is not None and t.name == image.name), None)
+            if png is not None and png.array.size:
+                return web.Response(body=bytes(png.array.reshape(-1)[0]), content_type="image/png")
+        body_out, header_size = rest_codec.encode_infer(parsed, result.model_name, result.model_version,
+                                                        result.tensors)
+        if header_size is None:
+            return web.Response(body=body_out, content_type=JSON)
+        reply = web.Response(body=body_out, content_type="application/octet-stream")
+        reply.headers[rest_codec.HEADER_LENGTH] = str(header_size)
+        return reply
+
+    async def _infer_image(self, request: web.Request, name: str, version: str, body: bytes) -> web.Response:
+        """A PNG/JPEG body is one request of one image; the answer is its top-k predictions, best first."""
+        spec = self._path.spec(name, version)
+        target = spec.image_input
+        if target is None:
+            raise InvalidInput(f"model {spec.name!r} takes no image input; send a JSON or binary tensor request")
+        scores_name = spec.label_output or spec.outputs[0].name
+        top_k = _int_or(request.query.get("top_k", str(DEFAULT_TOP_K)), -1)
+        if top_k <= 0:
+            raise InvalidInput(f"query parameter top_k must be a positive integer, got {request.query['top_k']!r}")
+        message = pb.ModelInferRequest(model_name=name, model_version=version)
+        message.inputs.add(name=target.name, datatype="BYTES", shape=[1])  # one file
+        message.outputs.add(name=scores_name)
+        result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
+        scores = np.asarray(result.tensors[0].array)
+        item = scores[0] if spec.max_batch_size > 0 else scores
+        return json_reply({
+            "model_name": result.model_name, "model_version": result.model_version,
+            "predictions": rest_codec.predictions(item, spec.labels, top_k),
+        })  # fmt: skip
+
+
+def _model(request: web.Request) -> tuple[str, str]:
+    return request.match_info["model"], request.match_info.get("version", "")
+
+
+def _int_or(text: str, fallback: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return fallback
+
+
+def _deadline(parameters: dict[str, Any]) -> float | None:
+    """Triton's `timeout` request parameter, in microseconds (tritonclient.http's infer(timeout=...))."""
+    timeout_us = parameters.get("timeout")
+    if isinstance(timeout_us, int) and not isinstance(timeout_us, bool) and timeout_us > 0:
+        return time.monotonic() + timeout_us / 1e6
+    return None
