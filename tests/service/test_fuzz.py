@@ -64,7 +64,7 @@ class _UnexpectedFailures(logging.Handler):
     """Collects what the server logs as a failure it did not expect (the INTERNAL path) or a crash."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith("service") and record.levelno >= logging.ERROR:
+        if record.name.startswith("cnnserve.service") and record.levelno >= logging.ERROR:
             unexpected.append(record)
 
 
@@ -76,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     onnx_models.write_identity(repo)
     onnx_models.write_corrupt(repo)
     watcher = _UnexpectedFailures()
-    logging.getLogger("service").addHandler(watcher)
+    logging.getLogger("cnnserve.service").addHandler(watcher)
     limits = {"max_message_bytes": MAX_MESSAGE_BYTES, "max_elements_per_request": 4096,
               "max_request_tensor_bytes": 32 * 1024}  # fmt: skip
     try:
@@ -84,7 +84,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
             unexpected.clear()  # the corrupt model's load failure is expected
             yield running
     finally:
-        logging.getLogger("service").removeHandler(watcher)
+        logging.getLogger("cnnserve.service").removeHandler(watcher)
 
 
 @pytest.fixture(scope="module")
