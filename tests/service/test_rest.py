@@ -110,6 +110,29 @@ def test_statistics_and_repository_index(rest: triton.InferenceServerClient) -> 
     assert "explicit" in str(refused.value)
 
 
+def test_explicit_mode_loads_and_unloads_through_rest(repo: Path, start_server: Any) -> None:
+    """tritonclient.http's repository calls in explicit mode: a model starts unloaded, loads, serves, unloads."""
+    server = start_server(repo, model_control_mode="explicit", startup_models=())
+    client = triton.InferenceServerClient(server.rest_address)
+    try:
+        assert not client.is_model_ready("quick")
+        client.load_model("quick")
+        assert client.is_model_ready("quick")
+        batch = images(1)
+        inp = triton.InferInput("images", list(batch.shape), "FP32")
+        inp.set_data_from_numpy(batch)
+        assert client.infer("quick", [inp]).as_numpy("logits").shape == (1, 10)
+        client.unload_model("quick")
+        assert not client.is_model_ready("quick")
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+        assert index["quick"]["state"] == "UNAVAILABLE"
+        with pytest.raises(InferenceServerException) as missing:
+            client.load_model("no-such-model")
+        assert "no-such-model" in str(missing.value)
+    finally:
+        client.close()
+
+
 # -- inference ------------------------------------------------------------------------------------------------------
 
 
