@@ -9,8 +9,10 @@ as an unexpected failure, and afterwards the server must be healthy and answer a
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -60,31 +62,42 @@ tried: collections.Counter[str] = collections.Counter()  # status name -> reques
 unexpected: list[logging.LogRecord] = []
 
 
-class _UnexpectedFailures(logging.Handler):
+class UnexpectedFailures(logging.Handler):
     """Collects what the server logs as a failure it did not expect (the INTERNAL path) or a crash."""
 
+    def __init__(self, into: list[logging.LogRecord]) -> None:
+        super().__init__(logging.ERROR)
+        self.into = into
+
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith("cnnserve.service") and record.levelno >= logging.ERROR:
-            unexpected.append(record)
+        self.into.append(record)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    repo = tmp_path_factory.mktemp("repo")
-    onnx_models.write_classifier(repo)
-    onnx_models.write_conditional_generator(repo)
-    onnx_models.write_identity(repo)
-    onnx_models.write_corrupt(repo)
-    watcher = _UnexpectedFailures()
-    logging.getLogger("cnnserve.service").addHandler(watcher)
+@contextlib.contextmanager
+def fuzz_target(repo: Path, unexpected: list[logging.LogRecord], loggers: tuple[str, ...], **limits: Any
+                ) -> Iterator[ServerThread]:  # fmt: skip
+    """A server on every kind of model (a corrupt one too) with small limits, its ERROR logs collected."""
+    for write in (onnx_models.write_classifier, onnx_models.write_conditional_generator, onnx_models.write_identity,
+                  onnx_models.write_corrupt):  # fmt: skip
+        write(repo)
+    watcher = UnexpectedFailures(unexpected)
+    for name in loggers:
+        logging.getLogger(name).addHandler(watcher)
     limits = {"max_message_bytes": MAX_MESSAGE_BYTES, "max_elements_per_request": 4096,
-              "max_request_tensor_bytes": 32 * 1024}  # fmt: skip
+              "max_request_tensor_bytes": 32 * 1024, **limits}  # fmt: skip
     try:
         with ServerThread(loopback_settings(repo, **limits)) as running:
             unexpected.clear()  # the corrupt model's load failure is expected
             yield running
     finally:
-        logging.getLogger("cnnserve.service").removeHandler(watcher)
+        for name in loggers:
+            logging.getLogger(name).removeHandler(watcher)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with fuzz_target(tmp_path_factory.mktemp("repo"), unexpected, ("cnnserve.service",)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

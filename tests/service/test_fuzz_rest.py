@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.protocol.decode import DATATYPES
 from tests import onnx_models
-from tests.conftest import ServerThread, loopback_settings
-from tests.service.test_fuzz import MAX_MESSAGE_BYTES, MODELS, near_valid_requests, random_requests
+from tests.conftest import ServerThread
+from tests.service.test_fuzz import MODELS, fuzz_target, near_valid_requests, random_requests
 
 CALL_TIMEOUT_S = 10.0  # far above any answer here: a timeout means the server hung on the request
 PROPER = {200, 400, 404, 413, 503}  # 503: the model that failed to load
@@ -36,32 +36,11 @@ statuses: collections.Counter[int] = collections.Counter()
 unexpected: list[logging.LogRecord] = []
 
 
-class _UnexpectedFailures(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            unexpected.append(record)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    repo = tmp_path_factory.mktemp("repo")
-    onnx_models.write_classifier(repo)
-    onnx_models.write_conditional_generator(repo)
-    onnx_models.write_identity(repo)
-    onnx_models.write_corrupt(repo)
-    watcher = _UnexpectedFailures()
-    watched = [logging.getLogger(name) for name in ("cnnserve", "service", "aiohttp")]
-    for logger in watched:
-        logger.addHandler(watcher)
-    limits = {"max_message_bytes": MAX_MESSAGE_BYTES, "max_elements_per_request": 4096,
-              "max_request_tensor_bytes": 32 * 1024, "max_rest_json_bytes": 32 * 1024}  # fmt: skip
-    try:
-        with ServerThread(loopback_settings(repo, **limits)) as running:
-            unexpected.clear()  # the corrupt model's load failure is expected
-            yield running
-    finally:
-        for logger in watched:
-            logger.removeHandler(watcher)
+    loggers = ("cnnserve", "aiohttp")
+    with fuzz_target(tmp_path_factory.mktemp("repo"), unexpected, loggers, max_rest_json_bytes=32 * 1024) as running:
+        yield running
 
 
 def post(server: ServerThread, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
