@@ -271,7 +271,8 @@ def _mutate(draw: st.DrawFn, request: pb.ModelInferRequest, mutation: str, index
         if not raw:
             raw.extend(b"" for _ in inputs)
     elif mutation == "batch-mismatch" and tensor.shape:
-        tensor.shape[0] += 1
+        # another batch size; the largest int64 wraps to 0 (shape is int64 on the wire: + 1 would not serialise)
+        tensor.shape[0] = tensor.shape[0] + 1 if tensor.shape[0] < 2**63 - 1 else 0
 
 
 # -- the fuzzing ----------------------------------------------------------------------------------------------------
