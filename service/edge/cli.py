@@ -12,6 +12,11 @@ from pathlib import Path
 from cnnserve.service.settings import CONTROL_MODES, ConfigError, Settings
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """A flag's comma-separated values; empty items (a trailing comma) are dropped."""
+    return tuple(item for item in text.split(",") if item)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnserve serve",
@@ -23,17 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 = any free port)")
     p.add_argument("--http-port", type=int, help="HTTP metrics/health port (default 8002; -1 = off)")
     p.add_argument("--rest-port", type=int, help="HTTP/REST inference port (default 8000; 0 = any free; -1 = off)")
-    p.add_argument("--rest-cors-origins", type=lambda s: tuple(x for x in s.split(",") if x),
+    p.add_argument("--rest-cors-origins", type=comma_list,
                    help="comma-separated origins allowed to call the REST port from a browser ('*': any)")
     p.add_argument("--max-rest-json-bytes", type=int, help="largest JSON part of a REST request (413 past it)")
     p.add_argument("--rest-timeout-s", type=float, help="time a REST client may take to send its body")
     p.add_argument("--rest-keepalive-s", type=float, help="idle keep-alive REST connections close after this")
     p.add_argument("--model-control-mode", choices=CONTROL_MODES, help="none | poll | explicit (default none)")
     p.add_argument("--poll-interval-s", type=float, help="repository rescan interval in poll mode")
-    p.add_argument("--startup-models", type=lambda s: tuple(x for x in s.split(",") if x),
+    p.add_argument("--startup-models", type=comma_list,
                    help="comma-separated models to load at start in explicit mode")
     p.add_argument("--max-message-bytes", type=int, help="largest gRPC message, sent or received")
-    p.add_argument("--execution-providers", type=lambda s: tuple(x for x in s.split(",") if x),
+    p.add_argument("--execution-providers", type=comma_list,
                    help="provider preference, e.g. cuda,cpu")
     p.add_argument("--grace-period-s", type=float, help="drain time allowed on SIGTERM")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
