@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnserve.contracts.imaging import NORMALISED_RANGE, Preprocessing, as_displayed, png, range_parameter, to_uint8
+from cnnserve.contracts.imaging import (
+    NORMALISED_RANGE,
+    PALETTE,
+    Preprocessing,
+    as_displayed,
+    overlay,
+    palette_colours,
+    palette_png,
+    png,
+    range_parameter,
+    to_uint8,
+)
 
 GREY_4 = Preprocessing(height=4, width=4, channels=1, scale=1 / 255, mean=(0.0,), std=(1.0,))
 
@@ -91,3 +102,60 @@ def test_generator_output_to_png_round_trips() -> None:
     np.testing.assert_array_equal(decoded, images[1])
     with pytest.raises(ValueError, match="1, 3 or 4 channels"):
         png(np.zeros((2, 2, 2), np.uint8))
+
+
+# --- resize "pad" and the mask palette ---------------------------------------------------------------------------
+
+PAD_8 = Preprocessing.from_hints({"resize": "pad", "stride": 8, "channels": 1, "scale": 1 / 255})
+
+
+def test_stretch_is_bit_for_bit_the_resize_it_always_was() -> None:
+    rgb = np.random.default_rng(3).integers(0, 256, (13, 9, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb)
+    grey = np.asarray(image.convert("L").resize((4, 4), Image.Resampling.BILINEAR), dtype=np.float32)
+    expected = (grey * np.float32(1 / 255) - np.float32(0.0)) / np.float32(1.0)
+    assert GREY_4.tensor(image).tobytes() == expected[None].tobytes()
+    stretched = Preprocessing.from_hints({"height": 4, "width": 4, "resize": "stretch"})
+    assert stretched.tensor(image).tobytes() == GREY_4.tensor(image).tobytes()
+
+
+def test_pad_keeps_pixels_and_pads_bottom_right_with_zero_to_the_stride() -> None:
+    pixels = np.random.default_rng(4).integers(0, 256, (70, 45), dtype=np.uint8)
+    tensor = PAD_8.tensor(Image.fromarray(pixels))
+    assert PAD_8.item_shape == (1, -1, -1) and tensor.shape == (1, 72, 48)
+    np.testing.assert_array_equal(tensor[0, :70, :45], pixels.astype(np.float32) * np.float32(1 / 255))
+    assert not tensor[0, 70:].any() and not tensor[0, :, 45:].any()
+    assert PAD_8.tensor(Image.fromarray(pixels[:64, :40])).shape == (1, 64, 40)  # multiples stay as they are
+
+
+@pytest.mark.parametrize("hints", [
+    {"resize": "pad", "stride": 8, "height": 8, "width": 8},  # pad keeps each image's size
+    {"resize": "pad", "stride": 0},
+    {"resize": "crop", "height": 4, "width": 4},
+    {"resize": "stretch"},  # stretch needs a size
+])  # fmt: skip
+def test_bad_resize_hints_are_refused(hints: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Preprocessing.from_hints(hints)
+
+
+def test_palette_png_holds_the_indices_and_shows_the_palette() -> None:
+    assert PALETTE[0].tolist() == [0, 0, 0] and len({tuple(c) for c in PALETTE[1:11].tolist()}) == 10
+    assert PALETTE[11].tolist() == PALETTE[1].tolist()  # past 10 the colours cycle
+    mask = np.arange(24, dtype=np.uint8).reshape(4, 6)
+    opened = Image.open(io.BytesIO(palette_png(mask)))
+    assert opened.mode == "P"
+    np.testing.assert_array_equal(np.asarray(opened), mask)
+    np.testing.assert_array_equal(np.asarray(opened.convert("RGB")), palette_colours(mask))
+
+
+def test_overlay_blends_only_where_the_mask_is_not_background() -> None:
+    mask = np.array([[0, 1], [2, 0]], np.uint8)
+    grey = np.array([[10, 20], [30, 40]], np.uint8)
+    blended = overlay(mask, grey, 0.25)
+    assert blended.shape == (2, 2, 3) and blended.dtype == np.uint8
+    assert blended[0, 0].tolist() == [10, 10, 10] and blended[1, 1].tolist() == [40, 40, 40]
+    np.testing.assert_array_equal(blended[0, 1], np.round(0.75 * 20 + 0.25 * PALETTE[1].astype(np.float32)))
+    np.testing.assert_array_equal(overlay(mask, grey, 1.0)[1, 0], PALETTE[2])
+    with pytest.raises(ValueError):
+        overlay(mask, grey, 0.0)
