@@ -220,3 +220,110 @@ def write_pixel_generator(repo: Path, name: str = "pixelgen", version: int = 1) 
     config = {"max_batch_size": 16, "parameters": {"task": "generation"},
               "postprocessing": {"output": "images", "range": [0.0, 1.0]}}
     return _entry(repo, name, config)
+
+
+# A segmenter following cnnserve.contracts.segmentation: dynamic H and W (multiples of its stride), pixels in [0, 1].
+SEGMENTER_STRIDE = 8
+SEGMENTER_PREPROCESSING = {"input": "images", "input_format": "image", "channels": 1, "layout": "NCHW",
+                           "scale": 1 / 255, "resize": "pad", "stride": SEGMENTER_STRIDE}
+
+
+def write_segmenter(repo: Path, name: str = "segmenter", version: int = 1, work: int = 12, dim: int = 192,
+                    **config: Any) -> Path:
+    """images FP32 [N,1,H,W] -> the contract's five outputs, each checkable (segmenter_reference):
+    - mask UINT8 [N,H,W] = ceil(10 * pixel): 0 where the pixel is black, 1..10 brighter;
+    - boxes FP32 [N,8,4]: row 0 the whole input (0, 0, W, H), the other rows 0;
+    - scores FP32 [N,8]: row 0 0.9, the others 0; classes INT64 [N,8]: row 0 the item's largest mask value;
+    - logits FP32 [N,11,H,W] = -(10 * pixel - k)^2 for class k, plus `work` [dim,dim] MatMul+Tanh steps multiplied
+      by zero: an expensive branch only logits need, so pruning it away is measurable."""
+    from cnnserve.contracts import segmentation
+
+    rng = np.random.default_rng(5)
+    square = (rng.standard_normal((dim, dim)) / np.sqrt(dim)).astype(np.float32)
+    first_row = np.zeros((1, 8, 1), np.float32)
+    first_row[0, 0, 0] = 1
+    nodes = [
+        helper.make_node("Mul", ["images", "ten"], ["tenfold"]),
+        helper.make_node("Ceil", ["tenfold"], ["ceiled"]),
+        helper.make_node("Squeeze", ["ceiled", "axis1"], ["ceiled_hw"]),
+        helper.make_node("Cast", ["ceiled_hw"], ["mask"], to=TensorProto.UINT8),
+        # boxes: (0, 0, W, H) in row 0 of each item
+        helper.make_node("Shape", ["images"], ["shape"]),
+        helper.make_node("Gather", ["shape", "idx_n"], ["n"]),
+        helper.make_node("Gather", ["shape", "idx_hw"], ["hw"]),
+        helper.make_node("Cast", ["hw"], ["hw_f"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", ["hw_f", "idx_wh"], ["wh"]),  # (W, H)
+        helper.make_node("Concat", ["zeros2", "wh"], ["box"], axis=0),  # [4]
+        helper.make_node("Reshape", ["box", "box_shape"], ["box_1"]),  # [1,1,4]
+        helper.make_node("Mul", ["box_1", "first_row"], ["box_rows"]),  # [1,8,4]
+        helper.make_node("Concat", ["n", "eight_four"], ["boxes_shape"], axis=0),
+        helper.make_node("Expand", ["box_rows", "boxes_shape"], ["boxes"]),
+        helper.make_node("Concat", ["n", "eight"], ["scores_shape"], axis=0),
+        helper.make_node("Expand", ["score_row", "scores_shape"], ["scores"]),
+        helper.make_node("ReduceMax", ["ceiled"], ["top"], axes=[1, 2, 3], keepdims=0),  # [N]
+        helper.make_node("Cast", ["top"], ["top_i"], to=TensorProto.INT64),
+        helper.make_node("Unsqueeze", ["top_i", "axis1"], ["top_col"]),  # [N,1]
+        helper.make_node("Mul", ["top_col", "class_row"], ["classes"]),
+        # logits, and the expensive branch only they need
+        helper.make_node("Sub", ["tenfold", "class_ids"], ["distance"]),  # [N,11,H,W]
+        helper.make_node("Mul", ["distance", "distance"], ["squared"]),
+        helper.make_node("Neg", ["squared"], ["plain_logits"]),
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Add", ["square", "mean"], ["h0"]),
+    ]
+    for step in range(work):
+        nodes.append(helper.make_node("MatMul", [f"h{step}", "square"], [f"m{step}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{step}"], [f"h{step + 1}"]))
+    nodes += [
+        helper.make_node("ReduceMean", [f"h{work}"], ["busy"], keepdims=0),
+        helper.make_node("Mul", ["busy", "zero"], ["nothing"]),
+        helper.make_node("Add", ["plain_logits", "nothing"], ["logits"]),
+    ]
+    constants = {
+        "ten": np.array(10, np.float32), "axis1": np.array([1], np.int64), "idx_n": np.array([0], np.int64),
+        "idx_hw": np.array([2, 3], np.int64), "idx_wh": np.array([1, 0], np.int64),
+        "zeros2": np.zeros(2, np.float32), "box_shape": np.array([1, 1, 4], np.int64), "first_row": first_row,
+        "eight_four": np.array([8, 4], np.int64), "eight": np.array([8], np.int64),
+        "score_row": np.array([[0.9] + [0.0] * 7], np.float32),
+        "class_row": np.array([[1] + [0] * 7], np.int64),
+        "class_ids": np.arange(11, dtype=np.float32).reshape(1, 11, 1, 1),
+        "square": square, "zero": np.array(0, np.float32),
+    }  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 8, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 8]),
+         helper.make_tensor_value_info("classes", TensorProto.INT64, ["N", 8]),
+         helper.make_tensor_value_info("mask", TensorProto.UINT8, ["N", "H", "W"]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 11, "H", "W"])],
+        [numpy_helper.from_array(value, key) for key, value in constants.items()],
+    )  # fmt: skip
+    _save(graph, repo / name / str(version) / "model.onnx")
+    base = {
+        "max_batch_size": 32,
+        "inputs": [{"name": "images", "datatype": "FP32", "dims": [-1, 1, -1, -1]}],
+        "instance_count": 1, "session": {"intra_op_threads": 1},
+        "preprocessing": SEGMENTER_PREPROCESSING,
+        "postprocessing": segmentation.postprocessing(),
+        "parameters": {"task": segmentation.TASK, "stride": str(SEGMENTER_STRIDE), "max_boxes": "8",
+                       "score_threshold": "0.3", "optional_outputs": segmentation.LOGITS},
+    }  # fmt: skip
+    return _entry(repo, name, {**base, **config}, labels=[segmentation.BACKGROUND, *map(str, range(10))])
+
+
+def segmenter_reference(images: np.ndarray) -> dict[str, np.ndarray]:
+    """What write_segmenter answers for images [N,1,H,W] (pixels in [0, 1])."""
+    n, _, height, width = images.shape
+    tenfold = images.astype(np.float32) * np.float32(10)
+    ceiled = np.ceil(tenfold)
+    boxes = np.zeros((n, 8, 4), np.float32)
+    boxes[:, 0] = (0, 0, width, height)
+    scores = np.zeros((n, 8), np.float32)
+    scores[:, 0] = 0.9
+    classes = np.zeros((n, 8), np.int64)
+    classes[:, 0] = ceiled.reshape(n, -1).max(axis=1)
+    logits = -((tenfold - np.arange(11, dtype=np.float32).reshape(1, 11, 1, 1)) ** 2)
+    return {"boxes": boxes, "scores": scores, "classes": classes, "mask": ceiled[:, 0].astype(np.uint8),
+            "logits": logits}

@@ -2,11 +2,17 @@
 
 `instance_count` sessions share a thread pool of the same size; each run borrows a free session, so N batches run
 at once with no session used by two threads. ONNX Runtime releases the GIL while it computes.
+
+Output-selective runs: a batch that needs only some outputs runs on a session over the graph pruned to them
+(pruning.py), created on the instance's own thread the first time that set is asked for (its first run is its
+warm-up) and kept, at most MAX_PRUNED_SESSIONS per instance; past that, or when pruning removes no node, the full
+session runs and only the asked outputs are copied out.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,11 +20,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
 from cnnserve.contracts.datatypes import DATATYPES, datatype_from_ort
 from cnnserve.service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
+from cnnserve.service.execution import pruning
 from cnnserve.service.execution.workers import SessionWorkers
 from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, TensorSpec
 
@@ -41,6 +49,8 @@ _OPTIMIZATION_LEVELS = {
 
 
 _DEFAULT_OPTIONS = SessionOptions()
+MAX_PRUNED_SESSIONS = 4
+"""Pruned sessions kept per instance: each holds its share of the weights again, and requests rarely vary much."""
 _unavailable_warned: set[str] = set()
 
 
@@ -69,6 +79,17 @@ def graph_tensors(node_args: Sequence[Any]) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
+class _Instance:
+    """One model instance, owned by one worker thread: its full session and its pruned ones by output set (None:
+    pruning would remove nothing, so the full session serves that set)."""
+
+    __slots__ = ("pruned", "session")
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.pruned: dict[frozenset[str], Any | None] = {}
+
+
 class Runtime:
     """Sessions for one model file. Construction blocks (loads the model): call it from a worker thread."""
 
@@ -85,12 +106,18 @@ class Runtime:
         so = session_options(options)
         first, self.provider = self._first_session(model_path, providers, so)
         chain = next(c for c in _PROVIDER_CHAINS.values() if c[0] == self.provider)
+        self._path, self._so, self._chain = model_path, so, chain
         self._sessions = [first] + [self._create(model_path, so, chain) for _ in range(max(1, instance_count) - 1)]
         self.inputs = graph_tensors(first.get_inputs())
         self.outputs = graph_tensors(first.get_outputs())
         self._input_dtypes = {t.name: DATATYPES[t.datatype].numpy for t in self.inputs}  # BYTES: object, of str
         self._output_names = [t.name for t in self.outputs]
-        self._workers = SessionWorkers(self._sessions, name=f"ort-{label}")
+        self._graph: Any = None  # the ONNX model, read on the first pruning and kept for the next ones
+        self._graph_lock = threading.Lock()
+        self.pruned_nodes: dict[frozenset[str], tuple[int, int]] = {}
+        """Per output set pruned so far: (nodes kept, nodes in the graph); kept == total means not pruned."""
+        self._instances = [_Instance(s) for s in self._sessions]
+        self._workers = SessionWorkers(self._instances, name=f"ort-{label}")
         self._closed = False
         logger.info("event=sessions_created model=%s provider=%s instances=%d", self.label, self.provider,
                     len(self._sessions))  # fmt: skip
@@ -158,14 +185,54 @@ class Runtime:
                     logger.warning("event=warmup_skipped model=%s batch=%d error=%s", self.label, batch, err)
                     return
 
-    async def run_timed(self, inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+    async def run_timed(self, inputs: Tensors, outputs: frozenset[str] | None = None
+                        ) -> tuple[Tensors, ComputeTimes]:  # fmt: skip
+        """Run one batch for `outputs` (None: all of them)."""
         if self._closed:
             raise ModelNotReady(f"{self.label}: sessions released")
-        return await self._workers.submit(self._run_sync, inputs)
+        return await self._workers.submit(self._run_sync, (inputs, outputs))
 
-    def _run_sync(self, session: Any, arg: object) -> tuple[Tensors, ComputeTimes]:
-        """On the session's own thread."""
-        inputs: Tensors = arg  # type: ignore[assignment]
+    def _session_for(self, instance: _Instance, outputs: frozenset[str] | None) -> tuple[Any, list[str]]:
+        """The session to run and the names to ask it for. On the instance's thread."""
+        if outputs is None:
+            return instance.session, self._output_names
+        names = [name for name in self._output_names if name in outputs]
+        if len(names) == len(self._output_names):
+            return instance.session, names
+        if outputs in instance.pruned:
+            session = instance.pruned[outputs]
+        elif len(instance.pruned) < MAX_PRUNED_SESSIONS:
+            session = instance.pruned[outputs] = self._pruned_session(outputs)
+        else:
+            session = None
+        return session or instance.session, names
+
+    def _pruned_session(self, outputs: frozenset[str]) -> Any | None:
+        with self._graph_lock:  # instances prune on their own threads; the graph is read once
+            if self._graph is None:
+                self._graph = onnx.load(str(self._path))
+        graph, total = self._graph, len(self._graph.graph.node)
+        model, kept = pruning.prune(graph, outputs)
+        self.pruned_nodes[outputs] = (kept, total)
+        if kept >= total:
+            return None
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), sess_options=self._so,
+                                           providers=list(self._chain))  # fmt: skip
+        except Exception as err:  # a model past protobuf's 2 GB, or one ORT reads only from its file: run it whole
+            logger.warning("event=pruned_session_failed model=%s outputs=%s error=%s", self.label,
+                           ",".join(sorted(outputs)), err)  # fmt: skip
+            return None
+        logger.info("event=pruned_session_created model=%s outputs=%s nodes=%d/%d", self.label,
+                    ",".join(sorted(outputs)), kept, total)  # fmt: skip
+        return session
+
+    def _run_sync(self, instance: _Instance, arg: object) -> tuple[Tensors, ComputeTimes]:
+        """On the instance's own thread."""
+        inputs: Tensors
+        wanted: frozenset[str] | None
+        inputs, wanted = arg  # type: ignore[misc]
+        session, output_names = self._session_for(instance, wanted)  # a new pruned session: its warm-up, untimed
         started = time.monotonic()
         feed = {}
         for name, dtype in self._input_dtypes.items():
@@ -180,7 +247,7 @@ class Runtime:
             feed[name] = np.ascontiguousarray(array)
         fed = time.monotonic()
         try:
-            results = session.run(self._output_names, feed)
+            results = session.run(output_names, feed)
         except Exception as err:
             logger.warning("event=run_failed model=%s error=%s", self.label, err)
             if isinstance(err, OrtInvalidArgument):  # ORT's own verdict: the values, not the model
@@ -189,7 +256,7 @@ class Runtime:
                 ) from err
             raise InferenceFailed(f"{self.label}: ONNX Runtime failed to run the batch") from err
         ran = time.monotonic()
-        outputs = dict(zip(self._output_names, results, strict=True))
+        outputs = dict(zip(output_names, results, strict=True))
         done = time.monotonic()
         return outputs, ComputeTimes(fed - started, ran - fed, done - ran)
 
@@ -198,6 +265,9 @@ class Runtime:
         self._closed = True
         self._workers.close()
         self._sessions.clear()
+        for instance in self._instances:
+            instance.pruned.clear()
+        self._graph = None
 
 
 def _as_text(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:

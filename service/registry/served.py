@@ -122,6 +122,11 @@ class ServedModel:
         )
 
     @property
+    def pruned_nodes(self) -> dict[frozenset[str], tuple[int, int]]:
+        """Per output set pruned so far: (nodes kept, nodes in the graph)."""
+        return self._runtime.pruned_nodes
+
+    @property
     def queued_items(self) -> int:
         return self._batcher.queued_items
 
@@ -129,16 +134,18 @@ class ServedModel:
     def in_flight_requests(self) -> int:
         return self._batcher.in_flight_requests
 
-    async def infer(self, inputs: Tensors, *, deadline: float | None = None) -> Tensors:
-        """All outputs for one request. `deadline` is a time.monotonic() value."""
+    async def infer(self, inputs: Tensors, *, outputs: frozenset[str] | None = None, deadline: float | None = None
+                    ) -> Tensors:  # fmt: skip
+        """The outputs one request asks for (None: all), computed only those where the graph allows.
+        `deadline` is a time.monotonic() value."""
         started = time.monotonic()
         try:
-            outputs = await self._batcher.submit(inputs, deadline=deadline)
+            answer = await self._batcher.submit(inputs, outputs=outputs, deadline=deadline)
         except (Exception, asyncio.CancelledError):  # a request cancelled while queued failed too (as in Triton)
             self.stats.record_request(time.monotonic() - started, ok=False)
             raise
         self.stats.record_request(time.monotonic() - started, ok=True)
-        return outputs
+        return answer
 
     async def close(self, *, drain: bool = True) -> None:
         """Refuse new requests, finish (drain) or fail the queued ones, then release the sessions."""

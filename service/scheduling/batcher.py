@@ -1,7 +1,8 @@
 """Dynamic batching: queue requests, merge them into batches, run them on N executors, split outputs.
 
-Knows nothing of gRPC or ONNX: it drives any `async (inputs) -> (outputs, compute times)` callable whose tensors
-share axis 0, and reports each batch, with the times its run returned, to one observer.
+Knows nothing of gRPC or ONNX: it drives any `async (inputs, output names) -> (outputs, compute times)` callable whose
+tensors share axis 0, and reports each batch, with the times its run returned, to one observer. Requests asking for
+different outputs still merge: the batch computes the union and each request gets back only its own.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from cnnserve.service.types import ComputeTimes
 logger = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
-# inputs concatenated on axis 0 -> (outputs with the same leading dim, the run's phases)
-RunBatch = Callable[[Tensors], Awaitable[tuple[Tensors, ComputeTimes]]]
+OutputNames = frozenset[str] | None
+"""The outputs a request (or a batch) needs; None: all of them (the cheapest path: nothing to choose)."""
+# (inputs concatenated on axis 0, outputs wanted) -> (outputs with the same leading dim, the run's phases)
+RunBatch = Callable[[Tensors, OutputNames], Awaitable[tuple[Tensors, ComputeTimes]]]
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,12 @@ class BatchRecord:
 
 
 class _Request:
-    __slots__ = ("deadline", "enqueued", "future", "inputs", "items", "queued", "signature")
+    __slots__ = ("deadline", "enqueued", "future", "inputs", "items", "outputs", "queued", "signature")
 
-    def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None) -> None:
+    def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
+                 outputs: OutputNames) -> None:  # fmt: skip
         self.inputs, self.items, self.signature, self.deadline = inputs, items, signature, deadline
+        self.outputs = outputs
         self.future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self.enqueued = time.monotonic()
         self.queued = True  # False once taken into a batch or removed
@@ -110,8 +115,9 @@ class Batcher:
         """Requests whose batch is executing now."""
         return self._in_flight
 
-    async def submit(self, inputs: Tensors, *, deadline: float | None = None) -> Tensors:
-        """Queue one request; return its rows of the batch outputs. `deadline`: a time.monotonic() value."""
+    async def submit(self, inputs: Tensors, *, outputs: OutputNames = None, deadline: float | None = None) -> Tensors:
+        """Queue one request; return its rows of the batch outputs it asked for (`outputs`; None: all).
+        `deadline`: a time.monotonic() value."""
         if self._closing or self._stopped:
             raise ModelNotReady(self._stopped or f"model '{self._name}' is unloading")
         items, signature = self._measure(inputs)
@@ -123,7 +129,7 @@ class Batcher:
                 f"no room for {items} more"
             )
         wakeup = self._start()
-        request = _Request(inputs, items, signature, deadline)
+        request = _Request(inputs, items, signature, deadline, outputs)
         self._queue.append(request)
         self._queued_items += items
         wakeup.set()
@@ -286,9 +292,10 @@ class Batcher:
                 inputs = batch[0].inputs
             else:
                 inputs = {k: np.concatenate([r.inputs[k] for r in batch]) for k in batch[0].inputs}
+            wanted = _union(batch)
             run_started = time.monotonic()
             try:
-                outputs, compute = await self._run_batch(inputs)
+                outputs, compute = await self._run_batch(inputs, wanted)
             finally:
                 run_seconds = time.monotonic() - run_started
             if self._max_batch_size == 0:
@@ -300,7 +307,8 @@ class Batcher:
                 start = 0
                 for r in batch:
                     end = start + r.items
-                    _answer(r.future, {k: v[start:end] for k, v in outputs.items()})
+                    own = outputs if r.outputs is None or r.outputs == wanted else _only(outputs, r.outputs)
+                    _answer(r.future, {k: v[start:end] for k, v in own.items()})
                     start = end
             failed = False
         except InvalidInput as exc:
@@ -332,6 +340,23 @@ class Batcher:
             for r in batch:
                 if not r.future.done():
                     await self._run([r])
+
+
+def _union(batch: Sequence[_Request]) -> OutputNames:
+    """What a batch computes: every output one of its requests asked for (None as soon as one asked for all)."""
+    first = batch[0].outputs
+    if len(batch) == 1 or first is None:
+        return first
+    wanted = set(first)
+    for r in batch[1:]:
+        if r.outputs is None:
+            return None
+        wanted |= r.outputs
+    return frozenset(wanted)
+
+
+def _only(outputs: Tensors, names: frozenset[str]) -> Tensors:
+    return {k: v for k, v in outputs.items() if k in names}
 
 
 # A future already done was answered, or its caller went away (cancelled): nothing to do then.

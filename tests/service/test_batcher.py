@@ -20,7 +20,7 @@ from cnnserve.service.errors import (
     QueueFull,
     ServiceError,
 )
-from cnnserve.service.scheduling.batcher import Batcher, BatchRecord, Tensors
+from cnnserve.service.scheduling.batcher import Batcher, BatchRecord, OutputNames, Tensors
 from cnnserve.service.types import ComputeTimes
 
 
@@ -38,7 +38,7 @@ class Doubler:
         self.max_running = 0
         self.fail_when: Callable[[np.ndarray], bool] = lambda x: False
 
-    async def __call__(self, inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+    async def __call__(self, inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
         x = inputs["x"]
         self.batches.append(x)
         self.running += 1
@@ -87,7 +87,7 @@ def test_outputs_are_views_of_the_batch_and_a_lone_request_is_passed_through() -
     async def main() -> None:
         seen: list[Tensors] = []
 
-        async def model(inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+        async def model(inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
             seen.append(inputs)
             return {"y": inputs["x"] * 2}, ComputeTimes(0.0, 0.0, 0.0)
 
@@ -355,7 +355,7 @@ def test_input_values_the_model_refuses_fail_only_the_request_that_sent_them() -
     async def main() -> None:
         runs: list[int] = []
 
-        async def picky(inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+        async def picky(inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
             runs.append(len(inputs["x"]))
             await asyncio.sleep(0.01)
             if (inputs["x"] == -1).any():
@@ -384,7 +384,7 @@ def test_input_values_the_model_refuses_fail_only_the_request_that_sent_them() -
 
 def test_service_errors_from_the_model_pass_through_unwrapped() -> None:
     async def main() -> None:
-        async def unready(inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+        async def unready(inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
             raise ModelNotReady("session closed")
 
         batcher = Batcher(unready, max_batch_size=2, max_queue_delay_us=0)
@@ -397,7 +397,7 @@ def test_service_errors_from_the_model_pass_through_unwrapped() -> None:
 
 def test_wrong_output_rows_fail_the_batch() -> None:
     async def main() -> None:
-        async def truncating(inputs: Tensors) -> tuple[Tensors, ComputeTimes]:
+        async def truncating(inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
             return {"y": inputs["x"][:1]}, ComputeTimes(0.0, 0.0, 0.0)
 
         batcher = Batcher(truncating, max_batch_size=4, max_queue_delay_us=10_000)
@@ -601,3 +601,40 @@ def test_an_idle_model_starts_at_once_and_batches_form_while_it_is_busy() -> Non
 
     asyncio.run(main())
 
+
+
+class Outputs:
+    """A fake model of two outputs that computes only those it is asked for, recording what each batch asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[OutputNames] = []
+
+    async def __call__(self, inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
+        self.asked.append(outputs)
+        await asyncio.sleep(0.01)
+        x = inputs["x"]
+        everything = {"double": x * 2, "half": x / 2}
+        chosen = everything if outputs is None else {k: v for k, v in everything.items() if k in outputs}
+        return chosen, ComputeTimes(0.0, 0.0, 0.0)
+
+
+def test_requests_asking_different_outputs_merge_into_one_batch_that_computes_their_union() -> None:
+    async def scenario() -> None:
+        model = Outputs()
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=50_000, wait_when_idle=True)
+        a, b, c = rows(1), rows(2), rows(1)
+        got = await asyncio.gather(
+            batcher.submit(a, outputs=frozenset({"double"})),
+            batcher.submit(b, outputs=frozenset({"half"})),
+            batcher.submit(c, outputs=frozenset({"double"})),
+        )
+        assert model.asked == [frozenset({"double", "half"})]  # one batch, the union
+        assert set(got[0]) == {"double"} and set(got[1]) == {"half"} and set(got[2]) == {"double"}
+        np.testing.assert_array_equal(got[1]["half"], b["x"] / 2)
+        np.testing.assert_array_equal(got[2]["double"], c["x"] * 2)
+        # one request asking for everything makes the batch compute everything; the others still get their own
+        again = await asyncio.gather(batcher.submit(a), batcher.submit(b, outputs=frozenset({"half"})))
+        assert model.asked[-1] is None and set(again[0]) == {"double", "half"} and set(again[1]) == {"half"}
+        await batcher.close()
+
+    run(scenario())

@@ -147,3 +147,54 @@ def test_values_onnx_runtime_refuses_are_invalid_input(repo: Path) -> None:
     outputs, _ = asyncio.run(runtime.run_timed({"latent": latent, "class": np.array([1, 9], np.int64)}))
     assert outputs["images"].shape == (2, 1, 2, 4)
     runtime.close()
+
+
+def test_output_sets_run_on_pruned_sessions_up_to_the_bound_then_on_the_full_one(tmp_path: Path) -> None:
+    from cnnserve.service.execution.runtime import MAX_PRUNED_SESSIONS
+
+    folder = onnx_models.write_segmenter(tmp_path)
+    runtime = Runtime(folder / "1" / "model.onnx")
+    images = np.random.default_rng(0).random((2, 1, 8, 16)).astype(np.float32)
+    expected = onnx_models.segmenter_reference(images)
+    sets = [{"mask"}, {"boxes"}, {"scores"}, {"classes"}, {"mask", "boxes"}, {"logits"}]
+
+    async def main() -> None:
+        for names in sets:
+            outputs, _ = await runtime.run_timed({"images": images}, frozenset(names))
+            assert set(outputs) == names  # only what was asked, whichever session ran it
+            for name in names:
+                np.testing.assert_allclose(outputs[name], expected[name], atol=1e-4)
+        everything, _ = await runtime.run_timed({"images": images}, frozenset(expected))
+        assert set(everything) == set(expected)
+
+    try:
+        asyncio.run(main())
+    finally:
+        runtime.close()
+    assert len(runtime.pruned_nodes) == MAX_PRUNED_SESSIONS  # the fifth set and later run the full session
+    total = next(iter(runtime.pruned_nodes.values()))[1]
+    assert all(kept < total for kept, _ in runtime.pruned_nodes.values())
+    assert frozenset(expected) not in runtime.pruned_nodes  # all outputs: the full session, nothing to prune
+
+
+def test_a_set_that_prunes_nothing_runs_the_full_session(tmp_path: Path) -> None:
+    """Two outputs of one node: asking for one keeps every node, so no second session is built."""
+    graph = helper.make_graph(
+        [helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2)],
+        "split",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 2])],
+    )  # fmt: skip
+    path = tmp_path / "split.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    runtime = Runtime(path)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    try:
+        outputs, _ = asyncio.run(runtime.run_timed({"x": x}, frozenset({"b"})))
+    finally:
+        runtime.close()
+    assert set(outputs) == {"b"} and runtime.pruned_nodes == {frozenset({"b"}): (1, 1)}
+    np.testing.assert_array_equal(outputs["b"], x[:, 2:])
