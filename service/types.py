@@ -67,6 +67,19 @@ class ImageOutput:
 
 
 @dataclass(frozen=True)
+class SpatialOutputs:
+    """A segmenter's outputs in input pixels (config `postprocessing`, contracts/segmentation.py): what the server
+    crops or clips back to an image it padded, and the mask it may send as a palette PNG."""
+
+    mask: str | None = None
+    """Class index per pixel [n, H, W] (postprocessing.mask): sent as PNG files on output_format "png"."""
+    boxes: str | None = None
+    """Boxes [n, K, 4] as x0, y0, x1, y1 (postprocessing.boxes): clipped to the original image after padding."""
+    spatial: tuple[str, ...] = ()
+    """Outputs whose last two axes are the input's H, W (postprocessing.spatial): cropped after padding."""
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model's configuration: config.json merged with what the ONNX graph says."""
 
@@ -87,6 +100,8 @@ class ModelSpec:
     postprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: which output, value range
     image_input: ImageInput | None = None  # from preprocessing, checked against the graph when the model loads
     image_output: ImageOutput | None = None  # from postprocessing, when that output holds images
+    spatial: SpatialOutputs | None = None  # from postprocessing: mask, boxes, spatial outputs (segmenters)
+    optional_outputs: frozenset[str] = frozenset()  # parameter optional_outputs: sent only when a request names them
 
     # Looked up on every request; built once per loaded spec.
     @cached_property
@@ -96,6 +111,23 @@ class ModelSpec:
     @cached_property
     def outputs_by_name(self) -> dict[str, TensorSpec]:
         return {tensor.name: tensor for tensor in self.outputs}
+
+    @cached_property
+    def default_outputs(self) -> tuple[TensorSpec, ...]:
+        """What a request naming no outputs gets: all but the optional ones, in graph order."""
+        return tuple(tensor for tensor in self.outputs if tensor.name not in self.optional_outputs)
+
+    @cached_property
+    def default_compute(self) -> frozenset[str] | None:
+        """What the model computes for such a request; None (all of them) when no output is optional."""
+        return frozenset(t.name for t in self.default_outputs) if self.optional_outputs else None
+
+    @cached_property
+    def png_output(self) -> str | None:
+        """The output output_format "png" applies to: a generator's images, else a segmenter's mask."""
+        if self.image_output is not None:
+            return self.image_output.name
+        return self.spatial.mask if self.spatial is not None else None
 
 
 @dataclass(frozen=True, slots=True)

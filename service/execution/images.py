@@ -1,14 +1,15 @@
 """Encoded images on the wire, beyond what Triton offers without an ensemble.
 
 In: a model whose config's `preprocessing` says `"input_format": "image"` also takes PNG/JPEG files as a BYTES
-tensor [n] (or [n, 1]) for that input; each file is decoded, converted, resized and scaled the way the client SDK
-does it (contracts/imaging.py), and the model sees its usual FP32 tensor: [0, 1] pixels for models cnnserve exports
+tensor [n] (or [n, 1]) for that input; each file is decoded, converted, resized (or padded, `"resize": "pad"`: the
+files of one request then share one size) and scaled the way the client SDK does it (contracts/imaging.py), and
+the model sees its usual FP32 tensor: [0, 1] pixels for models cnnserve exports
 (they normalise in their graph), with the config's mean/std applied for models that declare them (brought from
 elsewhere, or published before the pixel contract). Decoding is bounded: only PNG and JPEG, the
 pixel count read from the header before anything is decoded, and a corrupt file refused naming its item.
 
 Out: a generator's image output (config `postprocessing.output`) comes back as PNG files when a request sets the
-parameter `output_format` to "png".
+parameter `output_format` to "png"; so does a segmenter's mask (segmentation.py), in the palette's colours.
 
 Pillow releases the GIL while it decodes and encodes, so the work runs in a small thread pool, off the event loop.
 """
@@ -21,7 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from cnnserve.contracts import imaging
 from cnnserve.contracts.datatypes import DATATYPES
 from cnnserve.service.errors import InvalidInput, ModelLoadError
+from cnnserve.service.execution import segmentation
 from cnnserve.service.types import ImageInput, ImageOutput, TensorSpec
 
 FORMATS = ("PNG", "JPEG")
@@ -64,6 +66,12 @@ def image_input(
     except ValueError as err:
         raise ModelLoadError(f"{config_path}: key 'preprocessing': {err}") from None
     item = tensor.shape[1:] if max_batch_size > 0 else tensor.shape
+    height_width = item[1:] if recipe.layout == "NCHW" else item[:2]
+    if recipe.padded and (len(item) != 3 or tuple(height_width) != (-1, -1)):
+        raise ModelLoadError(
+            f"{config_path}: key 'preprocessing.resize' \"pad\" sends each image at its own size, so input "
+            f"'{tensor.name}' needs variable (-1) height and width dims; it takes {list(tensor.shape)}"
+        )
     fits = len(item) == 3 and all(want in (-1, got) for want, got in zip(item, recipe.item_shape, strict=True))
     if tensor.datatype not in FLOAT_DATATYPES or not fits:
         raise ModelLoadError(
@@ -101,13 +109,39 @@ def image_output(
 # --- the work itself ------------------------------------------------------------------------------------------
 
 
-def decode(files: npt.NDArray[Any], target: ImageInput, max_pixels: int) -> npt.NDArray[Any]:
-    """Encoded files (object array of bytes) -> the input's tensor [n, *item]. InvalidInput names the item."""
+class DecodedImages(NamedTuple):
+    batch: npt.NDArray[Any]
+    """The input's tensor [n, *item]."""
+    size: tuple[int, int] | None
+    """(height, width) of the files before padding; None when the recipe does not pad."""
+    pixels: list[npt.NDArray[np.uint8]]
+    """When asked for: each item's uint8 pixels [h, w, c] before scaling and padding (what an overlay blends over)."""
+
+
+def decode(files: npt.NDArray[Any], target: ImageInput, max_pixels: int, keep_pixels: bool = False) -> DecodedImages:
+    """Encoded files (object array of bytes) -> the input's tensor. InvalidInput names the item."""
     recipe = target.preprocessing
-    batch = np.empty((len(files), *recipe.item_shape), dtype=DATATYPES[target.datatype].numpy)
+    batch: npt.NDArray[Any] | None = None
+    first: tuple[int, int] = (0, 0)
+    kept = []
     for index, data in enumerate(files):
-        batch[index] = recipe.tensor(_open(target.name, index, data, max_pixels))
-    return batch
+        pixels = recipe.pixels(_open(target.name, index, data, max_pixels))
+        size = (pixels.shape[0], pixels.shape[1])
+        if index == 0:
+            first = size
+        elif size != first:  # padded items keep their own sizes, and one tensor holds one size
+            raise InvalidInput(
+                f"input {target.name!r}: item {index} is {size[1]}x{size[0]} pixels but item 0 is "
+                f"{first[1]}x{first[0]}; files of one request must share one size: send them as separate requests"
+            )
+        item = recipe.tensor_of_pixels(pixels)
+        if batch is None:
+            batch = np.empty((len(files), *item.shape), dtype=DATATYPES[target.datatype].numpy)
+        batch[index] = item
+        if keep_pixels:
+            kept.append(pixels)
+    assert batch is not None  # decode_inputs takes 1..max_batch_size files
+    return DecodedImages(batch, first if recipe.padded else None, kept)
 
 
 def _open(name: str, index: int, data: bytes, max_pixels: int) -> Image.Image:
@@ -152,13 +186,18 @@ class ImageWorkers:
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(threads or min(4, os.cpu_count() or 1), thread_name_prefix="images")
 
-    async def decode(self, files: npt.NDArray[Any], target: ImageInput) -> npt.NDArray[Any]:
+    async def decode(self, files: npt.NDArray[Any], target: ImageInput, keep_pixels: bool = False) -> DecodedImages:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, decode, files, target, self.max_pixels)
+        return await loop.run_in_executor(self._pool, decode, files, target, self.max_pixels, keep_pixels)
 
     async def encode_png(self, images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, encode_png, images, target)
+
+    async def encode_mask(self, masks: npt.NDArray[Any], pixels: Sequence[npt.NDArray[np.uint8]], alpha: float
+                          ) -> npt.NDArray[Any]:  # fmt: skip
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, segmentation.encode_mask_png, masks, pixels, alpha)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,13 @@ import numpy.typing as npt
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts.datatypes import DATATYPES, DataTypeInfo, datatype_from_ort, triton_data_type
 from cnnserve.service.errors import InvalidInput
+from cnnserve.service.protocol.requested import (
+    RequestedOutput,
+    parameter_value,
+    requested_outputs,
+    tensor_names,
+    unknown_output,
+)
 from cnnserve.service.types import ModelSpec, TensorSpec
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "datatype_from_ort",
     "decode_inputs",
     "triton_data_type",
+    "unknown_output",
 ]
 
 MAX_ELEMENTS = 2**31
@@ -47,14 +55,6 @@ Buffer = bytes | memoryview
 """A raw tensor: bytes from a protobuf message, or a view of an HTTP body (the REST door's binary extension)."""
 
 
-class RequestedOutput(NamedTuple):  # a tuple: one or more are built per request, a frozen dataclass costs 4x
-    name: str
-    classification_k: int = 0
-    """0: the tensor itself; k > 0: its top k per item as BYTES "score:index:label" (classification extension)."""
-    png: bool = False
-    """The model's image output sent as BYTES [n] of PNG files (request parameter output_format "png")."""
-
-
 @dataclass(slots=True)
 class DecodedRequest:
     inputs: dict[str, Array]
@@ -63,10 +63,14 @@ class DecodedRequest:
     batch_size: int
     """Items in the request (the inputs' shared first dimension); 0 when the model does not batch."""
     requested_outputs: list[RequestedOutput]
-    """In the order asked; every output in model order when none was asked."""
+    """In the order asked; when none was asked, every output but the optional ones, in graph order."""
     encoded_images: dict[str, Array] = field(default_factory=dict)
     """By input name: PNG/JPEG files (object array [n] of bytes) sent for the model's image input, still to be
     decoded (execution/images.py); that input is then absent from `inputs`."""
+    compute: frozenset[str] | None = None
+    """The outputs the model must compute for this request; None: all of them."""
+    overlay: float = 0.0
+    """The palette's weight over the request's image in the mask PNG (request parameter `overlay`); 0: none."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def decode_inputs(
                 raise InvalidInput(
                     f"input {needed.name!r}: missing; model {spec.name!r} needs {tensor_names(spec.inputs)}"
                 )
-    requested = _requested_outputs(request.outputs, spec, bool(parameters) and _wants_png(parameters, spec))
+    wanted = requested_outputs(request.outputs, parameters, spec, sent_files=bool(files))
     inputs: dict[str, Array] = {}
     encoded_images: dict[str, Array] = {}
     for name, (index, shape, count, data) in checked.items():
@@ -171,7 +175,7 @@ def decode_inputs(
         else:
             inputs[name] = array
     batch_size = batch[0] if batch is not None else 0
-    return DecodedRequest(inputs, batch_size, requested, encoded_images)
+    return DecodedRequest(inputs, batch_size, wanted.outputs, encoded_images, wanted.compute, wanted.overlay)
 
 
 def _decoded_bytes(info: DataTypeInfo, count: int, raw: Buffer | None, contents: pb.InferTensorContents) -> int:
@@ -191,13 +195,8 @@ def _check_parameters(parameters: Mapping[str, pb.InferParameter]) -> None:
     the sequence parameters would change what a request means, and no model here keeps state between requests."""
     for key in ("sequence_id", "sequence_start"):
         # `in` first: indexing a protobuf map inserts the key into the caller's message.
-        if key in parameters and _parameter_value(parameters[key]):
+        if key in parameters and parameter_value(parameters[key]):
             raise InvalidInput(f"parameter {key!r}: model is not stateful: sequence batching is not supported")
-
-
-def _parameter_value(parameter: pb.InferParameter) -> bool | int | str | float | None:
-    kind = parameter.WhichOneof("parameter_choice")
-    return None if kind is None else getattr(parameter, kind)  # type: ignore[no-any-return]
 
 
 def _without_scalar_axis(shape: tuple[int, ...], expected: TensorSpec, max_batch_size: int) -> tuple[int, ...]:
@@ -248,7 +247,8 @@ def _is_encoded_image(tensor: pb.ModelInferRequest.InferInputTensor, expected: T
 
 def _image_item_elements(spec: ModelSpec) -> int:
     assert spec.image_input is not None
-    return int(np.prod(spec.image_input.preprocessing.item_shape))
+    # A padded recipe's height and width (-1) are each file's own, known once decoded; max_image_pixels bounds them.
+    return math.prod(max(dim, 1) for dim in spec.image_input.preprocessing.item_shape)
 
 
 def _check_files(name: str, shape: tuple[int, ...], max_batch_size: int) -> tuple[int, ...]:
@@ -262,58 +262,6 @@ def _check_files(name: str, shape: tuple[int, ...], max_batch_size: int) -> tupl
             f"input {name!r}: encoded images travel as BYTES {expected}, one file each; got {_shape(shape)}"
         )
     return shape
-
-
-def _wants_png(parameters: Mapping[str, pb.InferParameter], spec: ModelSpec) -> bool:
-    if "output_format" not in parameters:
-        return False
-    value = _parameter_value(parameters["output_format"])
-    if value not in ("png", "tensor"):
-        raise InvalidInput(f"parameter 'output_format' must be \"png\" or \"tensor\", got {value!r}")
-    if value == "png" and spec.image_output is None:
-        raise InvalidInput(
-            f"parameter 'output_format': model {spec.name!r} has no image output to send as PNG "
-            "(its config's postprocessing.output must name a [n, 1|3|4, h, w] float output)"
-        )
-    return value == "png"
-
-
-def _requested_outputs(
-    outputs: Iterable[pb.ModelInferRequest.InferRequestedOutputTensor], spec: ModelSpec, png: bool = False
-) -> list[RequestedOutput]:
-    png_output = spec.image_output.name if png and spec.image_output is not None else None
-    declared = spec.outputs_by_name
-    result: list[RequestedOutput] = []
-    for output in outputs:
-        tensor = declared.get(output.name)
-        if tensor is None:
-            raise unknown_output(output.name, spec)
-        if any(seen.name == output.name for seen in result):
-            raise InvalidInput(f"output {output.name!r}: requested twice")
-        k = _classification_k(output, tensor, spec.max_batch_size)  # never an image output: those are 3-D per item
-        result.append(RequestedOutput(output.name, k, png=output.name == png_output))
-    return result or [RequestedOutput(tensor.name, png=tensor.name == png_output) for tensor in spec.outputs]
-
-
-def _classification_k(
-    output: pb.ModelInferRequest.InferRequestedOutputTensor, tensor: TensorSpec, max_batch_size: int
-) -> int:
-    if "classification" not in output.parameters:
-        return 0
-    parameter = output.parameters["classification"]
-    value = _parameter_value(parameter)
-    integral = parameter.WhichOneof("parameter_choice") in ("int64_param", "uint64_param")
-    if not integral or not isinstance(value, int) or value <= 0:
-        raise InvalidInput(
-            f"output {output.name!r}: parameter 'classification' must be a positive integer, got {value!r}"
-        )
-    item_shape = tensor.shape[1:] if max_batch_size > 0 else tensor.shape
-    if len(item_shape) != 1 or tensor.datatype in ("BYTES", "BOOL"):
-        raise InvalidInput(
-            f"output {output.name!r}: classification needs a numeric tensor of one dimension per "
-            f"item, this one is {tensor.datatype} {_shape(tensor.shape)}"
-        )
-    return value
 
 
 # --- decoding ---------------------------------------------------------------------------------------------------
@@ -384,14 +332,6 @@ def _from_contents(
             raise InvalidInput(f"input {name!r}: a value lies outside {info.name}'s range")
         array = array.astype(info.numpy)
     return array.reshape(shape)
-
-
-def unknown_output(name: str, spec: ModelSpec) -> InvalidInput:
-    return InvalidInput(f"output {name!r}: unknown; model {spec.name!r} offers {tensor_names(spec.outputs)}")
-
-
-def tensor_names(tensors: Sequence[TensorSpec]) -> str:
-    return ", ".join(repr(tensor.name) for tensor in tensors) or "none"
 
 
 def _shape(shape: Sequence[int]) -> str:

@@ -14,13 +14,14 @@ from typing import NamedTuple
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.errors import ServiceError
-from cnnserve.service.execution.images import ImageWorkers
+from cnnserve.service.execution import segmentation
+from cnnserve.service.execution.images import DecodedImages, ImageWorkers
 from cnnserve.service.protocol.decode import Array, Buffer, DecodedRequest, RequestLimits, decode_inputs
 from cnnserve.service.protocol.encode import OutputTensor, select_outputs
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.settings import Settings
-from cnnserve.service.types import ImageOutput, ModelSpec
+from cnnserve.service.types import ModelSpec
 
 # A cancellation this close to the deadline is the deadline: the one we hold is late by the moment between reading
 # time_remaining() and time.monotonic(), milliseconds on a busy machine.
@@ -64,14 +65,17 @@ class InferencePath:
             outcome = "success"
             try:
                 with observer.track_inflight():
-                    decoded = decode_inputs(request, model.spec, self.limits, raw_inputs)
-                    inputs = decoded.inputs
+                    spec = model.spec
+                    decoded = decode_inputs(request, spec, self.limits, raw_inputs)
+                    inputs, images = decoded.inputs, None
                     if decoded.encoded_images:
-                        inputs = await self._decode_images(decoded, model.spec)
-                    outputs = await model.infer(inputs, deadline=deadline)
-                    if model.spec.image_output is not None:
-                        outputs = await self._encode_images(outputs, decoded, model.spec.image_output)
-                    tensors = select_outputs(model.spec, outputs, decoded.requested_outputs, model.spec.labels)
+                        inputs, images = await self._decode_images(decoded, spec)
+                    outputs = await model.infer(inputs, outputs=decoded.compute, deadline=deadline)
+                    if images is not None and images.size is not None and spec.spatial is not None:
+                        outputs = segmentation.crop(outputs, spec.spatial, images.size)  # padded files: their size
+                    if spec.png_output is not None:
+                        outputs = await self._encode_images(outputs, decoded, spec, images)
+                    tensors = select_outputs(spec, outputs, decoded.requested_outputs, spec.labels)
                     return InferResult(model.spec.name, str(model.version), tensors, model.spec)
             except ServiceError as err:
                 outcome = err.status.name.lower()
@@ -85,16 +89,23 @@ class InferencePath:
             finally:
                 observer.observe_request(outcome, time.monotonic() - started)
 
-    async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec) -> dict[str, Array]:
+    async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec
+                             ) -> tuple[dict[str, Array], DecodedImages]:  # fmt: skip
         target = spec.image_input
         assert target is not None  # decode takes files only for a model's image input
-        batch = await self._images.decode(decoded.encoded_images[target.name], target)
-        return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}
+        images = await self._images.decode(decoded.encoded_images[target.name], target, keep_pixels=decoded.overlay > 0)
+        batch = images.batch
+        return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}, images
 
-    async def _encode_images(self, outputs: dict[str, Array], decoded: DecodedRequest, target: ImageOutput
-                             ) -> dict[str, Array]:
-        """The image output as PNG files when the request asked for them (RequestedOutput.png)."""
+    async def _encode_images(self, outputs: dict[str, Array], decoded: DecodedRequest, spec: ModelSpec,
+                             images: DecodedImages | None) -> dict[str, Array]:  # fmt: skip
+        """The image output or the mask as PNG files when the request asked for them (RequestedOutput.png); the
+        mask blended over the request's own images when it asked for an overlay."""
+        name = spec.png_output
         asked = any(want.png for want in decoded.requested_outputs)
-        if not asked or target.name not in outputs:  # a missing output is named by select_outputs
+        if not asked or name is None or name not in outputs:  # a missing output is named by select_outputs
             return outputs
-        return {**outputs, target.name: await self._images.encode_png(outputs[target.name], target)}
+        if spec.image_output is not None:
+            return {**outputs, name: await self._images.encode_png(outputs[name], spec.image_output)}
+        pixels = images.pixels if images is not None else []
+        return {**outputs, name: await self._images.encode_mask(outputs[name], pixels, decoded.overlay)}

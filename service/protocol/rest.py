@@ -227,8 +227,8 @@ class RestApi:
             parsed.request.parameters["output_format"].string_param = "png"
         result = await self._path.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
         if wants_png:
-            image = result.spec.image_output
-            png = next((t for t in result.tensors if image is not None and t.name == image.name), None)
+            png_name = result.spec.png_output  # a generator's images or a segmenter's mask
+            png = next((t for t in result.tensors if t.name == png_name and t.datatype == "BYTES"), None)
             if png is not None and png.array.size:
                 return web.Response(body=bytes(png.array.reshape(-1)[0]), content_type="image/png")
         body_out, header_size = rest_codec.encode_infer(parsed, result.model_name, result.model_version,
