@@ -26,6 +26,8 @@ import tritonclient.http as triton_http
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.contracts.imaging import PALETTE
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.registry.model_config import read_config, resolve
@@ -346,10 +348,12 @@ def test_rest_selects_pads_and_sends_png_like_grpc(server: ServerThread, rest: t
     assert status == 200 and headers["Content-Type"] == "image/png"
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(body))), expected_overlay(mask[0], grey, 0.5))
     header, raw = file_request(data, parameters={"output_format": "png"})
-    status, _, body = post(server, "segmenter", header, raw)
+    status, headers, body = post(server, "segmenter", header, raw)
     assert status == 200
-    length = int(json.loads(body[: body.index(b"}]}") + 3])["outputs"][3]["parameters"]["binary_data_size"])
-    assert length > 0
+    document = json.loads(body[: int(headers["Inference-Header-Content-Length"])])
+    entry = document["outputs"][3]
+    assert entry["name"] == "mask" and entry["datatype"] == "BYTES" and entry["shape"] == [1]
+    assert entry["parameters"]["binary_data_size"] > 0
     header, raw = file_request(data, parameters={"output_format": "png", "overlay": 2})
     status, _, body = post(server, "segmenter", header, raw)
     assert status == 400 and b"overlay" in body
@@ -430,9 +434,6 @@ def test_pad_needs_variable_height_and_width(tmp_path: Path) -> None:
 
 def test_status_codes_on_grpc_match(server: ServerThread) -> None:
     """The generated stub too: an unknown output is INVALID_ARGUMENT, as it always was."""
-    from cnnserve.api import grpc_service_pb2 as pb
-    from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-
     request = pb.ModelInferRequest(model_name="segmenter")
     request.inputs.add(name="images", datatype="FP32", shape=[1, 1, 8, 8])
     request.raw_input_contents.append(np.zeros((1, 1, 8, 8), np.float32).tobytes())
