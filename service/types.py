@@ -123,6 +123,12 @@ class ModelSpec:
         return frozenset(t.name for t in self.default_outputs) if self.optional_outputs else None
 
     @cached_property
+    def padded_input(self) -> str | None:
+        """The image input whose recipe pads (resize "pad"): its tensors' height and width must be stride multiples."""
+        image = self.image_input
+        return image.name if image is not None and image.preprocessing.padded else None
+
+    @cached_property
     def png_output(self) -> str | None:
         """The output output_format "png" applies to: a generator's images, else a segmenter's mask."""
         if self.image_output is not None:

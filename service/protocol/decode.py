@@ -114,6 +114,7 @@ def decode_inputs(
     files: set[str] = set()  # inputs sent as encoded images
     batch: tuple[int, str] | None = None  # (size, the input that set it)
     elements = cost = 0
+    padded = spec.padded_input
     for index, tensor in enumerate(request.inputs):
         name = tensor.name
         expected = declared.get(name)
@@ -129,6 +130,8 @@ def decode_inputs(
         else:
             shape = _without_scalar_axis(tuple(tensor.shape), expected, spec.max_batch_size)
             count = _check_tensor(name, tensor.datatype, shape, expected, spec.max_batch_size)
+            if name == padded:
+                _check_stride(name, shape, spec)
         if batching:
             if batch is None:
                 batch = (shape[0], name)
@@ -238,6 +241,19 @@ def _check_tensor(name: str, datatype: str, shape: tuple[int, ...], expected: Te
     raise InvalidInput(
         f"input {name!r}: expected {expected.datatype} {_shape(wanted)}, got {datatype} {_shape(shape)} ({rule})"
     )
+
+
+def _check_stride(name: str, shape: tuple[int, ...], spec: ModelSpec) -> None:
+    """A padding model takes any height and width that are multiples of its stride; files are padded to them, a
+    tensor must come so."""
+    assert spec.image_input is not None
+    recipe = spec.image_input.preprocessing
+    height, width = shape[-2:] if recipe.layout == "NCHW" else shape[-3:-1]
+    if height % recipe.stride or width % recipe.stride:
+        raise InvalidInput(
+            f"input {name!r}: height and width must be multiples of the stride {recipe.stride}, got {width}x{height} "
+            "(files sent for this input are padded to it)"
+        )
 
 
 def _is_encoded_image(tensor: pb.ModelInferRequest.InferInputTensor, expected: TensorSpec, spec: ModelSpec) -> bool:

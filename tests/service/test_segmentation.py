@@ -441,3 +441,9 @@ def test_status_codes_on_grpc_match(server: ServerThread) -> None:
     with grpc.insecure_channel(server.grpc_address) as channel, pytest.raises(grpc.RpcError) as info:
         pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_tensor_must_come_in_multiples_of_the_stride(client: triton.InferenceServerClient) -> None:
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("segmenter", [tensor_input(np.zeros((1, 1, 70, 45), np.float32))])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "stride 8" in str(info.value)
