@@ -129,9 +129,12 @@ def decode_boxes(
     is_peak = (functional.max_pool2d(best, 3, stride=1, padding=1) == best) & (prob == best)  # [N, k, h, w]
     peaks = prob * is_peak.to(prob.dtype)
     scores, index = peaks.reshape(n, k * h * w).topk(config.max_boxes, dim=1)  # [N, K], best first
-    cell = index % (h * w)  # [N, K] position in the h x w grid
-    classes = index // (h * w) + 1  # heat channel c is mask class c + 1 (0 is background)
-    cy, cx = (cell // w).to(prob.dtype), (cell % w).to(prob.dtype)
+    # floor division and subtraction, not %: the dynamo exporter cannot convert remainder by a symbolic size
+    channel = index.div(h * w, rounding_mode="floor")  # [N, K]
+    cell = index - channel * (h * w)  # [N, K] position in the h x w grid
+    classes = channel + 1  # heat channel c is mask class c + 1 (0 is background)
+    row = cell.div(w, rounding_mode="floor")
+    cy, cx = row.to(prob.dtype), (cell - row * w).to(prob.dtype)
     gather = cell[:, None, :].expand(n, 2, config.max_boxes)
     wh = size.reshape(n, 2, h * w).gather(2, gather).clamp_min(0.0) * SIZE_UNIT_PX  # [N, 2, K] pixels
     off = offset.reshape(n, 2, h * w).gather(2, gather)  # [N, 2, K] within the cell
