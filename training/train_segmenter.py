@@ -43,6 +43,7 @@ class SegmenterTrainConfig:
 class SegmenterRun:
     model: Segmenter  # trained, eval mode, on the CPU
     seconds: float  # wall time of the training loop
+    steps: int  # optimiser steps taken
     history: dict[str, list[float]]  # per-epoch metrics
 
 
@@ -95,4 +96,4 @@ def train_segmenter(
         f"{name}: loss; validation mIoU and digits found",
         families=("loss", "miou", "found"),
     )
-    return SegmenterRun(model, seconds, history)
+    return SegmenterRun(model, seconds, epochs * steps, history)

@@ -92,8 +92,11 @@ def test_below_the_floor_is_refused_and_nothing_published(tmp_path: Path) -> Non
         run_segmenter(options)
     assert not versions(tmp_path / "repo" / "shapes_segmenter")
     assert json.loads((tmp_path / "run" / "report.json").read_text())["passed"] is False
-    assert main(["segmenter", "--dataset", str(root), "--epochs", "1", "--min-miou", "0.999",
-                 "--model-repository", str(tmp_path / "repo")]) == 1  # fmt: skip
+    untrained = ["--epochs", "1", "--batch-size", "1", "--lr", "1e-9"]  # one epoch at lr 1e-9 learns nothing
+    args = ["segmenter", "--dataset", str(root), *untrained, "--min-miou", "0.5", "--model-repository",
+            str(tmp_path / "repo"), "--out-dir", str(tmp_path / "cli-run")]  # fmt: skip
+    assert main(args) == 1  # refused: one line on stderr, exit 1
+    assert not versions(tmp_path / "repo" / "shapes_segmenter")
 
 
 def test_digits_dry_run_publishes_digits_segmenter(tmp_path: Path) -> None:
