@@ -1,4 +1,4 @@
-"""`cnnserve train classifier|gan|defaults|benchmark-models`: argparse -> JobOptions -> jobs."""
+"""`cnnserve train classifier|gan|segmenter|defaults|benchmark-models`: argparse -> JobOptions -> jobs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset", default="digits", help="'digits' (sklearn's, offline) or a folder root/<class>/<image>"
-    )
+def _common(
+    parser: argparse.ArgumentParser,
+    dataset_help: str = "'digits' (sklearn's, offline) or a folder root/<class>/<image>",
+) -> None:
+    parser.add_argument("--dataset", default="digits", help=dataset_help)
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"), help="where to publish")
     parser.add_argument("--name", help="model name in the repository (default: digits_cnn, dcgan_digits, ...)")
     parser.add_argument("--epochs", type=int, help="passes over the training split (default per model)")
@@ -42,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--judge", help="classifier for the report card: model.onnx path or model name "
                      "(default: newest digits_cnn in the repository, trained first when absent)")  # fmt: skip
     gan.add_argument("--lr-d", type=float, help="discriminator learning rate (default per model)")
-    defaults = commands.add_parser("defaults", help="train the three default models into a repository if missing")
+    segmenter = commands.add_parser("segmenter", help="train the U-Net segmenter with in-graph boxes")
+    _common(segmenter, "'digits' (scenes of sklearn's digits, offline) or a folder with images/, masks/, classes.txt")
+    segmenter.add_argument("--min-miou", type=float, help="refuse to publish below this test mIoU "
+                           "(default 0.80 on digits, none on folders; dry runs never refuse)")  # fmt: skip
+    segmenter.add_argument("--min-found", type=float, help="refuse to publish below this share of test objects "
+                           "found (default 0.90 on digits, none on folders)")  # fmt: skip
+    defaults = commands.add_parser("defaults", help="train the default models into a repository if missing")
     defaults.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     defaults.add_argument("--dry-run", action="store_true", help="smoke-test settings (not for serving)")
     bench = commands.add_parser("benchmark-models", help="export heavy_cnn (random weights) for server benchmarks")
@@ -76,7 +83,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         publish_benchmark_models(args.model_repository)
         return 0
-    from cnnserve.training.jobs import JobOptions, run_classifier, run_gan
+    from cnnserve.training.jobs import JobOptions, run_classifier, run_gan, run_segmenter
 
     extra = {"lr_d": args.lr_d} if getattr(args, "lr_d", None) is not None else {}
     options = JobOptions(
@@ -84,8 +91,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         image_size=args.image_size, channels=args.channels, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, device=args.device, threads=args.threads, dry_run=args.dry_run,
         conditional=getattr(args, "conditional", False), judge=getattr(args, "judge", None), extra=extra,
-        exporter=args.exporter,
+        exporter=args.exporter, min_miou=getattr(args, "min_miou", None), min_found=getattr(args, "min_found", None),
     )  # fmt: skip
-    result = run_classifier(options) if args.command == "classifier" else run_gan(options)
+    jobs = {"classifier": run_classifier, "gan": run_gan, "segmenter": run_segmenter}
+    result = jobs[args.command](options)
     print(f"published {result.name} -> {result.version_dir} in {result.seconds:.1f}s")
     return 0

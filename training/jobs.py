@@ -10,9 +10,11 @@ from typing import Any
 
 import torch
 
+from cnnserve.contracts import segmentation
 from cnnserve.training.data import DIGITS, DataSplit, load_dataset
 from cnnserve.training.export import (
     Exporter,
+    ExportResult,
     ExportSpec,
     PixelClassifier,
     PixelGenerator,
@@ -21,6 +23,8 @@ from cnnserve.training.export import (
 )
 from cnnserve.training.models.classifier import ClassifierConfig
 from cnnserve.training.models.dcgan import GanConfig
+from cnnserve.training.models.segmenter import STRIDE, ExportedSegmenter, SegmenterConfig
+from cnnserve.training.plots import save_segmentation_grid
 from cnnserve.training.publish import latest_model, model_config, publish
 from cnnserve.training.report import (
     GAN_REPORT_SAMPLES,
@@ -34,8 +38,19 @@ from cnnserve.training.report import (
     svc_baseline,
 )
 from cnnserve.training.runs import configure_threads, resolve_device, seed_everything, write_json
+from cnnserve.training.scenes import Scenes
+from cnnserve.training.segmenter_data import SegmenterData, load_segmenter_data
+from cnnserve.training.segmenter_report import (
+    MIN_FOUND,
+    MIN_MIOU,
+    predict,
+    refuse_below_floor,
+    score_scenes,
+    segmenter_checks,
+)
 from cnnserve.training.train_classifier import ClassifierTrainConfig, train_classifier
 from cnnserve.training.train_gan import GanTrainConfig, generate, train_gan
+from cnnserve.training.train_segmenter import SegmenterTrainConfig, train_segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +60,7 @@ operators are too small to split across cores. Measured on the digits CNN (16 x 
 request at 32 clients fell from 0.65 to 0.56 ms and one-client p50 from 1.38 to 1.07 ms (docs/benchmarks.md)."""
 
 DEFAULT_CLASSIFIER = "digits_cnn"
+DEFAULT_SEGMENTER = "digits_segmenter"
 
 # Measured on digits (2 shared cores; 1,000 samples judged by a digits classifier; details in the report):
 # - unconditional: a plain DCGAN plateaus near 65% confident, with a class or two under 4%; hinge + spectral norm +
@@ -82,6 +98,8 @@ class JobOptions:
     judge: str | None = None  # GAN: classifier for the report card (path or model name); default digits_cnn
     exporter: Exporter = "torchscript"  # ONNX exporter, see training/export.py
     progress_bar: bool = True  # tqdm bar on a terminal (off when jobs run side by side)
+    min_miou: float | None = None  # segmenter: refuse to publish below it; None: MIN_MIOU on digits, none on folders
+    min_found: float | None = None  # segmenter: likewise for the share of digits found (MIN_FOUND)
     extra: dict[str, Any] = field(default_factory=dict)  # overrides of the training config's other fields
 
 
@@ -94,7 +112,8 @@ class JobResult:
 
 
 def _defaults(options: JobOptions, kind: str, dataset_name: str) -> tuple[str, Path]:
-    names = {"classifier": f"{dataset_name}_cnn", "gan": f"dcgan_{dataset_name}", "cgan": f"cdcgan_{dataset_name}"}
+    names = {"classifier": f"{dataset_name}_cnn", "gan": f"dcgan_{dataset_name}", "cgan": f"cdcgan_{dataset_name}",
+             "segmenter": f"{dataset_name}_segmenter"}  # fmt: skip
     name = options.name or names[kind]
     return name, options.out_dir or Path("runs") / name
 
@@ -248,3 +267,92 @@ def _pad7(classes: torch.Tensor) -> torch.Tensor:
 def _intra_op_threads(split: DataSplit) -> int:
     """1 for small images (SMALL_IMAGE_PIXELS), else 0: ONNX Runtime's choice, a thread per core."""
     return 1 if split.image_size * split.image_size <= SMALL_IMAGE_PIXELS else 0
+
+
+SEGMENTER_BATCH_SIZE = 32  # the server's max_batch_size: 32 scenes of 64 x 64 are ~6 MB of logits
+SEGMENTER_DYNAMIC_AXES = {
+    "images": {2: "height", 3: "width"}, segmentation.MASK: {1: "height", 2: "width"},
+    segmentation.LOGITS: {2: "height", 3: "width"},
+}  # fmt: skip
+# Parity: ONNX Runtime and PyTorch sum convolutions in other orders, so a near-tie can flip a pixel's argmax or
+# two heat peaks' TopK order (which swaps whole rows of boxes, scores and classes) or push a score across the
+# threshold. Allowed: 0.1% of mask pixels; 2% of box / score / class entries (a row in 50); boxes within 0.01 px.
+SEGMENTER_TOLERANCES = {
+    segmentation.MASK: (0.0, 1e-3), segmentation.CLASSES: (0.0, 0.02), segmentation.BOXES: (1e-2, 0.02),
+    segmentation.SCORES: (1e-4, 0.02), segmentation.LOGITS: (1e-3, 0.0),
+}  # fmt: skip
+
+
+def run_segmenter(options: JobOptions) -> JobResult:
+    """Digits scenes (or a mask folder) -> U-Net with a centre-heatmap head -> report card -> export -> publish;
+    refused below the floors unless a dry run."""
+    started = time.monotonic()
+    seed_everything(options.seed)
+    configure_threads(options.threads)
+    resolve_device(options.device)
+    data = load_segmenter_data(options.dataset, options.seed, options.channels, options.dry_run)
+    name, out_dir = _defaults(options, "segmenter", data.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = SegmenterConfig(in_channels=data.channels, num_classes=len(data.classes))
+    train_cfg = SegmenterTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
+                                     progress_bar=options.progress_bar, **_overrides(options))  # fmt: skip
+    run = train_segmenter(data.sample, data.val, model_cfg, train_cfg, out_dir, name)
+    served = ExportedSegmenter(run.model).eval()
+    test = score_scenes(served, data.test, model_cfg.num_classes)
+    other = score_scenes(served, data.other, model_cfg.num_classes) if data.other is not None else None
+    on_digits = data.name == DIGITS
+    floors = (options.min_miou if options.min_miou is not None else MIN_MIOU if on_digits else None,
+              options.min_found if options.min_found is not None else MIN_FOUND if on_digits else None)  # fmt: skip
+    checks, metrics = segmenter_checks(test, other, *floors)
+    metrics |= {"test_scenes": len(data.test), "steps": run.steps,
+                "train_seconds": round(run.seconds, 1), "seed": options.seed, "dry_run": options.dry_run}  # fmt: skip
+    report = card(name, checks, metrics)
+    announce(report, publishing=options.dry_run)
+    write_json(out_dir / "report.json", report)
+    _save_test_grid(served, data.test, out_dir / "test_scenes.png")
+    if not options.dry_run:
+        refuse_below_floor(report)
+    exported = _export_segmenter(served, name, data, model_cfg, report, options.exporter)
+    parameters = {
+        segmentation.STRIDE_PARAMETER: str(STRIDE), segmentation.MAX_BOXES_PARAMETER: str(model_cfg.max_boxes),
+        segmentation.SCORE_THRESHOLD_PARAMETER: str(model_cfg.score_threshold), "task": segmentation.TASK,
+        segmentation.OPTIONAL_OUTPUTS_PARAMETER: segmentation.optional_outputs_parameter([segmentation.LOGITS]),
+    }  # fmt: skip
+    config = model_config(name, exported.inputs, exported.outputs, parameters, labels_file=True,
+                          preprocessing=_segmenter_preprocessing(data.channels),
+                          postprocessing=segmentation.postprocessing(), max_batch_size=SEGMENTER_BATCH_SIZE,
+                          intra_op_threads=0)  # fmt: skip  # 0 (a thread per core): 2.7 vs 3.5 ms at 64x64, see docs
+    version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, data.classes)
+    return JobResult(name, version_dir, report, time.monotonic() - started)
+
+
+def _segmenter_preprocessing(channels: int) -> dict[str, Any]:
+    """No height / width: the server pads a file bottom / right with 0 up to the stride and crops the answer back."""
+    return {"input": "images", "input_format": "image", "channels": channels, "layout": "NCHW",
+            "scale": 1.0 / 255.0, "resize": "pad", "stride": STRIDE}  # fmt: skip
+
+
+def _export_segmenter(served: ExportedSegmenter, name: str, data: SegmenterData, model_cfg: SegmenterConfig,
+                      report: dict[str, Any], exporter: Exporter) -> ExportResult:  # fmt: skip
+    """Parity at two sizes: the test scenes' and, on digits, the other recipe's (96 x 128)."""
+    height, width = data.test.images.shape[-2:]
+    more = ((_real_examples(data.other.images),),) if data.other is not None else ()
+    spec = ExportSpec(
+        name=name, input_names=("images",), output_names=segmentation.OUTPUTS,
+        sample_inputs=lambda n, g: (torch.rand(n, data.channels, height, width, generator=g),),
+        real_inputs=(_real_examples(data.test.images),), more_real_inputs=more, exporter=exporter,
+        dynamic_axes=SEGMENTER_DYNAMIC_AXES, output_tolerances=SEGMENTER_TOLERANCES,
+    )  # fmt: skip
+    metadata = build_metadata(
+        data.classes,
+        _segmenter_preprocessing(data.channels),
+        report,
+        {"model_config": model_cfg.to_dict(), "postprocessing": segmentation.postprocessing()},
+    )
+    return export_model(served, spec, metadata)
+
+
+def _save_test_grid(served: ExportedSegmenter, scenes: Scenes, path: Path, n: int = 24) -> None:
+    boxes, _, classes, mask = predict(served, scenes.images[:n])
+    save_segmentation_grid(scenes.images[:n].numpy(), mask.numpy(), boxes.numpy(), classes.numpy(),
+                           rows=4, path=path)  # fmt: skip

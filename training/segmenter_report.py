@@ -1,0 +1,126 @@
+"""The segmenter's report card, measured on held-out scenes through the graph that is exported: mIoU over all mask
+classes, the share of true digits found (a predicted box of the right class with IoU >= 0.5), and the false-box
+rate beside it; the same three on scenes of another recipe. Below the floors the model is refused, not published."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnserve.training.models.segmenter import ExportedSegmenter
+from cnnserve.training.publish import PublishError
+from cnnserve.training.report import Check, check
+from cnnserve.training.scenes import Scenes
+
+MIN_MIOU = 0.80  # held-out scenes of the main recipe, digits
+MIN_FOUND = 0.90
+MATCH_IOU = 0.5  # a predicted box finds a true digit at this IoU or more (and the same class)
+EVAL_BATCH = 64
+
+
+class BelowFloor(PublishError):
+    """The report card is below a floor the user set: the model is not published."""
+
+
+@dataclass(frozen=True)
+class SceneScores:
+    miou: float  # mean over classes of intersection / union of mask pixels, over all scenes together
+    class_iou: list[float]  # per class, index 0 background
+    found: float  # true boxes matched by a predicted box of their class at IoU >= MATCH_IOU, over all true boxes
+    false_box_rate: float  # predicted boxes (score above threshold) matching no true box, over all predicted boxes
+    true_boxes: int
+    predicted_boxes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "miou": round(self.miou, 4), "found": round(self.found, 4),
+            "false_box_rate": round(self.false_box_rate, 4), "true_boxes": self.true_boxes,
+            "predicted_boxes": self.predicted_boxes, "class_iou": [round(v, 4) for v in self.class_iou],
+        }  # fmt: skip
+
+
+@torch.no_grad()
+def predict(model: ExportedSegmenter, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(boxes, scores, classes, mask) of the served graph, in batches."""
+    model.eval()
+    device = next(model.parameters()).device
+    parts = [[t.cpu() for t in model(images[i : i + EVAL_BATCH].to(device))[:4]]
+             for i in range(0, len(images), EVAL_BATCH)]  # fmt: skip
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+
+def score_scenes(model: ExportedSegmenter, scenes: Scenes, num_classes: int) -> SceneScores:
+    boxes, scores, classes, mask = predict(model, scenes.images)
+    confusion = torch.bincount(scenes.masks.reshape(-1) * num_classes + mask.reshape(-1).long(),
+                               minlength=num_classes**2).reshape(num_classes, num_classes).double()  # fmt: skip
+    inter = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - inter
+    present = union > 0
+    class_iou = torch.where(present, inter / union.clamp_min(1), torch.nan)
+    found = predicted = 0
+    for i in range(len(scenes)):
+        true_boxes, true_classes = scenes.boxes_of(i)
+        kept = scores[i] > 0
+        hits = match(boxes[i][kept], classes[i][kept], true_boxes, true_classes)
+        found += int(hits.sum())  # each hit used its own predicted box
+        predicted += int(kept.sum())
+    return SceneScores(
+        miou=float(class_iou[present].mean()), class_iou=[float(v) for v in class_iou],
+        found=found / max(len(scenes.boxes), 1), false_box_rate=(predicted - found) / max(predicted, 1),
+        true_boxes=len(scenes.boxes), predicted_boxes=predicted,
+    )  # fmt: skip
+
+
+def match(pred_boxes: torch.Tensor, pred_classes: torch.Tensor, true_boxes: torch.Tensor,
+          true_classes: torch.Tensor) -> np.ndarray:  # fmt: skip
+    """Per true box, whether a predicted box of its class (each used once, best score first) has IoU >= MATCH_IOU."""
+    hits = np.zeros(len(true_boxes), dtype=bool)
+    if not len(pred_boxes) or not len(true_boxes):
+        return hits
+    iou = box_iou(pred_boxes, true_boxes).numpy()  # [P, T]
+    iou[pred_classes.numpy()[:, None] != true_classes.numpy()[None, :]] = 0.0
+    for p in range(len(pred_boxes)):  # predictions arrive best first
+        candidates = np.where(hits, 0.0, iou[p])
+        t = int(candidates.argmax())
+        if candidates[t] >= MATCH_IOU:
+            hits[t] = True
+    return hits
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU [A, B] of boxes (x0, y0, x1, y1), x1 and y1 exclusive."""
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (bottom_right - top_left).clamp_min(0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp_min(0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp_min(0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp_min(1e-6)
+
+
+def segmenter_checks(
+    test: SceneScores, other: SceneScores | None, min_miou: float | None, min_found: float | None
+) -> tuple[list[Check], dict[str, Any]]:
+    """Floors on the main test scenes (None: not checked); the other recipe's figures are reported beside them."""
+    checks = []
+    if min_miou is not None:
+        checks.append(check("test_miou", test.miou, min_miou))
+    if min_found is not None:
+        checks.append(check("test_digits_found", test.found, min_found))
+    metrics: dict[str, Any] = {"test": test.as_dict()}
+    if other is not None:
+        metrics["other_recipe"] = other.as_dict()
+    return checks, metrics
+
+
+def refuse_below_floor(report: dict[str, Any]) -> None:
+    """Raise BelowFloor when the card failed: a segmenter below its floors is never published."""
+    if report["passed"] is False:
+        failed = ", ".join(f"{c['name']} {c['value']:.4f} < {c['threshold']:.4f}" for c in report["checks"]
+                           if not c["passed"])  # fmt: skip
+        raise BelowFloor(
+            f"model '{report['model']}': report card below its floor ({failed}); not published "
+            "(lower --min-miou / --min-found to publish anyway)"
+        )
