@@ -31,13 +31,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.client import images as images_sdk
+from cnnserve.training.defaults import DEFAULT_MODELS
 from tests.deploy.conftest import Stack
 from tests.deploy.tools import DEPLOY, run, tool
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 
 REST, GRPC, HTTP, PROMETHEUS = 8000, 8001, 8002, 9090
-MODELS = ("digits_cnn", "dcgan_digits", "cdcgan_digits")
+MODELS = DEFAULT_MODELS  # what the stack's repository holds: the defaults, trained on the host
 CLASSIFIER = "digits_cnn"
 SERVER_IMAGE = "cnnserve-server:latest"
 
