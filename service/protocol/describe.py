@@ -92,6 +92,10 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
     hints = {key: json.dumps(value) for key, value in
              (("preprocessing", spec.preprocessing), ("postprocessing", spec.postprocessing)) if value}
     # A range the config's own parameters state wins: it may describe a model whose recipe says nothing.
+    # The labels too: the classification extension names only a [batch, classes] output's classes, and a
+    # segmenter's mask and box classes index the same labels file.
+    if spec.labels:
+        hints["labels"] = json.dumps(list(spec.labels))
     parameters = {**value_ranges(spec), **spec.parameters, **hints, "execution_provider": provider}
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)
