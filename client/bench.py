@@ -41,11 +41,15 @@ class Measurement:
         return float(np.percentile(self.latencies_ms, q))
 
 
-def random_inputs(metadata: pb.ModelMetadataResponse, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(metadata: pb.ModelMetadataResponse, batch: int, seed: int = 0,
+                  sizes: Sequence[int] = ()) -> dict[str, np.ndarray]:
+    """Random values for every input, `batch` items; `sizes` fill each input's variable dimensions after the batch
+    axis in order (a segmenter's height and width), 1 past them."""
     rng = np.random.default_rng(seed)
     inputs: dict[str, np.ndarray] = {}
     for tensor in metadata.inputs:
-        shape = [batch if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(tensor.shape)]
+        free = iter(sizes)
+        shape = [batch if i == 0 and d == -1 else (next(free, 1) if d == -1 else d) for i, d in enumerate(tensor.shape)]
         dtype = NUMPY_OF.get(tensor.datatype)
         if dtype is None:
             raise SystemExit(f"bench: input '{tensor.name}' has datatype {tensor.datatype}, which bench cannot fill")
@@ -56,12 +60,16 @@ def random_inputs(metadata: pb.ModelMetadataResponse, batch: int, seed: int = 0)
     return inputs
 
 
-def serialized_request(model: str, metadata: pb.ModelMetadataResponse, inputs: dict[str, np.ndarray]) -> bytes:
+def serialized_request(model: str, metadata: pb.ModelMetadataResponse, inputs: dict[str, np.ndarray],
+                       outputs: Sequence[str] = ()) -> bytes:
+    """outputs: the ones to ask for (all the model answers by default when empty)."""
     request = pb.ModelInferRequest(model_name=model)
     for tensor in metadata.inputs:
         values = inputs[tensor.name]
         request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(values.shape))
         request.raw_input_contents.append(values.tobytes())
+    for name in outputs:
+        request.outputs.add(name=name)
     return request.SerializeToString()
 
 

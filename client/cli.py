@@ -1,4 +1,4 @@
-"""`cnnserve classify | generate | models | health`: the client side of the command line."""
+"""`cnnserve classify | generate | segment | models | health`: the client side of the command line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from cnnserve.client import images
+from cnnserve.client import images, segment
 from cnnserve.client.client import Client
 from cnnserve.client.errors import ClientError
 
@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--label", type=int, help="class index for a conditional generator")
     generate.add_argument("--out", type=Path, default=Path("grid.png"))
     generate.add_argument("--out-dir", type=Path, help="also write each image as its own PNG here")
+
+    seg = add("segment", "find the digits in image files: boxes printed, mask and boxes drawn with --out")
+    seg.add_argument("--model", default="digits_segmenter")
+    seg.add_argument("--min-score", type=float, default=0.0, help="drop detections scored below this")
+    seg.add_argument("--out", type=Path, help="write the mask blended over the image, with the boxes (one file)")
+    seg.add_argument("--out-dir", type=Path, help="write <name>.overlay.png for each file here")
+    seg.add_argument("--alpha", type=float, default=0.5, help="opacity of the mask's colours in the pictures")
+    seg.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    seg.add_argument("files", nargs="+", type=Path)
 
     models = add("models", "list the server's models")
     models.add_argument("--json", action="store_true")
@@ -106,6 +115,30 @@ def _generate(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment(client: Client, args: argparse.Namespace) -> int:
+    if args.out is not None and len(args.files) > 1:
+        raise ValueError("--out takes one file; use --out-dir for several")
+    drawing = args.out is not None or args.out_dir is not None
+    results = client.segment(args.model, args.files, with_mask=drawing, min_score=args.min_score)
+    if args.json:
+        print(json.dumps([{"file": str(f), "detections": [
+            {"label": d.label, "class": d.class_index, "score": round(d.score, 4), "box": [round(v, 2) for v in d.box]}
+            for d in r.detections]} for f, r in zip(args.files, results, strict=True)], indent=2))
+    for file, result in zip(args.files, results, strict=True):
+        if not args.json:
+            print(f"{file}: {len(result.detections)} found")
+            for d in result.detections:
+                x0, y0, x1, y1 = d.box
+                print(f"  {d.label:<10} {d.score:.3f}  box x {x0:.0f}-{x1:.0f}  y {y0:.0f}-{y1:.0f}")
+        if drawing:
+            target = args.out or args.out_dir / f"{file.stem}.overlay.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            segment.picture(file, result, args.alpha).save(target)
+            if not args.json:
+                print(f"  wrote {target}")
+    return 0
+
+
 def _models(client: Client, args: argparse.Namespace) -> int:
     entries = client.models()
     if args.json:
@@ -123,4 +156,4 @@ def _health(client: Client, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"classify": _classify, "generate": _generate, "models": _models, "health": _health}
+COMMANDS = {"classify": _classify, "generate": _generate, "segment": _segment, "models": _models, "health": _health}

@@ -3,6 +3,7 @@
     with Client("127.0.0.1:8001") as client:
         client.classify("digits_cnn", ["seven.png"])   # [[("7", 0.998), ...]]
         client.generate("cdcgan_digits", 16, label=7)  # uint8 [16, 16, 16, 1]
+        client.segment("digits_segmenter", ["scene.png"])  # [Segmentation(detections=[Detection("7", ...)], mask)]
 
     Client("models.example:8001", root_certificates="ca.pem", token=token)   # TLS, bearer token
 
@@ -26,13 +27,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.client import protocol
+from cnnserve.client import protocol, segment
 from cnnserve.client.connection import Connection
 from cnnserve.client.errors import ClientError
 from cnnserve.client.images import ImageLike
 from cnnserve.client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
+from cnnserve.client.segment import Detection, Segmentation
 
-__all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Health", "ModelEntry"]
+__all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Detection", "Health", "ModelEntry", "Segmentation"]
 
 
 class Client:
@@ -144,3 +146,19 @@ class Client:
         request = protocol.infer_request(model, inputs, parameters=protocol.PNG_PARAMETERS)
         produced = next(iter(protocol.infer_outputs(self._call("ModelInfer", request)).values()))
         return list(produced)
+
+    def segment(self, model: str, images: Sequence[ImageLike], *, with_mask: bool = True,
+                min_score: float = 0.0) -> list[Segmentation]:
+        """Per image (any size: sent as a file, the server pads it to the model's stride and answers in the image's
+        own pixels) its detections (label, score, box) best first and, with_mask, the class index of every pixel.
+        One request per image, so images of different sizes never wait for each other."""
+        hints = protocol.preprocessing(model, self.config(model))
+        if not protocol.takes_files(hints):
+            raise ValueError(f"model '{model}' takes no image files (preprocessing input_format); use infer()")
+        input_name = protocol.image_input(hints, self.metadata(model))
+        labels = segment.labels(self.config(model))
+        results = []
+        for image in images:
+            reply = self._call("ModelInfer", segment.request(model, image, input_name, with_mask))
+            results.append(segment.parse(protocol.infer_outputs(reply), labels, min_score))
+        return results

@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> (module holding `main(argv) -> int`, extra that provides its dependencies, summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("cnnserve.training.cli", "train", "train a classifier or GAN and publish it to a model repository"),
+    "train": ("cnnserve.training.cli", "train", "train a classifier, GAN or segmenter into a model repository"),
     "serve": ("cnnserve.service.edge.cli", "cpu", "serve a model repository over gRPC (Open Inference Protocol)"),
     "run": ("cnnserve.run", "cpu,train", "train the default models if missing, then serve them"),
     "classify": ("cnnserve.client.cli", "", "classify image files with a running server"),
     "generate": ("cnnserve.client.cli", "", "generate images with a running generator model"),
+    "segment": ("cnnserve.client.cli", "", "find and outline the objects in image files with a running segmenter"),
     "models": ("cnnserve.client.cli", "", "list the models of a running server"),
     "health": ("cnnserve.client.cli", "", "check a server's health (exit code 0 when ready)"),
     "bench": ("cnnserve.bench", "cpu", "benchmark a running server against in-process ONNX Runtime"),
@@ -54,6 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"cnnserve: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    if command in {"classify", "generate", "models", "health"}:
+    if command in {"classify", "generate", "segment", "models", "health"}:
         rest = [command, *rest]
     return _load(command)(rest)

@@ -71,3 +71,26 @@ def test_bench_http_compares_rest_binary_and_json_with_grpc(
     for row in table:
         served, cpu, vs_grpc = float(row[2]), float(row[6]), float(row[7])
         assert served > 0 and cpu > 0 and vs_grpc > 0
+
+
+def test_bench_compares_output_sets_of_a_variable_size_model(
+    tmp_path: Path, start_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    onnx_models.write_segmenter(tmp_path / "repo", work=1, dim=8)
+    server: ServerThread = start_server(tmp_path / "repo")  # type: ignore[operator]
+    model_file = tmp_path / "repo" / "segmenter" / "1" / "model.onnx"
+    argv = ["--url", server.grpc_address, "--model", "segmenter", "--concurrency", "1,2", "--duration-s", "0.3",
+            "--warmup-s", "0.1", "--sizes", "64,64", "--outputs", "boxes,scores,classes;boxes,scores,classes,mask",
+            "--model-file", str(model_file), "--threads", "1"]  # fmt: skip
+    assert bench_main(argv) == 0
+    output = capsys.readouterr().out
+    assert "failed" not in output and "x first" in output
+    table = rows(output)
+    assert [(row[0], row[-1]) for row in table] == [
+        (c, outputs) for c in ("1", "2") for outputs in ("boxes,scores,classes", "boxes,scores,classes,mask")
+    ]
+    for row in table:
+        served, raw, ratio, versus_first = float(row[1]), float(row[6]), float(row[8]), float(row[-2])
+        assert served > 0 and raw > 0 and ratio == pytest.approx(served / raw, rel=0.01, abs=0.01)
+        assert versus_first > 0
+    assert [float(row[-2]) for row in table[::2]] == [1.0, 1.0]  # each level's first set is its own baseline
