@@ -28,6 +28,7 @@ from cnnserve.service.protocol.servicer import EXTENSIONS
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.settings import Settings
+from cnnserve.service.types import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -240,11 +241,14 @@ class RestApi:
         return reply
 
     async def _infer_image(self, request: web.Request, name: str, version: str, body: bytes) -> web.Response:
-        """A PNG/JPEG body is one request of one image; the answer is its top-k predictions, best first."""
+        """A PNG/JPEG body is one request of one image; the answer is its top-k predictions, best first (a
+        segmenter's: its detections, or with Accept: image/png its mask, blended over the image with ?overlay=)."""
         spec = self._path.spec(name, version)
         target = spec.image_input
         if target is None:
             raise InvalidInput(f"model {spec.name!r} takes no image input; send a JSON or binary tensor request")
+        if spec.spatial is not None:
+            return await self._segment_image(request, spec, version, body)
         scores_name = spec.label_output or spec.outputs[0].name
         top_k = _int_or(request.query.get("top_k", str(DEFAULT_TOP_K)), -1)
         if top_k <= 0:
@@ -259,6 +263,45 @@ class RestApi:
             "model_name": result.model_name, "model_version": result.model_version,
             "predictions": rest_codec.predictions(item, spec.labels, top_k),
         })  # fmt: skip
+
+    async def _segment_image(self, request: web.Request, spec: ModelSpec, version: str, body: bytes
+                             ) -> web.Response:  # fmt: skip
+        assert spec.spatial is not None and spec.image_input is not None
+        message = pb.ModelInferRequest(model_name=spec.name, model_version=version)
+        message.inputs.add(name=spec.image_input.name, datatype="BYTES", shape=[1])  # one file
+        if "image/png" in request.headers.get("Accept", ""):
+            if spec.spatial.mask is None:
+                raise InvalidInput(f"model {spec.name!r} has no mask output (postprocessing.mask) to send as PNG")
+            message.outputs.add(name=spec.spatial.mask)
+            message.parameters["output_format"].string_param = "png"
+            if "overlay" in request.query:
+                message.parameters["overlay"].double_param = _overlay_query(request.query["overlay"])
+            result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
+            return web.Response(body=bytes(result.tensors[0].array.reshape(-1)[0]), content_type="image/png")
+        names = rest_codec.detection_outputs(spec)
+        if names is None:
+            raise InvalidInput(
+                f"model {spec.name!r} has no boxes, scores and classes outputs to answer detections; "
+                "ask for its mask with Accept: image/png, or send a JSON tensor request"
+            )
+        for output in names:
+            message.outputs.add(name=output)
+        result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
+        boxes, scores, classes = (np.asarray(t.array)[0] for t in result.tensors)
+        return json_reply({
+            "model_name": result.model_name, "model_version": result.model_version,
+            "detections": rest_codec.detections(boxes, scores, classes, spec.labels),
+        })  # fmt: skip
+
+
+def _overlay_query(text: str) -> float:
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = -1.0
+    if not 0 < alpha <= 1:
+        raise InvalidInput(f"query parameter overlay must be the palette's weight, a number in (0, 1]; got {text!r}")
+    return alpha
 
 
 def _model(request: web.Request) -> tuple[str, str]:

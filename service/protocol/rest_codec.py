@@ -17,10 +17,12 @@ import numpy as np
 import orjson
 
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts import segmentation
 from cnnserve.contracts.datatypes import DATATYPES
 from cnnserve.service.errors import InvalidInput
 from cnnserve.service.protocol.decode import LENGTH, Array, Buffer, RequestLimits
 from cnnserve.service.protocol.encode import OutputTensor, tensor_to_raw
+from cnnserve.service.types import ModelSpec
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_ONLY_BINARY = frozenset({"FP16", "BF16"})  # no JSON form (the KServe v2 spec): binary only, both ways
@@ -237,6 +239,30 @@ def predictions(scores: Array, labels: Sequence[str], k: int) -> list[dict[str, 
         {"label": labels[i] if i < len(labels) else str(i), "index": int(i), "score": float(probabilities[i])}
         for i in order
     ]
+
+
+def detection_outputs(spec: ModelSpec) -> tuple[str, str, str] | None:
+    """(boxes, scores, classes) of a segmenter by the contract's names; None when its graph lacks one of them."""
+    boxes = spec.spatial.boxes if spec.spatial is not None else None
+    names = (boxes, segmentation.SCORES, segmentation.CLASSES)
+    declared = spec.outputs_by_name
+    if boxes is None or not all(name in declared for name in names):
+        return None
+    return boxes, segmentation.SCORES, segmentation.CLASSES
+
+
+def detections(boxes: Array, scores: Array, classes: Array, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """The image door's answer for one segmented item: its detections, best first; padded rows (score 0) left out."""
+    found: list[tuple[float, dict[str, Any]]] = []
+    for box, score, index in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1),
+                                 np.asarray(classes).reshape(-1), strict=True):  # fmt: skip
+        if score <= 0:
+            continue
+        i = int(index)
+        label = labels[i] if 0 <= i < len(labels) else str(i)
+        found.append((-float(score), {"label": label, "class": i, "score": float(score),
+                                      "box": [float(v) for v in box]}))  # fmt: skip
+    return [detection for _, detection in sorted(found, key=lambda pair: pair[0])]
 
 
 # -- small readers ---------------------------------------------------------------------------------------------------

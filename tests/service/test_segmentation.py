@@ -368,6 +368,40 @@ def test_rest_selects_pads_and_sends_png_like_grpc(server: ServerThread, rest: t
     assert status == 400
 
 
+def post_file(server: ServerThread, model: str, data: bytes, query: str = "", accept: str | None = None
+              ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    headers = {"Content-Type": "image/png", **({"Accept": accept} if accept else {})}
+    connection = http.client.HTTPConnection("127.0.0.1", server.server.rest_port, timeout=10)
+    try:
+        connection.request("POST", f"/v2/models/{model}/infer{query}", body=data, headers=headers)
+        reply = connection.getresponse()
+        return reply.status, dict(reply.getheaders()), reply.read()
+    finally:
+        connection.close()
+
+
+def test_an_image_body_answers_detections_or_the_mask_png(server: ServerThread) -> None:
+    grey = pixels(70, 45, 6)
+    data = png_file(grey)
+    status, _, body = post_file(server, "segmenter", data)
+    assert status == 200, body
+    document = json.loads(body)
+    reference = onnx_models.segmenter_reference(np.asarray(grey, np.float32)[None, None] / 255)
+    # one detection (the reference's row 0), clipped to the file's own 45 x 70, its class index named by the labels
+    [found] = document["detections"]
+    assert found["box"] == [0.0, 0.0, 45.0, 70.0] and found["score"] == pytest.approx(0.9)
+    assert found["class"] == int(reference["classes"][0, 0]) and found["label"] == str(found["class"] - 1)
+    status, headers, body = post_file(server, "segmenter", data, accept="image/png")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    mask = np.asarray(Image.open(io.BytesIO(body)))
+    assert Image.open(io.BytesIO(body)).mode == "P" and mask.shape == (70, 45)
+    status, _, body = post_file(server, "segmenter", data, query="?overlay=0.5", accept="image/png")
+    assert status == 200
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(body))), expected_overlay(mask, grey, 0.5))
+    status, _, body = post_file(server, "segmenter", data, query="?overlay=3", accept="image/png")
+    assert status == 400 and b"overlay" in body
+
+
 # --- configs refused at load ----------------------------------------------------------------------------------
 
 IMAGES = TensorSpec("images", "FP32", (-1, 1, -1, -1))
