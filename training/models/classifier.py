@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnserve.contracts import features as contract
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:
@@ -73,3 +75,18 @@ class Classifier(nn.Module):
         h = self.features(images)  # [B, channels[-1], S / 2**N, S / 2**N]
         logits: torch.Tensor = self.head(h)  # [B, num_classes]
         return logits
+
+    def feature_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits, every conv block's activation after its ReLU and after its pool), named as
+        contracts/features.py names the exported outputs, in graph order."""
+        maps: dict[str, torch.Tensor] = {}
+        h, block = images, 0
+        for layer in self.features:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                block += 1
+                maps[contract.feature_name(block, contract.RELU)] = h
+            elif isinstance(layer, nn.MaxPool2d):
+                maps[contract.feature_name(block, contract.POOL)] = h
+        logits: torch.Tensor = self.head(h)
+        return logits, maps
