@@ -79,6 +79,16 @@ def graph_tensors(node_args: Sequence[Any]) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
+def _guesses(spec: ModelSpec, name: str, dims: list[int]) -> list[int]:
+    """What warm-up puts for each of an input's variable dimensions: the stride for a padded image's H and W."""
+    image = spec.image_input
+    if image is not None and image.name == name and image.preprocessing.padded and len(dims) == 4:
+        stride = image.preprocessing.stride
+        spatial = (1, 2) if image.preprocessing.layout == "NHWC" else (2, 3)
+        return [stride if axis in spatial else 1 for axis in range(4)]
+    return [1] * len(dims)
+
+
 class _Instance:
     """One model instance, owned by one worker thread: its full session and its pruned ones by output set (None:
     pruning would remove nothing, so the full session serves that set)."""
@@ -161,8 +171,10 @@ class Runtime:
     def warm_up(self, spec: ModelSpec) -> None:
         """Run every instance on zeros: batch 1, and max_batch_size when batching. Blocks; call from a thread.
 
-        Variable non-batch dimensions are guessed as 1; when such a guess fails the warm-up is skipped with a
-        warning rather than refusing a model that may work with real shapes.
+        A padded image input's variable height and width are guessed as its stride, other variable non-batch
+        dimensions as 1; when such a guess fails the warm-up is skipped with a warning rather than refusing a model
+        that may work with real shapes. A model with optional outputs also builds and runs, on every instance, the
+        pruned session that requests naming no outputs take, so the first such request does not pay for it.
         """
         batches = [1] if spec.max_batch_size <= 1 else [1, spec.max_batch_size]
         for batch in batches:
@@ -173,12 +185,17 @@ class Runtime:
                 if spec.max_batch_size > 0 and dims:
                     dims[0] = batch
                 guessed = guessed or -1 in dims
-                dims = [1 if d == -1 else d for d in dims]
+                dims = [guess if d == -1 else d for d, guess in zip(dims, _guesses(spec, tensor.name, dims),
+                                                                    strict=True)]  # fmt: skip
                 dtype = self._input_dtypes[tensor.name]
                 feed[tensor.name] = np.full(dims, "", dtype=object) if dtype.kind == "O" else np.zeros(dims, dtype)
-            for session in self._sessions:
+            for instance in self._instances:
                 try:
-                    session.run(self._output_names, feed)
+                    session, names = self._session_for(instance, spec.default_compute)
+                    runs = [(instance.session, self._output_names)]
+                    runs += [(session, names)] if session is not instance.session else []
+                    for to_run, output_names in runs:
+                        to_run.run(output_names, feed)
                 except Exception as err:
                     if not guessed:
                         raise ModelLoadError(f"{self.label}: warm-up run failed: {err}") from None

@@ -261,7 +261,7 @@ def detections(boxes: Array, scores: Array, classes: Array, labels: Sequence[str
         i = int(index)
         label = labels[i] if 0 <= i < len(labels) else str(i)
         found.append((-float(score), {"label": label, "class": i, "score": float(score),
-                                      "box": [float(v) for v in box]}))  # fmt: skip
+                                      "box": [round(float(v), 2) for v in box]}))  # fmt: skip
     return [detection for _, detection in sorted(found, key=lambda pair: pair[0])]
 
 

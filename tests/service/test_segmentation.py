@@ -120,6 +120,17 @@ def test_optional_outputs_come_only_when_named(client: triton.InferenceServerCli
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
+def test_warm_up_builds_the_default_pruned_session_at_a_stride_sized_input(tmp_path: Path, start_server: Any,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    repo = tmp_path / "repo"
+    onnx_models.write_segmenter(repo, "segmenter")
+    with caplog.at_level(logging.INFO, logger="cnnserve.service.execution.runtime"):
+        started = start_server(repo)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "warmup_skipped" in m]
+    assert frozenset(DEFAULT) in started.server.models.get("segmenter").pruned_nodes  # before any request
+
+
 def test_the_graph_is_pruned_to_the_outputs_asked(server: ServerThread, client: triton.InferenceServerClient,
                                                   caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     images = np.random.default_rng(2).random((1, 1, 32, 32)).astype(np.float32)
@@ -130,8 +141,7 @@ def test_the_graph_is_pruned_to_the_outputs_asked(server: ServerThread, client: 
     pruned = server.server.models.get("segmenter").pruned_nodes
     kept, total = pruned[frozenset({"mask"})]
     assert kept == 4 and total > 30  # Mul, Ceil, Squeeze, Cast of the graph's 60-odd nodes
-    # the default set (all but logits) drops the expensive branch too
-    client.infer("segmenter", [tensor_input(images)])
+    # the default set (all but logits) drops the expensive branch too; warm-up built it before any request
     kept, total = pruned[frozenset(DEFAULT)]
     assert kept < total - 24  # the 12 MatMul+Tanh steps are gone
 
