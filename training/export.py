@@ -26,6 +26,8 @@ import onnx
 import torch
 from torch import nn
 
+from cnnserve.training.models.classifier import Classifier
+
 logger = logging.getLogger(__name__)
 
 OPSET = 18  # ONNX Runtime >= 1.14 runs it; the dynamo exporter's native opset, so it needs no conversion
@@ -47,16 +49,29 @@ class PixelClassifier(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, classifier: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, classifier: Classifier, mean: Sequence[float], std: Sequence[float],
+                 with_features: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.classifier = classifier
+        self.with_features = with_features
         # Buffers, not parameters: constants in the graph, and they move with .to(device) like the weights.
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32)[None, :, None, None])
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32)[None, :, None, None])
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.classifier((pixels - self.mean) / self.std)
-        return out
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Logits; with_features: (logits, every feature map in `feature_names()` order)."""
+        normalised = (pixels - self.mean) / self.std
+        if not self.with_features:
+            out: torch.Tensor = self.classifier(normalised)
+            return out
+        logits, maps = self.classifier.feature_maps(normalised)
+        return (logits, *maps.values())
+
+    def feature_names(self, example: torch.Tensor) -> tuple[str, ...]:
+        """The feature-map outputs' names (contracts/features.py), in the order forward() answers them."""
+        with torch.no_grad():
+            _, maps = self.classifier.feature_maps((example - self.mean) / self.std)
+        return tuple(maps)
 
 
 class PixelGenerator(nn.Module):

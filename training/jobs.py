@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from cnnserve.contracts import segmentation
+from cnnserve.contracts import features, segmentation
 from cnnserve.training.data import DIGITS, DataSplit, load_dataset
 from cnnserve.training.export import (
     Exporter,
@@ -165,15 +165,23 @@ def run_classifier(options: JobOptions) -> JobResult:
         "channels": split.channels, "layout": "NCHW", "scale": 1.0 / 255.0,
     }  # fmt: skip
     real = _real_examples(torch.cat([split.val.images, split.train.images]))
+    # Every conv block's activations are optional outputs after the logits: free unless a request names them.
+    exported_module = PixelClassifier(run.model, run.mean, run.std, with_features=True)
+    feature_names = exported_module.feature_names(real[:1])
     spec = ExportSpec(
-        name=name, input_names=("images",), output_names=("logits",),
+        name=name, input_names=("images",), output_names=("logits", *feature_names),
         sample_inputs=lambda n, g: (torch.rand(n, split.channels, split.image_size, split.image_size, generator=g),),
         real_inputs=(real,), exporter=options.exporter,
     )  # fmt: skip
     extra = {"model_config": model_cfg.to_dict(), "normalisation": {"mean": run.mean, "std": run.std}}
     metadata = build_metadata(split.classes, preprocessing, report, extra)
-    exported = export_model(PixelClassifier(run.model, run.mean, run.std), spec, metadata)
-    config = model_config(name, exported.inputs, exported.outputs, {"task": "classification"}, labels_file=True,
+    exported = export_model(exported_module, spec, metadata)
+    parameters = {
+        "task": "classification",
+        segmentation.OPTIONAL_OUTPUTS_PARAMETER: segmentation.optional_outputs_parameter(feature_names),
+        features.FEATURE_OUTPUTS_PARAMETER: features.feature_outputs_parameter(feature_names),
+    }
+    config = model_config(name, exported.inputs, exported.outputs, parameters, labels_file=True,
                           label_output="logits", preprocessing=preprocessing,
                           intra_op_threads=_intra_op_threads(split))  # fmt: skip
     version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, split.classes)

@@ -39,7 +39,10 @@ def test_classifier_entry_matches_the_server_format(classifier_repo: Path) -> No
     assert config["name"] == "digits_cnn" and config["platform"] == "onnxruntime_onnx"
     assert config["max_batch_size"] == 128
     assert config["inputs"] == [{"name": "images", "datatype": "FP32", "dims": [-1, 1, 16, 16]}]
-    assert config["outputs"] == [{"name": "logits", "datatype": "FP32", "dims": [-1, 10]}]
+    features = [("features.block1.relu", [-1, 32, 16, 16]), ("features.block1.pool", [-1, 32, 8, 8]),
+                ("features.block2.relu", [-1, 64, 8, 8]), ("features.block2.pool", [-1, 64, 4, 4])]  # fmt: skip
+    assert config["outputs"] == [{"name": "logits", "datatype": "FP32", "dims": [-1, 10]},
+                                 *({"name": n, "datatype": "FP32", "dims": d} for n, d in features)]  # fmt: skip
     assert config["labels_file"] == "labels.txt" and config["label_output"] == "logits"
     assert config["dynamic_batching"] == {
         "max_queue_delay_us": 500,
@@ -52,7 +55,8 @@ def test_classifier_entry_matches_the_server_format(classifier_repo: Path) -> No
     assert pre["scale"] == pytest.approx(1 / 255) and "mean" not in pre and "std" not in pre  # in the graph
     normalisation = json.loads(session.get_modelmeta().custom_metadata_map["normalisation"])
     assert len(normalisation["mean"]) == len(normalisation["std"]) == 1 and 0 < normalisation["mean"][0] < 1
-    assert config["parameters"] == {"task": "classification"}
+    names = ",".join(n for n, _ in features)
+    assert config["parameters"] == {"task": "classification", "optional_outputs": names, "feature_outputs": names}
     assert (classifier_repo / "digits_cnn" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
     logits = session.run(None, {"images": np.zeros((5, 1, 16, 16), np.float32)})[0]
     assert logits.shape == (5, 10)

@@ -99,7 +99,7 @@ def test_a_pixel_classifier_normalises_in_its_graph_and_parity_covers_the_wrappe
 class NormalisesWrongly(PixelClassifier):
     """Eager PyTorch normalises; the exported graph, traced on another branch, does not: parity must see it."""
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if torch.onnx.is_in_onnx_export():
             out: torch.Tensor = self.classifier(pixels)
             return out
