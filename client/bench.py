@@ -89,6 +89,21 @@ async def fetch_metadata(url: str, model: str, connection: Connection = UNLIMITE
         )
 
 
+async def fetch_optional_outputs(url: str, model: str, connection: Connection = UNLIMITED) -> frozenset[str]:
+    """The outputs the model's config marks optional (parameter optional_outputs): a request naming none omits
+    them, so the in-process comparison must not fetch them either."""
+    async with connection.aio_channel(url) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelConfig",
+            request_serializer=pb.ModelConfigRequest.SerializeToString,
+            response_deserializer=pb.ModelConfigResponse.FromString,
+        )
+        reply = await call(pb.ModelConfigRequest(name=model), timeout=10, metadata=connection.metadata)
+    listed = reply.config.parameters["optional_outputs"].string_value if "optional_outputs" in \
+        reply.config.parameters else ""  # fmt: skip
+    return frozenset(name.strip() for name in listed.split(",") if name.strip())
+
+
 async def drive(url: str, payload: bytes, items_per_request: int, concurrency: int, duration_s: float,
                 warmup_s: float, server_pids: Sequence[int] = (),
                 connection: Connection = UNLIMITED, streaming: bool = False) -> tuple[Measurement, float]:

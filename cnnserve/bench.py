@@ -18,7 +18,14 @@ import numpy as np
 import onnxruntime as ort
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.client.bench import Measurement, drive, fetch_metadata, random_inputs, serialized_request
+from cnnserve.client.bench import (
+    Measurement,
+    drive,
+    fetch_metadata,
+    fetch_optional_outputs,
+    random_inputs,
+    serialized_request,
+)
 from cnnserve.client.cli import add_connection_flags, connection_options
 from cnnserve.client.connection import Connection
 from cnnserve.client.rest_bench import drive_rest, rest_request
@@ -150,6 +157,8 @@ def main(argv: Sequence[str]) -> int:
           f"cpus={os.cpu_count()} calls={'streaming' if args.streaming else 'unary'}")
     sizes = [int(v) for v in args.sizes.split(",") if v]
     output_sets = [[name for name in chosen.split(",") if name] for chosen in args.outputs.split(";")]
+    optional = asyncio.run(fetch_optional_outputs(args.url, args.model, connection))
+    unnamed = [o.name for o in metadata.outputs if o.name not in optional]  # what a request naming none gets
     several = len(output_sets) > 1
     header = (f"{'concurrency':>11} {'items/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
               f"{'raw b':>6} {'raw items/s':>12} {'raw p50':>8} {'ratio':>6} {'srv cpu ms/req':>15}")
@@ -168,7 +177,7 @@ def main(argv: Sequence[str]) -> int:
                 raw_batch = concurrency * args.batch_size
                 raw = in_process(args.model_file, random_inputs(metadata, raw_batch, sizes=sizes),
                                  min(args.duration_s, 5.0), args.threads, args.allow_spinning, args.instances,
-                                 outputs)
+                                 outputs or unnamed)
                 line += (f" {raw_batch:>6} {raw.items_per_s:>12.1f} {raw.percentile(50):>8.2f} "
                          f"{served.items_per_s / raw.items_per_s:>6.2f}")
             else:
