@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from cnnserve.service.edge.auth import TokenStore
+from cnnserve.service.edge.page_files import is_page_path, page_routes
 from cnnserve.service.edge.web import WebListener, start_listener
 from cnnserve.service.protocol.rest import RestApi, error_reply, errors_as_json
 from cnnserve.service.settings import Settings
@@ -33,11 +34,17 @@ def build_app(
     middlewares.append(errors_as_json)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_message_bytes)
     app.add_routes(api.routes())
+    app.add_routes(page_routes())
     return app
 
 
 def _open(path: str) -> bool:
     return path in OPEN_PATHS or path.endswith("/ready")
+
+
+def _static(path: str) -> bool:
+    """The page's own files: a browser fetches them before the page can ask for a token."""
+    return is_page_path(path)
 
 
 Middleware = Callable[..., Awaitable[web.StreamResponse]]
@@ -46,7 +53,8 @@ Middleware = Callable[..., Awaitable[web.StreamResponse]]
 def _auth(tokens: TokenStore, open_health: bool, on_refused: Callable[[], None]) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not (open_health and _open(request.path)) and not tokens.check_header(request.headers.get("Authorization")):
+        exempt = _static(request.path) or (open_health and _open(request.path))
+        if not exempt and not tokens.check_header(request.headers.get("Authorization")):
             on_refused()
             return error_reply(401, "a valid bearer token is required (Authorization: Bearer <token>)")
         return await handler(request)
