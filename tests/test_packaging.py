@@ -40,6 +40,9 @@ def test_the_wheel_holds_only_the_cnnserve_package(tmp_path: Path) -> None:
         "cnnserve/client/client.py",
         "cnnserve/contracts/layout.py",
         "cnnserve/api/grpc_service_pb2.py",
+        "cnnserve/service/edge/page/index.html",  # the page at /, package data
+        "cnnserve/service/edge/page/page.js",
+        "cnnserve/service/edge/page/page.css",
     ):
         assert module in names, f"{module} missing from the wheel"
     info = zipfile.ZipFile(wheel)
