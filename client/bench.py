@@ -18,14 +18,14 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.client.connection import Connection
+from cnnserve.contracts.datatypes import DATATYPES
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 # A ModelStreamInferResponse that starts with field 1 (error_message, tag 0x0a) carries an error, not a response: told
 # apart by one byte, so the client parses no replies.
 STREAM_ERROR_TAG = 0x0A
-NUMPY_OF = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
-            "UINT8": np.uint8, "INT8": np.int8, "BOOL": np.bool_}
+FILLABLE = frozenset(name for name, info in DATATYPES.items() if info.numpy.kind in "fiub")  # not BYTES
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def random_inputs(metadata: pb.ModelMetadataResponse, batch: int, seed: int = 0,
     for tensor in metadata.inputs:
         free = iter(sizes)
         shape = [batch if i == 0 and d == -1 else (next(free, 1) if d == -1 else d) for i, d in enumerate(tensor.shape)]
-        dtype = NUMPY_OF.get(tensor.datatype)
+        dtype = DATATYPES[tensor.datatype].numpy if tensor.datatype in FILLABLE else None
         if dtype is None:
             raise SystemExit(f"bench: input '{tensor.name}' has datatype {tensor.datatype}, which bench cannot fill")
         if np.issubdtype(dtype, np.integer):

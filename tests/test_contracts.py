@@ -25,7 +25,7 @@ from onnx import TensorProto, helper
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.contracts import layout
-from cnnserve.contracts.datatypes import DATATYPES, datatype_from_onnx
+from cnnserve.contracts.datatypes import DATATYPES, datatype_from_numpy, datatype_from_onnx
 from cnnserve.service.errors import ModelLoadError, ModelNotFound
 from cnnserve.service.registry.model_config import read_config
 from cnnserve.service.registry.repository import Repository
@@ -316,3 +316,11 @@ def test_odd_folders_are_neither_published_over_nor_served(repo: Path, stub: pb_
             with pytest.raises(grpc.RpcError) as info:
                 stub.ModelMetadata(pb.ModelMetadataRequest(name=ODD_MODEL, version=folder))
             assert info.value.code() == grpc.StatusCode.NOT_FOUND, folder
+
+
+def test_every_datatype_is_found_again_from_its_numpy_dtype() -> None:
+    for name, info in DATATYPES.items():
+        assert datatype_from_numpy(info.numpy) == name
+    assert datatype_from_numpy(np.dtype(">f4")) == "FP32"  # big-endian data is still FP32
+    with pytest.raises(ValueError, match="complex64"):
+        datatype_from_numpy(np.dtype(np.complex64))

@@ -26,6 +26,7 @@ import onnx
 import torch
 from torch import nn
 
+from cnnserve.contracts.datatypes import datatype_from_numpy
 from cnnserve.training.models.classifier import Classifier
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 OPSET = 18  # ONNX Runtime >= 1.14 runs it; the dynamo exporter's native opset, so it needs no conversion
 BATCH_DIM = "batch"  # name given to the dynamic batch axis in the ONNX graph
 PARITY_BATCH_SIZES = (1, 7)
-ONNX_DTYPES = {torch.float32: "FP32", torch.int64: "INT64", torch.uint8: "UINT8"}
 
 Exporter = Literal["torchscript", "dynamo"]
 EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
@@ -271,7 +271,8 @@ def _io_specs(
     def describe(name: str, t: torch.Tensor) -> dict[str, Any]:
         dynamic = {0, *spec.dynamic_axes.get(name, {})}
         dims = [-1 if axis in dynamic else int(size) for axis, size in enumerate(t.shape)]
-        return {"name": name, "datatype": ONNX_DTYPES[t.dtype], "dims": dims}
+        datatype = datatype_from_numpy(torch.empty(0, dtype=t.dtype).numpy().dtype)  # the one table, via numpy
+        return {"name": name, "datatype": datatype, "dims": dims}
 
     inputs = [describe(n, t) for n, t in zip(spec.input_names, example, strict=True)]
     outputs = [describe(n, t) for n, t in zip(spec.output_names, outs, strict=True)]

@@ -92,3 +92,19 @@ def datatype_from_ort(ort_type: str) -> str:
         raise ValueError(
             f"ONNX Runtime type {ort_type!r} has no protocol datatype; supported: {', '.join(_BY_ORT)}"
         ) from None
+
+
+_BY_NUMPY: Mapping[np.dtype[Any], str] = MappingProxyType(
+    {info.numpy: info.name for info in DATATYPES.values() if info.name != "BYTES"}
+)
+
+
+def datatype_from_numpy(dtype: np.dtype[Any]) -> str:
+    """The protocol datatype of a numpy dtype (float32 -> "FP32"; object -> "BYTES"); ValueError otherwise."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "O":
+        return "BYTES"
+    try:
+        return _BY_NUMPY[dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype]
+    except KeyError:
+        raise ValueError(f"numpy dtype {dtype} has no protocol datatype") from None
