@@ -11,6 +11,7 @@ go through client.protocol, as Client's do, so both flavours answer alike.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,9 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.client import protocol, segment
+from cnnserve.client import explain, protocol, segment
 from cnnserve.client.connection import Connection
 from cnnserve.client.errors import ClientError
+from cnnserve.client.explain import Explanation
 from cnnserve.client.images import ImageLike
 from cnnserve.client.protocol import Health, ModelEntry
 from cnnserve.client.segment import Segmentation
@@ -146,6 +148,32 @@ class AsyncClient:
         request = protocol.infer_request(model, inputs, parameters=protocol.PNG_PARAMETERS)
         produced = next(iter(protocol.infer_outputs(await self._call("ModelInfer", request)).values()))
         return list(produced)
+
+    async def explain(self, model: str, images: Sequence[ImageLike], *, patch: int | None = None,
+                      stride: int | None = None, target_class: int | None = None,
+                      with_png: bool = False) -> list[Explanation]:
+        """As Client.explain; the images' requests run concurrently."""
+        hints = protocol.preprocessing(model, await self.config(model))
+        if not protocol.takes_files(hints):
+            raise ValueError(f"model '{model}' takes no image files (preprocessing input_format); use infer()")
+        metadata = await self.metadata(model)
+        input_name = protocol.image_input(hints, metadata)
+        labels = await self._labels(model, int(metadata.outputs[0].shape[-1]))
+
+        async def one(image: ImageLike) -> Explanation:
+            def requests() -> list[pb.ModelInferRequest]:
+                return [explain.request(model, image, input_name, patch=patch, stride=stride,
+                                        target_class=target_class, png=png)
+                        for png in ((False, True) if with_png else (False,))]  # fmt: skip
+
+            asked = await asyncio.to_thread(requests)  # file reads
+            found = explain.parse(protocol.infer_outputs(await self._call("ModelInfer", asked[0])), labels)
+            if with_png:
+                png = explain.png_of(protocol.infer_outputs(await self._call("ModelInfer", asked[1])))
+                found = dataclasses.replace(found, png=png)
+            return found
+
+        return list(await asyncio.gather(*(one(image) for image in images)))
 
     async def segment(self, model: str, images: Sequence[ImageLike], *, with_mask: bool = True,
                       min_score: float = 0.0) -> list[Segmentation]:

@@ -1,4 +1,4 @@
-"""`cnnserve classify | generate | segment | models | health`: the client side of the command line."""
+"""`cnnserve classify | generate | segment | explain | models | health`: the client side of the command line."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from cnnserve.client import images, segment
@@ -52,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--alpha", type=float, default=0.5, help="opacity of the mask's colours in the pictures")
     seg.add_argument("--json", action="store_true", help="print JSON instead of a table")
     seg.add_argument("files", nargs="+", type=Path)
+
+    why = add("explain", "where a classifier looks: occlusion heatmaps of image files, drawn with --out-dir")
+    why.add_argument("--model", default="digits_cnn")
+    why.add_argument("--patch", type=int, help="occluding patch side in the model's input pixels (server: 4)")
+    why.add_argument("--stride", type=int, help="step between patch positions (server: 2)")
+    why.add_argument("--target-class", type=int, help="explain this class index instead of the top class")
+    why.add_argument("--out-dir", type=Path, help="write <name>.explained.png (heatmap over the image) for each file")
+    why.add_argument("--json", action="store_true", help="print JSON (with the heatmaps) instead of a summary")
+    why.add_argument("files", nargs="+", type=Path)
 
     models = add("models", "list the server's models")
     models.add_argument("--json", action="store_true")
@@ -139,6 +149,27 @@ def _segment(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(client: Client, args: argparse.Namespace) -> int:
+    results = client.explain(args.model, args.files, patch=args.patch, stride=args.stride,
+                             target_class=args.target_class, with_png=args.out_dir is not None)  # fmt: skip
+    if args.json:
+        print(json.dumps([{"file": str(f), "label": r.label, "class": r.class_index,
+                           "explanation": np.round(r.heatmap, 5).tolist()}
+                          for f, r in zip(args.files, results, strict=True)]))  # fmt: skip
+    for file, result in zip(args.files, results, strict=True):
+        if not args.json:
+            ys, xs = np.nonzero(result.hottest(0.2))
+            print(f"{file}: explains {result.label}; covering its hottest 20% of pixels (rows {ys.min()}-{ys.max()}, "
+                  f"columns {xs.min()}-{xs.max()}) costs up to {result.heatmap.max():.3f} of its probability")
+        if args.out_dir is not None and result.png is not None:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+            target = args.out_dir / f"{file.stem}.explained.png"
+            target.write_bytes(result.png)
+            if not args.json:
+                print(f"  wrote {target}")
+    return 0
+
+
 def _models(client: Client, args: argparse.Namespace) -> int:
     entries = client.models()
     if args.json:
@@ -156,4 +187,5 @@ def _health(client: Client, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"classify": _classify, "generate": _generate, "segment": _segment, "models": _models, "health": _health}
+COMMANDS = {"classify": _classify, "generate": _generate, "segment": _segment, "explain": _explain, "models": _models,
+            "health": _health}

@@ -17,6 +17,7 @@ generator inputs) lives in client.protocol.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.client import protocol, segment
+from cnnserve.client import explain, protocol, segment
 from cnnserve.client.connection import Connection
 from cnnserve.client.errors import ClientError
+from cnnserve.client.explain import Explanation
 from cnnserve.client.images import ImageLike
 from cnnserve.client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
 from cnnserve.client.segment import Detection, Segmentation
 
-__all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Detection", "Health", "ModelEntry", "Segmentation"]
+__all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Detection", "Explanation", "Health", "ModelEntry", "Segmentation"]
 
 
 class Client:
@@ -146,6 +148,33 @@ class Client:
         request = protocol.infer_request(model, inputs, parameters=protocol.PNG_PARAMETERS)
         produced = next(iter(protocol.infer_outputs(self._call("ModelInfer", request)).values()))
         return list(produced)
+
+    def explain(self, model: str, images: Sequence[ImageLike], *, patch: int | None = None,
+                stride: int | None = None, target_class: int | None = None,
+                with_png: bool = False) -> list[Explanation]:
+        """Per image, its occlusion heatmap at the model's input size (the probability the explained class loses
+        when each pixel is covered) and that class: target_class, else the model's own top class. The server runs
+        the occluded copies through the model's batcher; patch and stride default to the server's (4 and 2).
+        with_png: a second request per image for the heatmap drawn over it by the server (Explanation.png)."""
+        hints = protocol.preprocessing(model, self.config(model))
+        if not protocol.takes_files(hints):
+            raise ValueError(f"model '{model}' takes no image files (preprocessing input_format); use infer()")
+        input_name = protocol.image_input(hints, self.metadata(model))
+        labels = self._labels(model, self._class_count(model))
+        results = []
+        for image in images:
+            asked = [explain.request(model, image, input_name, patch=patch, stride=stride, target_class=target_class,
+                                     png=png) for png in ((False, True) if with_png else (False,))]  # fmt: skip
+            found = explain.parse(protocol.infer_outputs(self._call("ModelInfer", asked[0])), labels)
+            if with_png:
+                png = explain.png_of(protocol.infer_outputs(self._call("ModelInfer", asked[1])))
+                found = dataclasses.replace(found, png=png)
+            results.append(found)
+        return results
+
+    def _class_count(self, model: str) -> int:
+        label_output = next(iter(self.metadata(model).outputs))
+        return int(label_output.shape[-1])
 
     def segment(self, model: str, images: Sequence[ImageLike], *, with_mask: bool = True,
                 min_score: float = 0.0) -> list[Segmentation]:

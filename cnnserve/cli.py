@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "classify": ("cnnserve.client.cli", "", "classify image files with a running server"),
     "generate": ("cnnserve.client.cli", "", "generate images with a running generator model"),
     "segment": ("cnnserve.client.cli", "", "find and outline the objects in image files with a running segmenter"),
+    "explain": ("cnnserve.client.cli", "", "show where a classifier looks in image files (occlusion heatmaps)"),
     "models": ("cnnserve.client.cli", "", "list the models of a running server"),
     "health": ("cnnserve.client.cli", "", "check a server's health (exit code 0 when ready)"),
     "bench": ("cnnserve.bench", "cpu", "benchmark a running server against in-process ONNX Runtime"),
@@ -55,6 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"cnnserve: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    if command in {"classify", "generate", "segment", "models", "health"}:
+    if command in {"classify", "generate", "segment", "explain", "models", "health"}:
         rest = [command, *rest]
     return _load(command)(rest)
