@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+import tritonclient.http as triton_http
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
@@ -181,6 +182,17 @@ def test_rest_explain_answers_an_infer_response(server: ServerThread) -> None:
     assert outputs[features.EXPLAINED_CLASS_OUTPUT]["data"] == classes.tolist()
     status, _, _ = post(server, "/v2/models/pixels/versions/1/explain", json_body(images))
     assert status == 200
+
+
+def test_tritonclient_http_explains_through_the_infer_route(server: ServerThread) -> None:
+    images = pixels(2, seed=6)
+    with triton_http.InferenceServerClient(server.rest_address) as client:
+        tensor = triton_http.InferInput("images", list(images.shape), "FP32")
+        tensor.set_data_from_numpy(images)
+        result = client.infer("pixels", [tensor], parameters={"explain": "occlusion", "patch": 2, "patch_stride": 1})
+    expected, classes = reference(images, 2, 1, fill=0.0)
+    np.testing.assert_allclose(result.as_numpy(features.EXPLANATION_OUTPUT), expected, atol=1e-5)
+    np.testing.assert_array_equal(result.as_numpy(features.EXPLAINED_CLASS_OUTPUT), classes)
 
 
 def test_rest_explain_answers_a_png_when_accepted(server: ServerThread) -> None:
