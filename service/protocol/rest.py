@@ -245,9 +245,10 @@ class RestApi:
             parsed.request.parameters["output_format"].string_param = "png"
         if explain and EXPLAIN_PARAMETER not in parsed.request.parameters:
             parsed.request.parameters[EXPLAIN_PARAMETER].string_param = EXPLAIN_METHODS[0]
+        explaining = EXPLAIN_PARAMETER in parsed.request.parameters  # /explain, or /infer with the parameter
         result = await self._path.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
         if wants_png:
-            png_name = EXPLANATION_OUTPUT if explain else result.spec.png_output  # images, mask or heatmap
+            png_name = EXPLANATION_OUTPUT if explaining else result.spec.png_output  # images, mask or heatmap
             png = next((t for t in result.tensors if t.name == png_name and t.datatype == "BYTES"), None)
             if png is not None and png.array.size:
                 return web.Response(body=bytes(png.array.reshape(-1)[0]), content_type="image/png")

@@ -54,6 +54,7 @@ def reference(images: np.ndarray, patch: int, stride: int, fill: float, target: 
               ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(heatmaps [n, 4, 4], classes [n]) of pixels by the definition: each pixel the mean drop of the class's
     probability over the patches covering it; positions every stride, the last flush with the edge."""
+
     def probabilities(x: np.ndarray) -> np.ndarray:
         return softmax(logits(x).astype(np.float64))
 
@@ -100,8 +101,8 @@ def post(server: ServerThread, path: str, body: bytes, headers: dict[str, str] |
 
 
 def json_body(images: np.ndarray, **parameters: Any) -> bytes:
-    return json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": list(images.shape),
-                                   "data": images.reshape(-1).tolist()}], "parameters": parameters}).encode()
+    tensor = {"name": "images", "datatype": "FP32", "shape": list(images.shape), "data": images.reshape(-1).tolist()}
+    return json.dumps({"inputs": [tensor], "parameters": parameters}).encode()
 
 
 def png_file(image: np.ndarray) -> bytes:
@@ -200,6 +201,9 @@ def test_rest_explain_answers_a_png_when_accepted(server: ServerThread) -> None:
                                       {"Accept": "image/png"})  # fmt: skip
     assert status == 200 and content_type == "image/png"
     assert Image.open(io.BytesIO(body)).size == (4, 4)
+    status, content_type, _ = post(server, "/v2/models/pixels/infer", json_body(pixels(1), explain="occlusion"),
+                                   {"Accept": "image/png"})  # fmt: skip
+    assert status == 200 and content_type == "image/png"
 
 
 def test_rest_explain_takes_an_image_file(server: ServerThread) -> None:
