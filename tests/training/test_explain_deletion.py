@@ -80,5 +80,5 @@ def test_blanking_the_hottest_pixels_lowers_the_score_more_than_random_ones(serv
             by_chance = base - probabilities(client, blanked(images, random))[rows, explained]
             wins += int(np.sum(by_heat > by_chance))
     rate = wins / len(held_out)
-    print(f"deletion test: heatmap pixels beat random ones for {wins} of {len(held_out)} digits ({rate:.1%})")
+    print(f"deletion test: heatmap pixels beat random ones for {wins} of {len(held_out)} digits ({rate:.2%})")
     assert rate >= required, f"heatmap pixels beat random ones for only {rate:.1%} of {len(held_out)} digits"
