@@ -185,6 +185,20 @@ def test_rest_explain_answers_an_infer_response(server: ServerThread) -> None:
     assert status == 200
 
 
+def test_rest_explain_naming_only_its_outputs_answers_only_them(server: ServerThread) -> None:
+    """What the page at / sends: the drawing as a JSON tensor, asking for the two explanation outputs by name."""
+    tensor = {"name": "images", "datatype": "FP32", "shape": [1, 1, 4, 4], "data": pixels(1).reshape(-1).tolist()}
+    named = [{"name": features.EXPLANATION_OUTPUT}, {"name": features.EXPLAINED_CLASS_OUTPUT}]
+    status, _, body = post(server, "/v2/models/pixels/explain", json.dumps({"inputs": [tensor], "outputs": named}
+                                                                           ).encode())  # fmt: skip
+    assert status == 200
+    outputs = json.loads(body)["outputs"]
+    assert [output["name"] for output in outputs] == [features.EXPLANATION_OUTPUT, features.EXPLAINED_CLASS_OUTPUT]
+    expected, classes = reference(pixels(1), features.DEFAULT_PATCH, features.DEFAULT_STRIDE, fill=0.0)
+    np.testing.assert_allclose(outputs[0]["data"], expected.reshape(-1), atol=1e-5)
+    assert outputs[1]["data"] == classes.tolist()
+
+
 def test_tritonclient_http_explains_through_the_infer_route(server: ServerThread) -> None:
     images = pixels(2, seed=6)
     with triton_http.InferenceServerClient(server.rest_address) as client:
