@@ -90,6 +90,10 @@ class Settings:
     max_image_pixels: int = 4096 * 4096
     """Largest PNG/JPEG (width x height) an image input decodes; read from the file's header, so a larger one is
     refused (INVALID_ARGUMENT) before any pixel is decoded."""
+    max_explain_copies: int = 2048
+    """Most occluded copies one explain request may make (items x patch positions); past it, INVALID_ARGUMENT
+    naming the count. A 16x16 digit at the default patch and stride makes 49, a 224x224 image at patch 16 and
+    stride 8 makes 729; the copies run as batches through the model's own queue, a chunk at a time."""
 
     def __post_init__(self) -> None:
         if self.event_loop not in ("auto", "asyncio"):
@@ -107,7 +111,8 @@ class Settings:
         if self.poll_interval_s <= 0 or self.grace_period_s < 0:
             raise ValueError("poll_interval_s must be > 0 and grace_period_s >= 0")
         for name in ("max_elements_per_request", "max_request_tensor_bytes", "max_concurrent_streams",
-                     "max_image_pixels", "max_rest_json_bytes", "rest_timeout_s", "rest_keepalive_s"):
+                     "max_image_pixels", "max_rest_json_bytes", "rest_timeout_s", "rest_keepalive_s",
+                     "max_explain_copies"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

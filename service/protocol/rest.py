@@ -20,6 +20,15 @@ from google.protobuf.message import Message
 
 from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts.features import (
+    EXPLAIN_METHODS,
+    EXPLAIN_PARAMETER,
+    EXPLAINED_CLASS_OUTPUT,
+    EXPLANATION_OUTPUT,
+    PATCH_PARAMETER,
+    STRIDE_PARAMETER,
+    TARGET_CLASS_PARAMETER,
+)
 from cnnserve.service.errors import FailedPrecondition, InvalidInput, ServiceError, Status
 from cnnserve.service.protocol import describe, rest_codec, statistics
 from cnnserve.service.protocol.decode import LENGTH
@@ -141,6 +150,7 @@ class RestApi:
                 r.get(base + "/config", self.model_config),
                 r.get(base + "/stats", self.stats),
                 r.post(base + "/infer", self.infer),
+                r.post(base + "/explain", self.explain),
             )],
         ]  # fmt: skip
 
@@ -212,10 +222,17 @@ class RestApi:
 
     # -- inference --------------------------------------------------------------------------------------------
 
-    async def infer(self, request: web.Request) -> web.Response:
+    async def explain(self, request: web.Request) -> web.Response:
+        """An infer body answered with its occlusion explanation (docs/explain.md); its parameters may set patch,
+        patch_stride and target_class. With Accept: image/png, the first item's heatmap over its image as PNG."""
+        return await self.infer(request, explain=True)
+
+    async def infer(self, request: web.Request, explain: bool = False) -> web.Response:
         name, version = _model(request)
         body = await self._read(request)
         content_type = request.content_type
+        if content_type in IMAGE_TYPES and explain:
+            return await self._explain_image(request, name, version, body)
         if content_type in IMAGE_TYPES:
             return await self._infer_image(request, name, version, body)
         header_length = request.headers.get(rest_codec.HEADER_LENGTH)
@@ -226,9 +243,12 @@ class RestApi:
         wants_png = "image/png" in request.headers.get("Accept", "")
         if wants_png:
             parsed.request.parameters["output_format"].string_param = "png"
+        if explain and EXPLAIN_PARAMETER not in parsed.request.parameters:
+            parsed.request.parameters[EXPLAIN_PARAMETER].string_param = EXPLAIN_METHODS[0]
+        explaining = EXPLAIN_PARAMETER in parsed.request.parameters  # /explain, or /infer with the parameter
         result = await self._path.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
         if wants_png:
-            png_name = result.spec.png_output  # a generator's images or a segmenter's mask
+            png_name = EXPLANATION_OUTPUT if explaining else result.spec.png_output  # images, mask or heatmap
             png = next((t for t in result.tensors if t.name == png_name and t.datatype == "BYTES"), None)
             if png is not None and png.array.size:
                 return web.Response(body=bytes(png.array.reshape(-1)[0]), content_type="image/png")
@@ -262,6 +282,38 @@ class RestApi:
         return json_reply({
             "model_name": result.model_name, "model_version": result.model_version,
             "predictions": rest_codec.predictions(item, spec.labels, top_k),
+        })  # fmt: skip
+
+    async def _explain_image(self, request: web.Request, name: str, version: str, body: bytes) -> web.Response:
+        """A PNG/JPEG body explained: JSON {explained_class, label, explanation [H][W]}, or with Accept: image/png
+        the heatmap over the image; query parameters patch, patch_stride and target_class as in the infer body."""
+        spec = self._path.spec(name, version)
+        if spec.image_input is None:
+            raise InvalidInput(f"model {spec.name!r} takes no image input; send a JSON or binary tensor request")
+        message = pb.ModelInferRequest(model_name=name, model_version=version)
+        message.inputs.add(name=spec.image_input.name, datatype="BYTES", shape=[1])  # one file
+        message.outputs.add(name=EXPLANATION_OUTPUT)
+        message.outputs.add(name=EXPLAINED_CLASS_OUTPUT)
+        message.parameters[EXPLAIN_PARAMETER].string_param = EXPLAIN_METHODS[0]
+        for key in (PATCH_PARAMETER, STRIDE_PARAMETER, TARGET_CLASS_PARAMETER):
+            if key in request.query:
+                value = _int_or(request.query[key], -1)
+                if value < 0:
+                    raise InvalidInput(f"query parameter {key} must be a non-negative integer, got "
+                                       f"{request.query[key]!r}")  # fmt: skip
+                message.parameters[key].int64_param = value
+        wants_png = "image/png" in request.headers.get("Accept", "")
+        if wants_png:
+            message.parameters["output_format"].string_param = "png"
+        result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
+        explanation, explained = (np.asarray(t.array) for t in result.tensors)
+        if wants_png:
+            return web.Response(body=bytes(explanation.reshape(-1)[0]), content_type="image/png")
+        index = int(explained[0])
+        return json_reply({
+            "model_name": result.model_name, "model_version": result.model_version, "explained_class": index,
+            "label": spec.labels[index] if index < len(spec.labels) else str(index),
+            "explanation": np.round(explanation[0].astype(np.float64), 6).tolist(),
         })  # fmt: skip
 
     async def _segment_image(self, request: web.Request, spec: ModelSpec, version: str, body: bytes
