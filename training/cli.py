@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     classifier = commands.add_parser("classifier", help="train the CNN classifier")
     _common(classifier)
+    classifier.add_argument("--no-atlas", dest="atlas", action="store_false",
+                            help="publish without the neuron atlas (docs/atlas.md; it costs ~10-25 s)")  # fmt: skip
     gan = commands.add_parser("gan", help="train a DCGAN (or class-conditional DCGAN with --conditional)")
     _common(gan)
     gan.add_argument("--conditional", action="store_true", help="class-conditional generator and discriminator")
@@ -92,6 +94,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         lr=args.lr, seed=args.seed, device=args.device, threads=args.threads, dry_run=args.dry_run,
         conditional=getattr(args, "conditional", False), judge=getattr(args, "judge", None), extra=extra,
         exporter=args.exporter, min_miou=getattr(args, "min_miou", None), min_found=getattr(args, "min_found", None),
+        atlas=getattr(args, "atlas", True),
     )  # fmt: skip
     jobs = {"classifier": run_classifier, "gan": run_gan, "segmenter": run_segmenter}
     result = jobs[args.command](options)

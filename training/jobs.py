@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cnnserve.contracts import features, segmentation
+from cnnserve.training.atlas import AtlasConfig, build_atlas
 from cnnserve.training.data import DIGITS, DataSplit, load_dataset
 from cnnserve.training.export import (
     Exporter,
@@ -48,7 +49,7 @@ from cnnserve.training.segmenter_report import (
     score_scenes,
     segmenter_checks,
 )
-from cnnserve.training.train_classifier import ClassifierTrainConfig, train_classifier
+from cnnserve.training.train_classifier import ClassifierRun, ClassifierTrainConfig, train_classifier
 from cnnserve.training.train_gan import GanTrainConfig, generate, train_gan
 from cnnserve.training.train_segmenter import SegmenterTrainConfig, train_segmenter
 
@@ -60,6 +61,7 @@ operators are too small to split across cores. Measured on the digits CNN (16 x 
 request at 32 clients fell from 0.65 to 0.56 ms and one-client p50 from 1.38 to 1.07 ms (docs/benchmarks.md)."""
 
 DEFAULT_CLASSIFIER = "digits_cnn"
+ATLAS_DRY_RUN_STEPS = 2
 DEFAULT_SEGMENTER = "digits_segmenter"
 
 # Measured on digits (2 shared cores; 1,000 samples judged by a digits classifier; details in the report):
@@ -101,6 +103,7 @@ class JobOptions:
     min_miou: float | None = None  # segmenter: refuse to publish below it; None: MIN_MIOU on digits, none on folders
     min_found: float | None = None  # segmenter: likewise for the share of digits found (MIN_FOUND)
     extra: dict[str, Any] = field(default_factory=dict)  # overrides of the training config's other fields
+    atlas: bool = True  # classifier: publish the neuron atlas (training/atlas.py); dry runs make a few-step one
 
 
 @dataclass(frozen=True)
@@ -181,11 +184,23 @@ def run_classifier(options: JobOptions) -> JobResult:
         segmentation.OPTIONAL_OUTPUTS_PARAMETER: segmentation.optional_outputs_parameter(feature_names),
         features.FEATURE_OUTPUTS_PARAMETER: features.feature_outputs_parameter(feature_names),
     }
+    atlas = _atlas(run, split, name, options) if options.atlas else {}
+    if atlas:
+        parameters[features.ATLAS_PARAMETER] = f"{features.ATLAS_DIR}/{features.ATLAS_INDEX}"
     config = model_config(name, exported.inputs, exported.outputs, parameters, labels_file=True,
                           label_output="logits", preprocessing=preprocessing,
                           intra_op_threads=_intra_op_threads(split))  # fmt: skip
-    version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, split.classes)
+    version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, split.classes,
+                          extra_files=atlas)  # fmt: skip
     return JobResult(name, version_dir, report, time.monotonic() - started)
+
+
+def _atlas(run: ClassifierRun, split: DataSplit, name: str, options: JobOptions) -> dict[str, bytes]:
+    """The atlas files; a dry run's takes a few steps, so the smoke test still writes every file."""
+    config = AtlasConfig(seed=options.seed)
+    if options.dry_run:
+        config = replace(config, steps=ATLAS_DRY_RUN_STEPS)
+    return build_atlas(run.model, run.mean, run.std, split.val, split.classes, name, config)
 
 
 def find_judge(options: JobOptions) -> Judge | None:

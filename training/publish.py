@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cnnserve.contracts import layout
@@ -89,12 +89,19 @@ def model_config(
 
 
 def publish(
-    repo: Path, name: str, model_bytes: bytes, config: Mapping[str, Any], labels: Sequence[str] | None = None
+    repo: Path,
+    name: str,
+    model_bytes: bytes,
+    config: Mapping[str, Any],
+    labels: Sequence[str] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Write config, labels and the next version of `name`; return the new version folder."""
+    """Write config, labels and the next version of `name`; return the new version folder. `extra_files` (paths
+    relative to the version folder, such as "atlas/index.json") appear with the model, in the same rename."""
     if not layout.is_model_name(name):
         raise PublishError(f"invalid model name {name!r}: {layout.NAME_RULE}")
     _check_config(name, config)
+    extras = {_extra_path(path): data for path, data in (extra_files or {}).items()}
     model_dir = repo / name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(model_dir)
@@ -102,6 +109,11 @@ def publish(
     tmp.mkdir()
     try:
         _write_synced(tmp / MODEL_FILE, model_bytes)
+        for relative, data in extras.items():
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            _write_synced(tmp / relative, data)
+        for folder in sorted({(tmp / relative).parent for relative in extras} - {tmp}):
+            _fsync_dir(folder)
         _fsync_dir(tmp)
         _replace_file(model_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
         if labels is not None:
@@ -132,6 +144,16 @@ def _rename_to_next_version(tmp: Path, model_dir: Path) -> Path:
                     raise
         version += 1
     raise PublishError(f"no free version number in {model_dir}")
+
+
+def _extra_path(path: str) -> PurePosixPath:
+    """A relative path inside the version folder: no absolute path, no '..', no empty part, not the model file."""
+    relative = PurePosixPath(path)
+    if (not path or relative.is_absolute() or "\\" in path or any(part in ("", ".", "..") for part in path.split("/"))
+            or str(relative) == MODEL_FILE):  # fmt: skip
+        raise PublishError(f"extra file {path!r}: must be a relative path inside the version folder "
+                           f"(parts joined by '/', no '..', not {MODEL_FILE!r})")  # fmt: skip
+    return relative
 
 
 def _check_config(name: str, config: Mapping[str, Any]) -> None:

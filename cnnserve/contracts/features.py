@@ -14,15 +14,20 @@ to the version folder, when the model has one; the REST door serves the folder a
 `GET /v2/models/{model}/versions/{version}/atlas/{file}`.
 
 index.json:
-    {"model": str, "image_size": [h, w], "top_k": 9,
+    {"model": str, "image_size": [h, w], "top_k": 9, "measure": {"optimised": str, "top": str},
      "layers": [{"layer": "features.block1.relu", "block": 1, "channels": C, "receptive_field": px,
                  "optimised": {"sprite": "block1-optimised.png", "tile": [h, w], "columns": k},
                  "top": {"sprite": "block1-top.png", "tile": [h, w], "columns": k},
                  "neurons": [{"channel": c, "optimised_activation": float,
-                              "top": [{"activation": float, "label": str, "box": [x0, y0, x1, y1]}, ...]}]}]}
-A sprite is a grid of tiles, left to right then top to bottom, `columns` tiles a row: in `optimised`, tile c is
-channel c's optimised input; in `top`, tiles c * top_k ... c * top_k + top_k - 1 are channel c's top crops, best
-first. Boxes are in the crop's source image's pixels, x1 and y1 exclusive.
+                              "top": [{"activation": float, "label": str, "image": i,
+                                       "box": [x0, y0, x1, y1]}, ...]}]}]}
+A sprite is a grid of tiles, left to right then top to bottom, `columns` tiles a row, no gaps; `tile` is a tile's
+size in the PNG (upscaled by a whole factor, nearest neighbour, from the input's or the receptive field's pixels).
+In `optimised`, tile c is channel c's optimised input; in `top`, tiles c * top_k ... c * top_k + top_k - 1 are
+channel c's top crops, best first. `top_k` is 9 or the validation split's size when smaller. Activations are of the
+layer's map after the ReLU; `measure` says which statistic of it each kind of value is. `image` is the crop's
+source in the validation split (its position there); boxes are in that image's pixels, x1 and y1 exclusive, and a
+box may reach past the image's edge (the receptive field of an edge unit), where the crop is 0.
 
 Explanations. Occlusion sensitivity: a patch of the fill value slides over the input with a stride; each position's
 heatmap value is the drop in the explained class's score (its softmax probability) from the unoccluded input.
