@@ -31,6 +31,7 @@ from cnnserve.contracts.features import (
 )
 from cnnserve.service.errors import FailedPrecondition, InvalidInput, ServiceError, Status
 from cnnserve.service.protocol import describe, rest_codec, statistics
+from cnnserve.service.protocol.atlas_files import AtlasFiles
 from cnnserve.service.protocol.decode import LENGTH
 from cnnserve.service.protocol.inference import InferencePath
 from cnnserve.service.protocol.servicer import EXTENSIONS
@@ -119,6 +120,7 @@ class RestApi:
         self._models = models
         self._gate = gate
         self._path = path
+        self._atlas = AtlasFiles(models)
         self.max_json_bytes = settings.max_rest_json_bytes
         self._body_timeout_s = settings.rest_timeout_s
 
@@ -151,6 +153,7 @@ class RestApi:
                 r.get(base + "/stats", self.stats),
                 r.post(base + "/infer", self.infer),
                 r.post(base + "/explain", self.explain),
+                r.get(base + "/atlas/{file}", self._atlas.get),
             )],
         ]  # fmt: skip
 
