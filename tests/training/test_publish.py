@@ -70,6 +70,34 @@ def test_a_crash_after_writing_the_model_leaves_only_a_hidden_temporary(tmp_path
     assert latest_model(tmp_path, "m") is None
 
 
+def test_extra_files_appear_with_the_version(tmp_path: Path, monkeypatch) -> None:
+    extras = {"atlas/index.json": b"{}", "atlas/block1-top.png": b"png", "notes.txt": b"hello"}
+    version = publish(tmp_path, "m", b"one", CONFIG, extra_files=extras)
+    assert {str(p.relative_to(version)): p.read_bytes() for p in version.rglob("*") if p.is_file()} == {
+        "model.onnx": b"one", **extras
+    }
+    renamed: list[list[str]] = []  # the extras are in the folder before the one rename that makes the version
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        renamed.append(sorted(os.listdir(src)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr("training.publish.os.rename", rename)
+    publish(tmp_path, "m", b"two", CONFIG, extra_files=extras)
+    assert renamed == [["atlas", "model.onnx", "notes.txt"]]
+
+
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "../escape.json", "atlas/../../x", "atlas//x", "./x", "", "atlas\\..\\x", "model.onnx"]
+)
+def test_extra_files_outside_the_version_folder_are_refused_before_writing(tmp_path: Path, path: str) -> None:
+    with pytest.raises(PublishError, match="extra file"):
+        publish(tmp_path, "m", b"one", CONFIG, extra_files={"atlas/index.json": b"{}", path: b"x"})
+    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "escape.json").exists()
+
+
 def test_stale_temporaries_are_removed_and_fresh_ones_kept(tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
     stale, fresh = model_dir / ".tmp-stale", model_dir / ".tmp-fresh"
