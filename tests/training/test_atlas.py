@@ -25,7 +25,7 @@ from cnnserve.training.data import DataSplit, load_dataset
 from cnnserve.training.models.classifier import Classifier, ClassifierConfig
 from cnnserve.training.train_classifier import ClassifierRun, ClassifierTrainConfig, train_classifier
 
-MIN_OWN_RANK = 0.8  # per layer: the mean share of other channels' images that excite a channel less than its own
+MIN_OWN_RANK = 0.9  # per layer: the mean share of other channels' images that excite a channel less than its own
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,10 @@ def split() -> DataSplit:
 
 @pytest.fixture(scope="module")
 def run(split: DataSplit, tmp_path_factory: pytest.TempPathFactory) -> ClassifierRun:
-    """The default architecture after 2 epochs (~96% on validation; a few seconds)."""
+    """The default architecture at half width after 2 epochs (~95% on validation; a few seconds)."""
     torch.manual_seed(0)
     config = ClassifierTrainConfig(epochs=2, augment=False, progress_bar=False)
-    return train_classifier(split, ClassifierConfig(), config, tmp_path_factory.mktemp("atlas-run"))
+    return train_classifier(split, ClassifierConfig(channels=(16, 32)), config, tmp_path_factory.mktemp("atlas-run"))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,10 @@ def test_the_atlas_is_deterministic(run: ClassifierRun, split: DataSplit) -> Non
     for key, value in run.model.state_dict().items():  # the model is only read: weights, statistics, gradients
         assert torch.equal(value, weights[key]), key
     for p, before in zip(run.model.parameters(), grads, strict=True):
-        assert (p.grad is None and before is None) or (p.grad is not None and torch.equal(p.grad, before))
+        if before is None:
+            assert p.grad is None
+        else:
+            assert p.grad is not None and torch.equal(p.grad, before)
 
 
 def test_a_published_classifier_carries_its_atlas(classifier_repo: Path) -> None:
