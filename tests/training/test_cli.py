@@ -56,7 +56,8 @@ def test_classifier_entry_matches_the_server_format(classifier_repo: Path) -> No
     normalisation = json.loads(session.get_modelmeta().custom_metadata_map["normalisation"])
     assert len(normalisation["mean"]) == len(normalisation["std"]) == 1 and 0 < normalisation["mean"][0] < 1
     names = ",".join(n for n, _ in features)
-    assert config["parameters"] == {"task": "classification", "optional_outputs": names, "feature_outputs": names}
+    assert config["parameters"] == {"task": "classification", "optional_outputs": names, "feature_outputs": names,
+                                    "atlas": "atlas/index.json"}  # fmt: skip
     assert (classifier_repo / "digits_cnn" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
     logits = session.run(None, {"images": np.zeros((5, 1, 16, 16), np.float32)})[0]
     assert logits.shape == (5, 10)
