@@ -76,7 +76,8 @@ def receptive_fields(model: Classifier) -> list[ReceptiveField]:
 
 def build_atlas(model: Classifier, mean: Sequence[float], std: Sequence[float], val: ImageSet,
                 classes: Sequence[str], name: str, config: AtlasConfig | None = None) -> dict[str, bytes]:  # fmt: skip
-    """{path relative to the version folder: bytes}: atlas/index.json and two sprites per conv block."""
+    """{path relative to the version folder: bytes}: atlas/index.json and two sprites per conv block. `model` is
+    put in eval mode and only read; `mean` and `std` are its input normalisation, as the exported graph's."""
     config = config or AtlasConfig()
     started = time.monotonic()
     model.eval()
@@ -93,9 +94,9 @@ def build_atlas(model: Classifier, mean: Sequence[float], std: Sequence[float], 
         own = channel_means(pixels_in, layer, stored).diagonal()
         top = top_crops(pixels_in, layer, val.images, top_k, rf)
         opt_sprite, top_sprite = f"block{block}-optimised.png", f"block{block}-top.png"
+        crops = [_crop(val.images[i], rf.box(y, x)) for neuron in top for i, _, y, x in neuron]  # channel-major
         opt_tiles = _sprite(stored, columns=min(len(stored), OPTIMISED_COLUMNS))
-        top_tiles = _sprite(torch.stack([_crop(val.images[i], rf.box(y, x)) for i, _, y, x in
-                                         (t for neuron in top for t in neuron)]), columns=top_k)  # fmt: skip
+        top_tiles = _sprite(torch.stack(crops), columns=top_k)
         files[f"{contract.ATLAS_DIR}/{opt_sprite}"], opt_tile, opt_columns = opt_tiles
         files[f"{contract.ATLAS_DIR}/{top_sprite}"], top_tile, top_columns = top_tiles
         layers.append({
