@@ -74,7 +74,8 @@ def test_extra_files_appear_with_the_version(tmp_path: Path, monkeypatch) -> Non
     extras = {"atlas/index.json": b"{}", "atlas/block1-top.png": b"png", "notes.txt": b"hello"}
     version = publish(tmp_path, "m", b"one", CONFIG, extra_files=extras)
     assert {str(p.relative_to(version)): p.read_bytes() for p in version.rglob("*") if p.is_file()} == {
-        "model.onnx": b"one", **extras
+        "model.onnx": b"one",
+        **extras,
     }
     renamed: list[list[str]] = []  # the extras are in the folder before the one rename that makes the version
     real_rename = os.rename
