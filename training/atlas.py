@@ -42,6 +42,7 @@ class AtlasConfig:
     jitter_px: int = 1  # each step shifts the batch by up to this many pixels (robust, not adversarial, patterns)
     blur_every: int = 4  # every that many steps the pre-sigmoid pixels are blurred (a low-pass on the noise)
     blur_weight: float = 0.25  # blend of the blurred pixels into the current ones
+    leak: float = 0.1  # the objective's slope where a position is off (below 0 before the ReLU)
     init_std: float = 0.5  # the starting noise (pre-sigmoid); pixels start near 0.5 grey
     top_k: int = contract.ATLAS_TOP_K  # validation images per channel, best first
     seed: int = 0  # the starting noise and the jitter
@@ -89,7 +90,7 @@ def build_atlas(model: Classifier, mean: Sequence[float], std: Sequence[float], 
     layers: list[dict[str, Any]] = []
     for block, rf in enumerate(fields, start=1):
         layer = contract.feature_name(block, contract.RELU)
-        optimised = optimise_layer(pixels_in, layer, model.config.in_channels, size, config)
+        optimised = optimise_layer(pixels_in, block, model.config.in_channels, size, config)
         stored = _quantised(optimised)
         own = channel_means(pixels_in, layer, stored).diagonal()
         top = top_crops(pixels_in, layer, val.images, top_k, rf)
@@ -129,13 +130,24 @@ class PixelFeatures(nn.Module):
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model.feature_maps((pixels - self.mean) / self.std)[1]
 
+    def before_relu(self, pixels: torch.Tensor, block: int) -> torch.Tensor:
+        """Block `block`'s map before its ReLU (the ReLU of it is the `.relu` map)."""
+        h, seen = (pixels - self.mean) / self.std, 0
+        for layer in self.model.features:
+            if isinstance(layer, nn.ReLU):
+                seen += 1
+                if seen == block:
+                    return h
+            h = layer(h)
+        raise ValueError(f"block {block}: the classifier has {seen} conv blocks")
 
-def optimise_layer(pixels_in: PixelFeatures, layer: str, in_channels: int, size: int, config: AtlasConfig
+
+def optimise_layer(pixels_in: PixelFeatures, block: int, in_channels: int, size: int, config: AtlasConfig
                    ) -> torch.Tensor:  # fmt: skip
-    """[C, in_channels, size, size] pixels in [0, 1]: image c maximises the mean of channel c's map. All channels
-    in one batch; pixels are sigmoid(z), so every step stays a picture."""
+    """[C, in_channels, size, size] pixels in [0, 1]: image c maximises the mean of channel c's map after the
+    block's ReLU. All channels in one batch; pixels are sigmoid(z), so every step stays a picture."""
     with torch.no_grad():
-        channels = int(pixels_in(torch.zeros(1, in_channels, size, size))[layer].shape[1])
+        channels = int(pixels_in.before_relu(torch.zeros(1, in_channels, size, size), block).shape[1])
     generator = torch.Generator().manual_seed(config.seed)
     jitter = random.Random(config.seed)
     z = (torch.randn(channels, in_channels, size, size, generator=generator) * config.init_std).requires_grad_()
@@ -144,8 +156,10 @@ def optimise_layer(pixels_in: PixelFeatures, layer: str, in_channels: int, size:
     for step in range(config.steps):
         dy, dx = (jitter.randint(-config.jitter_px, config.jitter_px) for _ in range(2))
         shifted = torch.roll(torch.sigmoid(z), shifts=(dy, dx), dims=(2, 3))
-        maps = pixels_in(shifted)[layer]  # [C images, C channels, H', W']
-        objective = maps[own, own].mean(dim=(1, 2)).sum()
+        maps = pixels_in.before_relu(shifted, block)  # [C images, C channels, H', W']
+        # The ReLU map's mean, with a leak where a position is off: else a channel that is off everywhere on
+        # the grey start (one that fires on black, say) has no gradient and never leaves it.
+        objective = functional.leaky_relu(maps[own, own], config.leak).mean(dim=(1, 2)).sum()
         (gradient,) = torch.autograd.grad(-objective, z)  # grad of z only: the model's .grad stays untouched
         z.grad = gradient
         optimiser.step()

@@ -9,6 +9,7 @@ with tokens on the page asks for one and then works. Screenshots go to test-arti
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -17,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -115,7 +118,20 @@ def screenshot(driver: Any, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
-def test_the_page_reads_drawn_digits_and_shows_what_the_network_sees(browser: Any, server: ServerThread) -> None:
+def top_crops_lit(repo: Path, layer_name: str, channel: int) -> list[int]:
+    """lit_pixels of a channel's top crops, counted in the published atlas's top sprite (grey: 3 * v > 30)."""
+    atlas = repo / "digits_cnn" / "1" / "atlas"
+    index = json.loads((atlas / "index.json").read_text())
+    layer = next(layer for layer in index["layers"] if layer["layer"] == layer_name)
+    (height, width), columns = layer["top"]["tile"], layer["top"]["columns"]
+    sprite = np.asarray(Image.open(atlas / layer["top"]["sprite"]).convert("L")).astype(int)
+    tiles = (divmod(channel * index["top_k"] + rank, columns) for rank in range(index["top_k"]))
+    return [int((sprite[r * height : (r + 1) * height, c * width : (c + 1) * width] * 3 > 30).sum()) for r, c in tiles]
+
+
+def test_the_page_reads_drawn_digits_and_shows_what_the_network_sees(
+    browser: Any, server: ServerThread, repo: Path
+) -> None:
     open_page(browser, server)
     rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")]
     assert len(rows) == 3 and all("READY" in row and "CPU" in row for row in rows), rows
@@ -136,7 +152,8 @@ def test_the_page_reads_drawn_digits_and_shows_what_the_network_sees(browser: An
     assert len(tiles) == 96 and all(lit > 0 for lit in tiles)
     browser.find_element(By.CSS_SELECTOR, '.atlas-grid canvas[data-channel="3"]').click()
     WebDriverWait(browser, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neuron-top figure")) == 9)
-    assert all(lit > 0 for lit in lit_pixels(browser, "#neuron-top canvas"))
+    # the sprite's own crops, drawn 1:1: a channel that fires on the black background has black top crops
+    assert lit_pixels(browser, "#neuron-top canvas") == top_crops_lit(repo, "features.block1.relu", 3)
     # generators and the segmenter drew on load
     assert lit_pixels(browser, "#samples")[0] > 100
     assert lit_pixels(browser, "#scene")[0] > 100
