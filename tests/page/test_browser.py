@@ -118,14 +118,14 @@ def screenshot(driver: Any, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
-def top_crops_lit(repo: Path, layer_name: str, channel: int) -> list[int]:
-    """lit_pixels of a channel's top crops, counted in the published atlas's top sprite (grey: 3 * v > 30)."""
+def sprite_lit(repo: Path, layer_name: str, part: str, first: int, count: int) -> list[int]:
+    """lit_pixels of tiles first ... first + count - 1 of a layer's published sprite (grey: 3 * v > 30)."""
     atlas = repo / "digits_cnn" / "1" / "atlas"
     index = json.loads((atlas / "index.json").read_text())
     layer = next(layer for layer in index["layers"] if layer["layer"] == layer_name)
-    (height, width), columns = layer["top"]["tile"], layer["top"]["columns"]
-    sprite = np.asarray(Image.open(atlas / layer["top"]["sprite"]).convert("L")).astype(int)
-    tiles = (divmod(channel * index["top_k"] + rank, columns) for rank in range(index["top_k"]))
+    (height, width), columns = layer[part]["tile"], layer[part]["columns"]
+    sprite = np.asarray(Image.open(atlas / layer[part]["sprite"]).convert("L")).astype(int)
+    tiles = (divmod(k, columns) for k in range(first, first + count))
     return [int((sprite[r * height : (r + 1) * height, c * width : (c + 1) * width] * 3 > 30).sum()) for r, c in tiles]
 
 
@@ -148,12 +148,14 @@ def test_the_page_reads_drawn_digits_and_shows_what_the_network_sees(
     assert len(maps) == 96 and sum(1 for lit in maps if lit) > 48
     assert lit_pixels(browser, "#heatmap")[0] > 0
     # the atlas: a tile per channel of each block, each an image that loaded; a click shows 9 top digits
+    # (drawn 1:1 from the published sprites; a channel that fires on the black background has black tiles)
     tiles = lit_pixels(browser, ".atlas-grid canvas")
-    assert len(tiles) == 96 and all(lit > 0 for lit in tiles)
+    blocks = ("features.block1.relu", "features.block2.relu")
+    assert tiles == sprite_lit(repo, blocks[0], "optimised", 0, 32) + sprite_lit(repo, blocks[1], "optimised", 0, 64)
+    assert sum(1 for lit in tiles if lit) > 48
     browser.find_element(By.CSS_SELECTOR, '.atlas-grid canvas[data-channel="3"]').click()
     WebDriverWait(browser, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neuron-top figure")) == 9)
-    # the sprite's own crops, drawn 1:1: a channel that fires on the black background has black top crops
-    assert lit_pixels(browser, "#neuron-top canvas") == top_crops_lit(repo, "features.block1.relu", 3)
+    assert lit_pixels(browser, "#neuron-top canvas") == sprite_lit(repo, blocks[0], "top", 3 * 9, 9)
     # generators and the segmenter drew on load
     assert lit_pixels(browser, "#samples")[0] > 100
     assert lit_pixels(browser, "#scene")[0] > 100
