@@ -95,7 +95,8 @@ def draw(driver: Any, strokes: list[tuple[int, int]]) -> None:
 
 
 def top_label(driver: Any) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, "#topk li.best").get_attribute("data-label"))
+    """Read in one script: the list is rebuilt on every answer, so a found element may be gone by the next call."""
+    return str(driver.execute_script("return document.querySelector('#topk li.best')?.dataset.label ?? ''"))
 
 
 def lit_pixels(driver: Any, selector: str) -> list[int]:
@@ -177,7 +178,7 @@ def test_with_tokens_on_the_page_asks_for_one_and_keeps_it_for_the_tab(browser: 
         assert browser.execute_script("return sessionStorage.getItem('cnnserve-token')") == TOKEN
         assert len(browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")) == 3
         draw(browser, STROKES["1"])
-        WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#topk li.best"))
+        WebDriverWait(browser, 20).until(lambda d: "for class" in d.find_element(By.ID, "explained").text)
         assert top_label(browser) == "1"
         # the only errors are the 401s that made the page ask
         assert all("401" in message for message in console_errors(browser))
