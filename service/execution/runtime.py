@@ -79,6 +79,13 @@ def graph_tensors(node_args: Sequence[Any]) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
+def warm_up_batch_sizes(spec: ModelSpec) -> list[int]:
+    if spec.max_batch_size <= 1:
+        return [1]
+    preferred = spec.dynamic_batching.preferred_batch_sizes if spec.dynamic_batching is not None else ()
+    return sorted({1, *preferred, spec.max_batch_size})
+
+
 def _guesses(spec: ModelSpec, name: str, dims: list[int]) -> list[int]:
     """What warm-up puts for each of an input's variable dimensions: the stride for a padded image's H and W."""
     image = spec.image_input
@@ -169,14 +176,16 @@ class Runtime:
         return self._create(path, so, (CPU,)), CPU
 
     def warm_up(self, spec: ModelSpec) -> None:
-        """Run every instance on zeros: batch 1, and max_batch_size when batching. Blocks; call from a thread.
+        """Run every instance on zeros at every batch size the batcher aims at: 1, each preferred batch size and
+        max_batch_size, before the model reports ready, so no request pays for ONNX Runtime's first run at a new
+        shape (its allocations and kernel choices). Blocks; call from a thread.
 
         A padded image input's variable height and width are guessed as its stride, other variable non-batch
         dimensions as 1; when such a guess fails the warm-up is skipped with a warning rather than refusing a model
         that may work with real shapes. A model with optional outputs also builds and runs, on every instance, the
         pruned session that requests naming no outputs take, so the first such request does not pay for it.
         """
-        batches = [1] if spec.max_batch_size <= 1 else [1, spec.max_batch_size]
+        batches = warm_up_batch_sizes(spec)
         for batch in batches:
             guessed = False
             feed: Tensors = {}

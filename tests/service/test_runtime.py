@@ -13,8 +13,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from cnnserve.service.errors import InvalidInput, ModelLoadError, ModelNotReady
-from cnnserve.service.execution.runtime import CPU, Runtime, Tensors, session_options
-from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, TensorSpec
+from cnnserve.service.execution.runtime import CPU, Runtime, Tensors, session_options, warm_up_batch_sizes
+from cnnserve.service.types import ComputeTimes, DynamicBatching, ModelSpec, SessionOptions, TensorSpec
 from tests import onnx_models
 from tests.service.graphs import conv_any_size, fixed_batch, save
 
@@ -105,6 +105,16 @@ def test_warm_up_runs_batch_one_and_the_largest_batch(tmp_path: Path) -> None:
     runtime.warm_up(replace(batching, max_batch_size=1))
     with pytest.raises(ModelLoadError, match="warm-up"):
         runtime.warm_up(batching)  # max_batch_size 8 is tried too, so a model failing there never gets ready
+    runtime.close()
+
+
+def test_warm_up_covers_every_batch_size_the_batcher_aims_at(tmp_path: Path) -> None:
+    runtime = Runtime(fixed_batch(tmp_path / "model.onnx"))
+    spec = replace(spec_of(runtime), max_batch_size=32,
+                   dynamic_batching=DynamicBatching(preferred_batch_sizes=(4, 16)))  # fmt: skip
+    assert warm_up_batch_sizes(spec) == [1, 4, 16, 32]
+    assert warm_up_batch_sizes(replace(spec, dynamic_batching=None)) == [1, 32]
+    assert warm_up_batch_sizes(replace(spec, max_batch_size=0)) == [1]
     runtime.close()
 
 
