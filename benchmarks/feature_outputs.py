@@ -14,15 +14,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import onnx
+from local_server import LocalServer  # benchmarks/ is the script's own folder
 
 from cnnserve.contracts import features, segmentation
 
@@ -50,12 +48,6 @@ def strip_feature_outputs(source: Path, target: Path) -> None:
             shutil.copy(extra, target / extra.name)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repository", type=Path)
@@ -68,33 +60,15 @@ def main() -> int:
         repo = Path(tmp)
         shutil.copytree(args.repository / MODEL, repo / MODEL)
         strip_feature_outputs(repo / MODEL, repo / PLAIN)
-        grpc_port, rest_port, metrics_port = free_port(), free_port(), free_port()
-        server = subprocess.Popen([str(bin_dir / "cnnserve"), "serve", "--model-repository", str(repo),
-                                   "--grpc-port", str(grpc_port), "--rest-port", str(rest_port),
-                                   "--http-port", str(metrics_port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v2/health/ready", timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        print("the server did not become ready", file=sys.stderr)
-                        return 1
-                    time.sleep(0.5)
+        with LocalServer(repo) as server:
             for round_number in range(1, args.rounds + 1):
                 for name in (MODEL, PLAIN):
                     model_file = max((repo / name).glob("*/model.onnx"))
                     print(f"\n=== round {round_number}: {name} ({model_file.relative_to(repo)})", flush=True)
-                    subprocess.run([str(bin_dir / "cnnserve"), "bench", "--url", f"127.0.0.1:{grpc_port}",
+                    subprocess.run([str(bin_dir / "cnnserve"), "bench", "--url", server.grpc_address,
                                     "--model", name, "--model-file", str(model_file),
                                     "--concurrency", args.concurrency, "--duration-s", args.duration_s,
                                     "--server-pid", str(server.pid)], check=True, env=os.environ)  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     return 0
 
 

@@ -9,21 +9,13 @@ the batcher aims at before ready, so the ratios should be ~1 within noise.
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as triton
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from local_server import LocalServer  # benchmarks/ is the script's own folder
 
 
 def timed(client: triton.InferenceServerClient, model: str, inputs: list[triton.InferInput], n: int) -> np.ndarray:
@@ -43,23 +35,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--pause-s", type=float, default=2.0)
     args = parser.parse_args()
-    grpc_port, rest_port = free_port(), free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "cnnserve"), "serve", "--model-repository",
-                               str(args.repository), "--grpc-port", str(grpc_port), "--rest-port", str(rest_port),
-                               "--http-port", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        started = time.monotonic()
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/v2/health/ready", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() - started > 120 or server.poll() is not None:
-                    print("the server did not become ready", file=sys.stderr)
-                    return 1
-                time.sleep(0.02)
-        print(f"ready after {time.monotonic() - started:.1f} s; model={args.model} requests={args.requests} per block")
-        client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    with LocalServer(args.repository) as server:
+        print(f"ready after {server.ready_after_s:.1f} s; model={args.model} requests={args.requests} per block")
+        client = triton.InferenceServerClient(server.grpc_address)
         metadata = client.get_model_metadata(args.model)
         tensor = metadata.inputs[0]
         batches = [int(b) for b in args.batches.split(",") if b]
@@ -81,9 +59,6 @@ def main() -> int:
                   f"{np.percentile(s, 50):>11.2f} {np.percentile(s, 99):>11.2f} "
                   f"{np.percentile(f, 99) / np.percentile(s, 99):>10.2f}")  # fmt: skip
         print("ms per request, one client, requests sent back to back; first = the first block after ready")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return 0
 
 
