@@ -3,9 +3,7 @@ cross the wire to ours and back unchanged."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -15,20 +13,13 @@ from tritonclient.grpc import model_config_pb2 as triton_config
 from tritonclient.grpc import service_pb2 as triton
 
 from cnnserve.api import grpc_service_pb2 as pb
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "scripts" / "gen_protos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_committed_stubs_match_proto(tmp_path: Path) -> None:
-    generator = _load_generator()
+    generator = load_script("gen_protos")
     written = generator.generate(tmp_path)
     assert sorted(path.name for path in written) == sorted(generator.GENERATED)
     for path in written:

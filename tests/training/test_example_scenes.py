@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 from PIL import Image
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_example_scenes", ROOT / "scripts" / "make_example_scenes.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_committed_scenes_are_the_scripts_output() -> None:
-    made = _script().example_scenes()
+    made = load_script("make_example_scenes").example_scenes()
     committed = json.loads((ROOT / "examples" / "scenes" / "truth.json").read_text())
     assert set(committed) == {f"{stem}.png" for stem in made}
     for stem, (pixels, truth) in made.items():
