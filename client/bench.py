@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,6 +17,7 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.client.connection import Connection
+from cnnserve.client.measurement import Measurement
 from cnnserve.contracts.datatypes import DATATYPES
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -26,19 +26,6 @@ STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 # apart by one byte, so the client parses no replies.
 STREAM_ERROR_TAG = 0x0A
 FILLABLE = frozenset(name for name, info in DATATYPES.items() if info.numpy.kind in "fiub")  # not BYTES
-
-
-@dataclass(frozen=True)
-class Measurement:
-    label: str
-    items_per_s: float
-    requests: int
-    latencies_ms: tuple[float, ...]
-
-    def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        return float(np.percentile(self.latencies_ms, q))
 
 
 def random_inputs(metadata: pb.ModelMetadataResponse, batch: int, seed: int = 0,

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.client.bench import Measurement, cpu_seconds
+from cnnserve.client.bench import cpu_seconds
+from cnnserve.client.measurement import Measurement
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

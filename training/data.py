@@ -15,15 +15,18 @@ from PIL import Image
 from torch.nn import functional
 
 from cnnserve.contracts.imaging import as_displayed
+from cnnserve.training.image_sources import (
+    IMAGE_SUFFIXES,
+    VAL_FRACTION,
+    DatasetError,
+    class_folders,
+    stratified_split,
+)
 
 logger = logging.getLogger(__name__)
 
 DIGITS = "digits"
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be loaded: missing folder, no classes, a class without images, unreadable file."""
+__all__ = ["IMAGE_SUFFIXES", "DatasetError", "stratified_split"]  # defined torch-free in image_sources.py
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class DataSplit:
 
 
 def load_dataset(
-    source: str, image_size: int = 16, channels: int = 1, val_fraction: float = 0.2, seed: int = 0
+    source: str, image_size: int = 16, channels: int = 1, val_fraction: float = VAL_FRACTION, seed: int = 0
 ) -> DataSplit:
     """`source` is "digits" or a folder `root/<class>/<image>`; the split depends only on `seed`."""
     if source == DIGITS:
@@ -97,18 +100,14 @@ def load_image_folder(root: Path, image_size: int, channels: int) -> tuple[torch
     """Every image under root/<class>/, resized to image_size x image_size, in `channels` (1: L, 3: RGB)."""
     if channels not in (1, 3):
         raise DatasetError(f"channels must be 1 or 3, got {channels}")
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist")
-    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
-    if not classes:
+    found = class_folders(root)
+    if not found:
         raise DatasetError(f"dataset folder {root} has no class folders (expected {root}/<class>/<image>)")
+    classes = tuple(name for name, _ in found)
     mode = "L" if channels == 1 else "RGB"
     arrays: list[np.ndarray] = []
     labels: list[int] = []
-    for index, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise DatasetError(f"class folder {root / name} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    for index, (_, files) in enumerate(found):
         for path in files:
             arrays.append(_read_image(path, image_size, mode))
             labels.append(index)
@@ -124,21 +123,6 @@ def _read_image(path: Path, image_size: int, mode: str) -> np.ndarray:
             return np.asarray(shown.resize((image_size, image_size), Image.Resampling.BILINEAR))
     except OSError as err:
         raise DatasetError(f"cannot read image {path}: {err}") from err
-
-
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, a seeded shuffle puts round(val_fraction * n) items (at least one when n >= 2) in validation."""
-    if not 0.0 < val_fraction < 1.0:
-        raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    train: list[np.ndarray] = []
-    val: list[np.ndarray] = []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_val = min(max(round(val_fraction * len(members)), 1), len(members) - 1) if len(members) >= 2 else 0
-        val.append(members[:n_val])
-        train.append(members[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

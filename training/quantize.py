@@ -1,6 +1,7 @@
 """Static INT8 quantisation in QDQ format by ONNX Runtime's own tooling: `quant_pre_process` (shape inference and
-graph clean-up, as ORT recommends before quantising), then `quantize_static` calibrated on images the caller chose.
-No quantiser of our own: this module only feeds ORT's and hands back the bytes."""
+graph clean-up, as ORT recommends before quantising), then `quantize_static` calibrated on images the caller chose;
+and FP16 conversion by onnxconverter-common's float16 tool, inputs and outputs kept FP32. No quantiser of our own:
+this module only feeds the tools and hands back the bytes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -42,3 +44,12 @@ def quantize_int8(model_bytes: bytes, input_name: str, calibration: npt.NDArray[
             per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         )  # fmt: skip
         return quantized.read_bytes()
+
+
+def convert_fp16(model_bytes: bytes) -> bytes:
+    """The model with FP16 weights and arithmetic for the CUDA provider; its inputs and outputs stay FP32 (Cast
+    nodes at the edges), so clients send and get what they did."""
+    from onnxconverter_common import float16  # the train extra's; imported here so INT8 needs only onnxruntime
+
+    converted = float16.convert_float_to_float16(onnx.load_from_string(model_bytes), keep_io_types=True)
+    return bytes(converted.SerializeToString())

@@ -118,10 +118,15 @@ class Runtime:
         options: SessionOptions = _DEFAULT_OPTIONS,
         instance_count: int = 1,
         label: str = "",
+        required_provider: str | None = None,
     ) -> None:
+        """required_provider: a short name ("cuda") the model must run on, or ModelLoadError; no CPU fallback."""
         self.label = label or str(model_path)
         so = session_options(options)
-        first, self.provider = self._first_session(model_path, providers, so)
+        if required_provider is not None:
+            first, self.provider = self._required_session(model_path, required_provider, providers, so)
+        else:
+            first, self.provider = self._first_session(model_path, providers, so)
         chain = next(c for c in _PROVIDER_CHAINS.values() if c[0] == self.provider)
         self._path, self._so, self._chain = model_path, so, chain
         self._sessions = [first] + [self._create(model_path, so, chain) for _ in range(max(1, instance_count) - 1)]
@@ -174,6 +179,25 @@ class Runtime:
             logger.warning("event=provider_not_used model=%s provider=%s used=%s", self.label, chain[0],
                            session.get_providers()[0])  # fmt: skip
         return self._create(path, so, (CPU,)), CPU
+
+    def _required_session(self, path: Path, required: str, allowed: Sequence[str], so: ort.SessionOptions
+                          ) -> tuple[Any, str]:  # fmt: skip
+        """A session on `required`'s provider itself, or ModelLoadError saying why it cannot be had."""
+        chain = _PROVIDER_CHAINS.get(required)
+        if chain is None:
+            raise ModelLoadError(f"{self.label}: requires_provider '{required}' is not one of "
+                                 f"{', '.join(_PROVIDER_CHAINS)}")  # fmt: skip
+        wanted = chain[0]
+        refusal = f"{self.label}: needs {wanted} (requires_provider={required}) and is not served on another"
+        if required not in allowed:
+            raise ModelLoadError(f"{refusal}: this server allows {', '.join(allowed)}")
+        available = ort.get_available_providers()
+        if wanted not in available:
+            raise ModelLoadError(f"{refusal}: this ONNX Runtime has {', '.join(available)}")
+        session = self._create(path, so, chain)
+        if session.get_providers()[0] != wanted:
+            raise ModelLoadError(f"{refusal}: ONNX Runtime fell back to {session.get_providers()[0]}")
+        return session, wanted
 
     def warm_up(self, spec: ModelSpec) -> None:
         """Run every instance on zeros at every batch size the batcher aims at: 1, each preferred batch size and

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cnnserve.contracts import variants
 from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
 from cnnserve.service.execution.runtime import Runtime
 from cnnserve.service.registry.model_config import ModelConfig, read_config, resolve
@@ -311,6 +312,7 @@ class ModelManager:
             options=spec.session,
             instance_count=spec.instance_count,
             label=f"{config.name}:{version}",
+            required_provider=spec.parameters.get(variants.REQUIRES_PROVIDER),
         )
         try:
             merged = resolve(config, runtime.inputs, runtime.outputs, version=version)

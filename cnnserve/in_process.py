@@ -1,0 +1,49 @@
+"""In-process ONNX Runtime throughput on one model file with the server's thread settings: the ceiling that
+`cnnserve bench` compares a server with, and the speed figure of the quantiser's gate (training/variant_gate.py).
+Needs onnxruntime and numpy only, so training can measure without reaching the server's code."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from cnnserve.client.measurement import Measurement
+
+
+def in_process(model_file: Path, inputs: dict[str, np.ndarray], duration_s: float, threads: int,
+               allow_spinning: bool, instances: int = 1, outputs: Sequence[str] = ()) -> Measurement:
+    """The same model file run directly by ONNX Runtime with the server's thread settings (`instances` sessions of
+    `threads` intra-op threads, each running the whole batch back to back in its own thread): the ceiling.
+    outputs: the names session.run is given (all when empty); ONNX Runtime still runs the whole graph."""
+    wanted = list(outputs) or None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    sessions = [ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+                for _ in range(instances)]
+    batch = next(iter(inputs.values())).shape[0]
+    for session in sessions:
+        for _ in range(3):
+            session.run(wanted, inputs)
+    latencies: list[float] = []
+    end = time.perf_counter() + duration_s
+
+    def loop(session: ort.InferenceSession) -> None:
+        while (now := time.perf_counter()) < end:
+            session.run(wanted, inputs)
+            latencies.append((time.perf_counter() - now) * 1000)  # list.append is atomic under the GIL
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=loop, args=(s,)) for s in sessions]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    return Measurement(f"in-process b={batch}", len(latencies) * batch / elapsed, len(latencies), tuple(latencies))
