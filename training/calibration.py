@@ -36,7 +36,7 @@ class GateImages:
     held_out_labels: npt.NDArray[np.int64] | None  # indices into the model's labels; None: no labels, agreement
     calibration_index: npt.NDArray[np.int64]  # positions in the source's own order
     held_out_index: npt.NDArray[np.int64]
-    description: str  # for the log and the report: where the images came from
+    description: str  # where the images came from and the split's seed, for the log and the config
 
 
 def choose(images: npt.NDArray[np.float32], labels: npt.NDArray[np.int64] | None, train_index: np.ndarray,
@@ -54,8 +54,7 @@ def choose(images: npt.NDArray[np.float32], labels: npt.NDArray[np.int64] | None
         held_out=np.ascontiguousarray(images[held], dtype=np.float32),
         held_out_labels=None if labels is None else labels[held],
         calibration_index=sample, held_out_index=held,
-        description=f"{description}: {len(sample)} of {len(train_index)} training-side images calibrate, "
-        f"{len(held)} held-out images gate",
+        description=description,
     )  # fmt: skip
 
 

@@ -51,5 +51,19 @@ def convert_fp16(model_bytes: bytes) -> bytes:
     nodes at the edges), so clients send and get what they did."""
     from onnxconverter_common import float16  # the train extra's; imported here so INT8 needs only onnxruntime
 
-    converted = float16.convert_float_to_float16(onnx.load_from_string(model_bytes), keep_io_types=True)
+    model = onnx.load_from_string(model_bytes)
+    _outputs_behind_identity(model.graph)
+    converted = float16.convert_float_to_float16(model, keep_io_types=True)
     return bytes(converted.SerializeToString())
+
+
+def _outputs_behind_identity(graph: onnx.GraphProto) -> None:
+    """Each graph output becomes an Identity of the tensor it named. The converter casts a kept FP32 output where it
+    is produced, so an output that other nodes also read (a classifier's feature maps) reached them as FP32 and
+    the graph did not type-check; behind an Identity only the Identity's own output is cast."""
+    for output in graph.output:
+        inner = f"{output.name}.body"
+        for node in graph.node:
+            node.input[:] = [inner if name == output.name else name for name in node.input]
+            node.output[:] = [inner if name == output.name else name for name in node.output]
+        graph.node.append(onnx.helper.make_node("Identity", [inner], [output.name], name=f"{output.name}.identity"))

@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from cnnserve.in_process import in_process
 from cnnserve.training.calibration import GateImages
+from cnnserve.training.variant_source import VariantError
 
 EVAL_BATCH = 64
 SPEED_ROUNDS = 3
@@ -64,8 +65,12 @@ class Verdict:
 def top1(model: bytes | Path, input_name: str, output_name: str, images: npt.NDArray[np.float32]
          ) -> npt.NDArray[np.int64]:  # fmt: skip
     """The class each image scores highest, run on CPU in batches of EVAL_BATCH."""
-    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model),
-                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    try:
+        session = ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                       providers=["CPUExecutionProvider"])  # fmt: skip
+    except Exception as err:  # ORT's own exception classes; the converted graph's fault, not the user's
+        raise VariantError(f"ONNX Runtime cannot load the {'variant' if isinstance(model, bytes) else 'source'}: "
+                           f"{err}") from None  # fmt: skip
     answers = [session.run([output_name], {input_name: images[i : i + EVAL_BATCH]})[0].argmax(axis=1)
                for i in range(0, len(images), EVAL_BATCH)]  # fmt: skip
     return np.concatenate(answers).astype(np.int64)

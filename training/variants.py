@@ -72,17 +72,22 @@ def make_variant(repo: Path, source_name: str, images: str | GateImages, options
     source = read_source(repo, source_name)
     name = variants.variant_name(source.name, options.variant_format)
     chosen = gate_images(images, source, options.seed) if isinstance(images, str) else images
-    logger.info("event=variant_images model=%s images=%s", name, chosen.description)
+    logger.info("event=variant_images model=%s source=%s calibration=%d held_out=%d", name, chosen.description,
+                len(chosen.calibration), len(chosen.held_out))  # fmt: skip
     model_bytes = source.path.read_bytes()
     if options.variant_format == "int8":
         variant = quantize_int8(model_bytes, source.input_name, chosen.calibration)
     else:
         variant = convert_fp16(model_bytes)
     accuracy = accuracy_figures(source.path, variant, source.input_name, source.output_name, chosen)
-    speed = _speed(source, name, variant, chosen, options, say)
+    speed = _speed(source, variant, chosen, options)
     found = verdicts(source.name, name, accuracy, speed, options.limits)
     for verdict in found:
         say(verdict.line)
+    if speed is None:
+        # The gate times CPU runs; an FP16 graph runs there only through inserted casts, and is never served there.
+        say(f"speed: not measured for {name}: FP16 is published for the CUDA provider only (serve it on a GPU and "
+            "compare with `cnnserve bench`)")  # fmt: skip
     refused = next((v for v in found if not v.passed), None)
     if refused is not None:
         raise GateRefused(refused, found)
@@ -92,12 +97,8 @@ def make_variant(repo: Path, source_name: str, images: str | GateImages, options
     return VariantResult(name, version_dir, found, parameters)
 
 
-def _speed(source: SourceModel, name: str, variant: bytes, images: GateImages, options: VariantOptions,
-           say: Callable[[str], None]) -> SpeedFigures | None:  # fmt: skip
+def _speed(source: SourceModel, variant: bytes, images: GateImages, options: VariantOptions) -> SpeedFigures | None:
     if options.variant_format == "fp16":
-        # This gate times CPU runs; an FP16 graph there runs through inserted casts, and is never served there.
-        say(f"speed: not measured for {name}: FP16 is published for the CUDA provider only (serve it on a GPU and "
-            "compare with `cnnserve bench`)")  # fmt: skip
         return None
     batch = options.batch_size or source.preferred_batch_size
     with tempfile.TemporaryDirectory() as tmp:
