@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cnnserve.contracts.variants import VARIANT_FORMATS
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(classifier)
     classifier.add_argument("--no-atlas", dest="atlas", action="store_false",
                             help="publish without the neuron atlas (docs/atlas.md; it costs ~10-25 s)")  # fmt: skip
+    classifier.add_argument("--quantize", choices=VARIANT_FORMATS,
+                            help="then publish a gated variant, <name>_int8 or <name>_fp16, calibrated on this run's "
+                            "training side and gated on its validation side (docs/quantization.md)")  # fmt: skip
     gan = commands.add_parser("gan", help="train a DCGAN (or class-conditional DCGAN with --conditional)")
     _common(gan)
     gan.add_argument("--conditional", action="store_true", help="class-conditional generator and discriminator")
@@ -65,9 +70,14 @@ def main(argv: Sequence[str]) -> int:
                         stream=sys.stderr)  # fmt: skip
     from cnnserve.training.export import ExportError
     from cnnserve.training.publish import PublishError
+    from cnnserve.training.variants import GateRefused
 
     try:
         return _dispatch(args)
+    except GateRefused as err:
+        print(f"cnnserve train {args.command}: the model is published; its variant was refused by the {err.gate} "
+              f"gate, nothing more published: {err}", file=sys.stderr)  # fmt: skip
+        return 1
     except (ValueError, FileNotFoundError, ExportError, PublishError) as err:
         # User-facing failures (bad dataset, bad flags, parity refused): one line, no traceback.
         print(f"cnnserve train {args.command}: error: {err}", file=sys.stderr)
@@ -94,7 +104,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         lr=args.lr, seed=args.seed, device=args.device, threads=args.threads, dry_run=args.dry_run,
         conditional=getattr(args, "conditional", False), judge=getattr(args, "judge", None), extra=extra,
         exporter=args.exporter, min_miou=getattr(args, "min_miou", None), min_found=getattr(args, "min_found", None),
-        atlas=getattr(args, "atlas", True),
+        atlas=getattr(args, "atlas", True), quantize=getattr(args, "quantize", None),
     )  # fmt: skip
     jobs = {"classifier": run_classifier, "gan": run_gan, "segmenter": run_segmenter}
     result = jobs[args.command](options)

@@ -104,6 +104,7 @@ class JobOptions:
     min_found: float | None = None  # segmenter: likewise for the share of digits found (MIN_FOUND)
     extra: dict[str, Any] = field(default_factory=dict)  # overrides of the training config's other fields
     atlas: bool = True  # classifier: publish the neuron atlas (training/atlas.py); dry runs make a few-step one
+    quantize: str | None = None  # classifier: then publish a gated "int8" or "fp16" variant (training/variants.py)
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,20 @@ def run_classifier(options: JobOptions) -> JobResult:
                           intra_op_threads=_intra_op_threads(split))  # fmt: skip
     version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, split.classes,
                           extra_files=atlas)  # fmt: skip
+    if options.quantize is not None:
+        _publish_variant(options, name, split)
     return JobResult(name, version_dir, report, time.monotonic() - started)
+
+
+def _publish_variant(options: JobOptions, name: str, split: DataSplit) -> None:
+    """The variant of the model just published, calibrated on this run's training side and gated on its validation
+    side; GateRefused (the model itself stays published) when a gate refuses."""
+    from cnnserve.training.calibration import split_images
+    from cnnserve.training.variants import VariantOptions, make_variant
+
+    variant = make_variant(options.repository, name, split_images(split, options.seed),
+                           VariantOptions(variant_format=options.quantize or "int8"))  # fmt: skip
+    print(f"published {variant.name} -> {variant.version_dir}")
 
 
 def _atlas(run: ClassifierRun, split: DataSplit, name: str, options: JobOptions) -> dict[str, bytes]:

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed-duration-s", type=float, default=2.0,
                    help="timed seconds per model per round of the speed gate (3 rounds, medians)")
     p.add_argument("--seed", type=int, default=0,
-                   help="the split's seed: give the one the model was trained with (default 0, as training's)")
+                   help="the split's seed (default 0: the split every training run makes, so calibration stays "
+                   "off the images it validated on)")
     return p  # fmt: skip
 
 
