@@ -15,8 +15,15 @@ import onnxruntime as ort
 from cnnserve.client.measurement import Measurement
 
 
-def in_process(model_file: Path, inputs: dict[str, np.ndarray], duration_s: float, threads: int,
-               allow_spinning: bool, instances: int = 1, outputs: Sequence[str] = ()) -> Measurement:
+def in_process(
+    model_file: Path,
+    inputs: dict[str, np.ndarray],
+    duration_s: float,
+    threads: int,
+    allow_spinning: bool,
+    instances: int = 1,
+    outputs: Sequence[str] = (),
+) -> Measurement:
     """The same model file run directly by ONNX Runtime with the server's thread settings (`instances` sessions of
     `threads` intra-op threads, each running the whole batch back to back in its own thread): the ceiling.
     outputs: the names session.run is given (all when empty); ONNX Runtime still runs the whole graph."""
@@ -25,8 +32,9 @@ def in_process(model_file: Path, inputs: dict[str, np.ndarray], duration_s: floa
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-    sessions = [ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-                for _ in range(instances)]
+    sessions = [
+        ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"]) for _ in range(instances)
+    ]
     batch = next(iter(inputs.values())).shape[0]
     for session in sessions:
         for _ in range(3):

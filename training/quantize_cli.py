@@ -17,26 +17,58 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnserve quantize", description=__doc__.splitlines()[0])
     p.add_argument("model", help="the classifier to make a variant of (its newest version)")
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
-    p.add_argument("--calibration", required=True, metavar="SOURCE",
-                   help="'digits' (the default models' own split) or a folder of images: class folders named like "
-                   "the model's labels (gated on accuracy) or images directly (gated on top-1 agreement)")
-    p.add_argument("--format", dest="variant_format", choices=VARIANT_FORMATS, default="int8",
-                   help="int8: static QDQ, gated on accuracy and CPU speed; fp16: for the CUDA provider only")
-    p.add_argument("--max-accuracy-drop", type=float, default=0.5,
-                   help="refuse when labelled top-1 accuracy drops by more percentage points (default 0.5)")
-    p.add_argument("--min-agreement", type=float, default=0.99,
-                   help="without labels, refuse below this share of top-1 answers equal to FP32's (default 0.99)")
-    p.add_argument("--min-speedup", type=float, default=1.0,
-                   help="refuse unless the variant's in-process items/s exceed FP32's by more than this factor "
-                   "(default 1: it must be faster)")
-    p.add_argument("--batch-size", type=int,
-                   help="the speed gate's batch (default: the model's preferred batch size, else max_batch_size)")
-    p.add_argument("--speed-duration-s", type=float, default=2.0,
-                   help="timed seconds per model per round of the speed gate (3 rounds, medians)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="the split's seed (default 0: the split every training run makes, so calibration stays "
-                   "off the images it validated on)")
-    return p  # fmt: skip
+    p.add_argument(
+        "--calibration",
+        required=True,
+        metavar="SOURCE",
+        help="'digits' (the default models' own split) or a folder of images: class folders named like "
+        "the model's labels (gated on accuracy) or images directly (gated on top-1 agreement)",
+    )
+    p.add_argument(
+        "--format",
+        dest="variant_format",
+        choices=VARIANT_FORMATS,
+        default="int8",
+        help="int8: static QDQ, gated on accuracy and CPU speed; fp16: for the CUDA provider only",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.5,
+        help="refuse when labelled top-1 accuracy drops by more percentage points (default 0.5)",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="without labels, refuse below this share of top-1 answers equal to FP32's (default 0.99)",
+    )
+    p.add_argument(
+        "--min-speedup",
+        type=float,
+        default=1.0,
+        help="refuse unless the variant's in-process items/s exceed FP32's by more than this factor "
+        "(default 1: it must be faster)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="the speed gate's batch (default: the model's preferred batch size, else max_batch_size)",
+    )
+    p.add_argument(
+        "--speed-duration-s",
+        type=float,
+        default=2.0,
+        help="timed seconds per model per round of the speed gate (3 rounds, medians)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the split's seed (default 0: the split every training run makes, so calibration stays "
+        "off the images it validated on)",
+    )
+    return p
 
 
 def main(argv: Sequence[str]) -> int:

@@ -72,7 +72,7 @@ def test_quantize_publishes_a_sibling_that_a_server_answers_like_its_source(digi
     assert parameters[variants.HELD_OUT_ITEMS] == str(len(load_dataset("digits").val))
     for key in (variants.ACCURACY_SOURCE, variants.ACCURACY_VARIANT, variants.TOP1_AGREEMENT,
                 variants.ITEMS_PER_S_SOURCE, variants.ITEMS_PER_S_VARIANT):  # fmt: skip
-        assert 0 < float(parameters[key])
+        assert float(parameters[key]) > 0
     assert parameters[variants.SPEED_BATCH_SIZE] == "4"
     assert features.ATLAS_PARAMETER not in parameters  # the atlas shows the source's neurons
     graph = onnx.load(str(digits_repo / "digits_cnn_int8" / "1" / "model.onnx")).graph
@@ -170,8 +170,9 @@ def test_a_foreign_classifier_without_labels_is_gated_on_agreement(tmp_path: Pat
     assert variants.ACCURACY_SOURCE not in parameters  # no labels: no accuracy is claimed
 
 
-def test_a_class_folder_is_split_like_training_and_labelled_in_the_models_order(tmp_path: Path,
-                                                                                image_folder: Path) -> None:  # fmt: skip
+def test_a_class_folder_is_split_like_training_and_labelled_in_the_models_order(
+    tmp_path: Path, image_folder: Path
+) -> None:
     write_foreign_classifier(tmp_path, labels=["cross", "circle", "bar", "other"])
     images = gate_images(str(image_folder), read_source(tmp_path, "foreign"))
     split = load_dataset(str(image_folder), image_size=12)  # what `train classifier --dataset` would hold out
