@@ -6,7 +6,8 @@ here by `cnnserve train benchmark-models`; random weights, so it is calibrated a
 scikit-learn bundles, by top-1 agreement). A variant the gate refuses is made again with `--min-speedup 0` in the
 scratch repository only, so that it can be measured; the run says so.
 
-In-process: one session with the model's own thread settings runs `batch` real images back to back. Served: `batch`
+In-process: one session with the model's own thread settings runs `batch` real images back to back, on the graph cut
+to its logits (what the server runs for a request that names no outputs, and what the gate times). Served: `batch`
 clients each send one image (the server's dynamic batching merges them), unary gRPC, as `cnnserve bench` does.
 
     python benchmarks/int8.py [--model-repository model_repository] [--duration-s 5]
@@ -24,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 from local_server import LocalServer  # benchmarks/ is the script's own folder
 from PIL import Image
 
@@ -32,6 +34,7 @@ from cnnserve.client.measurement import Measurement
 from cnnserve.in_process import in_process
 from cnnserve.training.calibration import gate_images
 from cnnserve.training.publish import latest_model
+from cnnserve.training.variant_gate import scores_only
 from cnnserve.training.variant_source import read_source
 
 MODELS = ("digits_cnn", "heavy_cnn")
@@ -89,9 +92,20 @@ def measure(repo: Path, address: str, name: str, mode: str, batch_images: np.nda
         return served(address, name, {"images": batch_images[:1]}, len(batch_images), duration_s)
     config = json.loads((repo / name / "config.json").read_text())
     threads = int(config.get("session", {}).get("intra_op_threads", 0))
-    model_file = latest_model(repo, name)
-    assert model_file is not None
-    return in_process(model_file, {"images": batch_images}, duration_s, threads, False, outputs=["logits"])
+    return in_process(scores_file(repo, name), {"images": batch_images}, duration_s, threads, False,
+                      outputs=["logits"])  # fmt: skip
+
+
+def scores_file(repo: Path, name: str) -> Path:
+    """The newest version's graph cut to its logits, beside the repository: what the server runs for a request
+    that names no outputs (the feature maps are optional outputs), and what the gate times."""
+    cut = repo.parent / "scores-only" / f"{name}.onnx"
+    if not cut.exists():
+        model_file = latest_model(repo, name)
+        assert model_file is not None
+        cut.parent.mkdir(exist_ok=True)
+        onnx.save(scores_only(onnx.load(str(model_file)), "images", "logits"), str(cut))
+    return cut
 
 
 def combined(runs: list[Measurement]) -> Measurement:

@@ -6,7 +6,6 @@ A refused variant is not published; the caller gets GateRefused with the gate's 
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,11 +100,8 @@ def _speed(source: SourceModel, variant: bytes, images: GateImages, options: Var
     if options.variant_format == "fp16":
         return None
     batch = options.batch_size or source.preferred_batch_size
-    with tempfile.TemporaryDirectory() as tmp:
-        variant_path = Path(tmp) / "model.onnx"
-        variant_path.write_bytes(variant)
-        return speed_figures(source.path, variant_path, source.input_name, source.output_name, images.held_out,
-                             batch, source.intra_op_threads, options.speed_duration_s)  # fmt: skip
+    return speed_figures(source.path, variant, source.input_name, source.output_name, images.held_out, batch,
+                         source.intra_op_threads, options.speed_duration_s)  # fmt: skip
 
 
 def _parameters(source: SourceModel, variant_format: str, images: GateImages, accuracy: AccuracyFigures,

@@ -23,6 +23,8 @@ from cnnserve.training.cli import main as train_main
 from cnnserve.training.data import load_dataset
 from cnnserve.training.image_sources import class_folders
 from cnnserve.training.publish import versions
+from cnnserve.training.quantize import quantize_int8
+from cnnserve.training.variant_gate import scores_only
 from cnnserve.training.variant_source import read_source
 
 FAST = ["--speed-duration-s", "0.05", "--batch-size", "4"]  # the speed gate still measures both, briefly
@@ -209,3 +211,16 @@ def test_training_with_quantize_publishes_the_variant_too(tmp_path: Path, capsys
     parameters = config_of(tmp_path / "repo", "digits_cnn_fp16")["parameters"]
     assert parameters[variants.QUANTIZED_FROM] == "digits_cnn:1"
     assert parameters[variants.HELD_OUT_ITEMS] == str(len(load_dataset("digits").val))
+
+
+def test_the_speed_gate_times_the_graph_the_server_runs_for_class_scores(classifier_repo: Path) -> None:
+    source = read_source(classifier_repo, "digits_cnn")
+    images = gate_images("digits", source)
+    int8 = onnx.load_from_string(quantize_int8(source.path.read_bytes(), "images", images.calibration[:32]))
+    cut = scores_only(int8, "images", "logits")
+    assert [o.name for o in cut.graph.output] == ["logits"]
+
+    def dequantized(model: onnx.ModelProto) -> int:
+        return sum(node.op_type == "DequantizeLinear" for node in model.graph.node)
+
+    assert dequantized(cut) < dequantized(int8)  # the feature maps' own DequantizeLinear nodes are gone
