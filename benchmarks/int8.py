@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from local_server import LocalServer  # benchmarks/ is the script's own folder
 from PIL import Image
 
@@ -108,6 +109,11 @@ def scores_file(repo: Path, name: str) -> Path:
     return cut
 
 
+def logits(repo: Path, name: str, images: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(scores_file(repo, name)), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(["logits"], {"images": images})[0])
+
+
 def combined(runs: list[Measurement]) -> Measurement:
     """The median round's items/s (a neighbour's burst costs one round), every round's latencies."""
     rates = sorted(m.items_per_s for m in runs)
@@ -160,6 +166,13 @@ def main() -> int:
                           for b in BATCHES]  # fmt: skip
                 listed = ", ".join(f"batch {b}: {r:.2f}x" for b, r in zip(BATCHES, ratios, strict=True))
                 print(f"{model:>16} {mode:>10}  {listed}")
+        print("\n=== why: the FP32 logits' top-1 margin against INT8's error, on the held-out images")
+        for model in MODELS:
+            fp32, int8 = (logits(repo, name, held_out[model]) for name in (model, f"{model}_int8"))
+            top = np.sort(fp32, axis=1)
+            print(f"{model:>16}: {len(fp32)} images, top-1 agreement {np.mean(fp32.argmax(1) == int8.argmax(1)):.4f}, "
+                  f"median margin top-1 - top-2 {np.median(top[:, -1] - top[:, -2]):.4g}, mean |INT8 - FP32| "
+                  f"{np.mean(np.abs(int8 - fp32)):.4g}, logit spread over images {np.mean(fp32.std(axis=0)):.4g}")
         print("\n=== gate (default limits)")
         for model, verdict in verdicts.items():
             print(f"{model}_int8: {verdict}")

@@ -74,10 +74,15 @@ def make_variant(repo: Path, source_name: str, images: str | GateImages, options
     logger.info("event=variant_images model=%s source=%s calibration=%d held_out=%d", name, chosen.description,
                 len(chosen.calibration), len(chosen.held_out))  # fmt: skip
     model_bytes = source.path.read_bytes()
-    if options.variant_format == "int8":
-        variant = quantize_int8(model_bytes, source.input_name, chosen.calibration)
-    else:
-        variant = convert_fp16(model_bytes)
+    try:
+        if options.variant_format == "int8":
+            variant = quantize_int8(model_bytes, source.input_name, chosen.calibration)
+        else:
+            variant = convert_fp16(model_bytes)
+    except Exception as err:  # the tools raise what they like on graphs they cannot handle
+        logger.exception("event=variant_failed model=%s format=%s", source.name, options.variant_format)
+        raise VariantError(f"model '{source.name}': the {options.variant_format} conversion failed: "
+                           f"{type(err).__name__}: {err}") from None  # fmt: skip
     accuracy = accuracy_figures(source.path, variant, source.input_name, source.output_name, chosen)
     speed = _speed(source, variant, chosen, options)
     found = verdicts(source.name, name, accuracy, speed, options.limits)

@@ -232,3 +232,14 @@ def test_the_speed_gate_times_the_graph_the_server_runs_for_class_scores(classif
     # scores, ONNX Runtime fuses them into QLinearConv: that is the INT8 model the server runs for a classify.
     assert "QLinearConv" not in optimised_ops(int8, tmp_path / "full.onnx")
     assert "QLinearConv" in optimised_ops(cut, tmp_path / "cut.onnx")
+
+
+def test_variant_names_and_sources_have_one_spelling() -> None:
+    assert variants.variant_name("digits_cnn", "int8") == "digits_cnn_int8"
+    value = variants.quantized_from_parameter("my:model", 12)
+    assert variants.parse_quantized_from(value) == ("my:model", 12)
+    for bad in ("digits_cnn", "digits_cnn:", ":3", "digits_cnn:x", "digits_cnn:\u0663"):
+        with pytest.raises(ValueError):
+            variants.parse_quantized_from(bad)
+    with pytest.raises(ValueError):
+        variants.variant_name("digits_cnn", "int4")
