@@ -1,5 +1,5 @@
 """The four default models (digits_cnn, dcgan_digits, cdcgan_digits, digits_segmenter), trained into a repository
-when missing.
+when missing, and digits_cnn_int8 after a new digits_cnn when it passes its gate (docs/quantization.md).
 
 `make run` calls `ensure_default_models` before serving; a model that already has a version is skipped. The
 classifier trains first (it judges the GANs) on every core; the rest then train side by side, one process and one
@@ -72,8 +72,23 @@ def ensure_default_models(
             continue
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[result.report["passed"]]
         print(f"{result.name}: {result.seconds:.1f}s, report card {verdict}, published {result.version_dir}")
+    if DEFAULT_CLASSIFIER in missing and not dry_run:
+        publish_default_variant(repo)
     if results:
         print(f"default models trained in {time.monotonic() - started:.1f}s")
+
+
+def publish_default_variant(repo: Path) -> None:
+    """digits_cnn_int8 beside the classifier just trained, when its gate passes on this machine (last, so that the
+    speed gate times an idle machine); a refusal is printed, not raised: digits_cnn serves either way."""
+    from cnnserve.training.variants import GateRefused, VariantOptions, make_variant
+
+    try:
+        variant = make_variant(repo, DEFAULT_CLASSIFIER, "digits", VariantOptions())
+    except GateRefused as err:
+        print(f"{DEFAULT_CLASSIFIER}_int8: NOT published: {err}")
+        return
+    print(f"{variant.name}: published {variant.version_dir}")
 
 
 def run_default(options: JobOptions) -> JobResult | None:

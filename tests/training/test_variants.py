@@ -22,6 +22,7 @@ from cnnserve.contracts import features, variants
 from cnnserve.training.calibration import gate_images
 from cnnserve.training.cli import main as train_main
 from cnnserve.training.data import load_dataset
+from cnnserve.training.defaults import publish_default_variant
 from cnnserve.training.image_sources import class_folders
 from cnnserve.training.publish import versions
 from cnnserve.training.quantize import quantize_int8
@@ -243,3 +244,13 @@ def test_variant_names_and_sources_have_one_spelling() -> None:
             variants.parse_quantized_from(bad)
     with pytest.raises(ValueError):
         variants.variant_name("digits_cnn", "int4")
+
+
+@pytest.mark.slow
+def test_defaults_publish_the_int8_variant_only_when_its_gate_passes(digits_repo: Path, capsys) -> None:
+    publish_default_variant(digits_repo)  # default limits and timing: the verdict is this machine's
+    out = capsys.readouterr().out
+    assert "accuracy gate: digits_cnn" in out and "speed gate: digits_cnn" in out
+    published = versions(digits_repo / "digits_cnn_int8") == [1]
+    assert published == ("digits_cnn_int8: published" in out)
+    assert published != ("digits_cnn_int8: NOT published" in out)
