@@ -62,6 +62,8 @@ def _outputs_behind_identity(graph: onnx.GraphProto) -> None:
     is produced, so an output that other nodes also read (a classifier's feature maps) reached them as FP32 and
     the graph did not type-check; behind an Identity only the Identity's own output is cast."""
     for output in graph.output:
+        if not any(output.name in node.output for node in graph.node):
+            continue  # a graph input or initialiser passed through: nothing to cast
         inner = f"{output.name}.body"
         for node in graph.node:
             node.input[:] = [inner if name == output.name else name for name in node.input]
