@@ -109,7 +109,11 @@ def _digits(model: SourceModel, seed: int) -> GateImages:
                            f"{recipe.item_shape} {recipe.layout}")  # fmt: skip
     if model.labels and model.labels != tuple(str(d) for d in range(10)):
         raise VariantError(f"'digits' labels are 0..9; model '{model.name}' has {', '.join(model.labels[:10])}")
-    from cnnserve.training.data import load_dataset  # torch: only this source needs it
+    try:
+        from cnnserve.training.data import load_dataset  # torch and scikit-learn: only this source needs them
+    except ModuleNotFoundError as err:
+        raise VariantError(f"'digits' needs the package '{err.name}' (pip install 'cnnserve[train]'); a folder "
+                           "SOURCE needs only onnxruntime") from None  # fmt: skip
 
     assert recipe.height is not None
     return split_images(load_dataset(DIGITS, image_size=recipe.height, channels=1, seed=seed), seed)

@@ -108,7 +108,8 @@ def test_a_refusing_gate_exits_1_with_one_line_and_publishes_nothing(digits_repo
     assert versions(digits_repo / "digits_cnn_int8") == []
 
 
-def test_fp16_is_published_for_cuda_only_and_a_cpu_server_refuses_it(digits_repo: Path, start_server) -> None:
+def test_fp16_is_published_for_cuda_only_and_a_cpu_server_refuses_it(digits_repo: Path, start_server,
+                                                                     caplog) -> None:  # fmt: skip
     assert quantize(digits_repo, "digits_cnn", "digits", "--format", "fp16") == 0
     config = config_of(digits_repo, "digits_cnn_fp16")
     assert config["parameters"][variants.REQUIRES_PROVIDER] == "cuda"
@@ -124,6 +125,8 @@ def test_fp16_is_published_for_cuda_only_and_a_cpu_server_refuses_it(digits_repo
         assert refused.state == "UNAVAILABLE" and "CUDAExecutionProvider" in refused.reason
         assert client.is_model_ready("digits_cnn")
         assert not client.is_model_ready("digits_cnn_fp16")
+    failures = [r.getMessage() for r in caplog.records if "event=model_load_failed" in r.getMessage()]
+    assert len(failures) == 2 and all("requires_provider=cuda" in message for message in failures)
 
 
 # A classifier from elsewhere: 3 x 20 x 12 input, no preprocessing in its config, no feature outputs.
