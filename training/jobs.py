@@ -204,8 +204,8 @@ def _publish_variant(options: JobOptions, name: str, split: DataSplit) -> None:
     from cnnserve.training.calibration import split_images
     from cnnserve.training.variants import VariantOptions, make_variant
 
-    variant = make_variant(options.repository, name, split_images(split, options.seed),
-                           VariantOptions(variant_format=options.quantize or "int8"))  # fmt: skip
+    images = split_images(split, seed=0)  # the split's own seed: _setup's load_dataset takes its default
+    variant = make_variant(options.repository, name, images, VariantOptions(variant_format=options.quantize or "int8"))
     print(f"published {variant.name} -> {variant.version_dir}")
 
 
