@@ -45,6 +45,9 @@ class SessionOptions:
     graph_optimization_level: str = "all"  # disable | basic | extended | all
     allow_spinning: bool = False
     """ORT's intra-op threads spin-wait by default; on small machines that CPU is taken from the gRPC loop."""
+    inline_run_max_us: int = layout.INLINE_RUN_MAX_US
+    """A run whose measured compute at its batch size is below this many microseconds is done on the event loop,
+    when the model is idle, instead of a session thread: two thread hand-offs cost more than that. 0: never."""
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,7 @@ def _session(top: _Reader) -> SessionOptions:
         inter_op_threads=reader.int_("inter_op_threads", default.inter_op_threads, 0),
         graph_optimization_level=level,
         allow_spinning=reader.bool_("allow_spinning", default.allow_spinning),
+        inline_run_max_us=reader.int_("inline_run_max_us", default.inline_run_max_us, 0),
     )
 
 

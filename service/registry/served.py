@@ -119,6 +119,7 @@ class ServedModel:
             observer=self._observe_batch,
             name=spec.name,
             wait_when_idle=batching.wait_when_idle,
+            runs_at_once=runtime.runs_inline,
         )
 
     @property

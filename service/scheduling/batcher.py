@@ -33,6 +33,8 @@ OutputNames = frozenset[str] | None
 """The outputs a request (or a batch) needs; None: all of them (the cheapest path: nothing to choose)."""
 # (inputs concatenated on axis 0, outputs wanted) -> (outputs with the same leading dim, the run's phases)
 RunBatch = Callable[[Tensors, OutputNames], Awaitable[tuple[Tensors, ComputeTimes]]]
+RunsAtOnce = Callable[[Tensors, OutputNames], bool]
+"""Whether run_batch would answer these inputs without suspending (the runtime runs them on the loop)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Batcher:
         name: str = "model",
         wait_when_idle: bool = False,
         merge: bool = True,
+        runs_at_once: RunsAtOnce | None = None,
     ) -> None:
         if max_batch_size < 0:
             raise ValueError(f"max_batch_size must be >= 0 (0 = the model does not batch), got {max_batch_size}")
@@ -95,6 +98,7 @@ class Batcher:
         self._wait_when_idle = wait_when_idle
         self._preferred = frozenset(preferred_batch_sizes)
         self._merge = merge  # False: a model that batches but runs each request alone (no dynamic batching)
+        self._runs_at_once = runs_at_once
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
@@ -128,6 +132,9 @@ class Batcher:
                 f"model '{self._name}': queue holds {self._queued_items} of {self._max_queue_size} items, "
                 f"no room for {items} more"
             )
+        if (self._runs_at_once is not None and not self._queue and not self._running and not self._wait_when_idle
+                and self._runs_at_once(inputs, outputs)):  # fmt: skip
+            return await self._run_alone(_Request(inputs, items, signature, deadline, outputs))
         wakeup = self._start()
         request = _Request(inputs, items, signature, deadline, outputs)
         self._queue.append(request)
@@ -149,6 +156,22 @@ class Batcher:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    async def _run_alone(self, request: _Request) -> Tensors:
+        """An idle model whose run finishes without suspending: the request is its own batch, run in the caller's
+        task. No queue, no wake-up of the batcher's task, no task of its own, no deadline timer: nothing can happen
+        between its arrival and its answer, so it is a batch of one that started at once."""
+        request.queued = False
+        self._running += 1
+        self._in_flight += 1
+        try:
+            await self._run([request])
+        finally:
+            self._running -= 1
+            self._in_flight -= 1
+            if self._queue and self._wakeup is not None:  # only if the run did suspend after all
+                self._wakeup.set()
+        return request.future.result()
 
     def _expire(self, request: _Request) -> None:
         """Deadline reached: a request still queued is answered now and never run; a running one finishes."""

@@ -638,3 +638,63 @@ def test_requests_asking_different_outputs_merge_into_one_batch_that_computes_th
         await batcher.close()
 
     run(scenario())
+
+
+class Instant:
+    """A fake model whose runs finish without suspending when it says so (as the runtime's inline runs do), and
+    suspend for `seconds` otherwise; it records each batch and whether it ran at once."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+        self.at_once = True
+        self.batches: list[tuple[int, bool]] = []  # (rows, ran at once)
+
+    def runs_at_once(self, inputs: Tensors, outputs: OutputNames) -> bool:
+        return self.at_once
+
+    async def __call__(self, inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
+        x = inputs["x"]
+        at_once = self.at_once
+        self.batches.append((len(x), at_once))
+        if not at_once:
+            await asyncio.sleep(self.seconds)
+        return {"y": x * 2}, ComputeTimes(0.0, 1e-5, 0.0)
+
+
+def test_an_idle_model_whose_run_does_not_suspend_answers_in_the_callers_own_step() -> None:
+    """No queue, no batcher task, no timer: the request's coroutine finishes in its first step, and the observer
+    still sees a batch of one."""
+
+    async def main() -> None:
+        model = Instant()
+        records: list[BatchRecord] = []
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, observer=records.append,
+                          runs_at_once=model.runs_at_once)  # fmt: skip
+        x = rows(3)
+        coroutine = batcher.submit(x, deadline=time.monotonic() + 5)
+        with pytest.raises(StopIteration) as finished:
+            coroutine.send(None)
+        np.testing.assert_array_equal(finished.value.value["y"], x["x"] * 2)
+        assert [(r.items, r.requests, r.failed) for r in records] == [(3, 1, False)]
+        assert batcher.queued_items == 0 and batcher.in_flight_requests == 0
+        with pytest.raises(InvalidInput):  # refused as on the queued path
+            await batcher.submit(rows(9))
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_while_a_batch_runs_requests_still_queue_and_merge_behind_it() -> None:
+    async def main() -> None:
+        model = Instant(seconds=0.05)
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, runs_at_once=model.runs_at_once)
+        model.at_once = False  # the runtime says: this one goes to a thread
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await asyncio.sleep(0.01)
+        model.at_once = True  # tiny runs again, but the model is busy: the queue, as always
+        rest = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(4)]
+        await asyncio.gather(first, *rest)
+        assert model.batches == [(1, False), (4, True)]
+        await batcher.close()
+
+    asyncio.run(main())
