@@ -35,6 +35,11 @@ class DynamicBatching:
     while the model is busy (batches then form from what queued during the running batch). On CPU, where a
     batch costs about its size, waiting only adds latency. True: always wait up to the delay (Triton's rule),
     which pays off on GPUs where a fuller batch costs little more."""
+    latency_budget_ms: int = layout.LATENCY_BUDGET_MS
+    """0: off. Otherwise a request to a busy model is refused at once (RESOURCE_EXHAUSTED / 429) when its predicted
+    completion (the queue ahead, its own batch and what runs now, from measured batch times) is past this many
+    milliseconds, and a batch is sent early rather than let its oldest request miss it. A request's own deadline,
+    when shorter, is its budget."""
 
 
 @dataclass(frozen=True)

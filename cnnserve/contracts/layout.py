@@ -42,7 +42,8 @@ CONFIG_KEYS = frozenset(
 )  # fmt: skip
 """Top-level config.json keys the server reads; others are logged and ignored (a newer trainer may add some)."""
 TENSOR_KEYS = ("name", "datatype", "dims")
-DYNAMIC_BATCHING_KEYS = ("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size", "wait_when_idle")
+DYNAMIC_BATCHING_KEYS = ("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size", "wait_when_idle",
+                         "latency_budget_ms")  # fmt: skip
 SESSION_KEYS = ("intra_op_threads", "inter_op_threads", "graph_optimization_level", "allow_spinning",
                 "inline_run_max_us")  # fmt: skip
 
@@ -52,6 +53,7 @@ MAX_QUEUE_DELAY_US = 500
 PREFERRED_BATCH_SIZES: tuple[int, ...] = ()
 MAX_QUEUE_SIZE = 1024
 WAIT_WHEN_IDLE = False
+LATENCY_BUDGET_MS = 0  # off
 INLINE_RUN_MAX_US = 200
 """Session default: runs measured below this (at their batch size) may run on the event loop while the model is idle.
 Measured on this project's 2-core machine: a round trip to a session thread and back costs 20-80 us of CPU and a

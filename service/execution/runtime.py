@@ -151,6 +151,8 @@ class Runtime:
         self._inline_max_s = options.inline_run_max_us / 1e6
         self._last_run_ended = 0.0  # time.monotonic(), on the event loop
         self._idle_gap_s = inline_idle_gap_s
+        self.warm_up_times: dict[int, float] = {}
+        """Seconds of a steady run per warmed batch size (a second run after the first), for first estimates."""
         self._closed = False
         logger.info("event=sessions_created model=%s provider=%s instances=%d", self.label, self.provider,
                     len(self._sessions))  # fmt: skip
@@ -221,6 +223,10 @@ class Runtime:
                     runs += [(session, names)] if session is not instance.session else []
                     for to_run, output_names in runs:
                         to_run.run(output_names, feed)
+                    started = time.monotonic()
+                    session.run(names, feed)  # what a request naming no outputs costs, now that the shape is warm
+                    self.warm_up_times[batch] = time.monotonic() - started
+                    self.compute_times.observe(batch, self.warm_up_times[batch])
                 except Exception as err:
                     if not guessed:
                         raise ModelLoadError(f"{self.label}: warm-up run failed: {err}") from None

@@ -198,6 +198,7 @@ def _dynamic_batching(top: _Reader) -> DynamicBatching | None:
         preferred_batch_sizes=tuple(sorted(set(reader.ints("preferred_batch_sizes", 1)))),
         max_queue_size=reader.int_("max_queue_size", default.max_queue_size, 1),
         wait_when_idle=reader.bool_("wait_when_idle", default.wait_when_idle),
+        latency_budget_ms=reader.int_("latency_budget_ms", default.latency_budget_ms, 0),
     )
 
 

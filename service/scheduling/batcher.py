@@ -21,9 +21,12 @@ from cnnserve.service.errors import (
     InferenceFailed,
     InvalidInput,
     ModelNotReady,
+    OverBudget,
     QueueFull,
     ServiceError,
 )
+from cnnserve.service.estimates import BatchTimes
+from cnnserve.service.scheduling.admission import predicted_wait_and_run
 from cnnserve.service.types import ComputeTimes
 
 logger = logging.getLogger(__name__)
@@ -49,16 +52,23 @@ class BatchRecord:
     compute: ComputeTimes | None = None  # the run's own phases; None when it failed
 
 
+REFUSAL_REASONS = ("queue_full", "budget", "deadline")
+"""Why a request was refused on arrival: the queue at max_queue_size, a predicted completion past the model's
+latency budget, or past the request's own (shorter) deadline."""
+
+
 class _Request:
-    __slots__ = ("deadline", "enqueued", "future", "inputs", "items", "outputs", "queued", "signature")
+    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "queued", "signature")
 
     def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
-                 outputs: OutputNames) -> None:  # fmt: skip
+                 outputs: OutputNames, budget: float | None = None) -> None:  # fmt: skip
         self.inputs, self.items, self.signature, self.deadline = inputs, items, signature, deadline
         self.outputs = outputs
         self.future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self.enqueued = time.monotonic()
         self.queued = True  # False once taken into a batch or removed
+        # When it must be answered: its budget, or its own deadline when sooner; None without a budget.
+        self.due = None if budget is None else min(self.enqueued + budget, deadline or float("inf"))
 
 
 class Batcher:
@@ -79,6 +89,7 @@ class Batcher:
         wait_when_idle: bool = False,
         merge: bool = True,
         runs_at_once: RunsAtOnce | None = None,
+        latency_budget_s: float | None = None,
     ) -> None:
         if max_batch_size < 0:
             raise ValueError(f"max_batch_size must be >= 0 (0 = the model does not batch), got {max_batch_size}")
@@ -91,6 +102,8 @@ class Batcher:
             )
         if max_queue_size < 1 or concurrency < 1:
             raise ValueError(f"max_queue_size and concurrency must be >= 1, got {max_queue_size}, {concurrency}")
+        if latency_budget_s is not None and latency_budget_s <= 0:
+            raise ValueError(f"latency_budget_s must be > 0 (None: no budget), got {latency_budget_s}")
         self._run_batch, self._observer, self._name = run_batch, observer, name
         self._max_batch_size, self._max_queue_size = max_batch_size, max_queue_size
         self._concurrency = concurrency
@@ -99,6 +112,11 @@ class Batcher:
         self._preferred = frozenset(preferred_batch_sizes)
         self._merge = merge  # False: a model that batches but runs each request alone (no dynamic batching)
         self._runs_at_once = runs_at_once
+        self._budget = latency_budget_s
+        self.service_times = BatchTimes()
+        """Seconds per batch by its items, measured around each run (the thread hand-off included)."""
+        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self._running_batches: dict[int, tuple[float, int]] = {}  # id(batch) -> (started, items)
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
@@ -128,15 +146,19 @@ class Batcher:
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded(f"model '{self._name}': deadline passed before the request was queued")
         if self._queued_items + items > self._max_queue_size:
+            self.refusals["queue_full"] += 1
             raise QueueFull(
                 f"model '{self._name}': queue holds {self._queued_items} of {self._max_queue_size} items, "
                 f"no room for {items} more"
             )
-        if (self._runs_at_once is not None and not self._queue and not self._running and not self._wait_when_idle
+        idle = not self._queue and not self._running
+        if (idle and self._runs_at_once is not None and not self._wait_when_idle
                 and self._runs_at_once(inputs, outputs)):  # fmt: skip
             return await self._run_alone(_Request(inputs, items, signature, deadline, outputs))
+        if self._budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
+            self._admit(items, deadline)
         wakeup = self._start()
-        request = _Request(inputs, items, signature, deadline, outputs)
+        request = _Request(inputs, items, signature, deadline, outputs, self._budget)
         self._queue.append(request)
         self._queued_items += items
         wakeup.set()
@@ -157,6 +179,28 @@ class Batcher:
             if timer is not None:
                 timer.cancel()
 
+    def _admit(self, items: int, deadline: float | None) -> None:
+        """Refuse at once a request that would be answered after the latency budget (or its own deadline)."""
+        now = time.monotonic()
+        assert self._budget is not None
+        wait = predicted_wait_and_run(self.service_times, self._running_batches.values(), self._queued_items, items,
+                                      self._max_batch_size, self._concurrency, now)  # fmt: skip
+        if wait is None:  # nothing measured yet: no grounds to refuse
+            return
+        if deadline is not None and deadline - now < self._budget and wait > deadline - now:
+            self.refusals["deadline"] += 1
+            raise DeadlineExceeded(
+                f"model '{self._name}': predicted to answer in {wait * 1e3:.1f} ms, after the request's deadline "
+                f"({(deadline - now) * 1e3:.1f} ms from now); refused without queueing"
+            )
+        if wait > self._budget:
+            self.refusals["budget"] += 1
+            raise OverBudget(
+                f"model '{self._name}': predicted to answer in {wait * 1e3:.1f} ms, over its latency budget of "
+                f"{self._budget * 1e3:.0f} ms ({self._queued_items} items queued, {self._running} batches "
+                "running); retry later"
+            )
+
     async def _run_alone(self, request: _Request) -> Tensors:
         """An idle model whose run finishes without suspending: the request is its own batch, run in the caller's
         task. No queue, no wake-up of the batcher's task, no task of its own, no deadline timer: nothing can happen
@@ -164,9 +208,12 @@ class Batcher:
         request.queued = False
         self._running += 1
         self._in_flight += 1
+        batch = [request]
+        self._running_batches[id(batch)] = (request.enqueued, request.items)
         try:
-            await self._run([request])
+            await self._run(batch)
         finally:
+            del self._running_batches[id(batch)]
             self._running -= 1
             self._in_flight -= 1
             if self._queue and self._wakeup is not None:  # only if the run did suspend after all
@@ -280,7 +327,13 @@ class Batcher:
         if not (full or self._closing or idle or waited >= self._delay):
             cut = max((i + 1 for i, total in enumerate(totals) if total in self._preferred), default=0)
             if not cut:
-                return [], self._delay - waited
+                wait = self._delay - waited
+                if head.due is not None:  # send early rather than let the oldest miss its budget waiting
+                    run = self.service_times.predict(totals[-1]) or 0.0
+                    wait = min(wait, head.due - run - now)
+                if wait > 0:
+                    return [], wait
+                cut = len(totals)
         batch = []
         for _ in range(cut):
             request = self._queue.popleft()
@@ -293,9 +346,11 @@ class Batcher:
         return batch, None
 
     async def _execute(self, batch: list[_Request]) -> None:
+        self._running_batches[id(batch)] = (time.monotonic(), sum(r.items for r in batch))
         try:
             await self._run(batch)
         finally:
+            del self._running_batches[id(batch)]
             for r in batch:  # never leave a caller hanging, whatever escaped
                 _fail(r.future, InferenceFailed(f"model '{self._name}': batch aborted"))
             self._running -= 1
@@ -334,6 +389,7 @@ class Batcher:
                     _answer(r.future, {k: v[start:end] for k, v in own.items()})
                     start = end
             failed = False
+            self.service_times.observe(sum(r.items for r in batch), run_seconds)
         except InvalidInput as exc:
             split = len(batch) > 1
             if not split:

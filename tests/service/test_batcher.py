@@ -17,6 +17,7 @@ from cnnserve.service.errors import (
     InferenceFailed,
     InvalidInput,
     ModelNotReady,
+    OverBudget,
     QueueFull,
     ServiceError,
 )
@@ -698,3 +699,55 @@ def test_while_a_batch_runs_requests_still_queue_and_merge_behind_it() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_a_busy_model_refuses_at_once_what_would_miss_its_latency_budget() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.04)
+        batcher = Batcher(model, max_batch_size=2, max_queue_delay_us=0, latency_budget_s=0.1)
+        batcher.service_times.observe(1, 0.04)  # as warm-up seeds it
+        batcher.service_times.observe(2, 0.04)
+        # Idle: admitted whatever the budget says (nothing could answer it sooner); then each batch of 2 takes
+        # 40 ms, so within 100 ms there is room for the running batch and one more behind it.
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        admitted = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(2)]
+        await settle()
+        refused_at = time.monotonic()
+        with pytest.raises(OverBudget, match=r"over its latency budget of 100 ms"):
+            await batcher.submit(rows(1))
+        assert time.monotonic() - refused_at < 0.01  # at once, not after a wait
+        assert batcher.refusals == {"queue_full": 0, "budget": 1, "deadline": 0}
+        # A request whose own deadline is shorter than the budget is refused against that deadline.
+        with pytest.raises(DeadlineExceeded, match="after the request's deadline"):
+            await batcher.submit(rows(1), deadline=time.monotonic() + 0.05)
+        assert batcher.refusals["deadline"] == 1
+        started = time.monotonic()
+        await asyncio.gather(first, *admitted)
+        assert time.monotonic() - started < 0.1 + 0.05  # the admitted ones were answered within the budget
+        assert model.sizes == [1, 2]
+        await batcher.close()
+
+    run(main())
+
+
+def test_a_batch_leaves_early_rather_than_let_its_oldest_request_miss_the_budget() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.01)
+        # wait_when_idle: every batch waits the (10 s) delay for company, unless its budget says go.
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, wait_when_idle=True,
+                          latency_budget_s=0.2)  # fmt: skip
+        batcher.service_times.observe(1, 0.05)
+        batcher.service_times.observe(1, 0.05)
+        started = time.monotonic()
+        await batcher.submit(rows(1))
+        waited = time.monotonic() - started
+        assert 0.1 < waited < 0.2  # sent 50 ms (its estimated run) before its 200 ms budget ends, not after 10 s
+        await batcher.close()
+
+    run(main())
+
+
+def test_a_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="latency_budget_s"):
+        Batcher(Doubler(), max_batch_size=2, max_queue_delay_us=0, latency_budget_s=0)
