@@ -17,13 +17,14 @@ class BatchTimes:
     """Seconds per batch, by batch size (items). Only written and read on one thread at a time, or, where two
     threads touch it, tolerant of a lost update: it is an estimate."""
 
-    __slots__ = ("_seconds", "_sizes", "_warm", "weight")
+    __slots__ = ("_seconds", "_sizes", "_variance", "_warm", "weight")
 
     def __init__(self, weight: float = EMA_WEIGHT) -> None:
         if not 0 < weight <= 1:
             raise ValueError(f"the EMA weight must lie in (0, 1], got {weight}")
         self.weight = weight
         self._seconds: dict[int, float] = {}
+        self._variance: dict[int, float] = {}  # exponentially weighted, of the same runs
         self._sizes: list[int] = []  # the keys of _seconds, sorted, for interpolation
         self._warm: set[int] = set()  # sizes measured twice or more
 
@@ -31,14 +32,16 @@ class BatchTimes:
         old = self._seconds.get(size)
         if old is None:
             bisect.insort(self._sizes, size)
-            self._seconds[size] = seconds
+            self._seconds[size], self._variance[size] = seconds, 0.0
         elif size not in self._warm:
             # The first run at a new shape pays ONNX Runtime's allocations and kernel choices, often several times
             # a steady run: the second measurement replaces it rather than averaging with it.
             self._warm.add(size)
             self._seconds[size] = seconds
         else:
-            self._seconds[size] = old + self.weight * (seconds - old)
+            deviation = seconds - old
+            self._seconds[size] = old + self.weight * deviation
+            self._variance[size] = (1 - self.weight) * (self._variance[size] + self.weight * deviation * deviation)
 
     def measured(self, size: int) -> float | None:
         """The estimate for exactly this size; None until a batch of it ran."""
@@ -63,6 +66,17 @@ class BatchTimes:
         below, above = sizes[at - 1], sizes[at]
         low, high = self._seconds[below], self._seconds[above]
         return low + (high - low) * (size - below) / (above - below)
+
+    def variance(self, size: int) -> float:
+        """The spread of runs at the measured size nearest to `size` (seconds squared); 0 before any."""
+        sizes = self._sizes
+        if not sizes:
+            return 0.0
+        at = bisect.bisect_left(sizes, size)
+        nearest = sizes[min(at, len(sizes) - 1)]
+        if at > 0 and (at == len(sizes) or size - sizes[at - 1] < nearest - size):
+            nearest = sizes[at - 1]
+        return self._variance[nearest]
 
     def snapshot(self) -> dict[int, float]:
         """Every measured size and its estimate (for metrics)."""

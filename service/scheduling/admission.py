@@ -8,9 +8,14 @@ each on the first instance to free up, and the running batches free theirs when 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable
 
 from cnnserve.service.estimates import BatchTimes
+
+TAIL_Z = 2.33
+"""The budget is a p99 promise: the prediction adds 2.33 standard deviations (a normal's 99th percentile) of the
+batch times it sums, so a noisy machine admits fewer requests rather than let its spread break the budget."""
 
 
 def predicted_wait_and_run(
@@ -22,27 +27,30 @@ def predicted_wait_and_run(
     concurrency: int,
     now: float,
 ) -> float | None:
-    """Seconds from `now` until a request of `items` that joins the tail of the queue is answered; None while no
-    batch time has been measured (or seeded by warm-up) to predict from.
+    """Seconds from `now` until a request of `items` that joins the tail of the queue is answered, at the 99th
+    percentile of the measured batch times (mean plus TAIL_Z spreads); None while no batch time has been measured
+    (or seeded by warm-up) to predict from.
 
     running: (started, items) of each batch executing now, started being a time.monotonic() value.
     """
     limit = max_batch_size or 1
-    free: list[float] = []  # when each instance frees up, seconds from now
+    # Each instance: (when it frees up in seconds from now, the variance of that time), earliest first.
+    free: list[tuple[float, float]] = []
     for started, size in running:
         seconds = times.predict(size)
         if seconds is None:
             return None
-        free.append(max(0.0, started + seconds - now))
-    free += [0.0] * max(0, concurrency - len(free))
+        free.append((max(0.0, started + seconds - now), times.variance(size)))
+    free += [(0.0, 0.0)] * max(0, concurrency - len(free))
     heapq.heapify(free)
-    left, finish = queued_items + items, 0.0
+    left, finish, spread = queued_items + items, 0.0, 0.0
     while left > 0:
         size = min(limit, left)
         seconds = times.predict(size)
         if seconds is None:
             return None
-        finish = heapq.heappop(free) + seconds
-        heapq.heappush(free, finish)
+        start, variance = heapq.heappop(free)
+        finish, spread = start + seconds, variance + times.variance(size)
+        heapq.heappush(free, (finish, spread))
         left -= size
-    return finish
+    return finish + TAIL_Z * math.sqrt(spread)
