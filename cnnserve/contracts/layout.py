@@ -54,10 +54,12 @@ PREFERRED_BATCH_SIZES: tuple[int, ...] = ()
 MAX_QUEUE_SIZE = 1024
 WAIT_WHEN_IDLE = False
 LATENCY_BUDGET_MS = 0  # off
-INLINE_RUN_MAX_US = 200
+INLINE_RUN_MAX_US = 400
 """Session default: runs measured below this (at their batch size) may run on the event loop while the model is idle.
-Measured on this project's 2-core machine: a round trip to a session thread and back costs 20-80 us of CPU and a
-context switch each way; 200 us bounds how long one inline run can hold up every other request on the loop."""
+Measured on this project's 2-core machine (benchmarks/request_path.py, one caller): a batch sent to a session thread
+and back cost that thread 0.12 ms of CPU for a 0.05 ms run, plus two wake-ups of latency. 400 us takes in the digits
+CNN (~0.05-0.08 ms at batch 1) and the DCGAN generator (~0.12-0.2 ms) and bounds how long one inline run holds up
+the loop's other requests."""
 
 _POLICY_RULE = "exactly one of latest {num_versions}, all {}, specific {versions}"
 

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from cnnserve.contracts import layout
 from cnnserve.service.errors import InvalidInput, ModelLoadError, ModelNotReady
 from cnnserve.service.execution.runtime import (
     CPU,
@@ -280,7 +281,7 @@ def test_slow_runs_and_a_zero_inline_limit_always_use_the_threads(tmp_path: Path
                 await runtime.run_timed({"images": images})
                 await asyncio.sleep(INLINE_IDLE_GAP_S * 2)
         measured = slow.compute_times.measured(1)
-        assert measured is not None and measured > 200e-6  # the fixture is slow enough for the default limit
+        assert measured is not None and measured > layout.INLINE_RUN_MAX_US / 1e6  # slower than the default limit
         assert not slow.runs_inline({"images": images}, None)
         assert not fast.runs_inline({"images": images}, None)
 
