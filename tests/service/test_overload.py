@@ -248,8 +248,8 @@ def test_a_latency_budget_holds_the_accepted_p99_under_overload_at_nearly_full_t
         assert throughput >= 0.9 * capacity
         assert refused_p50 < 25 and refused_p50 < accepted_p50 / 2  # refused at once, in milliseconds
         assert max(r.queue_samples) < 4 * BUDGET_MS / 1000 * capacity  # a few batches, never the 1,024 it allows
-    refused = scrape(server.http_url, "cnnserve_refused_requests_total", model="slow_budget", reason="budget")
-    assert refused - refused_before == sum(len(r.of(room)) for r in rounds)  # every refusal was the budget's
+    refused_after = scrape(server.http_url, "cnnserve_refused_requests_total", model="slow_budget", reason="budget")
+    assert refused_after - refused_before == sum(len(r.of(room)) for r in rounds)  # every refusal was the budget's
     assert scrape(server.http_url, "cnnserve_batch_time_estimate_seconds", model="slow_budget", batch_size="2") > 0
     growth = rss[-1] - rss[0]
     assert growth < 8 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB over {ROUNDS - 1} rounds"
