@@ -8,14 +8,13 @@ each on the first instance to free up, and the running batches free theirs when 
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Iterable
 
 from cnnserve.service.estimates import BatchTimes
 
 TAIL_Z = 2.33
-"""The budget is a p99 promise: the prediction adds 2.33 standard deviations (a normal's 99th percentile) of the
-batch times it sums, so a noisy machine admits fewer requests rather than let its spread break the budget."""
+"""The budget is a p99 promise: the batcher adds 2.33 standard deviations (a normal's 99th percentile) of the batch
+times a prediction sums, so a noisy machine admits fewer requests rather than let its spread break the budget."""
 
 
 def predicted_wait_and_run(
@@ -26,10 +25,9 @@ def predicted_wait_and_run(
     max_batch_size: int,
     concurrency: int,
     now: float,
-) -> float | None:
-    """Seconds from `now` until a request of `items` that joins the tail of the queue is answered, at the 99th
-    percentile of the measured batch times (mean plus TAIL_Z spreads); None while no batch time has been measured
-    (or seeded by warm-up) to predict from.
+) -> tuple[float, float] | None:
+    """(mean, variance) of the seconds from `now` until a request of `items` that joins the tail of the queue is
+    answered; None while no batch time has been measured (or seeded by warm-up) to predict from.
 
     running: (started, items) of each batch executing now, started being a time.monotonic() value.
     """
@@ -53,4 +51,4 @@ def predicted_wait_and_run(
         finish, spread = start + seconds, variance + times.variance(size)
         heapq.heappush(free, (finish, spread))
         left -= size
-    return finish + TAIL_Z * math.sqrt(spread)
+    return finish, spread

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from cnnserve.service.errors import (
     ServiceError,
 )
 from cnnserve.service.estimates import BatchTimes
-from cnnserve.service.scheduling.admission import predicted_wait_and_run
+from cnnserve.service.scheduling.admission import TAIL_Z, predicted_wait_and_run
 from cnnserve.service.types import ComputeTimes
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,15 @@ REFUSAL_REASONS = ("queue_full", "budget", "deadline")
 latency budget, or past the request's own (shorter) deadline."""
 
 
+CALIBRATION_WEIGHT = 0.05
+CALIBRATION_RANGE = (0.5, 4.0)
+"""Answered requests correct the predictions: an EMA of answered-after / predicted, kept in this range. It takes in
+what the batch times alone miss, such as the event loop's gaps between batches while it answers a flood of refusals."""
+
+
 class _Request:
-    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "queued", "signature")
+    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "predicted", "queued",
+                 "signature")  # fmt: skip
 
     def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
                  outputs: OutputNames, budget: float | None = None) -> None:  # fmt: skip
@@ -69,6 +77,7 @@ class _Request:
         self.queued = True  # False once taken into a batch or removed
         # When it must be answered: its budget, or its own deadline when sooner; None without a budget.
         self.due = None if budget is None else min(self.enqueued + budget, deadline or float("inf"))
+        self.predicted = 0.0  # seconds to its answer, as admission predicted them (0: no prediction)
 
 
 class Batcher:
@@ -117,6 +126,8 @@ class Batcher:
         """Seconds per batch by its items, measured around each run (the thread hand-off included)."""
         self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self._running_batches: dict[int, tuple[float, int]] = {}  # id(batch) -> (started, items)
+        self.calibration = 1.0
+        """Answered-after over predicted, averaged over admitted requests (CALIBRATION_WEIGHT, CALIBRATION_RANGE)."""
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
@@ -155,10 +166,12 @@ class Batcher:
         if (idle and self._runs_at_once is not None and not self._wait_when_idle
                 and self._runs_at_once(inputs, outputs)):  # fmt: skip
             return await self._run_alone(_Request(inputs, items, signature, deadline, outputs))
+        predicted = 0.0
         if self._budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
-            self._admit(items, deadline)
+            predicted = self._admit(items, deadline)
         wakeup = self._start()
         request = _Request(inputs, items, signature, deadline, outputs, self._budget)
+        request.predicted = predicted
         self._queue.append(request)
         self._queued_items += items
         wakeup.set()
@@ -179,14 +192,17 @@ class Batcher:
             if timer is not None:
                 timer.cancel()
 
-    def _admit(self, items: int, deadline: float | None) -> None:
-        """Refuse at once a request that would be answered after the latency budget (or its own deadline)."""
+    def _admit(self, items: int, deadline: float | None) -> float:
+        """Refuse at once a request that would be answered after the latency budget (or its own deadline); return
+        the mean prediction (0 when there is none yet), which the request's answer checks."""
         now = time.monotonic()
         assert self._budget is not None
-        wait = predicted_wait_and_run(self.service_times, self._running_batches.values(), self._queued_items, items,
-                                      self._max_batch_size, self._concurrency, now)  # fmt: skip
-        if wait is None:  # nothing measured yet: no grounds to refuse
-            return
+        prediction = predicted_wait_and_run(self.service_times, self._running_batches.values(), self._queued_items,
+                                            items, self._max_batch_size, self._concurrency, now)  # fmt: skip
+        if prediction is None:  # nothing measured yet: no grounds to refuse
+            return 0.0
+        mean, variance = prediction  # from batch times alone: the calibration learns what they miss
+        wait = (mean + TAIL_Z * math.sqrt(variance)) * self.calibration
         if deadline is not None and deadline - now < self._budget and wait > deadline - now:
             self.refusals["deadline"] += 1
             raise DeadlineExceeded(
@@ -200,6 +216,7 @@ class Batcher:
                 f"{self._budget * 1e3:.0f} ms ({self._queued_items} items queued, {self._running} batches "
                 "running); retry later"
             )
+        return mean
 
     async def _run_alone(self, request: _Request) -> Tensors:
         """An idle model whose run finishes without suspending: the request is its own batch, run in the caller's
@@ -345,6 +362,10 @@ class Batcher:
                 batch.append(request)
         return batch, None
 
+    def _calibrate(self, ratio: float) -> None:
+        low, high = CALIBRATION_RANGE
+        self.calibration = min(high, max(low, self.calibration + CALIBRATION_WEIGHT * (ratio - self.calibration)))
+
     async def _execute(self, batch: list[_Request]) -> None:
         self._running_batches[id(batch)] = (time.monotonic(), sum(r.items for r in batch))
         try:
@@ -388,6 +409,8 @@ class Batcher:
                     own = outputs if r.outputs is None or r.outputs == wanted else _only(outputs, r.outputs)
                     _answer(r.future, {k: v[start:end] for k, v in own.items()})
                     start = end
+                    if r.predicted:
+                        self._calibrate((time.monotonic() - r.enqueued) / r.predicted)
             failed = False
             self.service_times.observe(sum(r.items for r in batch), run_seconds)
         except InvalidInput as exc:

@@ -39,13 +39,23 @@ def test_prediction_replays_the_queue_in_full_batches_behind_the_running_ones() 
     # batches of 4 then 3 -> 15 + 20 + (10 + 10 * 2/3) ms.
     wait = predicted_wait_and_run(times, [(now - 0.005, 4)], queued_items=6, items=1, max_batch_size=4,
                                   concurrency=1, now=now)  # fmt: skip
-    assert wait == pytest.approx(0.015 + 0.020 + 0.010 + 0.010 * 2 / 3)
+    assert wait is not None and wait[0] == pytest.approx(0.015 + 0.020 + 0.010 + 0.010 * 2 / 3)
     # Two instances, one free: the first batch starts at once on it, the second when the busy one frees.
     two = predicted_wait_and_run(times, [(now - 0.005, 4)], queued_items=6, items=1, max_batch_size=4,
                                  concurrency=2, now=now)  # fmt: skip
-    assert two == pytest.approx(0.015 + 0.010 + 0.010 * 2 / 3)
+    assert two is not None and two[0] == pytest.approx(0.015 + 0.010 + 0.010 * 2 / 3)
     # An overdue running batch frees its instance now, not in the past.
     late = predicted_wait_and_run(times, [(now - 1.0, 4)], queued_items=0, items=1, max_batch_size=4,
                                   concurrency=1, now=now)  # fmt: skip
-    assert late == pytest.approx(0.010)
+    assert late is not None and late[0] == pytest.approx(0.010)
     assert predicted_wait_and_run(BatchTimes(), [], 0, 1, 4, 1, now) is None  # nothing measured: no grounds
+
+
+def test_the_spread_of_the_summed_batches_adds_up() -> None:
+    times = BatchTimes(weight=0.5)
+    for seconds in (0.010, 0.010, 0.014, 0.006, 0.014, 0.006):  # first two: the replaced first run and a steady one
+        times.observe(2, seconds)
+    one = predicted_wait_and_run(times, [], queued_items=0, items=2, max_batch_size=2, concurrency=1, now=0.0)
+    three = predicted_wait_and_run(times, [], queued_items=4, items=2, max_batch_size=2, concurrency=1, now=0.0)
+    assert one is not None and three is not None and one[1] > 0
+    assert three[1] == pytest.approx(3 * one[1])  # three batches in a row: three variances
