@@ -238,23 +238,27 @@ class Runtime:
         """Run one batch for `outputs` (None: all of them)."""
         if self._closed:
             raise ModelNotReady(f"{self.label}: sessions released")
+        rows = _rows(inputs)
         try:
-            if self.runs_inline(inputs, outputs):
+            if self._inline_ok(rows, outputs):
                 result = self._run_sync(self._instances[0], (inputs, outputs))
             else:
                 result = await self._workers.submit(self._run_sync, (inputs, outputs))
         finally:
             self._last_run_ended = time.monotonic()
         times = result[1]
-        self.compute_times.observe(_rows(inputs), times.input_s + times.infer_s + times.output_s)
+        self.compute_times.observe(rows, times.input_s + times.infer_s + times.output_s)
         return result
 
     def runs_inline(self, inputs: Tensors, outputs: frozenset[str] | None) -> bool:
         """Whether a run of `inputs` for `outputs` would be done on the event loop now, without suspending: the model
         is idle, a run of that size measured tiny, and its session exists (building one can take milliseconds)."""
+        return self._inline_ok(_rows(inputs), outputs)
+
+    def _inline_ok(self, rows: int, outputs: frozenset[str] | None) -> bool:
         if self._closed or self._workers.outstanding or time.monotonic() - self._last_run_ended < self._idle_gap_s:
             return False
-        measured = self.compute_times.measured(_rows(inputs))
+        measured = self.compute_times.measured(rows)
         if measured is None or measured >= self._inline_max_s:
             return False
         instance = self._instances[0]

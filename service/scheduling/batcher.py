@@ -384,10 +384,12 @@ class Batcher:
         (InvalidInput: an index out of range, text that is not UTF-8), each request runs again alone, so only the
         one that carried them fails and its batch-mates are answered."""
         started = time.monotonic()
-        queue_seconds = tuple(started - r.enqueued for r in batch)
+        alone = len(batch) == 1
+        queue_seconds = (started - batch[0].enqueued,) if alone else tuple(started - r.enqueued for r in batch)
+        total = batch[0].items if alone else sum(r.items for r in batch)
         run_seconds, failed, split, compute = 0.0, True, False, None
         try:
-            if len(batch) == 1:
+            if alone:
                 inputs = batch[0].inputs
             else:
                 inputs = {k: np.concatenate([r.inputs[k] for r in batch]) for k in batch[0].inputs}
@@ -400,19 +402,18 @@ class Batcher:
             if self._max_batch_size == 0:
                 _answer(batch[0].future, outputs)
             else:
-                total = sum(r.items for r in batch)
                 if any(v.ndim == 0 or v.shape[0] != total for v in outputs.values()):
                     raise InferenceFailed(f"model '{self._name}': outputs do not have the batch's {total} rows")
                 start = 0
                 for r in batch:
                     end = start + r.items
                     own = outputs if r.outputs is None or r.outputs == wanted else _only(outputs, r.outputs)
-                    _answer(r.future, {k: v[start:end] for k, v in own.items()})
+                    _answer(r.future, own if alone else {k: v[start:end] for k, v in own.items()})
                     start = end
                     if r.predicted:
                         self._calibrate((time.monotonic() - r.enqueued) / r.predicted)
             failed = False
-            self.service_times.observe(sum(r.items for r in batch), run_seconds)
+            self.service_times.observe(total, run_seconds)
         except InvalidInput as exc:
             split = len(batch) > 1
             if not split:
@@ -430,8 +431,7 @@ class Batcher:
         finally:
             if self._observer is not None and not split:  # a split batch is reported by the runs that follow
                 record = BatchRecord(
-                    sum(r.items for r in batch), len(batch), queue_seconds, run_seconds, failed,
-                    None if failed else compute,
+                    total, len(batch), queue_seconds, run_seconds, failed, None if failed else compute
                 )
                 try:
                     self._observer(record)
