@@ -58,10 +58,9 @@ REFUSAL_REASONS = ("queue_full", "budget", "deadline")
 latency budget, or past the request's own (shorter) deadline."""
 
 
-CALIBRATION_WEIGHT = 0.05
-CALIBRATION_RANGE = (0.5, 4.0)
-"""Answered requests correct the predictions: an EMA of answered-after / predicted, kept in this range. It takes in
-what the batch times alone miss, such as the event loop's gaps between batches while it answers a flood of refusals."""
+RESIDUAL_WEIGHT = 0.05
+"""Answered requests correct the predictions: the EMA (and spread) of answered-after minus predicted takes in what
+batch times alone miss, such as the event loop's gaps between batches while it answers a flood of refusals."""
 
 
 class _Request:
@@ -126,8 +125,9 @@ class Batcher:
         """Seconds per batch by its items, measured around each run (the thread hand-off included)."""
         self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self._running_batches: dict[int, tuple[float, int]] = {}  # id(batch) -> (started, items)
-        self.calibration = 1.0
-        """Answered-after over predicted, averaged over admitted requests (CALIBRATION_WEIGHT, CALIBRATION_RANGE)."""
+        self.residual = 0.0
+        """Seconds by which admitted requests were answered later than predicted: an EMA (RESIDUAL_WEIGHT)."""
+        self._residual_variance = 0.0
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
@@ -201,8 +201,8 @@ class Batcher:
                                             items, self._max_batch_size, self._concurrency, now)  # fmt: skip
         if prediction is None:  # nothing measured yet: no grounds to refuse
             return 0.0
-        mean, variance = prediction  # from batch times alone: the calibration learns what they miss
-        wait = (mean + TAIL_Z * math.sqrt(variance)) * self.calibration
+        mean, variance = prediction  # from batch times alone: the residual learns what they miss
+        wait = max(mean / 2, mean + self.residual) + TAIL_Z * math.sqrt(variance + self._residual_variance)
         if deadline is not None and deadline - now < self._budget and wait > deadline - now:
             self.refusals["deadline"] += 1
             raise DeadlineExceeded(
@@ -362,9 +362,11 @@ class Batcher:
                 batch.append(request)
         return batch, None
 
-    def _calibrate(self, ratio: float) -> None:
-        low, high = CALIBRATION_RANGE
-        self.calibration = min(high, max(low, self.calibration + CALIBRATION_WEIGHT * (ratio - self.calibration)))
+    def _learn_residual(self, residual: float) -> None:
+        deviation = residual - self.residual
+        self.residual += RESIDUAL_WEIGHT * deviation
+        self._residual_variance = (1 - RESIDUAL_WEIGHT) * (self._residual_variance
+                                                          + RESIDUAL_WEIGHT * deviation * deviation)  # fmt: skip
 
     async def _execute(self, batch: list[_Request]) -> None:
         self._running_batches[id(batch)] = (time.monotonic(), sum(r.items for r in batch))
@@ -411,7 +413,7 @@ class Batcher:
                     _answer(r.future, own if alone else {k: v[start:end] for k, v in own.items()})
                     start = end
                     if r.predicted:
-                        self._calibrate((time.monotonic() - r.enqueued) / r.predicted)
+                        self._learn_residual(time.monotonic() - r.enqueued - r.predicted)
             failed = False
             self.service_times.observe(total, run_seconds)
         except InvalidInput as exc:
