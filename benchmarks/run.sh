@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the benchmark models, then for each one starts a server on loopback and runs `cnnserve bench` against it,
 # beside in-process ONNX Runtime on the same file with the same thread settings. Usage:
-#   benchmarks/run.sh [DURATION_S] [CONCURRENCY_LEVELS]        e.g. benchmarks/run.sh 10 1,8,32
+#   benchmarks/run.sh [DURATION_S] [CONCURRENCY_LEVELS]        e.g. benchmarks/run.sh 10 1,2,8,32
 #   MODELS="digits_cnn digits_cnn_unbatched" benchmarks/run.sh 8 1,32    (a subset)
 # Models: heavy_cnn (random weights, ~0.2 GFLOP per 3x64x64 image), digits_cnn and dcgan_digits from
 # ./model_repository (trained by `make run` or `cnnserve train defaults`), and digits_cnn_unbatched (the same
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
-LEVELS=${2:-1,8,32}
+LEVELS=${2:-1,2,8,32}
 REPO=benchmarks/model_repository
 BIN=.venv/bin
 GRPC=127.0.0.1:18001

@@ -85,7 +85,12 @@ async def fetch_optional_outputs(url: str, model: str, connection: Connection = 
             request_serializer=pb.ModelConfigRequest.SerializeToString,
             response_deserializer=pb.ModelConfigResponse.FromString,
         )
-        reply = await call(pb.ModelConfigRequest(name=model), timeout=10, metadata=connection.metadata)
+        try:
+            reply = await call(pb.ModelConfigRequest(name=model), timeout=10, metadata=connection.metadata)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            return frozenset()  # a server without ModelConfig (benchmarks/echo_server.py) marks nothing optional
     listed = reply.config.parameters["optional_outputs"].string_value if "optional_outputs" in \
         reply.config.parameters else ""  # fmt: skip
     return frozenset(name.strip() for name in listed.split(",") if name.strip())

@@ -5,6 +5,7 @@
     +-- ModelNotFound            NOT_FOUND         unknown model or version
     +-- ModelNotReady            UNAVAILABLE       known but not loaded, loading, unloading, or server draining
     +-- QueueFull                RESOURCE_EXHAUSTED the model's queue is at max_queue_size
+    |   +-- OverBudget           RESOURCE_EXHAUSTED its latency budget would be missed
     +-- DeadlineExceeded         DEADLINE_EXCEEDED the request's deadline passed before it ran
     +-- Cancelled                CANCELLED         the client went away
     +-- NotSupported             UNIMPLEMENTED     a feature this server does not offer (or not in this mode)
@@ -55,6 +56,10 @@ class ModelNotReady(ServiceError):
 
 class QueueFull(ServiceError):
     status = Status.RESOURCE_EXHAUSTED
+
+
+class OverBudget(QueueFull):
+    """Refused on arrival: the model's latency budget would be missed (RESOURCE_EXHAUSTED, like a full queue)."""
 
 
 class DeadlineExceeded(ServiceError):

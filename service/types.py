@@ -35,6 +35,11 @@ class DynamicBatching:
     while the model is busy (batches then form from what queued during the running batch). On CPU, where a
     batch costs about its size, waiting only adds latency. True: always wait up to the delay (Triton's rule),
     which pays off on GPUs where a fuller batch costs little more."""
+    latency_budget_ms: int = layout.LATENCY_BUDGET_MS
+    """0: off. Otherwise a request to a busy model is refused at once (RESOURCE_EXHAUSTED / 429) when its predicted
+    completion (the queue ahead, its own batch and what runs now, from measured batch times) is past this many
+    milliseconds, and a batch is sent early rather than let its oldest request miss it. A request's own deadline,
+    when shorter, is its budget."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class SessionOptions:
     graph_optimization_level: str = "all"  # disable | basic | extended | all
     allow_spinning: bool = False
     """ORT's intra-op threads spin-wait by default; on small machines that CPU is taken from the gRPC loop."""
+    inline_run_max_us: int = layout.INLINE_RUN_MAX_US
+    """A run whose measured compute at its batch size is below this many microseconds is done on the event loop,
+    when the model is idle, instead of a session thread: two thread hand-offs cost more than that. 0: never."""
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from cnnserve.bench import main as bench_main
 from tests import onnx_models
 from tests.conftest import ServerThread
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -94,3 +100,24 @@ def test_bench_compares_output_sets_of_a_variable_size_model(
         assert served > 0 and raw > 0 and ratio == pytest.approx(served / raw, rel=0.01, abs=0.01)
         assert versus_first > 0
     assert [float(row[-2]) for row in table[::2]] == [1.0, 1.0]  # each level's first set is its own baseline
+
+
+def test_bench_measures_the_transport_floor_of_the_echo_server(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/echo_server.py answers ModelInfer and ModelMetadata only: bench must still run against it (it
+    is the floor every benchmark is judged by), without the in-process side."""
+    with socket.socket() as probe:  # a free port for the script, which takes a number, not 0
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    echo = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "echo_server.py"), str(port)],
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=20)
+        argv = ["--url", f"127.0.0.1:{port}", "--model", "echo", "--concurrency", "1,2", "--duration-s", "0.3",
+                "--warmup-s", "0.1", "--server-pid", str(echo.pid)]  # fmt: skip
+        assert bench_main(argv) == 0
+    finally:
+        echo.terminate()
+        echo.wait(10)
+    table = rows(capsys.readouterr().out)
+    assert [row[0] for row in table] == ["1", "2"] and all(float(row[1]) > 0 for row in table)

@@ -61,6 +61,9 @@ operators are too small to split across cores. Measured on the digits CNN (16 x 
 request at 32 clients fell from 0.65 to 0.56 ms and one-client p50 from 1.38 to 1.07 ms (docs/benchmarks.md)."""
 
 DEFAULT_CLASSIFIER = "digits_cnn"
+CLASSIFIER_LATENCY_BUDGET_MS = 50
+"""dynamic_batching.latency_budget_ms of published classifiers: what a 2-core machine holds for the digits CNN (a
+full batch of 128 runs in a few ms), the bound the server promises for its queue and batch (docs/latency-budget.md)."""
 ATLAS_DRY_RUN_STEPS = 2
 DEFAULT_SEGMENTER = "digits_segmenter"
 
@@ -190,7 +193,8 @@ def run_classifier(options: JobOptions) -> JobResult:
         parameters[features.ATLAS_PARAMETER] = f"{features.ATLAS_DIR}/{features.ATLAS_INDEX}"
     config = model_config(name, exported.inputs, exported.outputs, parameters, labels_file=True,
                           label_output="logits", preprocessing=preprocessing,
-                          intra_op_threads=_intra_op_threads(split))  # fmt: skip
+                          intra_op_threads=_intra_op_threads(split),
+                          latency_budget_ms=CLASSIFIER_LATENCY_BUDGET_MS)  # fmt: skip
     version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, split.classes,
                           extra_files=atlas)  # fmt: skip
     if options.quantize is not None:

@@ -58,6 +58,7 @@ def model_config(
     max_batch_size: int = 128,
     intra_op_threads: int = 0,
     version_policy: Mapping[str, Any] | None = None,
+    latency_budget_ms: int = 0,
 ) -> dict[str, Any]:
     """config.json as the server reads it (docs/model-repository.md); every key written but `version_policy`, which
     is written only when given (absent: the newest version serves)."""
@@ -73,6 +74,8 @@ def model_config(
     if label_output is not None:
         config["label_output"] = label_output
     config["dynamic_batching"] = layout.dynamic_batching_config()
+    if latency_budget_ms:
+        config["dynamic_batching"]["latency_budget_ms"] = latency_budget_ms
     config["instance_count"] = 1
     config["session"] = {"intra_op_threads": intra_op_threads}
     if preprocessing is not None:

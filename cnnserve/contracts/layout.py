@@ -42,8 +42,10 @@ CONFIG_KEYS = frozenset(
 )  # fmt: skip
 """Top-level config.json keys the server reads; others are logged and ignored (a newer trainer may add some)."""
 TENSOR_KEYS = ("name", "datatype", "dims")
-DYNAMIC_BATCHING_KEYS = ("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size", "wait_when_idle")
-SESSION_KEYS = ("intra_op_threads", "inter_op_threads", "graph_optimization_level", "allow_spinning")
+DYNAMIC_BATCHING_KEYS = ("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size", "wait_when_idle",
+                         "latency_budget_ms")  # fmt: skip
+SESSION_KEYS = ("intra_op_threads", "inter_op_threads", "graph_optimization_level", "allow_spinning",
+                "inline_run_max_us")  # fmt: skip
 
 # Dynamic-batching defaults: the server's DynamicBatching (service/types.py, which says what each means) and the
 # config training writes both take them from here.
@@ -51,6 +53,13 @@ MAX_QUEUE_DELAY_US = 500
 PREFERRED_BATCH_SIZES: tuple[int, ...] = ()
 MAX_QUEUE_SIZE = 1024
 WAIT_WHEN_IDLE = False
+LATENCY_BUDGET_MS = 0  # off
+INLINE_RUN_MAX_US = 400
+"""Session default: runs measured below this (at their batch size) may run on the event loop while the model is idle.
+Measured on this project's 2-core machine (benchmarks/request_path.py, one caller): a batch sent to a session thread
+and back cost that thread 0.12 ms of CPU for a 0.05 ms run, plus two wake-ups of latency. 400 us takes in the digits
+CNN (~0.05-0.08 ms at batch 1) and the DCGAN generator (~0.12-0.2 ms) and bounds how long one inline run holds up
+the loop's other requests."""
 
 _POLICY_RULE = "exactly one of latest {num_versions}, all {}, specific {versions}"
 

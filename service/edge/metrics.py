@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -73,6 +73,10 @@ class ServedModelView(Protocol):
     def provider(self) -> str: ...
     @property
     def queued_items(self) -> int: ...
+    @property
+    def refusals(self) -> Mapping[str, int]: ...
+    @property
+    def batch_time_estimates(self) -> Mapping[int, float]: ...
 
 
 class ModelSource(Protocol):
@@ -135,6 +139,7 @@ class Metrics:
         for view in source.served_models():
             handle = self.for_model(view.name, str(view.version))
             handle.set_queue_items(view.queued_items)
+            handle.refusals, handle.batch_time_estimates = dict(view.refusals), dict(view.batch_time_estimates)
             served[(handle.model, handle.version)] = view.provider
         for (model, version), provider in list(self._loaded.items()):
             if served.get((model, version)) != provider:
@@ -179,6 +184,8 @@ class ModelMetrics:
         self.infer_seconds = LoopHistogram(DURATION_BUCKETS)
         self.output_seconds = LoopHistogram(DURATION_BUCKETS)
         self.batch_size = LoopHistogram(BATCH_SIZE_BUCKETS)
+        self.refusals: dict[str, int] = {}  # read from the batcher at scrape time, as the queue depth is
+        self.batch_time_estimates: dict[int, float] = {}
 
     def observe_request(self, outcome: str, seconds: float) -> None:
         """One finished request; `outcome` is "success" or a lower-case gRPC status name. Only successes are
@@ -251,6 +258,17 @@ class _ModelFamilies(Collector):
         inflight = GaugeMetricFamily(
             "cnnserve_inflight_requests", "Requests being handled (decode to reply).", labels=labels
         )
+        refused = CounterMetricFamily(
+            "cnnserve_refused_requests",
+            "Requests refused on arrival, by reason: queue_full, budget (the latency budget would be missed) or "
+            "deadline (the request's own deadline would be).",
+            labels=[*labels, "reason"],
+        )
+        estimate = GaugeMetricFamily(
+            "cnnserve_batch_time_estimate_seconds",
+            "The batcher's running estimate (EMA of measured runs) of one batch's time, by batch size.",
+            labels=[*labels, "batch_size"],
+        )
         histograms = [HistogramMetricFamily(name, doc, labels=labels) for name, doc, _ in self.HISTOGRAMS]
         for (model, version), m in list(self._models.items()):
             values = [model, version]
@@ -260,10 +278,14 @@ class _ModelFamilies(Collector):
             batches.add_metric(values, m.batches)
             queue_items.add_metric(values, m.queue_items)
             inflight.add_metric(values, m.inflight)
+            for reason, count in m.refusals.items():
+                refused.add_metric([*values, reason], count)
+            for size, seconds in sorted(m.batch_time_estimates.items()):
+                estimate.add_metric([*values, str(size)], seconds)
             for family, (_, _, attribute) in zip(histograms, self.HISTOGRAMS, strict=True):
                 histogram: LoopHistogram = getattr(m, attribute)
                 family.add_metric(values, histogram.cumulative(), histogram.sum)
-        return [requests, items, batches, queue_items, inflight, *histograms]
+        return [requests, items, batches, queue_items, inflight, refused, estimate, *histograms]
 
 
 class GpuCollector(Collector):

@@ -3,6 +3,12 @@
 `instance_count` sessions share a thread pool of the same size; each run borrows a free session, so N batches run
 at once with no session used by two threads. ONNX Runtime releases the GIL while it computes.
 
+Inline runs: a run whose measured compute at its batch size is below `inline_run_max_us` (a few tens of
+microseconds for the digits CNN) is done on the event loop itself when the model is idle: no thread runs or has just
+finished a batch. Handing it to a session thread and back costs two wake-ups, more CPU and latency than the run.
+Under load the next request always finds a batch running or just finished, so batches still go to the threads, in
+parallel with the loop.
+
 Output-selective runs: a batch that needs only some outputs runs on a session over the graph pruned to them
 (pruning.py), created on the instance's own thread the first time that set is asked for (its first run is its
 warm-up) and kept, at most MAX_PRUNED_SESSIONS per instance; past that, or when pruning removes no node, the full
@@ -26,6 +32,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 
 from cnnserve.contracts.datatypes import DATATYPES, datatype_from_ort
 from cnnserve.service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
+from cnnserve.service.estimates import BatchTimes
 from cnnserve.service.execution import pruning
 from cnnserve.service.execution.workers import SessionWorkers
 from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, TensorSpec
@@ -52,6 +59,9 @@ _DEFAULT_OPTIONS = SessionOptions()
 MAX_PRUNED_SESSIONS = 4
 """Pruned sessions kept per instance: each holds its share of the weights again, and requests rarely vary much."""
 _unavailable_warned: set[str] = set()
+INLINE_IDLE_GAP_S = 200e-6
+"""How long since the last run ended before the model counts as idle for an inline run. A closed-loop client
+leaves a round trip (~0.5 ms here) between its requests; under load the next request comes within microseconds."""
 
 
 def session_options(options: SessionOptions) -> ort.SessionOptions:
@@ -118,6 +128,7 @@ class Runtime:
         options: SessionOptions = _DEFAULT_OPTIONS,
         instance_count: int = 1,
         label: str = "",
+        inline_idle_gap_s: float = INLINE_IDLE_GAP_S,
         required_provider: str | None = None,
     ) -> None:
         """required_provider: a short name ("cuda") the model must run on, or ModelLoadError; no CPU fallback."""
@@ -140,6 +151,13 @@ class Runtime:
         """Per output set pruned so far: (nodes kept, nodes in the graph); kept == total means not pruned."""
         self._instances = [_Instance(s) for s in self._sessions]
         self._workers = SessionWorkers(self._instances, name=f"ort-{label}")
+        self.compute_times = BatchTimes()
+        """Measured compute (feed, run, outputs) by batch rows, on the event loop after each run."""
+        self._inline_max_s = options.inline_run_max_us / 1e6
+        self._last_run_ended = 0.0  # time.monotonic(), on the event loop
+        self._idle_gap_s = inline_idle_gap_s
+        self.warm_up_times: dict[int, float] = {}
+        """Seconds of a steady run per warmed batch size (a second run after the first), for first estimates."""
         self._closed = False
         logger.info("event=sessions_created model=%s provider=%s instances=%d", self.label, self.provider,
                     len(self._sessions))  # fmt: skip
@@ -229,6 +247,10 @@ class Runtime:
                     runs += [(session, names)] if session is not instance.session else []
                     for to_run, output_names in runs:
                         to_run.run(output_names, feed)
+                    started = time.monotonic()
+                    session.run(names, feed)  # what a request naming no outputs costs, now that the shape is warm
+                    self.warm_up_times[batch] = time.monotonic() - started
+                    self.compute_times.observe(batch, self.warm_up_times[batch])
                 except Exception as err:
                     if not guessed:
                         raise ModelLoadError(f"{self.label}: warm-up run failed: {err}") from None
@@ -240,7 +262,31 @@ class Runtime:
         """Run one batch for `outputs` (None: all of them)."""
         if self._closed:
             raise ModelNotReady(f"{self.label}: sessions released")
-        return await self._workers.submit(self._run_sync, (inputs, outputs))
+        rows = _rows(inputs)
+        try:
+            if self._inline_ok(rows, outputs):
+                result = self._run_sync(self._instances[0], (inputs, outputs))
+            else:
+                result = await self._workers.submit(self._run_sync, (inputs, outputs))
+        finally:
+            self._last_run_ended = time.monotonic()
+        times = result[1]
+        self.compute_times.observe(rows, times.input_s + times.infer_s + times.output_s)
+        return result
+
+    def runs_inline(self, inputs: Tensors, outputs: frozenset[str] | None) -> bool:
+        """Whether a run of `inputs` for `outputs` would be done on the event loop now, without suspending: the model
+        is idle, a run of that size measured tiny, and its session exists (building one can take milliseconds)."""
+        return self._inline_ok(_rows(inputs), outputs)
+
+    def _inline_ok(self, rows: int, outputs: frozenset[str] | None) -> bool:
+        if self._closed or self._workers.outstanding or time.monotonic() - self._last_run_ended < self._idle_gap_s:
+            return False
+        measured = self.compute_times.measured(rows)
+        if measured is None or measured >= self._inline_max_s:
+            return False
+        instance = self._instances[0]
+        return outputs is None or outputs in instance.pruned or outputs.issuperset(self._output_names)
 
     def _session_for(self, instance: _Instance, outputs: frozenset[str] | None) -> tuple[Any, list[str]]:
         """The session to run and the names to ask it for. On the instance's thread."""
@@ -318,6 +364,12 @@ class Runtime:
         for instance in self._instances:
             instance.pruned.clear()
         self._graph = None
+
+
+def _rows(inputs: Tensors) -> int:
+    """A batch's leading dimension (1 for a model that does not batch and takes a scalar)."""
+    first = next(iter(inputs.values()), None)
+    return first.shape[0] if first is not None and first.ndim else 1
 
 
 def _as_text(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:

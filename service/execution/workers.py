@@ -28,6 +28,9 @@ class SessionWorkers(Generic[State]):
 
     def __init__(self, states: Sequence[State], name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.outstanding = 0
+        """Jobs submitted whose result has not come back to the loop yet, cancelled callers' included: while it is
+        0, every thread is idle. Read and written on the event loop only."""
         self._threads = [
             threading.Thread(target=self._serve, args=(state,), name=f"{name}-{i}", daemon=True)
             for i, state in enumerate(states)
@@ -39,6 +42,7 @@ class SessionWorkers(Generic[State]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self._jobs.put((loop, future, job, arg))
+        self.outstanding += 1
         return await future
 
     def close(self) -> None:
@@ -54,20 +58,24 @@ class SessionWorkers(Generic[State]):
             try:
                 result = job(state, arg)
             except BaseException as exc:  # handed to the awaiting coroutine, as an executor would
-                _deliver(loop, future, None, exc)
+                self._deliver(loop, future, None, exc)
             else:
-                _deliver(loop, future, result, None)
+                self._deliver(loop, future, result, None)
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: object,
+                 error: BaseException | None) -> None:  # fmt: skip
+        def settle() -> None:
+            self.outstanding -= 1
+            _settle(future, result, error)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle)
 
 
-def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: object,
-             error: BaseException | None) -> None:
-    def settle() -> None:
-        if future.cancelled():  # the caller went away; the batch ran anyway, as with an executor
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
-        loop.call_soon_threadsafe(settle)
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller went away; the batch ran anyway, as with an executor
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -198,6 +198,7 @@ def _dynamic_batching(top: _Reader) -> DynamicBatching | None:
         preferred_batch_sizes=tuple(sorted(set(reader.ints("preferred_batch_sizes", 1)))),
         max_queue_size=reader.int_("max_queue_size", default.max_queue_size, 1),
         wait_when_idle=reader.bool_("wait_when_idle", default.wait_when_idle),
+        latency_budget_ms=reader.int_("latency_budget_ms", default.latency_budget_ms, 0),
     )
 
 
@@ -214,6 +215,7 @@ def _session(top: _Reader) -> SessionOptions:
         inter_op_threads=reader.int_("inter_op_threads", default.inter_op_threads, 0),
         graph_optimization_level=level,
         allow_spinning=reader.bool_("allow_spinning", default.allow_spinning),
+        inline_run_max_us=reader.int_("inline_run_max_us", default.inline_run_max_us, 0),
     )
 
 

@@ -119,7 +119,11 @@ class ServedModel:
             observer=self._observe_batch,
             name=spec.name,
             wait_when_idle=batching.wait_when_idle,
+            runs_at_once=runtime.runs_inline,
+            latency_budget_s=batching.latency_budget_ms / 1000 if merging and batching.latency_budget_ms else None,
         )
+        for size, seconds in runtime.warm_up_times.items():  # the budget's first predictions, until batches run
+            self._batcher.service_times.observe(size, seconds)
 
     @property
     def pruned_nodes(self) -> dict[frozenset[str], tuple[int, int]]:
@@ -129,6 +133,16 @@ class ServedModel:
     @property
     def queued_items(self) -> int:
         return self._batcher.queued_items
+
+    @property
+    def refusals(self) -> dict[str, int]:
+        """Requests refused on arrival, by reason (batcher.REFUSAL_REASONS)."""
+        return self._batcher.refusals
+
+    @property
+    def batch_time_estimates(self) -> dict[int, float]:
+        """The batcher's running estimate of seconds per batch, by batch size (items)."""
+        return self._batcher.service_times.snapshot()
 
     @property
     def in_flight_requests(self) -> int:

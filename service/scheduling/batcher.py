@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,9 +22,12 @@ from cnnserve.service.errors import (
     InferenceFailed,
     InvalidInput,
     ModelNotReady,
+    OverBudget,
     QueueFull,
     ServiceError,
 )
+from cnnserve.service.estimates import BatchTimes
+from cnnserve.service.scheduling.admission import TAIL_Z, predicted_wait_and_run
 from cnnserve.service.types import ComputeTimes
 
 logger = logging.getLogger(__name__)
@@ -33,6 +37,8 @@ OutputNames = frozenset[str] | None
 """The outputs a request (or a batch) needs; None: all of them (the cheapest path: nothing to choose)."""
 # (inputs concatenated on axis 0, outputs wanted) -> (outputs with the same leading dim, the run's phases)
 RunBatch = Callable[[Tensors, OutputNames], Awaitable[tuple[Tensors, ComputeTimes]]]
+RunsAtOnce = Callable[[Tensors, OutputNames], bool]
+"""Whether run_batch would answer these inputs without suspending (the runtime runs them on the loop)."""
 
 
 @dataclass(frozen=True)
@@ -47,16 +53,30 @@ class BatchRecord:
     compute: ComputeTimes | None = None  # the run's own phases; None when it failed
 
 
+REFUSAL_REASONS = ("queue_full", "budget", "deadline")
+"""Why a request was refused on arrival: the queue at max_queue_size, a predicted completion past the model's
+latency budget, or past the request's own (shorter) deadline."""
+
+
+RESIDUAL_WEIGHT = 0.05
+"""Answered requests correct the predictions: the EMA (and spread) of answered-after minus predicted takes in what
+batch times alone miss, such as the event loop's gaps between batches while it answers a flood of refusals."""
+
+
 class _Request:
-    __slots__ = ("deadline", "enqueued", "future", "inputs", "items", "outputs", "queued", "signature")
+    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "predicted", "queued",
+                 "signature")  # fmt: skip
 
     def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
-                 outputs: OutputNames) -> None:  # fmt: skip
+                 outputs: OutputNames, budget: float | None = None) -> None:  # fmt: skip
         self.inputs, self.items, self.signature, self.deadline = inputs, items, signature, deadline
         self.outputs = outputs
         self.future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self.enqueued = time.monotonic()
         self.queued = True  # False once taken into a batch or removed
+        # When it must be answered: its budget, or its own deadline when sooner; None without a budget.
+        self.due = None if budget is None else min(self.enqueued + budget, deadline or float("inf"))
+        self.predicted = 0.0  # seconds to its answer, as admission predicted them (0: no prediction)
 
 
 class Batcher:
@@ -76,6 +96,8 @@ class Batcher:
         name: str = "model",
         wait_when_idle: bool = False,
         merge: bool = True,
+        runs_at_once: RunsAtOnce | None = None,
+        latency_budget_s: float | None = None,
     ) -> None:
         if max_batch_size < 0:
             raise ValueError(f"max_batch_size must be >= 0 (0 = the model does not batch), got {max_batch_size}")
@@ -88,6 +110,8 @@ class Batcher:
             )
         if max_queue_size < 1 or concurrency < 1:
             raise ValueError(f"max_queue_size and concurrency must be >= 1, got {max_queue_size}, {concurrency}")
+        if latency_budget_s is not None and latency_budget_s <= 0:
+            raise ValueError(f"latency_budget_s must be > 0 (None: no budget), got {latency_budget_s}")
         self._run_batch, self._observer, self._name = run_batch, observer, name
         self._max_batch_size, self._max_queue_size = max_batch_size, max_queue_size
         self._concurrency = concurrency
@@ -95,6 +119,15 @@ class Batcher:
         self._wait_when_idle = wait_when_idle
         self._preferred = frozenset(preferred_batch_sizes)
         self._merge = merge  # False: a model that batches but runs each request alone (no dynamic batching)
+        self._runs_at_once = runs_at_once
+        self._budget = latency_budget_s
+        self.service_times = BatchTimes()
+        """Seconds per batch by its items, measured around each run (the thread hand-off included)."""
+        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self._running_batches: dict[int, tuple[float, int]] = {}  # id(batch) -> (started, items)
+        self.residual = 0.0
+        """Seconds by which admitted requests were answered later than predicted: an EMA (RESIDUAL_WEIGHT)."""
+        self._residual_variance = 0.0
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
@@ -124,12 +157,21 @@ class Batcher:
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded(f"model '{self._name}': deadline passed before the request was queued")
         if self._queued_items + items > self._max_queue_size:
+            self.refusals["queue_full"] += 1
             raise QueueFull(
                 f"model '{self._name}': queue holds {self._queued_items} of {self._max_queue_size} items, "
                 f"no room for {items} more"
             )
+        idle = not self._queue and not self._running
+        if (idle and self._runs_at_once is not None and not self._wait_when_idle
+                and self._runs_at_once(inputs, outputs)):  # fmt: skip
+            return await self._run_alone(_Request(inputs, items, signature, deadline, outputs))
+        predicted = 0.0
+        if self._budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
+            predicted = self._admit(items, deadline)
         wakeup = self._start()
-        request = _Request(inputs, items, signature, deadline, outputs)
+        request = _Request(inputs, items, signature, deadline, outputs, self._budget)
+        request.predicted = predicted
         self._queue.append(request)
         self._queued_items += items
         wakeup.set()
@@ -149,6 +191,51 @@ class Batcher:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _admit(self, items: int, deadline: float | None) -> float:
+        """Refuse at once a request that would be answered after the latency budget (or its own deadline); return
+        the mean prediction (0 when there is none yet), which the request's answer checks."""
+        now = time.monotonic()
+        assert self._budget is not None
+        prediction = predicted_wait_and_run(self.service_times, self._running_batches.values(), self._queued_items,
+                                            items, self._max_batch_size, self._concurrency, now)  # fmt: skip
+        if prediction is None:  # nothing measured yet: no grounds to refuse
+            return 0.0
+        mean, variance = prediction  # from batch times alone: the residual learns what they miss
+        wait = max(mean / 2, mean + self.residual) + TAIL_Z * math.sqrt(variance + self._residual_variance)
+        if deadline is not None and deadline - now < self._budget and wait > deadline - now:
+            self.refusals["deadline"] += 1
+            raise DeadlineExceeded(
+                f"model '{self._name}': predicted to answer in {wait * 1e3:.1f} ms, after the request's deadline "
+                f"({(deadline - now) * 1e3:.1f} ms from now); refused without queueing"
+            )
+        if wait > self._budget:
+            self.refusals["budget"] += 1
+            raise OverBudget(
+                f"model '{self._name}': predicted to answer in {wait * 1e3:.1f} ms, over its latency budget of "
+                f"{self._budget * 1e3:.0f} ms ({self._queued_items} items queued, {self._running} batches "
+                "running); retry later"
+            )
+        return mean
+
+    async def _run_alone(self, request: _Request) -> Tensors:
+        """An idle model whose run finishes without suspending: the request is its own batch, run in the caller's
+        task. No queue, no wake-up of the batcher's task, no task of its own, no deadline timer: nothing can happen
+        between its arrival and its answer, so it is a batch of one that started at once."""
+        request.queued = False
+        self._running += 1
+        self._in_flight += 1
+        batch = [request]
+        self._running_batches[id(batch)] = (request.enqueued, request.items)
+        try:
+            await self._run(batch)
+        finally:
+            del self._running_batches[id(batch)]
+            self._running -= 1
+            self._in_flight -= 1
+            if self._queue and self._wakeup is not None:  # only if the run did suspend after all
+                self._wakeup.set()
+        return request.future.result()
 
     def _expire(self, request: _Request) -> None:
         """Deadline reached: a request still queued is answered now and never run; a running one finishes."""
@@ -257,7 +344,13 @@ class Batcher:
         if not (full or self._closing or idle or waited >= self._delay):
             cut = max((i + 1 for i, total in enumerate(totals) if total in self._preferred), default=0)
             if not cut:
-                return [], self._delay - waited
+                wait = self._delay - waited
+                if head.due is not None:  # send early rather than let the oldest miss its budget waiting
+                    run = self.service_times.predict(totals[-1]) or 0.0
+                    wait = min(wait, head.due - run - now)
+                if wait > 0:
+                    return [], wait
+                cut = len(totals)
         batch = []
         for _ in range(cut):
             request = self._queue.popleft()
@@ -269,10 +362,18 @@ class Batcher:
                 batch.append(request)
         return batch, None
 
+    def _learn_residual(self, residual: float) -> None:
+        deviation = residual - self.residual
+        self.residual += RESIDUAL_WEIGHT * deviation
+        self._residual_variance = (1 - RESIDUAL_WEIGHT) * (self._residual_variance
+                                                          + RESIDUAL_WEIGHT * deviation * deviation)  # fmt: skip
+
     async def _execute(self, batch: list[_Request]) -> None:
+        self._running_batches[id(batch)] = (time.monotonic(), sum(r.items for r in batch))
         try:
             await self._run(batch)
         finally:
+            del self._running_batches[id(batch)]
             for r in batch:  # never leave a caller hanging, whatever escaped
                 _fail(r.future, InferenceFailed(f"model '{self._name}': batch aborted"))
             self._running -= 1
@@ -285,10 +386,12 @@ class Batcher:
         (InvalidInput: an index out of range, text that is not UTF-8), each request runs again alone, so only the
         one that carried them fails and its batch-mates are answered."""
         started = time.monotonic()
-        queue_seconds = tuple(started - r.enqueued for r in batch)
+        alone = len(batch) == 1
+        queue_seconds = (started - batch[0].enqueued,) if alone else tuple(started - r.enqueued for r in batch)
+        total = batch[0].items if alone else sum(r.items for r in batch)
         run_seconds, failed, split, compute = 0.0, True, False, None
         try:
-            if len(batch) == 1:
+            if alone:
                 inputs = batch[0].inputs
             else:
                 inputs = {k: np.concatenate([r.inputs[k] for r in batch]) for k in batch[0].inputs}
@@ -301,16 +404,18 @@ class Batcher:
             if self._max_batch_size == 0:
                 _answer(batch[0].future, outputs)
             else:
-                total = sum(r.items for r in batch)
                 if any(v.ndim == 0 or v.shape[0] != total for v in outputs.values()):
                     raise InferenceFailed(f"model '{self._name}': outputs do not have the batch's {total} rows")
                 start = 0
                 for r in batch:
                     end = start + r.items
                     own = outputs if r.outputs is None or r.outputs == wanted else _only(outputs, r.outputs)
-                    _answer(r.future, {k: v[start:end] for k, v in own.items()})
+                    _answer(r.future, own if alone else {k: v[start:end] for k, v in own.items()})
                     start = end
+                    if r.predicted:
+                        self._learn_residual(time.monotonic() - r.enqueued - r.predicted)
             failed = False
+            self.service_times.observe(total, run_seconds)
         except InvalidInput as exc:
             split = len(batch) > 1
             if not split:
@@ -328,8 +433,7 @@ class Batcher:
         finally:
             if self._observer is not None and not split:  # a split batch is reported by the runs that follow
                 record = BatchRecord(
-                    sum(r.items for r in batch), len(batch), queue_seconds, run_seconds, failed,
-                    None if failed else compute,
+                    total, len(batch), queue_seconds, run_seconds, failed, None if failed else compute
                 )
                 try:
                     self._observer(record)

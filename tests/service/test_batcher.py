@@ -17,6 +17,7 @@ from cnnserve.service.errors import (
     InferenceFailed,
     InvalidInput,
     ModelNotReady,
+    OverBudget,
     QueueFull,
     ServiceError,
 )
@@ -638,3 +639,115 @@ def test_requests_asking_different_outputs_merge_into_one_batch_that_computes_th
         await batcher.close()
 
     run(scenario())
+
+
+class Instant:
+    """A fake model whose runs finish without suspending when it says so (as the runtime's inline runs do), and
+    suspend for `seconds` otherwise; it records each batch and whether it ran at once."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+        self.at_once = True
+        self.batches: list[tuple[int, bool]] = []  # (rows, ran at once)
+
+    def runs_at_once(self, inputs: Tensors, outputs: OutputNames) -> bool:
+        return self.at_once
+
+    async def __call__(self, inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
+        x = inputs["x"]
+        at_once = self.at_once
+        self.batches.append((len(x), at_once))
+        if not at_once:
+            await asyncio.sleep(self.seconds)
+        return {"y": x * 2}, ComputeTimes(0.0, 1e-5, 0.0)
+
+
+def test_an_idle_model_whose_run_does_not_suspend_answers_in_the_callers_own_step() -> None:
+    """No queue, no batcher task, no timer: the request's coroutine finishes in its first step, and the observer
+    still sees a batch of one."""
+
+    async def main() -> None:
+        model = Instant()
+        records: list[BatchRecord] = []
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, observer=records.append,
+                          runs_at_once=model.runs_at_once)  # fmt: skip
+        x = rows(3)
+        coroutine = batcher.submit(x, deadline=time.monotonic() + 5)
+        with pytest.raises(StopIteration) as finished:
+            coroutine.send(None)
+        np.testing.assert_array_equal(finished.value.value["y"], x["x"] * 2)
+        assert [(r.items, r.requests, r.failed) for r in records] == [(3, 1, False)]
+        assert batcher.queued_items == 0 and batcher.in_flight_requests == 0
+        with pytest.raises(InvalidInput):  # refused as on the queued path
+            await batcher.submit(rows(9))
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_while_a_batch_runs_requests_still_queue_and_merge_behind_it() -> None:
+    async def main() -> None:
+        model = Instant(seconds=0.05)
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, runs_at_once=model.runs_at_once)
+        model.at_once = False  # the runtime says: this one goes to a thread
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await asyncio.sleep(0.01)
+        model.at_once = True  # tiny runs again, but the model is busy: the queue, as always
+        rest = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(4)]
+        await asyncio.gather(first, *rest)
+        assert model.batches == [(1, False), (4, True)]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_busy_model_refuses_at_once_what_would_miss_its_latency_budget() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.04)
+        batcher = Batcher(model, max_batch_size=2, max_queue_delay_us=0, latency_budget_s=0.1)
+        batcher.service_times.observe(1, 0.04)  # as warm-up seeds it
+        batcher.service_times.observe(2, 0.04)
+        # Idle: admitted whatever the budget says (nothing could answer it sooner); then each batch of 2 takes
+        # 40 ms, so within 100 ms there is room for the running batch and one more behind it.
+        first = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        admitted = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(2)]
+        await settle()
+        refused_at = time.monotonic()
+        with pytest.raises(OverBudget, match=r"over its latency budget of 100 ms"):
+            await batcher.submit(rows(1))
+        assert time.monotonic() - refused_at < 0.01  # at once, not after a wait
+        assert batcher.refusals == {"queue_full": 0, "budget": 1, "deadline": 0}
+        # A request whose own deadline is shorter than the budget is refused against that deadline.
+        with pytest.raises(DeadlineExceeded, match="after the request's deadline"):
+            await batcher.submit(rows(1), deadline=time.monotonic() + 0.05)
+        assert batcher.refusals["deadline"] == 1
+        started = time.monotonic()
+        await asyncio.gather(first, *admitted)
+        assert time.monotonic() - started < 0.1 + 0.05  # the admitted ones were answered within the budget
+        assert model.sizes == [1, 2]
+        await batcher.close()
+
+    run(main())
+
+
+def test_a_batch_leaves_early_rather_than_let_its_oldest_request_miss_the_budget() -> None:
+    async def main() -> None:
+        model = Doubler(seconds=0.01)
+        # wait_when_idle: every batch waits the (10 s) delay for company, unless its budget says go.
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, wait_when_idle=True,
+                          latency_budget_s=0.2)  # fmt: skip
+        batcher.service_times.observe(1, 0.05)
+        batcher.service_times.observe(1, 0.05)
+        started = time.monotonic()
+        await batcher.submit(rows(1))
+        waited = time.monotonic() - started
+        assert 0.1 < waited < 0.2  # sent 50 ms (its estimated run) before its 200 ms budget ends, not after 10 s
+        await batcher.close()
+
+    run(main())
+
+
+def test_a_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="latency_budget_s"):
+        Batcher(Doubler(), max_batch_size=2, max_queue_delay_us=0, latency_budget_s=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -96,6 +96,8 @@ class Served:
     version: int
     provider: str
     queued_items: int
+    refusals: dict[str, int] = field(default_factory=dict)
+    batch_time_estimates: dict[int, float] = field(default_factory=dict)
 
 
 class Registry:
@@ -120,6 +122,11 @@ def test_attached_models_are_read_at_scrape_time() -> None:
     assert value(metrics, "cnnserve_queue_items", model="a", version="1") == 9
     assert value(metrics, "cnnserve_models_loaded") == 1
     assert value(metrics, "cnnserve_model_loaded", model="b", version="2", provider="CPUExecutionProvider") == 0
+    registry.models[0].refusals = {"queue_full": 3, "budget": 5, "deadline": 0}
+    registry.models[0].batch_time_estimates = {1: 0.002, 8: 0.009}
+    assert value(metrics, "cnnserve_refused_requests_total", model="a", version="1", reason="budget") == 5
+    assert value(metrics, "cnnserve_refused_requests_total", model="a", version="1", reason="queue_full") == 3
+    assert value(metrics, "cnnserve_batch_time_estimate_seconds", model="a", version="1", batch_size="8") == 0.009
 
 
 def test_two_instances_do_not_share_a_registry_and_process_metrics_are_there() -> None:

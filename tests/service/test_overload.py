@@ -32,14 +32,18 @@ ROUND_S, ROUNDS = 1.5, 4
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 IMAGES = np.random.default_rng(0).standard_normal((16, 1, 1, 4, 4)).astype(np.float32)  # 16 different requests
 REFERENCE = [onnx_models.classifier_reference(image) for image in IMAGES]
-PAYLOADS = [
-    pb.ModelInferRequest(
-        model_name="slow",
-        inputs=[pb.ModelInferRequest.InferInputTensor(name="images", datatype="FP32", shape=[1, 1, 4, 4])],
-        raw_input_contents=[image.tobytes()],
-    ).SerializeToString()
-    for image in IMAGES
-]
+BUDGET_MS = 150  # the budgeted twin's latency_budget_ms: room for ~4 batches of ~30 ms, and the RPC around them
+PAYLOADS = {
+    model: [
+        pb.ModelInferRequest(
+            model_name=model,
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="images", datatype="FP32", shape=[1, 1, 4, 4])],
+            raw_input_contents=[image.tobytes()],
+        ).SerializeToString()
+        for image in IMAGES
+    ]
+    for model in ("slow", "slow_budget")
+}
 
 
 sent: collections.Counter[str] = collections.Counter()  # every ModelInfer of this module, by status name
@@ -76,6 +80,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         repo, work=20, max_batch_size=MAX_BATCH,
         dynamic_batching={"max_queue_delay_us": 1000, "max_queue_size": QUEUE_ITEMS},
     )  # fmt: skip
+    # Its twin with the default queue bound (1,024 items, far more than it can answer in time) and a latency budget.
+    onnx_models.write_slow_classifier(
+        repo, name="slow_budget", work=20, max_batch_size=MAX_BATCH,
+        dynamic_batching={"max_queue_delay_us": 1000, "latency_budget_ms": BUDGET_MS},
+    )  # fmt: skip
     process = ServerProcess(repo, grace_s=10.0)
     try:
         process.wait_ready()
@@ -84,18 +93,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         process.close()
 
 
-def infer_time(http_url: str) -> tuple[float, float]:
+def infer_time(http_url: str, model: str = "slow") -> tuple[float, float]:
     return (
-        scrape(http_url, "cnnserve_compute_infer_duration_seconds_sum", model="slow"),
-        scrape(http_url, "cnnserve_compute_infer_duration_seconds_count", model="slow"),
+        scrape(http_url, "cnnserve_compute_infer_duration_seconds_sum", model=model),
+        scrape(http_url, "cnnserve_compute_infer_duration_seconds_count", model=model),
     )
 
 
-async def offer(server: ServerProcess, rate: float, duration_s: float, *, on_the_way: float | None = None) -> Round:
+async def offer(server: ServerProcess, rate: float, duration_s: float, *, on_the_way: float | None = None,
+                model: str = "slow") -> Round:  # fmt: skip
     """Open-loop load: a request every 1/rate seconds whatever the answers, for duration_s. With `on_the_way`,
     SIGTERM is sent that many seconds in."""
     loop = asyncio.get_running_loop()
-    before = await asyncio.to_thread(infer_time, server.http_url)
+    payloads = PAYLOADS[model]
+    before = await asyncio.to_thread(infer_time, server.http_url, model)
     outcomes: list[Outcome] = []
     queue_samples: list[float] = []
     async with grpc.aio.insecure_channel(server.grpc_address) as channel:
@@ -105,18 +116,18 @@ async def offer(server: ServerProcess, rate: float, duration_s: float, *, on_the
         async def one(index: int) -> None:
             sent_at = loop.time()
             try:
-                reply = await call(PAYLOADS[index % len(PAYLOADS)], timeout=30)
+                reply = await call(payloads[index % len(payloads)], timeout=30)
             except grpc.aio.AioRpcError as err:
                 outcomes.append(Outcome(sent_at - began, loop.time() - sent_at, err.code(), False))
                 return
             logits = np.frombuffer(pb.ModelInferResponse.FromString(reply).raw_output_contents[0], np.float32)
-            correct = np.allclose(logits.reshape(1, 10), REFERENCE[index % len(PAYLOADS)], rtol=1e-5, atol=1e-5)
+            correct = np.allclose(logits.reshape(1, 10), REFERENCE[index % len(payloads)], rtol=1e-5, atol=1e-5)
             outcomes.append(Outcome(sent_at - began, loop.time() - sent_at, grpc.StatusCode.OK, bool(correct)))
 
         async def sample_queue() -> None:
             while loop.time() - began < duration_s:
                 try:
-                    depth = await asyncio.to_thread(scrape, server.http_url, "cnnserve_queue_items", model="slow")
+                    depth = await asyncio.to_thread(scrape, server.http_url, "cnnserve_queue_items", model=model)
                 except (OSError, http.client.HTTPException):
                     return  # the server stopped listening (SIGTERM round)
                 queue_samples.append(depth)
@@ -136,7 +147,7 @@ async def offer(server: ServerProcess, rate: float, duration_s: float, *, on_the
         sent.update(o.code.name for o in outcomes)
         elapsed = loop.time() - began
     stopping = on_the_way is not None  # its HTTP port closes before the process exits: no metrics to read
-    after = before if stopping else await asyncio.to_thread(infer_time, server.http_url)
+    after = before if stopping else await asyncio.to_thread(infer_time, server.http_url, model)
     busy_s, batches = after[0] - before[0], after[1] - before[1]
     return Round(outcomes, queue_samples, elapsed, busy_s / batches if batches else float("nan"), busy_s / elapsed)
 
@@ -154,7 +165,7 @@ async def capacity_of(server: ServerProcess, duration_s: float = 1.0) -> float:
             nonlocal answered
             while loop.time() < end:
                 try:
-                    await call(PAYLOADS[index], timeout=30)
+                    await call(PAYLOADS["slow"][index], timeout=30)
                 except grpc.aio.AioRpcError as err:
                     sent[err.code().name] += 1
                     continue
@@ -202,6 +213,45 @@ def test_overload_is_refused_at_once_while_accepted_requests_keep_their_latency(
         assert refused_p50 < accepted_p50 / 2
     growth = rss[-1] - rss[0]
     print(f"rss after round 1 {rss[0] / 2**20:.1f} MiB, after round {ROUNDS} {rss[-1] / 2**20:.1f} MiB")
+    assert growth < 8 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB over {ROUNDS - 1} rounds"
+
+
+def test_a_latency_budget_holds_the_accepted_p99_under_overload_at_nearly_full_throughput(
+    server: ServerProcess,
+) -> None:
+    """The budgeted twin has room for 1,024 items, which at ~60 items/s would be 17 s of queue: the budget, not the
+    bound, keeps the accepted requests' latency, by refusing at once what its batch-time estimates say would miss."""
+    capacity = asyncio.run(capacity_of(server))  # of the twin without a budget (same graph, same session)
+    rate = OVERLOAD * capacity
+    rss: list[int] = []
+    rounds: list[Round] = []
+    refused_before = scrape(server.http_url, "cnnserve_refused_requests_total", model="slow_budget", reason="budget")
+    for _ in range(ROUNDS):
+        rounds.append(asyncio.run(offer(server, rate, ROUND_S, model="slow_budget")))
+        rss.append(server.rss_bytes())
+    print(f"\nno-budget capacity {capacity:.0f} req/s; budget {BUDGET_MS} ms; offered {rate:.0f} req/s")
+    ok, room = grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED
+    for number, r in enumerate(rounds, 1):
+        accepted, refused = r.of(ok), r.of(room)
+        accepted_p50, accepted_p99 = (r.percentile_ms(ok, q) for q in (50, 99))
+        refused_p50, refused_p99 = (r.percentile_ms(room, q) for q in (50, 99))
+        throughput = len(accepted) / r.duration_s
+        print(
+            f"round {number}: accepted {throughput:.0f}/s ({throughput / capacity:.0%} of capacity; p50 "
+            f"{accepted_p50:.0f} ms, p99 {accepted_p99:.0f} ms), refused {len(refused)} (p50 {refused_p50:.1f} ms, "
+            f"p99 {refused_p99:.1f} ms), queue max {max(r.queue_samples):.0f}, model busy {r.busy:.0%}, "
+            f"rss {rss[number - 1] / 2**20:.1f} MiB"
+        )
+        assert {o.code for o in r.outcomes} <= {ok, room}
+        assert all(o.correct for o in accepted)
+        assert accepted_p99 <= BUDGET_MS
+        assert throughput >= 0.9 * capacity
+        assert refused_p50 < 25 and refused_p50 < accepted_p50 / 2  # refused at once, in milliseconds
+        assert max(r.queue_samples) < 4 * BUDGET_MS / 1000 * capacity  # a few batches, never the 1,024 it allows
+    refused_after = scrape(server.http_url, "cnnserve_refused_requests_total", model="slow_budget", reason="budget")
+    assert refused_after - refused_before == sum(len(r.of(room)) for r in rounds)  # every refusal was the budget's
+    assert scrape(server.http_url, "cnnserve_batch_time_estimate_seconds", model="slow_budget", batch_size="2") > 0
+    growth = rss[-1] - rss[0]
     assert growth < 8 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB over {ROUNDS - 1} rounds"
 
 

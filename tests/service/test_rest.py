@@ -10,6 +10,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -451,3 +452,23 @@ def test_full_queue_is_429_with_retry_after_and_a_passed_deadline_504(tmp_path: 
     refused = [headers for status, headers, _ in results if status == 429]
     assert refused and all(headers["Retry-After"] == "1" for headers in refused)
     assert {status for status, _, _ in results} <= {200, 429} and any(s == 200 for s, _, _ in results)
+
+
+def test_a_request_that_would_miss_the_latency_budget_is_429_at_once(tmp_path: Path, start_server: Any) -> None:
+    onnx_models.write_slow_classifier(tmp_path, work=150, max_batch_size=1,
+                                      dynamic_batching={"max_queue_delay_us": 0, "latency_budget_ms": 50})  # fmt: skip
+    slow = start_server(tmp_path)
+    body = infer_body([1, 1, 4, 4])
+    results: list[tuple[int, dict[str, str], bytes]] = []
+    blocker = threading.Thread(target=lambda: results.append(call(slow, "POST", "/v2/models/slow/infer", body)))
+    blocker.start()
+    while slow.server.models.get("slow").in_flight_requests == 0:  # an idle model admits whatever its budget
+        threading.Event().wait(0.005)
+    started = time.monotonic()
+    status, headers, reply = call(slow, "POST", "/v2/models/slow/infer", body)
+    refused_in = time.monotonic() - started
+    blocker.join(60)
+    assert status == 429 and headers["Retry-After"] == "1"
+    assert "over its latency budget of 50 ms" in json.loads(reply)["error"]
+    assert refused_in < 0.1  # at once, not after the running batch (~200 ms)
+    assert results and results[0][0] == 200

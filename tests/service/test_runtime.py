@@ -6,14 +6,23 @@ import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from cnnserve.contracts import layout
 from cnnserve.service.errors import InvalidInput, ModelLoadError, ModelNotReady
-from cnnserve.service.execution.runtime import CPU, Runtime, Tensors, session_options, warm_up_batch_sizes
+from cnnserve.service.execution.runtime import (
+    CPU,
+    INLINE_IDLE_GAP_S,
+    Runtime,
+    Tensors,
+    session_options,
+    warm_up_batch_sizes,
+)
 from cnnserve.service.types import ComputeTimes, DynamicBatching, ModelSpec, SessionOptions, TensorSpec
 from tests import onnx_models
 from tests.service.graphs import conv_any_size, fixed_batch, save
@@ -208,3 +217,74 @@ def test_a_set_that_prunes_nothing_runs_the_full_session(tmp_path: Path) -> None
         runtime.close()
     assert set(outputs) == {"b"} and runtime.pruned_nodes == {frozenset({"b"}): (1, 1)}
     np.testing.assert_array_equal(outputs["b"], x[:, 2:])
+
+
+def _finished_without_suspending(coroutine: Any) -> Any:
+    """Steps `coroutine` once: its result when it finished in that step; AssertionError when it suspended (a run
+    handed to a session thread suspends until the thread answers)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise AssertionError("the run suspended: it went to a session thread")
+
+
+def test_a_tiny_run_on_an_idle_model_is_done_on_the_event_loop(repo: Path) -> None:
+    runtime = Runtime(repo / "classifier" / "1" / "model.onnx")
+    images = np.random.default_rng(0).random((2, 1, 4, 4), dtype=np.float32)
+
+    async def main() -> None:
+        assert not runtime.runs_inline({"images": images}, None)  # nothing measured yet: the first goes to a thread
+        for _ in range(2):  # the first run at a shape pays ORT's allocations; the second's time replaces it
+            await runtime.run_timed({"images": images})
+        assert runtime.compute_times.measured(2) is not None
+        await asyncio.sleep(INLINE_IDLE_GAP_S * 2)
+        assert runtime.runs_inline({"images": images}, None)
+        outputs, _ = _finished_without_suspending(runtime.run_timed({"images": images}))
+        np.testing.assert_allclose(outputs["logits"], onnx_models.classifier_reference(images), rtol=1e-5)
+        # Nor at a batch size never measured, nor while another run is in a thread.
+        await asyncio.sleep(INLINE_IDLE_GAP_S * 2)
+        assert not runtime.runs_inline({"images": images[:1]}, None)
+        first = asyncio.ensure_future(runtime.run_timed({"images": images[:1]}))
+        await asyncio.sleep(0)  # it is in the thread now
+        assert not runtime.runs_inline({"images": images}, None)
+        await first
+
+    asyncio.run(main())
+    runtime.close()
+
+
+def test_right_after_a_run_the_model_is_not_idle(repo: Path) -> None:
+    """Under load the next batch comes within microseconds of the last: it goes to a thread, as before."""
+    runtime = Runtime(repo / "classifier" / "1" / "model.onnx", inline_idle_gap_s=60.0)
+    images = np.zeros((1, 1, 4, 4), np.float32)
+
+    async def main() -> None:
+        for _ in range(3):
+            await runtime.run_timed({"images": images})
+        assert not runtime.runs_inline({"images": images}, None)
+
+    asyncio.run(main())
+    runtime.close()
+
+
+def test_slow_runs_and_a_zero_inline_limit_always_use_the_threads(tmp_path: Path) -> None:
+    onnx_models.write_slow_classifier(tmp_path, work=24, dim=384)
+    slow = Runtime(tmp_path / "slow" / "1" / "model.onnx")
+    fast = Runtime(tmp_path / "slow" / "1" / "model.onnx", options=SessionOptions(inline_run_max_us=0))
+    images = np.zeros((1, 1, 4, 4), np.float32)
+
+    async def main() -> None:
+        for runtime in (slow, fast):
+            for _ in range(3):
+                await runtime.run_timed({"images": images})
+                await asyncio.sleep(INLINE_IDLE_GAP_S * 2)
+        measured = slow.compute_times.measured(1)
+        assert measured is not None and measured > layout.INLINE_RUN_MAX_US / 1e6  # slower than the default limit
+        assert not slow.runs_inline({"images": images}, None)
+        assert not fast.runs_inline({"images": images}, None)
+
+    asyncio.run(main())
+    slow.close()
+    fast.close()

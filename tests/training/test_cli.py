@@ -48,6 +48,7 @@ def test_classifier_entry_matches_the_server_format(classifier_repo: Path) -> No
         "max_queue_delay_us": 500,
         "preferred_batch_sizes": [],
         "max_queue_size": 1024,
+        "latency_budget_ms": 50,  # the server refuses at once what its queue would answer later
     }
     assert config["instance_count"] == 1
     pre = config["preprocessing"]
