@@ -64,8 +64,7 @@ batch times alone miss, such as the event loop's gaps between batches while it a
 
 
 class _Request:
-    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "predicted", "queued",
-                 "signature")  # fmt: skip
+    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "queued", "signature")
 
     def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
                  outputs: OutputNames, budget: float | None = None) -> None:  # fmt: skip
@@ -76,7 +75,6 @@ class _Request:
         self.queued = True  # False once taken into a batch or removed
         # When it must be answered: its budget, or its own deadline when sooner; None without a budget.
         self.due = None if budget is None else min(self.enqueued + budget, deadline or float("inf"))
-        self.predicted = 0.0  # seconds to its answer, as admission predicted them (0: no prediction)
 
 
 class Batcher:
@@ -171,7 +169,6 @@ class Batcher:
             predicted = self._admit(items, deadline)
         wakeup = self._start()
         request = _Request(inputs, items, signature, deadline, outputs, self._budget)
-        request.predicted = predicted
         self._queue.append(request)
         self._queued_items += items
         wakeup.set()
@@ -182,7 +179,10 @@ class Batcher:
                 max(0.0, deadline - time.monotonic()), self._expire, request
             )
         try:
-            return await request.future
+            answer = await request.future
+            if predicted:  # measured here, as the caller resumes: the loop's lag in resuming it counts too
+                self._learn_residual(time.monotonic() - request.enqueued - predicted)
+            return answer
         except asyncio.CancelledError:  # the client went away: drop it from the queue, or drop its result
             if request.queued:
                 self._unqueue(request)
@@ -412,8 +412,6 @@ class Batcher:
                     own = outputs if r.outputs is None or r.outputs == wanted else _only(outputs, r.outputs)
                     _answer(r.future, own if alone else {k: v[start:end] for k, v in own.items()})
                     start = end
-                    if r.predicted:
-                        self._learn_residual(time.monotonic() - r.enqueued - r.predicted)
             failed = False
             self.service_times.observe(total, run_seconds)
         except InvalidInput as exc:
