@@ -64,7 +64,7 @@ def load_folder(folder: Path) -> list[np.ndarray]:
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float [1, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0  # a copy: writable
 
 
 def fit_short_side(image: torch.Tensor, side: int) -> torch.Tensor:
