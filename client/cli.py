@@ -1,4 +1,5 @@
-"""`cnnserve classify | generate | segment | stylize | explain | models | health`: the client side of the command line."""
+"""`cnnserve classify | generate | segment | stylize | explain | models | health`: the client side of the command
+line."""
 
 from __future__ import annotations
 

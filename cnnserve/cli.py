@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> (module holding `main(argv) -> int`, extra that provides its dependencies, summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("cnnserve.training.cli", "train", "train a classifier, GAN, segmenter or style model into a model repository"),
+    "train": ("cnnserve.training.cli", "train", "train a classifier, GAN, segmenter or style model"),
     "serve": ("cnnserve.service.edge.cli", "cpu", "serve a model repository over gRPC (Open Inference Protocol)"),
     "run": ("cnnserve.run", "cpu,train", "train the default models if missing, then serve them"),
     "classify": ("cnnserve.client.cli", "", "classify image files with a running server"),

@@ -35,10 +35,9 @@ class RandomFeatures(nn.Module):
         convs = []
         c_in = 3
         for width in self.config.widths:
-            conv = nn.Conv2d(c_in, width, 3, padding=1, padding_mode="reflect")
+            conv = nn.Conv2d(c_in, width, 3, padding=1, padding_mode="reflect", bias=False)
             with torch.no_grad():  # Kaiming-normal from our own generator: the net depends on `seed` alone
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / (9 * c_in)) ** 0.5)
-                conv.bias.zero_()
             convs.append(conv)
             c_in = width
         self.convs = nn.ModuleList(convs)

@@ -7,6 +7,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,13 +32,14 @@ from cnnserve.training.style_data import (
 )
 from cnnserve.training.style_features import FeatureNetConfig
 from cnnserve.training.style_image import brushstrokes
-from cnnserve.training.style_report import judged_photo, save_before_after, score_photos, style_checks
+from cnnserve.training.style_report import JUDGED_SIDE, judged_photo, save_before_after, score_photos, style_checks
 from cnnserve.training.train_style import StyleTrainConfig, train_style
 
 DEFAULT_STYLE_MODEL = "stylize_brushstrokes"
 PAINTED = "painted"  # --style value: the procedural brush-stroke painting (training/style_image.py)
 STYLE_BATCH_SIZE = 8  # the server's max_batch_size: 8 photos of 512 x 512 are ~100 MB of activations per layer
 STYLE_DYNAMIC_AXES = {contract.INPUT: {2: "height", 3: "width"}, contract.OUTPUT: {2: "height", 3: "width"}}
+DRY_RUN_SIDE = 64  # a dry run judges and draws the held-out photos this small: a smoke test, not a verdict
 STYLE_TOLERANCE = 1e-3  # pixels in [0, 1]: a thousandth is a quarter of one 8-bit step
 
 
@@ -80,9 +82,9 @@ def run_style(options: StyleOptions) -> JobResult:
     out_dir = options.out_dir or Path("runs") / name
     out_dir.mkdir(parents=True, exist_ok=True)
     painting = style_image(options.style)
-    photos = load_bundled(list(TRAIN_PHOTOS), TRAIN_PHOTOS) if options.content == BUNDLED \
-        else load_folder(Path(options.content))  # fmt: skip
-    chosen = {"steps": options.steps, "batch_size": options.batch_size, "lr": options.lr}
+    bundled = options.content == BUNDLED
+    photos = load_bundled(list(TRAIN_PHOTOS), TRAIN_PHOTOS) if bundled else load_folder(Path(options.content))
+    chosen: dict[str, Any] = {"steps": options.steps, "batch_size": options.batch_size, "lr": options.lr}
     train_cfg = StyleTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
                                  progress_bar=options.progress_bar,
                                  **{k: v for k, v in chosen.items() if v is not None})  # fmt: skip
@@ -90,7 +92,8 @@ def run_style(options: StyleOptions) -> JobResult:
     model_cfg = StylizerConfig()
     run = train_style(ContentCrops(photos, crop=train_cfg.crop), style, model_cfg, train_cfg, out_dir, name)
     held_out = dict(zip(HELD_OUT_PHOTOS, load_bundled(list(HELD_OUT_PHOTOS), HELD_OUT_PHOTOS), strict=True))
-    checks, metrics = style_checks(score_photos(run.model, held_out, style))
+    side = DRY_RUN_SIDE if options.dry_run else JUDGED_SIDE
+    checks, metrics = style_checks(score_photos(run.model, held_out, style, side), side)
     metrics |= {"steps": run.steps, "train_seconds": round(run.seconds, 1), "seed": options.seed,
                 "loss_net_seed": train_cfg.loss_net_seed, "loss_net": FeatureNetConfig().__dict__,
                 "style": options.style, "content": options.content, "train_photos": len(photos),
@@ -98,12 +101,12 @@ def run_style(options: StyleOptions) -> JobResult:
     report = card(name, checks, metrics)
     announce(report)
     write_json(out_dir / "report.json", report)
-    save_before_after(run.model, held_out, style, out_dir / "before_after.png")
+    save_before_after(run.model, held_out, style, out_dir / "before_after.png", side)
     real = [judged_photo(p, 64).expand(7, -1, -1, -1)[:, :, :64, :64] for p in held_out.values()]
     wide = [judged_photo(p, 48).expand(7, -1, -1, -1)[:, :, :48, :80] for p in held_out.values()]
     spec = ExportSpec(
         name=name, input_names=(contract.INPUT,), output_names=(contract.OUTPUT,),
-        sample_inputs=lambda n, g: (torch.rand(n, 3, 32, 48, generator=g),),
+        sample_inputs=lambda n, g: (torch.rand(n, 3, 32, 48, generator=g),),  # multiples of STRIDE
         real_inputs=(real[0].contiguous(),), more_real_inputs=((wide[-1].contiguous(),),),
         tolerance=STYLE_TOLERANCE, exporter=options.exporter, dynamic_axes=STYLE_DYNAMIC_AXES,
     )  # fmt: skip

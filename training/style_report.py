@@ -60,14 +60,15 @@ def edge_correlation(output: torch.Tensor, photo: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def score_photos(model: nn.Module, photos: dict[str, np.ndarray], style: torch.Tensor) -> list[PhotoScore]:
-    """Each held-out photo through `model` (eval mode), measured against `style` [1, 3, H, W]."""
+def score_photos(model: nn.Module, photos: dict[str, np.ndarray], style: torch.Tensor, side: int = JUDGED_SIDE
+                 ) -> list[PhotoScore]:  # fmt: skip
+    """Each held-out photo (shorter side `side`) through `model` (eval mode), measured against `style`."""
     model.eval()
     measure = RandomFeatures(MEASURE_NET_SEED)
     targets = style_grams(measure, style)
     scores = []
     for name, pixels in photos.items():
-        photo = judged_photo(pixels)
+        photo = judged_photo(pixels, side)
         output = model(photo)
         before = float(gram_distance(measure(photo), targets)[0])
         after = float(gram_distance(measure(output), targets)[0])
@@ -75,7 +76,7 @@ def score_photos(model: nn.Module, photos: dict[str, np.ndarray], style: torch.T
     return scores
 
 
-def style_checks(scores: list[PhotoScore]) -> tuple[list[Check], dict[str, Any]]:
+def style_checks(scores: list[PhotoScore], side: int = JUDGED_SIDE) -> tuple[list[Check], dict[str, Any]]:
     """The floors on the means over the held-out photos; each photo's figures beside them."""
     ratio = float(np.mean([s.style_ratio for s in scores]))
     edges = float(np.mean([s.edge_correlation for s in scores]))
@@ -84,7 +85,7 @@ def style_checks(scores: list[PhotoScore]) -> tuple[list[Check], dict[str, Any]]
     metrics: dict[str, Any] = {
         "held_out": {s.name: {"style_ratio": round(s.style_ratio, 4), "edge_correlation": round(s.edge_correlation, 4)}
                      for s in scores},
-        "measure_net_seed": MEASURE_NET_SEED, "judged_side": JUDGED_SIDE,
+        "measure_net_seed": MEASURE_NET_SEED, "judged_side": side,
     }  # fmt: skip
     return checks, metrics
 

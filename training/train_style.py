@@ -34,8 +34,8 @@ class StyleTrainConfig:
     crop: int = 128  # crop side in pixels; the net is fully convolutional, so it serves any size
     lr: float = 2e-3  # Adam's peak learning rate, decayed by a cosine to 5% of it
     style_weight: float = 1.0  # on the Gram distance (a sum over stages of relative squared errors)
-    content_weight: float = 1.0  # on the relative feature distance at the loss net's content stage
-    tv_weight: float = 0.5  # on the mean absolute neighbour difference: against speckle
+    content_weight: float = 0.5  # on the relative feature distance at the loss net's content stage
+    tv_weight: float = 0.1  # on the mean absolute neighbour difference: against speckle
     style_side: int = 256  # the style image's shorter side when its Gram targets are taken
     loss_net_seed: int = LOSS_NET_SEED  # the random loss network's seed (recorded in the report)
     log_every: int = 50  # steps per progress line and curve point

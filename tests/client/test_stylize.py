@@ -61,7 +61,8 @@ def test_the_cli_writes_one_png_per_photo(server: ServerThread, tmp_path: Path, 
     base = ["stylize", "--url", server.grpc_address, "--model", "stylizer"]
     assert cli_main([*base, str(tmp_path / "cat.png"), "--out", str(tmp_path / "styled.png")]) == 0
     assert close_to(np.asarray(Image.open(tmp_path / "styled.png")), pixels)
-    assert cli_main([*base, str(tmp_path / "cat.png"), str(tmp_path / "dog.png"), "--out-dir", str(tmp_path / "o")]) == 0
+    both = [str(tmp_path / "cat.png"), str(tmp_path / "dog.png")]
+    assert cli_main([*base, *both, "--out-dir", str(tmp_path / "o")]) == 0
     assert close_to(np.asarray(Image.open(tmp_path / "o" / "dog.styled.png")), other)
     assert "wrote" in capsys.readouterr().out
     assert cli_main([*base, str(tmp_path / "cat.png"), str(tmp_path / "dog.png"), "--out", "x.png"]) == 1

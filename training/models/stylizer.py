@@ -1,6 +1,6 @@
 """A Johnson-style feed-forward stylisation network: strided convolutions down, residual blocks at 1/4 resolution,
 resize-convolution up (nearest 2x then a conv, which leaves no checkerboard where transposed convolutions do),
-instance norm throughout. Fully convolutional: any batch, height and width that are multiples of STRIDE.
+instance norm throughout. Fully convolutional: any batch, height and width that are multiples of STRIDE (8).
 
 Pixels in, pixels out: RGB [N, 3, H, W] in [0, 1] both ways (the pixel contract), so the served graph is the module.
 """
@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-STRIDE = 4  # two stride-2 convolutions: H and W must be multiples of it (the server pads files up to it)
+STRIDE = 8
+"""H and W must be multiples of it (the server pads files up to it): two stride-2 convolutions need 4, and 8 keeps
+the residual blocks' maps at 2 x 2 or more, which reflection padding and instance norm need."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,23 @@ class StylizerConfig:
         return asdict(self)
 
 
+class InstanceNorm(nn.Module):
+    """Per item and channel: zero mean, unit variance over H and W, then a learnt scale and shift. Written out
+    rather than nn.InstanceNorm2d, whose size check turns traced shapes into Python booleans at export."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean((2, 3), keepdim=True)
+        variance = ((x - mean) ** 2).mean((2, 3), keepdim=True)
+        normalised = (x - mean) * torch.rsqrt(variance + self.eps)
+        return normalised * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
 class ConvLayer(nn.Module):
     """Reflection padding (no dark frame from zero padding), conv, instance norm, optional ReLU."""
 
@@ -34,7 +53,7 @@ class ConvLayer(nn.Module):
         super().__init__()
         self.pad = nn.ReflectionPad2d(kernel // 2)
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride)
-        self.norm = nn.InstanceNorm2d(c_out, affine=True)
+        self.norm = InstanceNorm(c_out)
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +67,8 @@ class ResidualBlock(nn.Module):
         self.body = nn.Sequential(ConvLayer(channels, channels, 3), ConvLayer(channels, channels, 3, relu=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        out: torch.Tensor = x + self.body(x)
+        return out
 
 
 class UpsampleConv(nn.Module):
