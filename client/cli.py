@@ -1,4 +1,5 @@
-"""`cnnserve classify | generate | segment | explain | models | health`: the client side of the command line."""
+"""`cnnserve classify | generate | segment | stylize | explain | models | health`: the client side of the command
+line."""
 
 from __future__ import annotations
 
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--alpha", type=float, default=0.5, help="opacity of the mask's colours in the pictures")
     seg.add_argument("--json", action="store_true", help="print JSON instead of a table")
     seg.add_argument("files", nargs="+", type=Path)
+
+    styl = add("stylize", "restyle photos with a style model: one PNG out per photo, at its own size")
+    styl.add_argument("--model", default="stylize_brushstrokes")
+    styl.add_argument("--out", type=Path, help="the PNG to write (one file; default <name>.styled.png beside it)")
+    styl.add_argument("--out-dir", type=Path, help="write <name>.styled.png for each file here")
+    styl.add_argument("files", nargs="+", type=Path)
 
     why = add("explain", "where a classifier looks: occlusion heatmaps of image files, drawn with --out-dir")
     why.add_argument("--model", default="digits_cnn")
@@ -149,6 +156,18 @@ def _segment(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _stylize(client: Client, args: argparse.Namespace) -> int:
+    if args.out is not None and len(args.files) > 1:
+        raise ValueError("--out takes one file; use --out-dir for several")
+    for file, png in zip(args.files, client.stylize_png(args.model, args.files), strict=True):
+        folder = args.out_dir if args.out_dir is not None else file.parent
+        target = args.out or folder / f"{file.stem}.styled.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png)
+        print(f"{file}: wrote {target}")
+    return 0
+
+
 def _explain(client: Client, args: argparse.Namespace) -> int:
     results = client.explain(args.model, args.files, patch=args.patch, stride=args.stride,
                              target_class=args.target_class, with_png=args.out_dir is not None)  # fmt: skip
@@ -187,5 +206,5 @@ def _health(client: Client, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"classify": _classify, "generate": _generate, "segment": _segment, "explain": _explain, "models": _models,
-            "health": _health}
+COMMANDS = {"classify": _classify, "generate": _generate, "segment": _segment, "stylize": _stylize,
+            "explain": _explain, "models": _models, "health": _health}

@@ -4,6 +4,7 @@
         client.classify("digits_cnn", ["seven.png"])   # [[("7", 0.998), ...]]
         client.generate("cdcgan_digits", 16, label=7)  # uint8 [16, 16, 16, 1]
         client.segment("digits_segmenter", ["scene.png"])  # [Segmentation(detections=[Detection("7", ...)], mask)]
+        client.stylize("stylize_brushstrokes", ["photo.jpg"])  # [uint8 [h, w, 3]], at each photo's own size
 
     Client("models.example:8001", root_certificates="ca.pem", token=token)   # TLS, bearer token
 
@@ -28,11 +29,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.client import explain, protocol, segment
+from cnnserve.client import explain, protocol, segment, stylize
 from cnnserve.client.connection import Connection
 from cnnserve.client.errors import ClientError
 from cnnserve.client.explain import Explanation
-from cnnserve.client.images import ImageLike
+from cnnserve.client.images import ImageLike, open_image
 from cnnserve.client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
 from cnnserve.client.segment import Detection, Segmentation
 
@@ -191,3 +192,19 @@ class Client:
             reply = self._call("ModelInfer", segment.request(model, image, input_name, with_mask))
             results.append(segment.parse(protocol.infer_outputs(reply), labels, min_score))
         return results
+
+    def stylize_png(self, model: str, images: Sequence[ImageLike]) -> list[bytes]:
+        """Per image (any size, sent as a file), the style model's output as a PNG file at the image's own size.
+        One request per image: images of one size may share the server's batches, other sizes never wait for them."""
+        config = self.config(model)
+        output = stylize.output_name(model, config)
+        input_name = protocol.image_input(protocol.preprocessing(model, config), self.metadata(model))
+        files = []
+        for image in images:
+            reply = self._call("ModelInfer", stylize.request(model, image, input_name, output))
+            files.append(stylize.png_of(protocol.infer_outputs(reply), output))
+        return files
+
+    def stylize(self, model: str, images: Sequence[ImageLike]) -> list[np.ndarray]:
+        """As stylize_png(), decoded: uint8 RGB pixels [h, w, 3] per image."""
+        return [np.asarray(open_image(png).convert("RGB")) for png in self.stylize_png(model, images)]

@@ -82,7 +82,7 @@ def json_decode_ms(model: str, metadata: pb.ModelMetadataResponse, inputs: dict[
 def compare_http(args: argparse.Namespace, levels: Sequence[int], metadata: pb.ModelMetadataResponse,
                  connection: Connection) -> int:
     """gRPC unary, REST binary and REST JSON at each level, one after another in the same run."""
-    inputs = random_inputs(metadata, args.batch_size)
+    inputs = random_inputs(metadata, args.batch_size, sizes=[int(v) for v in args.sizes.split(",") if v])
     shape = "x".join(str(d) for d in next(iter(inputs.values())).shape)
     decode_ms = json_decode_ms(args.model, metadata, inputs)
     print(f"one JSON request [{shape}] decoded by the server's codec in {decode_ms:.2f} ms")

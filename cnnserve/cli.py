@@ -12,13 +12,14 @@ from collections.abc import Callable, Sequence
 
 # subcommand -> (module holding `main(argv) -> int`, extra that provides its dependencies, summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("cnnserve.training.cli", "train", "train a classifier, GAN or segmenter into a model repository"),
+    "train": ("cnnserve.training.cli", "train", "train a classifier, GAN, segmenter or style model"),
     "serve": ("cnnserve.service.edge.cli", "cpu", "serve a model repository over gRPC (Open Inference Protocol)"),
     "quantize": ("cnnserve.training.quantize_cli", "cpu", "publish a gated INT8 (or FP16) variant of a classifier"),
     "run": ("cnnserve.run", "cpu,train", "train the default models if missing, then serve them"),
     "classify": ("cnnserve.client.cli", "", "classify image files with a running server"),
     "generate": ("cnnserve.client.cli", "", "generate images with a running generator model"),
     "segment": ("cnnserve.client.cli", "", "find and outline the objects in image files with a running segmenter"),
+    "stylize": ("cnnserve.client.cli", "", "restyle photos with a running style model, one PNG each"),
     "explain": ("cnnserve.client.cli", "", "show where a classifier looks in image files (occlusion heatmaps)"),
     "models": ("cnnserve.client.cli", "", "list the models of a running server"),
     "health": ("cnnserve.client.cli", "", "check a server's health (exit code 0 when ready)"),
@@ -57,6 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"cnnserve: unknown command '{command}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    if command in {"classify", "generate", "segment", "explain", "models", "health"}:
+    if command in {"classify", "generate", "segment", "stylize", "explain", "models", "health"}:
         rest = [command, *rest]
     return _load(command)(rest)

@@ -1,4 +1,4 @@
-"""`cnnserve train classifier|gan|segmenter|defaults|benchmark-models`: argparse -> JobOptions -> jobs."""
+"""`cnnserve train classifier|gan|segmenter|style|defaults|benchmark-models`: argparse -> JobOptions -> jobs."""
 
 from __future__ import annotations
 
@@ -56,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 0.80 on digits, none on folders; dry runs never refuse)")  # fmt: skip
     segmenter.add_argument("--min-found", type=float, help="refuse to publish below this share of test objects "
                            "found (default 0.90 on digits, none on folders)")  # fmt: skip
+    style = commands.add_parser("style", help="train a feed-forward style-transfer network (image to image)")
+    style.add_argument("--style", default="painted",
+                       help="style image file, or 'painted' (a procedural brush-stroke painting; the default)")
+    style.add_argument("--content", default="bundled",
+                       help="folder of content photos, or 'bundled' (scikit-image's and scikit-learn's; default)")
+    style.add_argument("--model-repository", type=Path, default=Path("model_repository"), help="where to publish")
+    style.add_argument("--name", help="model name (default: stylize_<style file name>, stylize_brushstrokes)")
+    style.add_argument("--steps", type=int, help="optimiser steps (default 180, ~2.5 min on one core)")
+    style.add_argument("--batch-size", type=int, help="crops per step (default 4)")
+    style.add_argument("--lr", type=float, help="Adam's peak learning rate (default 2e-3)")
+    style.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
+    style.add_argument("--out-dir", type=Path, help="artefacts: curves, before/after grid, report.json")
+    style.add_argument("--dry-run", action="store_true", help="one step, then report, export and publish")
+    style.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    style.add_argument("--threads", type=int, default=0, help="torch threads (default: one per available core)")
+    style.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
     defaults = commands.add_parser("defaults", help="train the default models into a repository if missing")
     defaults.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     defaults.add_argument("--dry-run", action="store_true", help="smoke-test settings (not for serving)")
@@ -94,6 +110,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from cnnserve.training.benchmark_models import publish_benchmark_models
 
         publish_benchmark_models(args.model_repository)
+        return 0
+    if args.command == "style":
+        from cnnserve.training.style_job import StyleOptions, run_style
+
+        result = run_style(StyleOptions(
+            style=args.style, content=args.content, repository=args.model_repository, name=args.name,
+            out_dir=args.out_dir, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            device=args.device, threads=args.threads, dry_run=args.dry_run, exporter=args.exporter,
+        ))  # fmt: skip
+        print(f"published {result.name} -> {result.version_dir} in {result.seconds:.1f}s")
         return 0
     from cnnserve.training.jobs import JobOptions, run_classifier, run_gan, run_segmenter
 

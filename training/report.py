@@ -34,8 +34,9 @@ GAN_REPORT_SAMPLES = 1000
 class Check:
     name: str  # what was measured
     value: float  # the measurement
-    threshold: float  # the least value that passes
+    threshold: float  # the least value that passes (rule ">="), or the most (rule "<=")
     passed: bool
+    rule: str = ">="
 
 
 def card(model: str, checks: Sequence[Check], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -52,13 +53,18 @@ def check(name: str, value: float, threshold: float) -> Check:
     return Check(name, round(float(value), 6), round(float(threshold), 6), bool(value >= threshold))
 
 
+def check_at_most(name: str, value: float, threshold: float) -> Check:
+    """A ceiling: passes when value <= threshold (a distance, a ratio of distances)."""
+    return Check(name, round(float(value), 6), round(float(threshold), 6), bool(value <= threshold), "<=")
+
+
 def announce(report: dict[str, Any], publishing: bool = True) -> None:
     """Print the card; a failing one loudly (published marked passed=false, unless `publishing` is False)."""
     verdict = {True: "PASS", False: "FAIL", None: "NO THRESHOLDS"}[report["passed"]]
     print(f"report card {report['model']}: {verdict}")
     for c in report["checks"]:
         mark = "ok  " if c["passed"] else "FAIL"
-        print(f"  [{mark}] {c['name']}: {c['value']:.4f} (needs >= {c['threshold']:.4f})")
+        print(f"  [{mark}] {c['name']}: {c['value']:.4f} (needs {c.get('rule', '>=')} {c['threshold']:.4f})")
     if report["passed"] is False:
         then = "publishing anyway with report.passed=false" if publishing else "not publishing"
         logger.warning("report card FAILED model=%s; %s", report["model"], then)

@@ -265,11 +265,14 @@ class RestApi:
 
     async def _infer_image(self, request: web.Request, name: str, version: str, body: bytes) -> web.Response:
         """A PNG/JPEG body is one request of one image; the answer is its top-k predictions, best first (a
-        segmenter's: its detections, or with Accept: image/png its mask, blended over the image with ?overlay=)."""
+        segmenter's: its detections, or with Accept: image/png its mask, blended over the image with ?overlay=; an
+        image-to-image model's: its output image)."""
         spec = self._path.spec(name, version)
         target = spec.image_input
         if target is None:
             raise InvalidInput(f"model {spec.name!r} takes no image input; send a JSON or binary tensor request")
+        if spec.image_output is not None:
+            return await self._image_to_image(request, spec, version, body)
         if spec.spatial is not None:
             return await self._segment_image(request, spec, version, body)
         scores_name = spec.label_output or spec.outputs[0].name
@@ -318,6 +321,24 @@ class RestApi:
             "label": spec.labels[index] if index < len(spec.labels) else str(index),
             "explanation": np.round(explanation[0].astype(np.float64), 6).tolist(),
         })  # fmt: skip
+
+    async def _image_to_image(self, request: web.Request, spec: ModelSpec, version: str, body: bytes
+                              ) -> web.Response:  # fmt: skip
+        """An image model's answer to a file (a style model's, contracts/style.py): with Accept: image/png its output
+        image as a PNG at the file's size; otherwise the output tensor, as a KServe v2 JSON reply."""
+        assert spec.image_output is not None and spec.image_input is not None
+        message = pb.ModelInferRequest(model_name=spec.name, model_version=version)
+        message.inputs.add(name=spec.image_input.name, datatype="BYTES", shape=[1])  # one file
+        message.outputs.add(name=spec.image_output.name)
+        wants_png = "image/png" in request.headers.get("Accept", "")
+        if wants_png:
+            message.parameters["output_format"].string_param = "png"
+        result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
+        if wants_png:
+            return web.Response(body=bytes(result.tensors[0].array.reshape(-1)[0]), content_type="image/png")
+        reply, _ = rest_codec.encode_infer(rest_codec.RestRequest(message, []), result.model_name,
+                                           result.model_version, result.tensors)  # fmt: skip
+        return web.Response(body=reply, content_type=JSON)
 
     async def _segment_image(self, request: web.Request, spec: ModelSpec, version: str, body: bytes
                              ) -> web.Response:  # fmt: skip

@@ -4,7 +4,8 @@ generators and segmenter, which the page only has to show).
 
 Checked: no console errors; strokes drawn with pointer events make the right digit win; the feature maps, the
 occlusion heatmap, the atlas and a neuron's top images, the generator's samples and the segmented scene all appear;
-with tokens on the page asks for one and then works. Screenshots go to test-artifacts/page/ (CNNSERVE_ARTIFACTS).
+an uploaded photo comes back restyled at its own size (a style-shaped model, tests/style_models.py); with tokens on
+the page asks for one and then works. Screenshots go to test-artifacts/page/ (CNNSERVE_ARTIFACTS).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from cnnserve.training.cli import main as train
 from tests.conftest import ServerThread, loopback_settings
+from tests.style_models import served_reference, write_stylizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -55,6 +57,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert train(["gan", "--conditional", "--dry-run", *common, "--out-dir", str(runs / "cgan"),
                   "--judge", str(repo / "digits_cnn")]) == 0  # fmt: skip
     assert train(["segmenter", "--dry-run", *common, "--out-dir", str(runs / "seg")]) == 0
+    write_stylizer(repo, "stylize_test")
     return repo
 
 
@@ -135,7 +138,7 @@ def test_the_page_reads_drawn_digits_and_shows_what_the_network_sees(
 ) -> None:
     open_page(browser, server)
     rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")]
-    assert len(rows) == 3 and all("READY" in row and "CPU" in row for row in rows), rows
+    assert len(rows) == 4 and all("READY" in row and "CPU" in row for row in rows), rows
     screenshot(browser, "loaded")
     for digit, strokes in STROKES.items():
         browser.find_element(By.ID, "clear").click()
@@ -166,6 +169,28 @@ def test_the_page_reads_drawn_digits_and_shows_what_the_network_sees(
     assert console_errors(browser) == []
 
 
+def test_an_uploaded_photo_comes_back_restyled_at_its_own_size(browser: Any, server: ServerThread, tmp_path: Path
+                                                               ) -> None:  # fmt: skip
+    pixels = np.random.default_rng(1).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    open_page(browser, server)
+    assert browser.find_element(By.ID, "style-section").is_displayed()
+    browser.find_element(By.ID, "photo-file").send_keys(str(tmp_path / "photo.png"))
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "styled").get_attribute("data-size") == "70x45")
+    shown = browser.execute_script("""
+        const image = document.getElementById("styled");
+        const canvas = document.createElement("canvas");
+        canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+        const context = canvas.getContext("2d");
+        context.drawImage(image, 0, 0);
+        return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data);""")
+    rgb = np.asarray(shown, np.float32).reshape(45, 70, 4)[..., :3]
+    expected = served_reference(pixels)[0].transpose(1, 2, 0) * 255
+    assert np.abs(rgb - expected).max() <= 1.01  # the server's PNG, drawn as it came
+    screenshot(browser, "restyled")
+    assert console_errors(browser) == []
+
+
 def test_with_tokens_on_the_page_asks_for_one_and_keeps_it_for_the_tab(browser: Any, repo: Path) -> None:
     with ServerThread(loopback_settings(repo, auth_tokens=(TOKEN,))) as guarded:
         browser.get(f"http://{guarded.rest_address}/")
@@ -176,7 +201,7 @@ def test_with_tokens_on_the_page_asks_for_one_and_keeps_it_for_the_tab(browser: 
         form.submit()
         WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.body.dataset.ready") == "true")
         assert browser.execute_script("return sessionStorage.getItem('cnnserve-token')") == TOKEN
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")) == 3
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")) == 4
         draw(browser, STROKES["1"])
         WebDriverWait(browser, 20).until(lambda d: "for class" in d.find_element(By.ID, "explained").text)
         assert top_label(browser) == "1"

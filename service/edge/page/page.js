@@ -1,5 +1,5 @@
 // The page at / : the models, a canvas to draw on with the classifier's top classes, feature maps and occlusion
-// heatmap, the neuron atlas, the generators and the segmenter. Plain ES module, no build step, no CDN: every
+// heatmap, the neuron atlas, the generators, the segmenter and the style models. Plain ES module, no build step, no CDN: every
 // request goes to this server's own KServe v2 REST door, with the tab's token when the server wants one.
 
 const TOKEN_KEY = "cnnserve-token";
@@ -559,6 +559,36 @@ function setUpSegmenter(segmenters, generators) {
   };
 }
 
+// -- style models: a photo in, the restyled photo (a PNG of its own size) out ----------------------------------
+
+async function stylize(model, blob) {
+  const type = blob.type === "image/jpeg" ? "image/jpeg" : "image/png";
+  const styled = await api(`/v2/models/${encodeURIComponent(model.name)}/infer`, {
+    method: "POST", body: blob, headers: { "Content-Type": type, Accept: "image/png" }, as: "blob",
+  });
+  for (const [id, image] of [["photo", blob], ["styled", styled]]) {
+    const element = $(id);
+    if (element.src) URL.revokeObjectURL(element.src);
+    element.src = URL.createObjectURL(image);
+  }
+  await $("styled").decode();
+  $("styled").dataset.size = `${$("styled").naturalWidth}x${$("styled").naturalHeight}`;
+  say(`${model.name}: restyled ${$("styled").dataset.size}`);
+}
+
+function setUpStylizers(stylizers) {
+  $("style-section").hidden = stylizers.length === 0;
+  if (!stylizers.length) return;
+  fillSelect($("stylizer"), stylizers);
+  $("photo-file").onchange = async (event) => {
+    const [file] = event.target.files;
+    if (!file) return;
+    try { await stylize(stylizers.find((m) => m.name === $("stylizer").value), file); } catch (error) {
+      say(`stylize: ${error.message}`, true);
+    }
+  };
+}
+
 // -- start -----------------------------------------------------------------------------------------------------
 
 function isImageClassifier(model) {
@@ -588,6 +618,7 @@ async function load() {
   const classifiers = state.models.filter(isImageClassifier);
   const generators = state.models.filter((m) => m.task.endsWith("generation"));
   const segmenters = state.models.filter((m) => m.task === "segmentation");
+  const stylizers = state.models.filter((m) => m.task === "style_transfer");
   $("draw-section").hidden = classifiers.length === 0;
   if (classifiers.length) {
     fillSelect($("classifier"), classifiers);
@@ -600,6 +631,7 @@ async function load() {
   }
   setUpGenerators(generators);
   setUpSegmenter(segmenters, generators);
+  setUpStylizers(stylizers);
   // Something to look at before the first click: a grid of samples, and a composed scene segmented.
   await Promise.all([generators.length && $("generate").onclick(), segmenters.length && !$("compose").hidden &&
     $("compose").onclick()]);
