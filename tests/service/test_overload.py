@@ -244,10 +244,15 @@ def test_a_latency_budget_holds_the_accepted_p99_under_overload_at_nearly_full_t
         )
         assert {o.code for o in r.outcomes} <= {ok, room}
         assert all(o.correct for o in accepted)
-        assert accepted_p99 <= BUDGET_MS
-        assert throughput >= 0.9 * capacity
         assert refused_p50 < 25 and refused_p50 < accepted_p50 / 2  # refused at once, in milliseconds
         assert max(r.queue_samples) < 4 * BUDGET_MS / 1000 * capacity  # a few batches, never the 1,024 it allows
+    # Over every round's accepted requests (~400: a round's ~100 make its p99 its second-slowest answer).
+    accepted_ms = [o.latency_s * 1000 for r in rounds for o in r.of(ok)]
+    pooled_p99 = float(np.percentile(accepted_ms, 99))
+    pooled_throughput = len(accepted_ms) / sum(r.duration_s for r in rounds)
+    print(f"all rounds: accepted p99 {pooled_p99:.0f} ms, {pooled_throughput / capacity:.0%} of capacity")
+    assert pooled_p99 <= BUDGET_MS
+    assert pooled_throughput >= 0.9 * capacity
     refused_after = scrape(server.http_url, "cnnserve_refused_requests_total", model="slow_budget", reason="budget")
     assert refused_after - refused_before == sum(len(r.of(room)) for r in rounds)  # every refusal was the budget's
     assert scrape(server.http_url, "cnnserve_batch_time_estimate_seconds", model="slow_budget", batch_size="2") > 0
