@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from cnnserve.contracts import features, segmentation
+from cnnserve.contracts import features, generation, segmentation
 from cnnserve.training.atlas import AtlasConfig, build_atlas
 from cnnserve.training.data import DIGITS, DataSplit, load_dataset
 from cnnserve.training.export import (
@@ -22,22 +22,13 @@ from cnnserve.training.export import (
     build_metadata,
     export_model,
 )
+from cnnserve.training.gan_evaluation import GanEvaluator, real_fid_floor
 from cnnserve.training.models.classifier import ClassifierConfig
 from cnnserve.training.models.dcgan import GanConfig
 from cnnserve.training.models.segmenter import STRIDE, ExportedSegmenter, SegmenterConfig
 from cnnserve.training.plots import save_segmentation_grid
 from cnnserve.training.publish import latest_model, model_config, publish
-from cnnserve.training.report import (
-    GAN_REPORT_SAMPLES,
-    Check,
-    Judge,
-    announce,
-    card,
-    classifier_checks,
-    conditional_gan_checks,
-    gan_checks,
-    svc_baseline,
-)
+from cnnserve.training.report import Check, Judge, announce, card, classifier_checks, svc_baseline
 from cnnserve.training.runs import configure_threads, resolve_device, seed_everything, write_json
 from cnnserve.training.scenes import Scenes
 from cnnserve.training.segmenter_data import SegmenterData, load_segmenter_data
@@ -50,7 +41,7 @@ from cnnserve.training.segmenter_report import (
     segmenter_checks,
 )
 from cnnserve.training.train_classifier import ClassifierRun, ClassifierTrainConfig, train_classifier
-from cnnserve.training.train_gan import GanTrainConfig, generate, train_gan
+from cnnserve.training.train_gan import GanTrainConfig, generate, save_truncation_grid, train_gan
 from cnnserve.training.train_segmenter import SegmenterTrainConfig, train_segmenter
 
 logger = logging.getLogger(__name__)
@@ -79,6 +70,8 @@ UNCONDITIONAL_TRAINING: dict[str, Any] = {
 }  # fmt: skip
 CONDITIONAL_MODEL: dict[str, Any] = {"auxiliary_classifier": True, "minibatch_std": True}
 CONDITIONAL_TRAINING: dict[str, Any] = {"epochs": 20}
+DIGITS_NATIVE_SIZE = 8  # the digits are 8 x 8 scans: the GANs make and judge them at 8 x 8, upsampled in the graph
+DEFAULT_TRUNCATION = 1.0  # the truncation the card is measured at and the published config's default_truncation
 
 
 @dataclass(frozen=True)
@@ -227,29 +220,34 @@ def run_gan(options: JobOptions) -> JobResult:
     name, out_dir = _defaults(options, "cgan" if options.conditional else "gan", split.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     preset = CONDITIONAL_MODEL if options.conditional else UNCONDITIONAL_MODEL
-    gan_cfg = GanConfig(image_size=split.image_size, channels=split.channels,
+    native = DIGITS_NATIVE_SIZE if split.name == DIGITS and split.image_size >= DIGITS_NATIVE_SIZE else 0
+    gan_cfg = GanConfig(image_size=split.image_size, channels=split.channels, native_size=native,
                         num_classes=len(split.classes) if options.conditional else 0, **preset)  # fmt: skip
     shape = (split.channels, split.image_size, split.image_size)
     if judge is not None and judge.shape != shape:
         raise ValueError(f"judge {judge.path} takes images {judge.shape}; this GAN makes {shape}")
     training = (CONDITIONAL_TRAINING if options.conditional else UNCONDITIONAL_TRAINING) | _overrides(options)
+    truncation = float(training.pop("truncation", DEFAULT_TRUNCATION))
     train_cfg = GanTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
                                progress_bar=options.progress_bar, **training)  # fmt: skip
-    run = train_gan(split, gan_cfg, train_cfg, out_dir)
+    # D learns from the data at its native size exactly (the digits' own 8 x 8), not a resize of the resize
+    native_split = load_dataset(options.dataset, native, options.channels) if native else split
+    evaluator = None
+    if judge is not None:
+        evaluator = GanEvaluator(judge, split.train, gan_cfg.working_size, len(split.classes), gan_cfg.conditional,
+                                 truncation)  # fmt: skip
+    selection_seed = options.seed + 3  # other latents than the card's (seed + 1)
+    run = train_gan(native_split, gan_cfg, train_cfg, out_dir,
+                    None if evaluator is None else lambda g: evaluator(g, generate, selection_seed))  # fmt: skip
     checks: list[Check] = []
     metrics: dict[str, Any] = {}
-    if judge is not None:
-        n = GAN_REPORT_SAMPLES
-        latent = torch.randn(n, gan_cfg.latent_dim, generator=torch.Generator().manual_seed(options.seed + 1))
-        asked = torch.arange(n) % gan_cfg.num_classes if gan_cfg.conditional else None
-        probabilities = judge.probabilities(generate(run.generator, latent, asked).numpy())
-        if asked is None:
-            checks, metrics = gan_checks(probabilities)
-        else:
-            checks, metrics = conditional_gan_checks(probabilities, asked.numpy())
-        metrics["judge"] = str(judge.path)
-    metrics |= {"epochs": run.epochs, "train_seconds": round(run.seconds, 1), "seed": options.seed,
-                "dry_run": options.dry_run}  # fmt: skip
+    if evaluator is not None and judge is not None:
+        evaluation = evaluator(run.generator, generate, options.seed + 1)
+        checks, metrics = evaluation.checks, evaluation.metrics
+        metrics["real_fid"] = round(real_fid_floor(judge, split.train, split.val), 3)
+        save_truncation_grid(run.generator, truncation, out_dir / "truncation.png", options.seed)
+    metrics |= {"epochs": run.epochs, "selected_epoch": run.selected_epoch, "evaluations": run.evaluations,
+                "train_seconds": round(run.seconds, 1), "seed": options.seed, "dry_run": options.dry_run}  # fmt: skip
     report = card(name, checks, metrics)
     announce(report)
     write_json(out_dir / "report.json", report)
@@ -272,10 +270,11 @@ def run_gan(options: JobOptions) -> JobResult:
     metadata = build_metadata(split.classes if gan_cfg.conditional else [], {}, report,
                               {"model_config": gan_cfg.to_dict(), "postprocessing": postprocessing})  # fmt: skip
     exported = export_model(PixelGenerator(run.generator), spec, metadata)
-    parameters = {"task": "conditional_generation" if gan_cfg.conditional else "generation",
-                  "latent_dim": str(gan_cfg.latent_dim)}  # fmt: skip
+    parameters = {"task": generation.TASKS[gan_cfg.conditional],
+                  generation.LATENT_DIM_PARAMETER: str(gan_cfg.latent_dim),
+                  generation.DEFAULT_TRUNCATION_PARAMETER: str(truncation)}  # fmt: skip
     if gan_cfg.conditional:
-        parameters["num_classes"] = str(gan_cfg.num_classes)
+        parameters[generation.NUM_CLASSES_PARAMETER] = str(gan_cfg.num_classes)
     config = model_config(name, exported.inputs, exported.outputs, parameters, labels_file=gan_cfg.conditional,
                           postprocessing=postprocessing, intra_op_threads=_intra_op_threads(split))  # fmt: skip
     labels = split.classes if gan_cfg.conditional else None
