@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=1, help="latent seed (the training report uses seed + 1 = 1)")
     args = parser.parse_args(argv)
     judge = Judge(args.judge)
-    split = load_dataset(DIGITS, judge.shape[-1])
+    split = load_dataset(DIGITS, judge.shape[-1] or 16)
     sample, conditional, latent_dim = onnx_sampler(args.model)
     evaluator = GanEvaluator(judge, split.train, NATIVE_SIZE, len(split.classes), conditional, args.truncation)
     evaluation = evaluator(_Shape(latent_dim), sample, args.seed)  # type: ignore[arg-type]

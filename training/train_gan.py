@@ -249,12 +249,13 @@ TRUNCATIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 """Rows of the truncation grid: the same latents scaled by each factor."""
 
 
-def save_truncation_grid(generator: Generator, default: float, path: Path, seed: int, columns: int = 12) -> None:
-    """One row per truncation factor (TRUNCATIONS and `default`), the same latents (conditional: one class per
-    column) in every row: fidelity against diversity in one picture."""
+def save_truncation_grid(generator: Generator, default: float, path: Path, seed: int, columns: int = 12,
+                         label: int = 7) -> None:  # fmt: skip
+    """One row per truncation factor (TRUNCATIONS and `default`, top to bottom in increasing order), the same
+    `columns` latents in every row (conditional: all asking for `label`): fidelity against diversity in one picture."""
     cfg = generator.config
     latent = torch.randn(columns, cfg.latent_dim, generator=torch.Generator().manual_seed(seed + 4))
-    classes = torch.arange(columns) % cfg.num_classes if cfg.conditional else None
+    classes = torch.full((columns,), label % cfg.num_classes) if cfg.conditional else None
     factors = sorted({*TRUNCATIONS, default})
     rows = [generate(generator, latent * f, classes) for f in factors]
     save_grid(torch.cat(rows).numpy(), len(factors), path)

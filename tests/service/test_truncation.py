@@ -111,18 +111,16 @@ def test_bad_truncation_is_invalid_argument(server: ServerThread, bad: object) -
         request.parameters["truncation"].string_param = bad
     else:
         request.parameters["truncation"].double_param = float(bad)  # type: ignore[arg-type]
-    with grpc.insecure_channel(server.grpc_address) as channel:
-        with pytest.raises(grpc.RpcError) as refused:
-            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    with grpc.insecure_channel(server.grpc_address) as channel, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_truncation_on_a_model_that_is_not_a_generator_is_refused(server: ServerThread) -> None:
     images = np.zeros((1, 1, 4, 4), np.float32)
     request = protocol.infer_request("classifier", {"images": images}, parameters={"truncation": 0.5})
-    with grpc.insecure_channel(server.grpc_address) as channel:
-        with pytest.raises(grpc.RpcError) as refused:
-            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    with grpc.insecure_channel(server.grpc_address) as channel, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

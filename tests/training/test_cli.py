@@ -79,7 +79,7 @@ def test_gan_entries_match_the_server_format(gan_repo: Path) -> None:
     config, session = _load(gan_repo, "cdcgan_digits")
     assert [i["name"] for i in config["inputs"]] == ["latent", "class"]
     assert config["inputs"][1] == {"name": "class", "datatype": "INT64", "dims": [-1]}
-    assert config["parameters"] == {"task": "conditional_generation", "latent_dim": "64", "default_truncation": "1.0",
+    assert config["parameters"] == {"task": "conditional_generation", "latent_dim": "64", "default_truncation": "0.8",
                                     "num_classes": "10"}  # fmt: skip
     assert config["labels_file"] == "labels.txt"
     feeds = {"latent": np.zeros((2, 64), np.float32), "class": np.array([0, 9], np.int64)}
@@ -89,7 +89,7 @@ def test_gan_entries_match_the_server_format(gan_repo: Path) -> None:
     metrics = report["metrics"]
     assert len(metrics["class_fid"]) == len(metrics["class_diversity"]) == 10 and metrics["fid"] > metrics["real_fid"]
     assert metrics["selected_epoch"] == 1 and metrics["evaluations"][0]["epoch"] == 1
-    assert metrics["truncation"] == 1.0
+    assert metrics["truncation"] == 0.8  # the card is measured at the truncation the config serves by default
 
 
 def test_unconditional_report_carries_fid_and_diversity(gan_repo: Path) -> None:
