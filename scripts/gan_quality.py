@@ -16,32 +16,26 @@ import numpy as np
 import torch
 
 from cnnserve.training.data import DIGITS, load_dataset
-from cnnserve.training.gan_evaluation import GanEvaluator, real_fid_floor
+from cnnserve.training.gan_evaluation import GanEvaluator, Sampler, real_fid_floor
 from cnnserve.training.report import Judge
 
 NATIVE_SIZE = 8  # the digits' own resolution
 
 
-def onnx_sampler(path: Path):  # type: ignore[no-untyped-def]
+def onnx_sampler(path: Path) -> tuple[Sampler, bool, int]:
+    """(latent, classes) -> images from the ONNX file; whether it takes a class; its latent size."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
-    def sample(_generator: object, latent: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+    def sample(latent: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
         feed = {names[0]: latent.numpy().astype(np.float32)}
         if classes is not None:
             feed[names[1]] = classes.numpy().astype(np.int64)
         return torch.from_numpy(session.run(None, feed)[0])
 
-    return sample, len(names) > 1, session.get_inputs()[0].shape[1]
-
-
-class _Shape:
-    """Stands in for a torch Generator: the evaluator reads only config.latent_dim."""
-
-    def __init__(self, latent_dim: int) -> None:
-        self.config = argparse.Namespace(latent_dim=latent_dim)
+    return sample, len(names) > 1, int(session.get_inputs()[0].shape[1])
 
 
 def main(argv: list[str]) -> int:
@@ -54,8 +48,9 @@ def main(argv: list[str]) -> int:
     judge = Judge(args.judge)
     split = load_dataset(DIGITS, judge.shape[-1] or 16)
     sample, conditional, latent_dim = onnx_sampler(args.model)
-    evaluator = GanEvaluator(judge, split.train, NATIVE_SIZE, len(split.classes), conditional, args.truncation)
-    evaluation = evaluator(_Shape(latent_dim), sample, args.seed)  # type: ignore[arg-type]
+    evaluator = GanEvaluator(judge, split.train, NATIVE_SIZE, len(split.classes), conditional, latent_dim,
+                             args.truncation)
+    evaluation = evaluator(sample, args.seed)
     figures = {c.name: c.value for c in evaluation.checks} | evaluation.metrics
     figures["real_fid"] = round(real_fid_floor(judge, split.train, split.val), 3)
     print(json.dumps({"model": str(args.model), **figures}))

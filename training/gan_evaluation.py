@@ -16,7 +16,6 @@ import torch
 
 from cnnserve.training.data import ImageSet
 from cnnserve.training.gan_measures import Quality, RealReference, frechet_distance, measure
-from cnnserve.training.models.dcgan import Generator
 from cnnserve.training.report import (
     GAN_REPORT_SAMPLES,
     MIN_CLASS_DIVERSITY,
@@ -28,8 +27,8 @@ from cnnserve.training.report import (
     gan_checks,
 )
 
-Sampler = Callable[[Generator, torch.Tensor, torch.Tensor | None], torch.Tensor]
-"""(generator, latent, classes) -> [0, 1] images at the judge's size (train_gan.generate)."""
+Sampler = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+"""(latent, classes) -> [0, 1] images at the judge's size: a generator (train_gan.generate) or its ONNX file."""
 
 
 @dataclass(frozen=True)
@@ -55,22 +54,23 @@ class GanEvaluator:
     """Scores generators against real images [N, C, S, S] in [0, 1] (the judge's size) and their labels."""
 
     def __init__(self, judge: Judge, real: ImageSet, native_size: int, num_classes: int, conditional: bool,
-                 truncation: float = 1.0, samples: int = GAN_REPORT_SAMPLES) -> None:  # fmt: skip
+                 latent_dim: int, truncation: float = 1.0, samples: int = GAN_REPORT_SAMPLES) -> None:  # fmt: skip
         self.judge = judge
         images = real.images.numpy()
         self.reference = RealReference.of(images, judge.judge(images)[1], real.labels.numpy(), native_size,
                                           num_classes)  # fmt: skip
         self.num_classes = num_classes
         self.conditional = conditional
+        self.latent_dim = latent_dim
         self.truncation = truncation
         self.samples = samples
 
-    def __call__(self, generator: Generator, sampler: Sampler, seed: int) -> Evaluation:
+    def __call__(self, sampler: Sampler, seed: int) -> Evaluation:
         """`samples` images from latents seeded by `seed`, scaled by the truncation; conditional: equal numbers
         asked of every class."""
-        latent = torch.randn(self.samples, generator.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+        latent = torch.randn(self.samples, self.latent_dim, generator=torch.Generator().manual_seed(seed))
         asked = torch.arange(self.samples) % self.num_classes if self.conditional else None
-        images = sampler(generator, latent * self.truncation, asked).numpy()
+        images = sampler(latent * self.truncation, asked).numpy()
         probabilities, features = self.judge.judge(images)
         if asked is None:
             checks, metrics = gan_checks(probabilities)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -240,14 +241,14 @@ def run_gan(options: JobOptions) -> JobResult:
     evaluator = None
     if judge is not None:
         evaluator = GanEvaluator(judge, split.train, gan_cfg.working_size, len(split.classes), gan_cfg.conditional,
-                                 truncation)  # fmt: skip
+                                 gan_cfg.latent_dim, truncation)  # fmt: skip
     selection_seed = options.seed + 3  # other latents than the card's (seed + 1)
-    run = train_gan(native_split, gan_cfg, train_cfg, out_dir,
-                    None if evaluator is None else lambda g: evaluator(g, generate, selection_seed))  # fmt: skip
+    select = None if evaluator is None else lambda g: evaluator(partial(generate, g), selection_seed)
+    run = train_gan(native_split, gan_cfg, train_cfg, out_dir, select)
     checks: list[Check] = []
     metrics: dict[str, Any] = {}
     if evaluator is not None and judge is not None:
-        evaluation = evaluator(run.generator, generate, options.seed + 1)
+        evaluation = evaluator(partial(generate, run.generator), options.seed + 1)
         checks, metrics = evaluation.checks, evaluation.metrics
         metrics["real_fid"] = round(real_fid_floor(judge, split.train, split.val), 3)
         save_truncation_grid(run.generator, truncation, out_dir / "truncation.png", options.seed)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cnnserve.training.data import DataSplit, ImageSet, load_dataset
-from cnnserve.training.gan_evaluation import Evaluation, GanEvaluator
+from cnnserve.training.gan_evaluation import Evaluation, GanEvaluator, Sampler
 from cnnserve.training.gan_measures import (
     Quality,
     RealReference,
@@ -61,10 +61,10 @@ def test_measure_groups_by_class_and_marks_missing_classes() -> None:
     assert quality.min_class_diversity == pytest.approx(1.0)
 
 
-def _real_sampler(images: ImageSet, duplicate: bool):  # type: ignore[no-untyped-def]
+def _real_sampler(images: ImageSet, duplicate: bool) -> Sampler:
     """Stands in for a generator: real images of the asked class (or one copy of each class's first)."""
 
-    def sample(_generator: Generator, latent: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+    def sample(latent: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
         assert classes is not None
         picked = []
         for position, c in enumerate(classes.tolist()):
@@ -78,10 +78,9 @@ def _real_sampler(images: ImageSet, duplicate: bool):  # type: ignore[no-untyped
 def test_evaluator_sees_real_digits_as_diverse_and_copies_as_collapsed(classifier_repo: Path) -> None:
     judge = Judge.find("digits_cnn", classifier_repo)
     split = load_dataset("digits")
-    evaluator = GanEvaluator(judge, split.train, 8, 10, conditional=True, samples=300)
-    generator = Generator(GanConfig(num_classes=10))
-    real = evaluator(generator, _real_sampler(split.val, duplicate=False), seed=0)
-    copies = evaluator(generator, _real_sampler(split.val, duplicate=True), seed=0)
+    evaluator = GanEvaluator(judge, split.train, 8, 10, conditional=True, latent_dim=64, samples=300)
+    real = evaluator(_real_sampler(split.val, duplicate=False), seed=0)
+    copies = evaluator(_real_sampler(split.val, duplicate=True), seed=0)
     assert real.quality.min_class_diversity > 0.8 and copies.quality.min_class_diversity == pytest.approx(0.0)
     assert [c.name for c in real.checks] == ["asked_class_confident_share", "min_class_diversity"]
     assert real.checks[1].passed and not copies.checks[1].passed
