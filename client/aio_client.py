@@ -130,22 +130,24 @@ class AsyncClient:
 
         return await _shared(self._label_cache, model, fetch)
 
-    async def generate(self, model: str, n: int, *, seed: int | None = None,
-                       label: int | None = None) -> np.ndarray:
-        """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes)."""
+    async def generate(self, model: str, n: int, *, seed: int | None = None, label: int | None = None,
+                       truncation: float | None = None) -> np.ndarray:
+        """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes).
+        truncation scales the latents (contracts/generation.py); None: the model's default."""
         config = await self.config(model)
         inputs = protocol.generator_inputs(await self.metadata(model), n, seed=seed, label=label,
                                            classes=protocol.class_count(config))
-        produced = next(iter((await self.infer(model, inputs)).values()))
+        request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation))
+        produced = next(iter(protocol.infer_outputs(await self._call("ModelInfer", request)).values()))
         return protocol.generated_images(produced, config)
 
-    async def generate_png(self, model: str, n: int, *, seed: int | None = None,
-                           label: int | None = None) -> list[bytes]:
+    async def generate_png(self, model: str, n: int, *, seed: int | None = None, label: int | None = None,
+                           truncation: float | None = None) -> list[bytes]:
         """As generate(), but the server encodes each image as a PNG file (its bytes, ready to write)."""
         config = await self.config(model)
         inputs = protocol.generator_inputs(await self.metadata(model), n, seed=seed, label=label,
                                            classes=protocol.class_count(config))
-        request = protocol.infer_request(model, inputs, parameters=protocol.PNG_PARAMETERS)
+        request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation, png=True))
         produced = next(iter(protocol.infer_outputs(await self._call("ModelInfer", request)).values()))
         return list(produced)
 

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", type=int, default=16, help="how many images")
     generate.add_argument("--seed", type=int)
     generate.add_argument("--label", type=int, help="class index for a conditional generator")
+    generate.add_argument("--truncation", type=float, help="scale the latents: below 1 trades variety for fidelity, "
+                          "0 gives one image per class (default: the model's default_truncation)")  # fmt: skip
     generate.add_argument("--out", type=Path, default=Path("grid.png"))
     generate.add_argument("--out-dir", type=Path, help="also write each image as its own PNG here")
 
@@ -122,7 +124,7 @@ def _classify(client: Client, args: argparse.Namespace) -> int:
 
 
 def _generate(client: Client, args: argparse.Namespace) -> int:
-    generated = client.generate(args.model, args.n, seed=args.seed, label=args.label)
+    generated = client.generate(args.model, args.n, seed=args.seed, label=args.label, truncation=args.truncation)
     images.grid(generated).save(args.out)
     print(f"wrote {args.out} ({len(generated)} images)")
     if args.out_dir is not None:

@@ -134,19 +134,23 @@ class Client:
             self._label_cache[model] = protocol.probe_labels(self._call("ModelInfer", probe), count)
         return self._label_cache[model]
 
-    def generate(self, model: str, n: int, *, seed: int | None = None, label: int | None = None) -> np.ndarray:
-        """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes)."""
+    def generate(self, model: str, n: int, *, seed: int | None = None, label: int | None = None,
+                 truncation: float | None = None) -> np.ndarray:
+        """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes).
+        truncation scales the latents (contracts/generation.py); None: the model's default."""
         config = self.config(model)
         inputs = protocol.generator_inputs(self.metadata(model), n, seed=seed, label=label,
                                            classes=protocol.class_count(config))
-        produced = next(iter(self.infer(model, inputs).values()))
+        request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation))
+        produced = next(iter(protocol.infer_outputs(self._call("ModelInfer", request)).values()))
         return protocol.generated_images(produced, config)
 
-    def generate_png(self, model: str, n: int, *, seed: int | None = None, label: int | None = None) -> list[bytes]:
+    def generate_png(self, model: str, n: int, *, seed: int | None = None, label: int | None = None,
+                     truncation: float | None = None) -> list[bytes]:
         """As generate(), but the server encodes each image as a PNG file (its bytes, ready to write)."""
         inputs = protocol.generator_inputs(self.metadata(model), n, seed=seed, label=label,
                                            classes=protocol.class_count(self.config(model)))
-        request = protocol.infer_request(model, inputs, parameters=protocol.PNG_PARAMETERS)
+        request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation, png=True))
         produced = next(iter(protocol.infer_outputs(self._call("ModelInfer", request)).values()))
         return list(produced)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.client import images
+from cnnserve.contracts import generation
 from cnnserve.contracts.datatypes import DATATYPES as _TABLE
 
 # Fixed-size datatypes as numpy scalar types; BYTES (object arrays) is built and read separately.
@@ -46,12 +47,16 @@ def model_entries(index: pb.RepositoryIndexResponse) -> list[ModelEntry]:
 
 
 def infer_request(model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (),
-                  version: str = "", parameters: Mapping[str, str] | None = None) -> pb.ModelInferRequest:
+                  version: str = "", parameters: Mapping[str, str | float] | None = None) -> pb.ModelInferRequest:
     """numpy arrays -> a ModelInferRequest with raw contents (object arrays of bytes travel as BYTES); outputs names
-    the ones wanted (all when empty); parameters are request parameters such as output_format."""
+    the ones wanted (all when empty); parameters are request parameters such as output_format (strings) or
+    truncation (numbers)."""
     request = pb.ModelInferRequest(model_name=model, model_version=version)
     for key, value in (parameters or {}).items():
-        request.parameters[key].string_param = value
+        if isinstance(value, str):
+            request.parameters[key].string_param = value
+        else:
+            request.parameters[key].double_param = float(value)
     for name, values in inputs.items():
         array = np.ascontiguousarray(values)
         if array.dtype == object:
@@ -199,6 +204,15 @@ def generator_inputs(metadata: pb.ModelMetadataResponse, n: int, *, seed: int | 
 
 PNG_PARAMETERS = {"output_format": "png"}
 """Request parameters that ask a generator for PNG files instead of floats (server-side encoding)."""
+
+
+def generator_parameters(truncation: float | None, png: bool = False) -> dict[str, str | float]:
+    """Request parameters of a generate call: the truncation factor when given (the server applies the model's
+    default otherwise), PNG files when asked."""
+    parameters: dict[str, str | float] = dict(PNG_PARAMETERS) if png else {}
+    if truncation is not None:
+        parameters[generation.TRUNCATION_PARAMETER] = truncation
+    return parameters
 
 
 def generated_images(produced: np.ndarray, config: pb.ModelConfig) -> np.ndarray:

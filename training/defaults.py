@@ -5,9 +5,8 @@ into a repository when missing, and digits_cnn_int8 after a new digits_cnn when 
 `make run` calls `ensure_default_models` before serving; a model that already has a version is skipped. The
 classifier trains first (it judges the GANs) on every core; the rest then train side by side, one process and one
 core each, longest first, which on small convolutions gets more done than both cores on one model at a time. On 2
-cores the unconditional GAN (~4 min on one core) holds one core; the segmenter (~2.5 min) and then the style model
-(1.3-2.2 min measured, by the machine's load) take the other, and the conditional GAN (~1.5 min) goes to whichever
-core frees first: about 5.5 min in all, 1.5 more than before the style model.
+cores the unconditional GAN (~3.5 min on one core) holds one core; the segmenter (~2.5-3.5 min), the style model
+(1.3-2.2 min) and the conditional GAN (~2.5 min) share the other as each frees it (times measured under load).
 """
 
 from __future__ import annotations

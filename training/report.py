@@ -2,7 +2,8 @@
 report.json and the ONNX metadata. A failing card still publishes, marked `passed: false`.
 
 Classifier: validation accuracy >= 99% and not below an SVC baseline on the identical split (digits only).
-GANs: a trained classifier (the "judge", an ONNX model from the repository) labels 1,000 generated images.
+GANs: a trained classifier (the "judge", an ONNX model from the repository) labels 1,000 generated images, and
+its penultimate features give a Frechet distance; diversity is measured at native resolution (gan_evaluation.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ logger = logging.getLogger(__name__)
 
 MIN_ACCURACY = 0.99  # classifier validation accuracy on digits
 CONFIDENCE = 0.9  # a generated image counts when the judge's softmax confidence is at least this
-MIN_CONFIDENT = 0.70  # unconditional GAN: share of generated images the judge labels confidently
-MIN_CLASS_SHARE_TIMES_CLASSES = 0.4  # each class >= 0.4 / num_classes of confident labels (4% for 10 classes)
-MIN_CONDITIONAL_HITS = 0.90  # conditional GAN: share labelled confidently as the class asked for
+MIN_CONFIDENT = 0.85  # unconditional GAN: share of generated images the judge labels confidently
+MIN_CLASS_SHARE_TIMES_CLASSES = 0.5  # each class >= 0.5 / num_classes of confident labels (5% for 10 classes)
+MIN_CONDITIONAL_HITS = 0.98  # conditional GAN: share labelled confidently as the class asked for
+MIN_CLASS_DIVERSITY = 0.7  # conditional GAN: every class's samples at least this diverse, relative to real ones
+MIN_DIVERSITY = 0.85  # unconditional GAN: all samples at least this diverse, relative to real digits
 GAN_REPORT_SAMPLES = 1000
 
 
@@ -112,6 +115,41 @@ class Judge:
         self.std = np.asarray(recipe.std, np.float32)[None, :, None, None]
         self.shape = (recipe.channels, recipe.height, recipe.width)
         self.input_name = self.session.get_inputs()[0].name
+        self._features: Any = None  # a second session that also answers the penultimate layer, built when asked
+
+    def _feature_session(self) -> Any:
+        """The judge's graph with the input of the node that makes its first output (the logits' dense layer: the
+        penultimate features) added as an output; FID is measured there."""
+        if self._features is None:
+            import onnx
+            import onnxruntime as ort
+
+            model = onnx.load(str(self.path))
+            logits = model.graph.output[0].name
+            producer = next((n for n in model.graph.node if logits in n.output), None)
+            if producer is None or not producer.input:
+                raise ValueError(f"judge {self.path}: no node makes its first output {logits!r}")
+            penultimate = onnx.helper.make_tensor_value_info(producer.input[0], onnx.TensorProto.FLOAT, None)
+            model.graph.output.append(penultimate)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            self._features = (session, [logits, producer.input[0]])
+        return self._features
+
+    def judge(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """images: [N, C, H, W] float32 in [0, 1] -> (softmax [N, num_classes], penultimate features [N, D])."""
+        self._check_shape(images)
+        session, names = self._feature_session()
+        x = ((images - self.mean) / self.std).astype(np.float32)
+        parts = [session.run(names, {self.input_name: x[i : i + 256]}) for i in range(0, len(x), 256)]
+        logits = np.concatenate([p[0] for p in parts])
+        features = np.concatenate([np.asarray(p[1]).reshape(len(p[1]), -1) for p in parts])
+        return _softmax(logits), features
+
+    def _check_shape(self, images: np.ndarray) -> None:
+        if tuple(images.shape[1:]) != self.shape:
+            raise ValueError(f"judge {self.path} takes images {self.shape}, got {tuple(images.shape[1:])}")
 
     @classmethod
     def find(cls, reference: str, repo: Path) -> Judge:
@@ -126,14 +164,17 @@ class Judge:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """images: [N, C, H, W] float32 in [0, 1] -> softmax [N, num_classes]."""
-        if tuple(images.shape[1:]) != self.shape:
-            raise ValueError(f"judge {self.path} takes images {self.shape}, got {tuple(images.shape[1:])}")
+        self._check_shape(images)
         x = ((images - self.mean) / self.std).astype(np.float32)
         logits = np.concatenate([self.session.run(None, {self.input_name: x[i : i + 256]})[0]
                                  for i in range(0, len(x), 256)])  # fmt: skip
-        logits = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return np.asarray(e / e.sum(axis=1, keepdims=True))
+        return _softmax(logits)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 def gan_checks(probabilities: np.ndarray) -> tuple[list[Check], dict[str, Any]]:

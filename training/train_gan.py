@@ -1,12 +1,15 @@
 """The GAN training loop, unconditional or class-conditional: hinge or non-saturating loss, InfoGAN code / AC-GAN class
 term, optional R1, EMA of generator weights with batch-norm recalibration, a sample grid and a checkpoint per epoch.
-Which options the default models use, and why, is in training/jobs.py."""
+Given an evaluation (training/gan_evaluation.py), it scores the EMA generator every `eval_every` epochs, shows the
+figures in the progress bar and returns the best-scoring one, not the last. Which options the default models use,
+and why, is in training/jobs.py."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from torch.nn import functional
 from tqdm import tqdm
 
 from cnnserve.training.data import DataSplit
+from cnnserve.training.gan_evaluation import Evaluation
 from cnnserve.training.models.dcgan import Discriminator, GanConfig, Generator
 from cnnserve.training.plots import plot_curves, save_grid
 from cnnserve.training.runs import save_checkpoint
@@ -36,6 +40,8 @@ class GanTrainConfig:
     r1_gamma: float = 0.0  # R1 penalty weight: gamma / 2 * |grad_x D(x)|^2 on real images (0 = off)
     ema_decay: float = 0.999  # generator weights published = exponential moving average of training weights
     bn_recalibration_batches: int = 8  # batches of 256 that re-estimate the EMA generator's batch-norm statistics
+    eval_every: int = 2  # epochs between evaluations for checkpoint selection (with an evaluation; last always)
+    eval_from: int = 1  # first epoch that may be evaluated and selected
     grid_per_class: int = 10  # sample grid: images per row (conditional: one row per class; else 10 rows)
     seed: int = 0  # seeds initialisation, shuffling, noise
     dry_run: bool = False  # one batch of one epoch: a smoke test of the whole pipeline
@@ -53,6 +59,8 @@ class GanRun:
     epochs: int
     seconds: float  # wall time of the training loop
     history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch mean losses
+    selected_epoch: int = 0  # the epoch whose EMA generator this is (the last one without an evaluation)
+    evaluations: list[dict[str, float]] = field(default_factory=list)  # per evaluated epoch: its figures
 
 
 def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
@@ -69,7 +77,9 @@ def generator_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
     return functional.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))  # non-saturating
 
 
-def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig, out_dir: Path) -> GanRun:
+def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig, out_dir: Path,
+              evaluate: Callable[[Generator], Evaluation] | None = None) -> GanRun:  # fmt: skip
+    """`split` at any size: D sees its images at the model's working size (area-resized when they differ)."""
     device = torch.device(config.device)
     started = time.monotonic()
     rng = torch.Generator().manual_seed(config.seed)
@@ -78,7 +88,7 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
     betas = (config.beta1, config.beta2)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
-    real_all = (split.train.images * 2 - 1).to(device)  # [N, C, S, S] in [-1, 1]
+    real_all = (_at_size(split.train.images, model_config.working_size) * 2 - 1).to(device)  # [N, C, n, n] in [-1, 1]
     labels_all = split.train.labels.to(device)
     n_classes, latent_dim = model_config.num_classes, model_config.latent_dim
     fixed_latent, fixed_classes = _fixed_noise(model_config, config, rng)
@@ -89,6 +99,8 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
         range(1, epochs + 1), desc=f"gan {split.name}", unit="epoch", disable=None if config.progress_bar else True
     )
     step = 0
+    evaluations: list[dict[str, float]] = []
+    best: tuple[int, tuple[int, float], dict[str, torch.Tensor]] | None = None  # (epoch, score, EMA weights)
     for epoch in bar:
         generator.train()
         discriminator.train()
@@ -101,7 +113,7 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
             b = len(index)
             latent = torch.randn(b, latent_dim, generator=rng).to(device)  # [B, latent_dim]
             asked = torch.randint(0, n_classes, (b,), generator=rng).to(device) if n_classes else None
-            fake = generator(latent, asked)  # [B, C, S, S]
+            fake = generator.native(latent, asked)  # [B, C, n, n]
 
             # update D: real vs fake (+ InfoGAN: recover the fake's code; AC-GAN: classify the real images)
             if config.r1_gamma > 0:
@@ -137,9 +149,21 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
             d_sum, g_sum = d_sum + d_loss.item(), g_sum + g_loss.item()
         history["d_loss"].append(d_sum / steps_per_epoch)
         history["g_loss"].append(g_sum / steps_per_epoch)
-        bar.set_postfix(d_loss=f"{history['d_loss'][-1]:.3f}", g_loss=f"{history['g_loss'][-1]:.3f}")
+        postfix = {"d_loss": f"{history['d_loss'][-1]:.3f}", "g_loss": f"{history['g_loss'][-1]:.3f}"}
         logger.info("run=%s epoch=%d d_loss=%.4f g_loss=%.4f",
                     out_dir.name, epoch, history["d_loss"][-1], history["g_loss"][-1])  # fmt: skip
+        if evaluate is not None and _evaluated(epoch, epochs, config):
+            candidate = copy.deepcopy(ema)
+            # its own generator: evaluating must not change the training run's random stream
+            recalibrate_batch_norm(candidate, config.bn_recalibration_batches, torch.Generator().manual_seed(epoch))
+            evaluation = evaluate(candidate)
+            evaluations.append({"epoch": epoch, **{c.name: c.value for c in evaluation.checks},
+                                "fid": round(evaluation.quality.fid, 3)})  # fmt: skip
+            if best is None or evaluation.score > best[1]:
+                best = (epoch, evaluation.score, copy.deepcopy(candidate.state_dict()))
+            postfix["eval"] = evaluation.summary()
+            logger.info("run=%s epoch=%d %s best_epoch=%d", out_dir.name, epoch, evaluation.summary(), best[0])
+        bar.set_postfix(postfix)
         samples = generate(ema, fixed_latent, fixed_classes)
         save_grid(samples.numpy(), n_classes or 10, out_dir / "samples" / f"epoch-{epoch:03d}.png")
         save_checkpoint(out_dir, epoch, {
@@ -147,12 +171,28 @@ def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig,
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "model_config": model_config.to_dict(),
             "classes": list(split.classes), "metrics": {k: v[-1] for k, v in history.items()},
         })  # fmt: skip
-    recalibrate_batch_norm(ema, config.bn_recalibration_batches, rng)
+    if best is not None:
+        selected = best[0]
+        ema.load_state_dict(best[2])
+        logger.info("run=%s selected_epoch=%d of %d", out_dir.name, selected, epochs)
+    else:
+        selected = epochs
+        recalibrate_batch_norm(ema, config.bn_recalibration_batches, rng)
     ema.cpu().eval()
     save_grid(generate(ema, fixed_latent.cpu(), None if fixed_classes is None else fixed_classes.cpu()).numpy(),
               n_classes or 10, out_dir / "samples_final.png")  # fmt: skip
     plot_curves(history, out_dir / "curves.png", f"GAN on {split.name}")
-    return GanRun(ema, epochs, time.monotonic() - started, history)
+    return GanRun(ema, epochs, time.monotonic() - started, history, selected, evaluations)
+
+
+def _evaluated(epoch: int, epochs: int, config: GanTrainConfig) -> bool:
+    return epoch == epochs or (epoch >= config.eval_from and (epoch - config.eval_from) % config.eval_every == 0)
+
+
+def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size:
+        return images
+    return functional.interpolate(images, size=(size, size), mode="area")
 
 
 def _fixed_noise(
@@ -203,3 +243,19 @@ def generate(generator: Generator, latent: torch.Tensor, classes: torch.Tensor |
     out = [generator(latent[i : i + 500].to(device), None if classes is None else classes[i : i + 500].to(device))
            for i in range(0, len(latent), 500)]  # fmt: skip
     return ((torch.cat(out).cpu() + 1) / 2).clamp(0.0, 1.0)
+
+
+TRUNCATIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+"""Rows of the truncation grid: the same latents scaled by each factor."""
+
+
+def save_truncation_grid(generator: Generator, default: float, path: Path, seed: int, columns: int = 12,
+                         label: int = 7) -> None:  # fmt: skip
+    """One row per truncation factor (TRUNCATIONS and `default`, top to bottom in increasing order), the same
+    `columns` latents in every row (conditional: all asking for `label`): fidelity against diversity in one picture."""
+    cfg = generator.config
+    latent = torch.randn(columns, cfg.latent_dim, generator=torch.Generator().manual_seed(seed + 4))
+    classes = torch.full((columns,), label % cfg.num_classes) if cfg.conditional else None
+    factors = sorted({*TRUNCATIONS, default})
+    rows = [generate(generator, latent * f, classes) for f in factors]
+    save_grid(torch.cat(rows).numpy(), len(factors), path)

@@ -21,6 +21,7 @@ from cnnserve.service.execution.images import DecodedImages, ImageWorkers
 from cnnserve.service.protocol.decode import Array, Buffer, DecodedRequest, RequestLimits, decode_inputs
 from cnnserve.service.protocol.encode import OutputTensor, select_outputs
 from cnnserve.service.protocol.explain import Explainer, ExplainPlan, plan_explanation
+from cnnserve.service.protocol.truncation import truncate_latents
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.scheduling.gate import RequestGate
@@ -75,7 +76,7 @@ class InferencePath:
                     if explain is not None:
                         request, raw_inputs = explain.request, explain.raw_inputs
                     decoded = decode_inputs(request, spec, self.limits, raw_inputs)
-                    inputs, images = decoded.inputs, None
+                    inputs, images = truncate_latents(request.parameters, spec, decoded.inputs), None
                     if decoded.encoded_images:
                         keep = decoded.overlay > 0 or (explain is not None and explain.png)
                         inputs, images = await self._decode_images(decoded, spec, keep)

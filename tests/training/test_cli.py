@@ -72,7 +72,7 @@ def test_gan_entries_match_the_server_format(gan_repo: Path) -> None:
     assert config["inputs"] == [{"name": "latent", "datatype": "FP32", "dims": [-1, 64]}]
     assert config["outputs"] == [{"name": "images", "datatype": "FP32", "dims": [-1, 1, 16, 16]}]
     assert config["postprocessing"] == {"output": "images", "range": [0.0, 1.0]}
-    assert config["parameters"] == {"task": "generation", "latent_dim": "64"}
+    assert config["parameters"] == {"task": "generation", "latent_dim": "64", "default_truncation": "1.0"}
     assert "labels_file" not in config and not (gan_repo / "dcgan_digits" / "labels.txt").exists()
     images = session.run(None, {"latent": np.random.default_rng(0).standard_normal((3, 64), np.float32)})[0]
     assert images.shape == (3, 1, 16, 16) and images.min() >= 0 and images.max() <= 1
@@ -80,12 +80,24 @@ def test_gan_entries_match_the_server_format(gan_repo: Path) -> None:
     config, session = _load(gan_repo, "cdcgan_digits")
     assert [i["name"] for i in config["inputs"]] == ["latent", "class"]
     assert config["inputs"][1] == {"name": "class", "datatype": "INT64", "dims": [-1]}
-    assert config["parameters"] == {"task": "conditional_generation", "latent_dim": "64", "num_classes": "10"}
+    assert config["parameters"] == {"task": "conditional_generation", "latent_dim": "64", "default_truncation": "0.8",
+                                    "num_classes": "10"}  # fmt: skip
     assert config["labels_file"] == "labels.txt"
     feeds = {"latent": np.zeros((2, 64), np.float32), "class": np.array([0, 9], np.int64)}
     assert session.run(None, feeds)[0].shape == (2, 1, 16, 16)
     report = json.loads(session.get_modelmeta().custom_metadata_map["report"])
-    assert report["checks"][0]["name"] == "asked_class_confident_share"
+    assert [c["name"] for c in report["checks"]] == ["asked_class_confident_share", "min_class_diversity"]
+    metrics = report["metrics"]
+    assert len(metrics["class_fid"]) == len(metrics["class_diversity"]) == 10 and metrics["fid"] > metrics["real_fid"]
+    assert metrics["selected_epoch"] == 1 and metrics["evaluations"][0]["epoch"] == 1
+    assert metrics["truncation"] == 0.8  # the card is measured at the truncation the config serves by default
+
+
+def test_unconditional_report_carries_fid_and_diversity(gan_repo: Path) -> None:
+    _, session = _load(gan_repo, "dcgan_digits")
+    report = json.loads(session.get_modelmeta().custom_metadata_map["report"])
+    assert [c["name"] for c in report["checks"]] == ["confident_share", "min_class_share", "diversity"]
+    assert {"fid", "class_fid", "diversity", "class_diversity", "real_fid", "selected_epoch"} <= set(report["metrics"])
 
 
 def test_defaults_skip_present_models_and_train_missing_ones(gan_repo: Path, tmp_path: Path, monkeypatch) -> None:

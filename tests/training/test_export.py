@@ -135,7 +135,8 @@ def test_an_exported_generator_answers_pixels_in_0_1(num_classes: int) -> None:
     assert images.min() < 0.05 and images.max() > 0.95  # the whole [0, 1] range, not [0.5, 1] or a squeeze
     with torch.no_grad():
         raw = generator.eval()(*(torch.from_numpy(feeds[n]) for n in names)).numpy()
-    np.testing.assert_allclose(images, (raw + 1) / 2, atol=1e-4)
+    # weights x4 through four conv layers amplify float rounding: 1e-4 is the exporter's own bound at normal scale
+    np.testing.assert_allclose(images, (raw + 1) / 2, atol=3e-4)
 
 
 class CountsItsCalls(nn.Module):

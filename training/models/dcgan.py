@@ -1,6 +1,10 @@
 """DCGAN generator and discriminator, unconditional or class-conditional (the label embedding enters both).
 
 Pixel space is [-1, 1] (x * 2 - 1 of a [0, 1] image); a generated pixel in [0, 1] is (g + 1) / 2.
+Both work at `native_size` (the data's own resolution: 8 for the digits); the generator's graph then upsamples
+bilinearly to `image_size`, the same resize the data loader applies to real images, so samples carry no texture the
+data lacks. Upsampling inside the generator is nearest-neighbour + 3x3 conv (resize-convolution): a stride-2
+transposed conv overlaps its kernels unevenly and paints a checkerboard.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional
 from torch.nn.utils.parametrizations import spectral_norm
 
 
@@ -18,6 +23,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 class GanConfig:
     latent_dim: int = 64  # size of the latent vector z ~ N(0, 1)
     image_size: int = 16  # generated height = width; a power of two >= 8
+    native_size: int = 0  # G and D work at this size, a power of two in [8, image_size]; 0 = image_size
     channels: int = 1  # image channels: 1 (grey) or 3 (RGB)
     g_width: int = 64  # generator channels at half resolution; doubled per stage towards the 4x4 start
     d_width: int = 64  # discriminator channels after its first conv; doubled per stage
@@ -33,6 +39,9 @@ class GanConfig:
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 8, got {self.image_size}")
+        native = self.native_size
+        if native and (native < 8 or native & (native - 1) or native > self.image_size):
+            raise ValueError(f"native_size must be 0 or a power of two in [8, image_size], got {native}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.num_classes < 0:
@@ -52,9 +61,14 @@ class GanConfig:
         return self.num_classes or self.codes
 
     @property
+    def working_size(self) -> int:
+        """The resolution G makes and D judges: native_size, or image_size when that is 0."""
+        return self.native_size or self.image_size
+
+    @property
     def upsamplings(self) -> int:
-        """Stride-2 stages from the 4x4 start to image_size."""
-        return int(math.log2(self.image_size)) - 2
+        """Stride-2 stages from the 4x4 start to the working size."""
+        return int(math.log2(self.working_size)) - 2
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,20 +93,21 @@ class Generator(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.embedded, config.embed_dim) if config.embedded else None
         in_ch = config.latent_dim + (config.embed_dim if config.embedded else 0)
-        ch = config.g_width * 2 ** (config.upsamplings - 1)
+        ch = config.g_width * 2**config.upsamplings
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_ch, ch, 4, 1, 0, bias=False),
             nn.BatchNorm2d(ch),
             nn.ReLU(inplace=True),
         ]  # [B, ch, 4, 4]
-        for _ in range(config.upsamplings - 1):
+        for _ in range(config.upsamplings):
             layers += [
-                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(ch, ch // 2, 3, 1, 1, bias=False),
                 nn.BatchNorm2d(ch // 2),
                 nn.ReLU(inplace=True),
             ]  # resolution x2, channels / 2
             ch //= 2
-        layers += [nn.ConvTranspose2d(ch, config.channels, 4, 2, 1), nn.Tanh()]  # [B, C, S, S] in [-1, 1]
+        layers += [nn.Conv2d(ch, config.channels, 3, 1, 1), nn.Tanh()]  # [B, C, n, n] in [-1, 1], n = working size
         self.net = nn.Sequential(*layers)
         self.apply(init_dcgan_weights)
 
@@ -100,7 +115,8 @@ class Generator(nn.Module):
         """The categorical code carried by the latent: argmax of its first `codes` entries, [B] int64."""
         return latent[:, : self.config.codes].argmax(dim=1)
 
-    def forward(self, latent: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    def native(self, latent: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Images at the working size [B, C, n, n] in [-1, 1], what the discriminator judges."""
         # latent: [B, latent_dim]; classes: [B] int64 (conditional only)
         h = latent
         if self.embed is not None:
@@ -109,12 +125,21 @@ class Generator(nn.Module):
             elif classes is None:
                 raise ValueError("a conditional generator needs classes")
             h = torch.cat([latent, self.embed(classes)], dim=1)  # [B, latent_dim + embed_dim]
-        images: torch.Tensor = self.net(h[:, :, None, None])  # [B, C, S, S]
+        images: torch.Tensor = self.net(h[:, :, None, None])  # [B, C, n, n]
         return images
+
+    def forward(self, latent: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Images at image_size [B, C, S, S] in [-1, 1]: the native ones resized as the data loader resizes."""
+        images = self.native(latent, classes)
+        if self.config.working_size == self.config.image_size:
+            return images
+        size = (self.config.image_size, self.config.image_size)
+        return functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
 
 
 class Discriminator(nn.Module):
-    """Strided convs down to 4x4, then a score; conditional: plus a projection of the class embedding."""
+    """A 3x3 conv at the working size, strided convs down to 4x4, then a score; conditional: plus a projection of
+    the class embedding."""
 
     def __init__(self, config: GanConfig) -> None:
         super().__init__()
@@ -122,10 +147,10 @@ class Discriminator(nn.Module):
         sn = spectral_norm if config.spectral_norm else _identity
         ch = config.d_width
         layers: list[nn.Module] = [
-            sn(nn.Conv2d(config.channels * config.pack, ch, 4, 2, 1)),
+            sn(nn.Conv2d(config.channels * config.pack, ch, 3, 1, 1)),
             nn.LeakyReLU(0.2, inplace=True),
-        ]  # [B / pack, d_width, S/2, S/2]
-        for _ in range(config.upsamplings - 1):
+        ]  # [B / pack, d_width, n, n]
+        for _ in range(config.upsamplings):
             layers += [sn(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=config.spectral_norm))]
             if not config.spectral_norm:
                 layers += [nn.BatchNorm2d(ch * 2)]
@@ -144,11 +169,11 @@ class Discriminator(nn.Module):
             self.apply(init_dcgan_weights)
 
     def forward(self, images: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-        # images: [B, C, S, S] in [-1, 1]; classes: [B] int64 (conditional only)
+        # images: [B, C, n, n] in [-1, 1] at the working size; classes: [B] int64 (conditional only)
         return self.head(self.features(images), classes)  # [B / pack] unnormalised realness
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        # images: [B, C, S, S]; B a multiple of pack. Packing stacks consecutive images along the channels.
+        # images: [B, C, n, n]; B a multiple of pack. Packing stacks consecutive images along the channels.
         b, c, h, w = images.shape
         if b % self.config.pack:
             raise ValueError(f"batch of {b} images does not split into packs of {self.config.pack}")
