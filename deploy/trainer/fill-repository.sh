@@ -9,7 +9,7 @@ mkdir -p "$repo"
 for entry in "$repo"/*; do
   [ -e "$entry" ] || continue                     # empty folder: the glob stayed literal
   case "$(basename "$entry")" in
-    digits_cnn|dcgan_digits|cdcgan_digits|digits_segmenter|stylize_brushstrokes) ;;
+    digits_cnn|digits_cnn_int8|dcgan_digits|cdcgan_digits|digits_segmenter|stylize_brushstrokes) ;;
     *) echo "trainer: $repo holds other models ($(basename "$entry"), ...): left as it is"; exit 0 ;;
   esac
 done
