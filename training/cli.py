@@ -13,21 +13,26 @@ from cnnserve.contracts.variants import VARIANT_FORMATS
 logger = logging.getLogger(__name__)
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """What every training command takes alike: where it publishes, its seed, device and threads."""
+    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"), help="where to publish")
+    parser.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: one per available core)")
+
+
 def _common(
     parser: argparse.ArgumentParser,
     dataset_help: str = "'digits' (sklearn's, offline) or a folder root/<class>/<image>",
 ) -> None:
     parser.add_argument("--dataset", default="digits", help=dataset_help)
-    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"), help="where to publish")
+    _run_options(parser)
     parser.add_argument("--name", help="model name in the repository (default: digits_cnn, dcgan_digits, ...)")
     parser.add_argument("--epochs", type=int, help="passes over the training split (default per model)")
     parser.add_argument("--batch-size", type=int, help="images per step (default per model)")
     parser.add_argument("--lr", type=float, help="learning rate (classifier: peak; GAN: generator) (default per model)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
     parser.add_argument("--out-dir", type=Path, help="artefacts: checkpoints, PNGs, report.json (default runs/<name>/)")
     parser.add_argument("--dry-run", action="store_true", help="one batch of one epoch, then export and publish")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: one per available core)")
     parser.add_argument("--image-size", type=int, default=16, help="images are resized to this square size")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 grey or 3 RGB (folders)")
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
@@ -61,16 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="style image file, or 'painted' (a procedural brush-stroke painting; the default)")
     style.add_argument("--content", default="bundled",
                        help="folder of content photos, or 'bundled' (scikit-image's and scikit-learn's; default)")
-    style.add_argument("--model-repository", type=Path, default=Path("model_repository"), help="where to publish")
+    _run_options(style)
     style.add_argument("--name", help="model name (default: stylize_<style file name>, stylize_brushstrokes)")
     style.add_argument("--steps", type=int, help="optimiser steps (default 180, ~2.5 min on one core)")
     style.add_argument("--batch-size", type=int, help="crops per step (default 4)")
     style.add_argument("--lr", type=float, help="Adam's peak learning rate (default 2e-3)")
-    style.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
     style.add_argument("--out-dir", type=Path, help="artefacts: curves, before/after grid, report.json")
     style.add_argument("--dry-run", action="store_true", help="one step, then report, export and publish")
-    style.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    style.add_argument("--threads", type=int, default=0, help="torch threads (default: one per available core)")
     style.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
     defaults = commands.add_parser("defaults", help="train the default models into a repository if missing")
     defaults.add_argument("--model-repository", type=Path, default=Path("model_repository"))
