@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from cnnserve.contracts.variants import variant_name
 from cnnserve.training.jobs import (
     DEFAULT_CLASSIFIER,
     DEFAULT_SEGMENTER,
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODELS = (DEFAULT_CLASSIFIER, "dcgan_digits", DEFAULT_SEGMENTER, DEFAULT_STYLE_MODEL, "cdcgan_digits")
 """In training order: the classifier first (it judges the GANs), then the rest longest first."""
+
+DEFAULT_VARIANTS = (variant_name(DEFAULT_CLASSIFIER, "int8"),)
+"""Published after a new classifier when their gates pass on this machine; absent ones are not retrained."""
 
 
 def ensure_default_models(

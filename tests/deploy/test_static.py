@@ -260,9 +260,9 @@ def test_trainer_fills_the_default_models() -> None:
     script = (DEPLOY / "trainer" / "fill-repository.sh").read_text()
     names = set(re.search(r"^\s*([\w|]+)\) ;;$", script, re.M)[1].split("|"))  # type: ignore[index]
     pytest.importorskip("torch", reason="training.defaults needs the train extra")
-    from cnnserve.training.defaults import DEFAULT_MODELS
+    from cnnserve.training.defaults import DEFAULT_MODELS, DEFAULT_VARIANTS
 
-    assert names == set(DEFAULT_MODELS)
+    assert names == set(DEFAULT_MODELS) | set(DEFAULT_VARIANTS)
     assert "exec cnnserve train defaults --model-repository" in script
     assert dict(dockerfile_instructions(DOCKERFILES["trainer"]))["ENTRYPOINT"] == '["fill-repository"]'
 
