@@ -2,7 +2,10 @@
 batcher, session thread, encode) on one model, and the CPU per request is printed per thread (Linux /proc), so what
 cnnserve costs can be told apart from what gRPC costs.
 
-    python benchmarks/request_path.py MODEL_REPOSITORY MODEL [SECONDS] [CONCURRENCY]
+    python benchmarks/request_path.py MODEL_REPOSITORY MODEL [SECONDS] [CONCURRENCY] [GAP_US]
+
+GAP_US: each client sleeps that long between requests (the loop blocked, using no CPU), as a closed-loop client's
+round trip would leave; with 500 and one client the model is idle at each arrival, as one gRPC client finds it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def request_bytes(server: InferenceServer, model: str) -> bytes:
     return pb.ModelInferRequest(model_name=model, inputs=inputs, raw_input_contents=raw).SerializeToString()
 
 
-async def main(repository: Path, model: str, seconds: float, concurrency: int) -> None:
+async def main(repository: Path, model: str, seconds: float, concurrency: int, gap_s: float) -> None:
     settings = Settings.from_env({}, model_repository=repository, model_control_mode="explicit",
                                  startup_models=(model,), grpc_port=0, http_port=-1, host="127.0.0.1")  # fmt: skip
     server = InferenceServer(settings)
@@ -58,6 +61,8 @@ async def main(repository: Path, model: str, seconds: float, concurrency: int) -
             reply = await servicer._infer(pb.ModelInferRequest.FromString(data), None)
             reply.SerializeToString()
             count += 1
+            if gap_s:
+                time.sleep(gap_s)
 
     for timed in (False, True):  # a warm-up round, then the measured one
         count, stop = 0, time.monotonic() + (seconds if timed else 1.0)
@@ -65,7 +70,8 @@ async def main(repository: Path, model: str, seconds: float, concurrency: int) -
         await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed, after = time.monotonic() - started, thread_cpu_seconds()
     loop_thread = str(threading.get_native_id())
-    print(f"model={model} concurrency={concurrency} requests={count} requests/s={count / elapsed:.0f}")
+    print(f"model={model} concurrency={concurrency} gap_us={gap_s * 1e6:.0f} requests={count} "
+          f"requests/s={count / elapsed:.0f}")
     for tid, cpu in sorted(after.items(), key=lambda item: before.get(item[0], 0.0) - item[1]):
         used = cpu - before.get(tid, 0.0)
         if used > 0.01:
@@ -79,5 +85,5 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if len(args) < 2:
         raise SystemExit(__doc__)
-    uvloop.run(main(Path(args[0]), args[1], float(args[2]) if len(args) > 2 else 5.0,
-                    int(args[3]) if len(args) > 3 else 32))  # fmt: skip
+    seconds, concurrency = float(args[2]) if len(args) > 2 else 5.0, int(args[3]) if len(args) > 3 else 32
+    uvloop.run(main(Path(args[0]), args[1], seconds, concurrency, float(args[4]) * 1e-6 if len(args) > 4 else 0.0))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from cnnserve.bench import main as bench_main
+from cnnserve.in_process import paced_in_process
 from tests import onnx_models
 from tests.conftest import ServerThread
 
@@ -48,6 +51,22 @@ def test_bench_prints_served_raw_ratio_and_server_cpu(
         assert served > 0 and 0 < p50 <= p99 and raw > 0 and cpu > 0
         assert ratio == pytest.approx(served / raw, rel=0.01, abs=0.01)
     assert [int(float(row[5])) for row in table] == [1, 4]  # in-process batch = concurrency x batch size
+    (paced,) = [line for line in output.splitlines() if "paced in-process" in line]  # one client's level only
+    numbers = re.search(r"a run every ([\d.]+) ms.* p50 ([\d.]+) ms, cpu ([\d.]+) ms/run; served p50 less it "
+                        r"(-?[\d.]+) ms, server cpu less it (-?[\d.]+) ms/req", paced)
+    assert numbers is not None, paced
+    pause, p50, cpu = (float(numbers[i]) for i in (1, 2, 3))
+    assert pause >= 0 and p50 > 0 and cpu > 0
+    assert float(numbers[4]) == pytest.approx(float(table[0][2]) - p50, abs=0.011)  # the served p50 row, rounded
+
+
+def test_paced_in_process_pauses_between_single_runs(tmp_path: Path) -> None:
+    onnx_models.write_classifier(tmp_path / "repo")
+    inputs = {"images": np.zeros((1, 1, 4, 4), np.float32)}
+    model_file = tmp_path / "repo" / "classifier" / "1" / "model.onnx"
+    paced = paced_in_process(model_file, inputs, 0.3, 1, False, pause_s=0.01)
+    assert 5 <= paced.runs <= 31  # at most one run per 10 ms pause in 0.3 s
+    assert 0 < paced.p50_ms < 10 and paced.cpu_ms_per_run > 0
 
 
 def test_bench_fills_integer_inputs_of_a_two_input_model(

@@ -4,6 +4,7 @@ own factor here, after decoding and before the batcher merges requests, so batch
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import numpy as np
 
@@ -28,7 +29,7 @@ def truncate_latents(parameters: Mapping[str, pb.InferParameter], spec: ModelSpe
         if asked:
             factor = generation.parse_truncation(parameter_value(parameters[generation.TRUNCATION_PARAMETER]))
         else:
-            factor = generation.default_truncation(spec.parameters)
+            factor = _default_factor(spec.parameters.get(generation.DEFAULT_TRUNCATION_PARAMETER))
     except ValueError as err:
         source = "parameter 'truncation'" if asked else f"model {spec.name!r} config default_truncation"
         raise InvalidInput(f"{source}: {err}") from None
@@ -36,3 +37,9 @@ def truncate_latents(parameters: Mapping[str, pb.InferParameter], spec: ModelSpe
         return inputs
     latent = inputs[generation.LATENT_INPUT]  # may be a read-only view of the request's bytes: scale into a copy
     return {**inputs, generation.LATENT_INPUT: np.multiply(latent, np.float32(factor), dtype=latent.dtype)}
+
+
+@lru_cache(maxsize=256)
+def _default_factor(value: str | None) -> float:
+    """A config's default, parsed once per distinct value rather than on every request that names none."""
+    return generation.default_truncation({} if value is None else {generation.DEFAULT_TRUNCATION_PARAMETER: value})
