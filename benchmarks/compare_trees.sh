@@ -36,8 +36,15 @@ for round in $(seq "$rounds"); do
     (cd "$tree" && exec .venv/bin/cnnserve serve --model-repository "$repo" --host 127.0.0.1 --grpc-port "$port" \
       --http-port -1 --model-control-mode explicit --startup-models "$model" --log-level ERROR 2>/dev/null) &
     server=$!
+    waited_from=$SECONDS
     until "$here/.venv/bin/cnnserve" health --url "127.0.0.1:$port" >/dev/null 2>&1; do
       kill -0 "$server" 2>/dev/null || { echo "$label: the server exited before it was ready" >&2; exit 1; }
+      if (( SECONDS - waited_from > 120 )); then  # up but never ready: usually a config the older code refuses
+        echo "$label: not ready after 120 s; its repository index says:" >&2
+        "$here/.venv/bin/cnnserve" models --url "127.0.0.1:$port" >&2 || true
+        kill -TERM "$server"
+        exit 1
+      fi
       sleep 0.3
     done
     "$here/.venv/bin/cnnserve" bench --url "127.0.0.1:$port" --model "$model" --concurrency "$levels" \

@@ -22,11 +22,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.client import explain, protocol, segment
+from cnnserve.client import explain, protocol, segment, stylize
 from cnnserve.client.connection import Connection
 from cnnserve.client.errors import ClientError
 from cnnserve.client.explain import Explanation
-from cnnserve.client.images import ImageLike
+from cnnserve.client.images import ImageLike, open_image
 from cnnserve.client.protocol import Health, ModelEntry
 from cnnserve.client.segment import Segmentation
 
@@ -192,6 +192,23 @@ class AsyncClient:
             return segment.parse(protocol.infer_outputs(await self._call("ModelInfer", request)), labels, min_score)
 
         return list(await asyncio.gather(*(one(image) for image in images)))
+
+    async def stylize_png(self, model: str, images: Sequence[ImageLike]) -> list[bytes]:
+        """As Client.stylize_png: one PNG per image at its own size; the images' requests run concurrently."""
+        config = await self.config(model)
+        output = stylize.output_name(model, config)
+        input_name = protocol.image_input(protocol.preprocessing(model, config), await self.metadata(model))
+
+        async def one(image: ImageLike) -> bytes:
+            request = await asyncio.to_thread(stylize.request, model, image, input_name, output)  # file reads
+            return stylize.png_of(protocol.infer_outputs(await self._call("ModelInfer", request)), output)
+
+        return list(await asyncio.gather(*(one(image) for image in images)))
+
+    async def stylize(self, model: str, images: Sequence[ImageLike]) -> list[np.ndarray]:
+        """As stylize_png(), decoded off the loop: uint8 RGB pixels [h, w, 3] per image."""
+        files = await self.stylize_png(model, images)
+        return await asyncio.to_thread(lambda: [np.asarray(open_image(png).convert("RGB")) for png in files])
 
 
 def _shared(cache: dict[str, asyncio.Task[T]], key: str,

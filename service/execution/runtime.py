@@ -32,7 +32,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 
 from cnnserve.contracts.datatypes import DATATYPES, datatype_from_ort
 from cnnserve.service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
-from cnnserve.service.estimates import BatchTimes
+from cnnserve.service.estimates import BatchTimes, ThreadLoad
 from cnnserve.service.execution import pruning
 from cnnserve.service.execution.workers import SessionWorkers
 from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, TensorSpec
@@ -59,6 +59,9 @@ _DEFAULT_OPTIONS = SessionOptions()
 MAX_PRUNED_SESSIONS = 4
 """Pruned sessions kept per instance: each holds its share of the weights again, and requests rarely vary much."""
 _unavailable_warned: set[str] = set()
+INLINE_LOOP_BUSY_MAX = 0.7
+"""Above this share of CPU the event loop is the bottleneck: requests wait in gRPC's queues while the model looks
+idle at each arrival, and a run in a thread lets the loop decode the next ones (and batches form) meanwhile."""
 INLINE_IDLE_GAP_S = 200e-6
 """How long since the last run ended before the model counts as idle for an inline run. A closed-loop client
 leaves a round trip (~0.5 ms here) between its requests; under load the next request comes within microseconds."""
@@ -156,6 +159,8 @@ class Runtime:
         self._inline_max_s = options.inline_run_max_us / 1e6
         self._last_run_ended = 0.0  # time.monotonic(), on the event loop
         self._idle_gap_s = inline_idle_gap_s
+        self.loop_load = ThreadLoad()
+        """How busy the event loop has been, sampled as requests find the model idle."""
         self.warm_up_times: dict[int, float] = {}
         """Seconds of a steady run per warmed batch size (a second run after the first), for first estimates."""
         self._closed = False
@@ -280,7 +285,10 @@ class Runtime:
         return self._inline_ok(_rows(inputs), outputs)
 
     def _inline_ok(self, rows: int, outputs: frozenset[str] | None) -> bool:
-        if self._closed or self._workers.outstanding or time.monotonic() - self._last_run_ended < self._idle_gap_s:
+        now = time.monotonic()
+        if self._closed or self._workers.outstanding or now - self._last_run_ended < self._idle_gap_s:
+            return False
+        if self.loop_load.sample(now) >= INLINE_LOOP_BUSY_MAX:
             return False
         measured = self.compute_times.measured(rows)
         if measured is None or measured >= self._inline_max_s:

@@ -168,7 +168,7 @@ class Batcher:
         idle = not self._queue and not self._running
         if (idle and self._runs_at_once is not None and not self._wait_when_idle
                 and self._runs_at_once(inputs, outputs)):  # fmt: skip
-            return await self._run_alone(_Request(inputs, items, signature, deadline, outputs))
+            return await self._run_alone(inputs, items, outputs)
         predicted = 0.0
         if self._budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
             predicted = self._admit(items, deadline)
@@ -223,24 +223,41 @@ class Batcher:
             )
         return mean
 
-    async def _run_alone(self, request: _Request) -> Tensors:
+    async def _run_alone(self, inputs: Tensors, items: int, outputs: OutputNames) -> Tensors:
         """An idle model whose run finishes without suspending: the request is its own batch, run in the caller's
-        task. No queue, no wake-up of the batcher's task, no task of its own, no deadline timer: nothing can happen
-        between its arrival and its answer, so it is a batch of one that started at once."""
-        request.queued = False
+        task and answered by its return. No queue, no future, no wake-up of the batcher's task, no task of its own,
+        no deadline timer: nothing can happen between its arrival and its answer, so it is a batch of one that
+        started at once (it waited 0 s)."""
         self._running += 1
         self._in_flight += 1
-        batch = [request]
-        self._running_batches[id(batch)] = (request.enqueued, request.items)
+        started = time.monotonic()
+        running = (started, items)
+        self._running_batches[id(running)] = running
+        run_seconds, failed, compute = 0.0, True, None
         try:
-            await self._run(batch)
+            try:
+                answer, compute = await self._run_batch(inputs, outputs)
+            finally:
+                run_seconds = time.monotonic() - started
+            if self._max_batch_size and any(v.ndim == 0 or v.shape[0] != items for v in answer.values()):
+                raise InferenceFailed(f"model '{self._name}': outputs do not have the batch's {items} rows")
+            failed = False
+            self.service_times.observe(items, run_seconds)
+            return answer
+        except InvalidInput:
+            raise
+        except Exception as exc:
+            error = self._batch_failed(exc, 1)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
-            del self._running_batches[id(batch)]
+            del self._running_batches[id(running)]
             self._running -= 1
             self._in_flight -= 1
+            self._report(BatchRecord(items, 1, (0.0,), run_seconds, failed, None if failed else compute))
             if self._queue and self._wakeup is not None:  # only if the run did suspend after all
                 self._wakeup.set()
-        return request.future.result()
 
     def _expire(self, request: _Request) -> None:
         """Deadline reached: a request still queued is answered now and never run; a running one finishes."""
@@ -424,29 +441,37 @@ class Batcher:
             if not split:
                 _fail(batch[0].future, exc)
         except Exception as exc:
-            logger.warning(
-                "event=batch_failed model=%s requests=%d error=%s", self._name, len(batch), type(exc).__name__
-            )
+            error = self._batch_failed(exc, len(batch))
             for r in batch:
-                error = exc
-                if not isinstance(exc, ServiceError):
-                    error = InferenceFailed(f"model '{self._name}': {type(exc).__name__} while running the batch")
-                    error.__cause__ = exc
                 _fail(r.future, error)
         finally:
-            if self._observer is not None and not split:  # a split batch is reported by the runs that follow
-                record = BatchRecord(
-                    total, len(batch), queue_seconds, run_seconds, failed, None if failed else compute
-                )
-                try:
-                    self._observer(record)
-                except Exception:
-                    logger.exception("event=batch_observer_failed model=%s", self._name)
+            if not split:  # a split batch is reported by the runs that follow
+                self._report(BatchRecord(total, len(batch), queue_seconds, run_seconds, failed,
+                                         None if failed else compute))  # fmt: skip
         if split:
             logger.info("event=batch_split model=%s requests=%d reason=input_refused", self._name, len(batch))
             for r in batch:
                 if not r.future.done():
                     await self._run([r])
+
+
+    def _batch_failed(self, exc: Exception, requests: int) -> ServiceError:
+        """What the requests of a batch that raised `exc` are told: a ServiceError as it is, anything else as
+        InferenceFailed naming its type (the cause kept for the log)."""
+        logger.warning("event=batch_failed model=%s requests=%d error=%s", self._name, requests, type(exc).__name__)
+        if isinstance(exc, ServiceError):
+            return exc
+        error = InferenceFailed(f"model '{self._name}': {type(exc).__name__} while running the batch")
+        error.__cause__ = exc
+        return error
+
+    def _report(self, record: BatchRecord) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(record)
+        except Exception:
+            logger.exception("event=batch_observer_failed model=%s", self._name)
 
 
 def _union(batch: Sequence[_Request]) -> OutputNames:

@@ -3,6 +3,7 @@ photos of any size in, a PNG of each photo's own size out; a model of another ki
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnserve.client.aio_client import AsyncClient
 from cnnserve.client.cli import main as cli_main
 from cnnserve.client.client import Client
 from tests import onnx_models
@@ -47,6 +49,21 @@ def test_stylize_answers_each_photo_at_its_own_size(server: ServerThread, tmp_pa
         pngs = client.stylize_png("stylizer", [pixels[0]])  # pixels, not a file: sent as a PNG
     assert all(close_to(s, p) for s, p in zip(styled, pixels, strict=True))
     assert pngs[0][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_async_client_answers_the_same_concurrently(server: ServerThread, tmp_path: Path) -> None:
+    sizes = [(45, 70), (16, 16), (16, 16), (9, 33)]
+    pixels = [photo(tmp_path / f"{i}.png", h, w, 10 + i) for i, (h, w) in enumerate(sizes)]
+
+    async def both() -> tuple[list[np.ndarray], list[bytes]]:
+        async with AsyncClient(server.grpc_address) as client:
+            return await client.stylize("stylizer", pixels), await client.stylize_png("stylizer", [pixels[3]])
+
+    styled, pngs = asyncio.run(both())
+    assert [s.shape[:2] for s in styled] == sizes
+    assert all(close_to(s, p) for s, p in zip(styled, pixels, strict=True))
+    with Client(server.grpc_address) as client:
+        assert pngs == client.stylize_png("stylizer", [pixels[3]])  # the same bytes as the blocking client's
 
 
 def test_a_model_of_another_kind_is_refused(server: ServerThread, tmp_path: Path) -> None:

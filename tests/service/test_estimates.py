@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from cnnserve.service.estimates import BatchTimes
+from cnnserve.service.estimates import LOOP_LOAD_MIN_WINDOW_S, BatchTimes, ThreadLoad
 from cnnserve.service.scheduling.admission import predicted_wait_and_run
 
 
@@ -59,3 +61,18 @@ def test_the_spread_of_the_summed_batches_adds_up() -> None:
     three = predicted_wait_and_run(times, [], queued_items=4, items=2, max_batch_size=2, concurrency=1, now=0.0)
     assert one is not None and three is not None and one[1] > 0
     assert three[1] == pytest.approx(3 * one[1])  # three batches in a row: three variances
+
+
+def test_thread_load_is_the_cpu_share_of_windows_long_enough_to_say_something() -> None:
+    load = ThreadLoad(weight=1.0)  # no smoothing: each window's share as it is
+    load.sample(1000.0)
+    assert load.share == 0.0  # a first sample only starts a window
+    assert load.sample(1000.0 + LOOP_LOAD_MIN_WINDOW_S / 2) == 0.0  # too short: the window goes on
+    later = 1000.0 + 3600.0  # an hour of wall time for the little CPU this thread used since: near 0
+    assert 0.0 <= load.sample(later) < 0.01
+    started = time.monotonic()
+    load.sample(started)
+    until = time.thread_time() + 0.005
+    while time.thread_time() < until:  # 5 ms on the CPU
+        pass
+    assert 0.5 < load.sample(time.monotonic()) <= 1.0  # near 1 (less only when the machine took the CPU away)

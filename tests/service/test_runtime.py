@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from cnnserve.service.errors import InvalidInput, ModelLoadError, ModelNotReady
 from cnnserve.service.execution.runtime import (
     CPU,
     INLINE_IDLE_GAP_S,
+    INLINE_LOOP_BUSY_MAX,
     Runtime,
     Tensors,
     session_options,
@@ -264,6 +266,40 @@ def test_right_after_a_run_the_model_is_not_idle(repo: Path) -> None:
         for _ in range(3):
             await runtime.run_timed({"images": images})
         assert not runtime.runs_inline({"images": images}, None)
+
+    asyncio.run(main())
+    runtime.close()
+
+
+def spin_cpu(seconds: float) -> None:
+    """Keep this thread on the CPU for `seconds` of its own CPU time, as gRPC's work keeps a loop under load."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+def test_a_busy_event_loop_sends_tiny_runs_to_the_threads(repo: Path) -> None:
+    """Many clients keep the loop busy while gRPC's queues, not the batcher's, hold the waiting requests: the model
+    looks idle at each arrival, but a run in a thread lets the loop take the next requests and batches form."""
+    runtime = Runtime(repo / "classifier" / "1" / "model.onnx")
+    images = np.zeros((1, 1, 4, 4), np.float32)
+
+    async def main() -> None:
+        for _ in range(2):
+            await runtime.run_timed({"images": images})
+        for _ in range(3):
+            await asyncio.sleep(0.002)
+            runtime.runs_inline({"images": images}, None)
+        assert runtime.runs_inline({"images": images}, None)  # idle between arrivals
+        for _ in range(4):
+            spin_cpu(0.003)
+            runtime.runs_inline({"images": images}, None)
+        assert runtime.loop_load.share > INLINE_LOOP_BUSY_MAX
+        assert not runtime.runs_inline({"images": images}, None)
+        for _ in range(3):
+            await asyncio.sleep(0.003)
+            runtime.runs_inline({"images": images}, None)
+        assert runtime.runs_inline({"images": images}, None)  # idle again: inline again
 
     asyncio.run(main())
     runtime.close()
