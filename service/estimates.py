@@ -84,31 +84,25 @@ class BatchTimes:
         return dict(self._seconds)
 
 
-LOOP_LOAD_WEIGHT = 0.5
-LOOP_LOAD_MIN_WINDOW_S = 500e-6
-"""Shorter windows say little: a window inside one request's handling is all CPU."""
-
-
 class ThreadLoad:
-    """The share of wall time the calling thread (the event loop's) spent on CPU, over windows between samples of
-    at least LOOP_LOAD_MIN_WINDOW_S, smoothed by an EMA. One closed-loop client keeps a loop ~50-70% busy here (it
-    sleeps through each round trip); many clients keep it near 100%, with gRPC's queues, not cnnserve's, holding
-    the requests that wait, so that the model looks idle at each arrival all the same."""
+    """The share of wall time the calling thread (the event loop's) spent on CPU since a mark: how busy the loop
+    was between a model's last run and a new arrival. One closed-loop client leaves the loop asleep through most of
+    each round trip (a share of ~0.3-0.4 here); many clients keep it working through the gap (0.9 or more), with
+    gRPC's queues, not cnnserve's, holding the requests that wait, so that the model looks idle at each arrival all
+    the same."""
 
-    __slots__ = ("_cpu", "_wall", "share", "weight")
+    __slots__ = ("_cpu", "_wall")
 
-    def __init__(self, weight: float = LOOP_LOAD_WEIGHT) -> None:
-        self.weight = weight
-        self.share = 0.0
+    def __init__(self) -> None:
         self._wall = self._cpu = 0.0
 
-    def sample(self, now: float) -> float:
-        """The smoothed share after a sample at `now` (time.monotonic()); costs a thread-clock read (~0.6 µs)."""
+    def mark(self, now: float) -> None:
+        """Start a window at `now` (time.monotonic()); costs a thread-clock read (~0.6 µs)."""
+        self._wall, self._cpu = now, time.thread_time()
+
+    def share_since_mark(self, now: float) -> float:
+        """CPU over wall time since the mark, in [0, 1]; 0 before any mark."""
         window = now - self._wall
-        if window < LOOP_LOAD_MIN_WINDOW_S:
-            return self.share
-        cpu = time.thread_time()
-        if self._wall:
-            self.share += self.weight * (min((cpu - self._cpu) / window, 1.0) - self.share)
-        self._wall, self._cpu = now, cpu
-        return self.share
+        if not self._wall or window <= 0:
+            return 0.0
+        return min((time.thread_time() - self._cpu) / window, 1.0)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from cnnserve.service.estimates import LOOP_LOAD_MIN_WINDOW_S, BatchTimes, ThreadLoad
+from cnnserve.service.estimates import BatchTimes, ThreadLoad
 from cnnserve.service.scheduling.admission import predicted_wait_and_run
 
 
@@ -63,16 +63,14 @@ def test_the_spread_of_the_summed_batches_adds_up() -> None:
     assert three[1] == pytest.approx(3 * one[1])  # three batches in a row: three variances
 
 
-def test_thread_load_is_the_cpu_share_of_windows_long_enough_to_say_something() -> None:
-    load = ThreadLoad(weight=1.0)  # no smoothing: each window's share as it is
-    load.sample(1000.0)
-    assert load.share == 0.0  # a first sample only starts a window
-    assert load.sample(1000.0 + LOOP_LOAD_MIN_WINDOW_S / 2) == 0.0  # too short: the window goes on
-    later = 1000.0 + 3600.0  # an hour of wall time for the little CPU this thread used since: near 0
-    assert 0.0 <= load.sample(later) < 0.01
-    started = time.monotonic()
-    load.sample(started)
+def test_thread_load_is_the_cpu_share_since_the_mark() -> None:
+    load = ThreadLoad()
+    assert load.share_since_mark(time.monotonic()) == 0.0  # no mark yet: nothing known, nothing busy
+    load.mark(time.monotonic())
+    time.sleep(0.01)  # asleep: no CPU
+    assert load.share_since_mark(time.monotonic()) < 0.3
+    load.mark(time.monotonic())
     until = time.thread_time() + 0.005
     while time.thread_time() < until:  # 5 ms on the CPU
         pass
-    assert 0.5 < load.sample(time.monotonic()) <= 1.0  # near 1 (less only when the machine took the CPU away)
+    assert 0.5 < load.share_since_mark(time.monotonic()) <= 1.0  # near 1 (less only when the machine took the CPU)

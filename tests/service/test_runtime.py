@@ -287,18 +287,14 @@ def test_a_busy_event_loop_sends_tiny_runs_to_the_threads(repo: Path) -> None:
     async def main() -> None:
         for _ in range(2):
             await runtime.run_timed({"images": images})
-        for _ in range(3):
-            await asyncio.sleep(0.002)
-            runtime.runs_inline({"images": images}, None)
-        assert runtime.runs_inline({"images": images}, None)  # idle between arrivals
-        for _ in range(4):
-            spin_cpu(0.003)
-            runtime.runs_inline({"images": images}, None)
-        assert runtime.loop_load.share > INLINE_LOOP_BUSY_MAX
-        assert not runtime.runs_inline({"images": images}, None)
-        for _ in range(3):
-            await asyncio.sleep(0.003)
-            runtime.runs_inline({"images": images}, None)
+        await asyncio.sleep(0.005)
+        assert runtime.runs_inline({"images": images}, None)  # the loop slept since the last run
+        _finished_without_suspending(runtime.run_timed({"images": images}))
+        spin_cpu(0.005)
+        assert runtime.loop_load.share_since_mark(time.monotonic()) > INLINE_LOOP_BUSY_MAX
+        assert not runtime.runs_inline({"images": images}, None)  # busy since the last run: to a thread
+        await runtime.run_timed({"images": images})
+        await asyncio.sleep(0.01)
         assert runtime.runs_inline({"images": images}, None)  # idle again: inline again
 
     asyncio.run(main())
