@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.service.edge import tls
+from cnnserve.service.edge import heap, tls
 from cnnserve.service.edge.auth import OPEN_METHODS, AuthInterceptor, TokenStore
 from cnnserve.service.edge.health import HealthReporter
 from cnnserve.service.edge.http import HttpServer, start_http_server
@@ -51,6 +51,7 @@ class InferenceServer:
         self._grpc_credentials = tls.grpc_credentials(settings) if settings.tls else None
         self._http_tls = tls.http_context(settings) if settings.tls else None
         self.metrics = Metrics()
+        self._heap_frozen = False  # heap.freeze_long_lived() ran once the startup models were loaded
         self.gate = RequestGate()
         self.health = HealthReporter()
         self.images = ImageWorkers(settings.max_image_pixels)
@@ -95,6 +96,8 @@ class InferenceServer:
         logger.info("event=listening grpc=%s:%d http=%s:%d rest=%s:%d", self.settings.host, self.grpc_port,
                     self.settings.host, self.http_port, self.settings.host, self.rest_port)
         await self.models.start()
+        heap.freeze_long_lived()  # the models' objects, loaded for good: out of every later full collection
+        self._heap_frozen = True
         await self._refresh_readiness()
         logger.info("event=ready ready=%s models=%d", self.is_ready(), len(self.models.served_models()))
 
@@ -160,6 +163,8 @@ class InferenceServer:
         return self.metrics.for_model(name, str(version))
 
     def _on_model_event(self, model: ServedModel, loaded: bool) -> None:
+        if loaded and self._heap_frozen:  # a model loaded later (explicit mode, a new version): its objects too
+            heap.freeze_long_lived()
         task = asyncio.get_running_loop().create_task(self._refresh_readiness())
         self._health_tasks.add(task)
         task.add_done_callback(self._health_tasks.discard)
@@ -189,6 +194,9 @@ class InferenceServer:
             # Every accepted request is answered by now; what still runs (an idle ModelStreamInfer, a health Watch)
             # would otherwise hold the exit for the whole grace period. A short window lets written replies go out.
             await self._grpc.stop(min(REPLY_FLUSH_S, max(0.0, grace - (loop.time() - started))))
+        if self._heap_frozen:
+            heap.unfreeze()
+            self._heap_frozen = False
         logger.info("event=stopped drained=%s admitted=%d unfinished=%d", drained, self.gate.admitted,
                     self.gate.in_progress)  # fmt: skip
 

@@ -64,12 +64,17 @@ as the first batches after a burst begins, before the residual is learned, and t
 tests/service/test_overload.py (2 cores): at 0.85 the accepted p99 reached 139-181 ms against 150; at 0.75 it was
 116-141 ms but throughput fell to 88-93% of capacity."""
 RESIDUAL_WEIGHT = 0.05
+RESIDUAL_HALF_LIFE_S = 0.5
+"""Between lessons the residual halves every this long. Only admitted requests teach it, so without decay one burst
+of lateness (a stall of the loop) could refuse every later request and never be unlearned: at 32 clients the
+digits CNN had learned 19 ms +- 18 and refused all but its idle arrivals for good, with its p99 at 23 ms."""
 """Answered requests correct the predictions: the EMA (and spread) of answered-after minus predicted takes in what
 batch times alone miss, such as the event loop's gaps between batches while it answers a flood of refusals."""
 
 
 class _Request:
-    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "queued", "signature")
+    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "predicted", "queued",
+                 "signature")
 
     def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
                  outputs: OutputNames, budget: float | None = None) -> None:  # fmt: skip
@@ -78,6 +83,7 @@ class _Request:
         self.future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self.enqueued = time.monotonic()
         self.queued = True  # False once taken into a batch or removed
+        self.predicted = 0.0  # seconds from enqueued to answered, as admission predicted it (0: no prediction)
         # When it must be answered: its budget, or its own deadline when sooner; None without a budget.
         self.due = None if budget is None else min(self.enqueued + budget, deadline or float("inf"))
 
@@ -131,6 +137,7 @@ class Batcher:
         self.residual = 0.0
         """Seconds by which admitted requests were answered later than predicted: an EMA (RESIDUAL_WEIGHT)."""
         self._residual_variance = 0.0
+        self._residual_at = 0.0  # time.monotonic() of its last lesson or decay
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
@@ -174,6 +181,7 @@ class Batcher:
             predicted = self._admit(items, deadline)
         wakeup = self._start()
         request = _Request(inputs, items, signature, deadline, outputs, self._budget)
+        request.predicted = predicted
         self._queue.append(request)
         self._queued_items += items
         wakeup.set()
@@ -184,10 +192,7 @@ class Batcher:
                 max(0.0, deadline - time.monotonic()), self._expire, request
             )
         try:
-            answer = await request.future
-            if predicted:  # measured here, as the caller resumes: the loop's lag in resuming it counts too
-                self._learn_residual(time.monotonic() - request.enqueued - predicted)
-            return answer
+            return await request.future
         except asyncio.CancelledError:  # the client went away: drop it from the queue, or drop its result
             if request.queued:
                 self._unqueue(request)
@@ -202,6 +207,7 @@ class Batcher:
         the mean prediction (0 when there is none yet), which the request's answer checks."""
         now = time.monotonic()
         assert self._budget is not None
+        self._decay_residual(now)
         prediction = predicted_wait_and_run(self.service_times, self._running_batches.values(), self._queued_items,
                                             items, self._max_batch_size, self._concurrency, now)  # fmt: skip
         if prediction is None:  # nothing measured yet: no grounds to refuse
@@ -384,7 +390,20 @@ class Batcher:
                 batch.append(request)
         return batch, None
 
+    def _decay_residual(self, now: float) -> None:
+        age = now - self._residual_at
+        if age > 0:
+            keep = 0.5 ** (age / RESIDUAL_HALF_LIFE_S)
+            self.residual *= keep
+            self._residual_variance *= keep * keep
+            self._residual_at = now
+
     def _learn_residual(self, residual: float) -> None:
+        assert self._budget is not None
+        self._decay_residual(time.monotonic())
+        # One answer later than the budget says no more than that it was late: clipped, so one stall teaches a
+        # twentieth of a budget, not a twentieth of the stall.
+        residual = max(-self._budget, min(residual, self._budget))
         deviation = residual - self.residual
         self.residual += RESIDUAL_WEIGHT * deviation
         self._residual_variance = (1 - RESIDUAL_WEIGHT) * (self._residual_variance
@@ -434,6 +453,10 @@ class Batcher:
                     own = outputs if r.outputs is None or r.outputs == wanted else _only(outputs, r.outputs)
                     _answer(r.future, own if alone else {k: v[start:end] for k, v in own.items()})
                     start = end
+            answered = time.monotonic()
+            for r in batch:
+                if r.predicted:
+                    self._learn_residual(answered - r.enqueued - r.predicted)
             failed = False
             self.service_times.observe(total, run_seconds)
         except InvalidInput as exc:

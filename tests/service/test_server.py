@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import urllib.error
 import urllib.request
@@ -380,3 +381,15 @@ def test_unsupported_extensions_answer_unimplemented(stub: pb_grpc.GRPCInference
         lambda: stub.LogSettings(pb.LogSettingsRequest()),
     ]
     assert [status_of(call) for call in calls] == [grpc.StatusCode.UNIMPLEMENTED] * len(calls)
+
+
+def test_the_loaded_heap_is_kept_out_of_full_collections_until_shutdown(tmp_path: Path) -> None:
+    """Frozen once the models are loaded (service/edge/heap.py): a full collection then walks only what requests
+    made since, instead of pausing the loop for every module, descriptor and session wrapper."""
+    onnx_models.write_classifier(tmp_path / "repo")
+    with ServerThread(loopback_settings(tmp_path / "repo")) as running:
+        assert gc.get_freeze_count() > 1000
+        with grpc.insecure_channel(running.grpc_address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+    assert gc.get_freeze_count() == 0  # given back to the collector at shutdown
