@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from cnnserve.service.errors import (
     ServiceError,
 )
 from cnnserve.service.estimates import BatchTimes
-from cnnserve.service.scheduling.admission import TAIL_Z, predicted_wait_and_run
+from cnnserve.service.scheduling.admission import LatencyBudget
 from cnnserve.service.types import ComputeTimes
 
 logger = logging.getLogger(__name__)
@@ -56,20 +55,6 @@ class BatchRecord:
 REFUSAL_REASONS = ("queue_full", "budget", "deadline")
 """Why a request was refused on arrival: the queue at max_queue_size, a predicted completion past the model's
 latency budget, or past the request's own (shorter) deadline."""
-
-
-BUDGET_HEADROOM = 0.8
-"""Admission aims at this share of the budget: the rest is for what a prediction made at arrival cannot know, such
-as the first batches after a burst begins, before the residual is learned, and the reply's way back. Measured on
-tests/service/test_overload.py (2 cores): at 0.85 the accepted p99 reached 139-181 ms against 150; at 0.75 it was
-116-141 ms but throughput fell to 88-93% of capacity."""
-RESIDUAL_WEIGHT = 0.05
-RESIDUAL_HALF_LIFE_S = 0.5
-"""Between lessons the residual halves every this long. Only admitted requests teach it, so without decay one burst
-of lateness (a stall of the loop) could refuse every later request and never be unlearned: at 32 clients the
-digits CNN had learned 19 ms +- 18 and refused all but its idle arrivals for good, with its p99 at 23 ms."""
-"""Answered requests correct the predictions: the EMA (and spread) of answered-after minus predicted takes in what
-batch times alone miss, such as the event loop's gaps between batches while it answers a flood of refusals."""
 
 
 class _Request:
@@ -119,8 +104,6 @@ class Batcher:
             )
         if max_queue_size < 1 or concurrency < 1:
             raise ValueError(f"max_queue_size and concurrency must be >= 1, got {max_queue_size}, {concurrency}")
-        if latency_budget_s is not None and latency_budget_s <= 0:
-            raise ValueError(f"latency_budget_s must be > 0 (None: no budget), got {latency_budget_s}")
         self._run_batch, self._observer, self._name = run_batch, observer, name
         self._max_batch_size, self._max_queue_size = max_batch_size, max_queue_size
         self._concurrency = concurrency
@@ -129,15 +112,11 @@ class Batcher:
         self._preferred = frozenset(preferred_batch_sizes)
         self._merge = merge  # False: a model that batches but runs each request alone (no dynamic batching)
         self._runs_at_once = runs_at_once
-        self._budget = latency_budget_s
+        self.budget = None if latency_budget_s is None else LatencyBudget(latency_budget_s, name)
         self.service_times = BatchTimes()
         """Seconds per batch by its items, measured around each run (the thread hand-off included)."""
         self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self._running_batches: dict[int, tuple[float, int]] = {}  # id(batch) -> (started, items)
-        self.residual = 0.0
-        """Seconds by which admitted requests were answered later than predicted: an EMA (RESIDUAL_WEIGHT)."""
-        self._residual_variance = 0.0
-        self._residual_at = 0.0  # time.monotonic() of its last lesson or decay
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
@@ -177,10 +156,11 @@ class Batcher:
                 and self._runs_at_once(inputs, outputs)):  # fmt: skip
             return await self._run_alone(inputs, items, outputs)
         predicted = 0.0
-        if self._budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
-            predicted = self._admit(items, deadline)
+        if self.budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
+            predicted = self._admit(self.budget, items, deadline)
         wakeup = self._start()
-        request = _Request(inputs, items, signature, deadline, outputs, self._budget)
+        request = _Request(inputs, items, signature, deadline, outputs,
+                           None if self.budget is None else self.budget.seconds)  # fmt: skip
         request.predicted = predicted
         self._queue.append(request)
         self._queued_items += items
@@ -202,32 +182,16 @@ class Batcher:
             if timer is not None:
                 timer.cancel()
 
-    def _admit(self, items: int, deadline: float | None) -> float:
-        """Refuse at once a request that would be answered after the latency budget (or its own deadline); return
-        the mean prediction (0 when there is none yet), which the request's answer checks."""
-        now = time.monotonic()
-        assert self._budget is not None
-        self._decay_residual(now)
-        prediction = predicted_wait_and_run(self.service_times, self._running_batches.values(), self._queued_items,
-                                            items, self._max_batch_size, self._concurrency, now)  # fmt: skip
-        if prediction is None:  # nothing measured yet: no grounds to refuse
-            return 0.0
-        mean, variance = prediction  # from batch times alone: the residual learns what they miss
-        wait = max(mean / 2, mean + self.residual) + TAIL_Z * math.sqrt(variance + self._residual_variance)
-        if deadline is not None and deadline - now < self._budget and wait > (deadline - now) * BUDGET_HEADROOM:
-            self.refusals["deadline"] += 1
-            raise DeadlineExceeded(
-                f"model '{self._name}': predicted to answer in {wait * 1e3:.1f} ms, after the request's deadline "
-                f"({(deadline - now) * 1e3:.1f} ms from now); refused without queueing"
-            )
-        if wait > self._budget * BUDGET_HEADROOM:
+    def _admit(self, budget: LatencyBudget, items: int, deadline: float | None) -> float:
+        try:
+            return budget.admit(self.service_times, self._running_batches.values(), self._queued_items, items,
+                                self._max_batch_size, self._concurrency, deadline)  # fmt: skip
+        except OverBudget:
             self.refusals["budget"] += 1
-            raise OverBudget(
-                f"model '{self._name}': predicted to answer in {wait * 1e3:.1f} ms, over its latency budget of "
-                f"{self._budget * 1e3:.0f} ms less {1 - BUDGET_HEADROOM:.0%} headroom "
-                f"({self._queued_items} items queued, {self._running} batches running); retry later"
-            )
-        return mean
+            raise
+        except DeadlineExceeded:
+            self.refusals["deadline"] += 1
+            raise
 
     async def _run_alone(self, inputs: Tensors, items: int, outputs: OutputNames) -> Tensors:
         """An idle model whose run finishes without suspending: the request is its own batch, run in the caller's
@@ -390,25 +354,6 @@ class Batcher:
                 batch.append(request)
         return batch, None
 
-    def _decay_residual(self, now: float) -> None:
-        age = now - self._residual_at
-        if age > 0:
-            keep = 0.5 ** (age / RESIDUAL_HALF_LIFE_S)
-            self.residual *= keep
-            self._residual_variance *= keep * keep
-            self._residual_at = now
-
-    def _learn_residual(self, residual: float) -> None:
-        assert self._budget is not None
-        self._decay_residual(time.monotonic())
-        # One answer later than the budget says no more than that it was late: clipped, so one stall teaches a
-        # twentieth of a budget, not a twentieth of the stall.
-        residual = max(-self._budget, min(residual, self._budget))
-        deviation = residual - self.residual
-        self.residual += RESIDUAL_WEIGHT * deviation
-        self._residual_variance = (1 - RESIDUAL_WEIGHT) * (self._residual_variance
-                                                          + RESIDUAL_WEIGHT * deviation * deviation)  # fmt: skip
-
     async def _execute(self, batch: list[_Request]) -> None:
         self._running_batches[id(batch)] = (time.monotonic(), sum(r.items for r in batch))
         try:
@@ -453,10 +398,11 @@ class Batcher:
                     own = outputs if r.outputs is None or r.outputs == wanted else _only(outputs, r.outputs)
                     _answer(r.future, own if alone else {k: v[start:end] for k, v in own.items()})
                     start = end
-            answered = time.monotonic()
-            for r in batch:
-                if r.predicted:
-                    self._learn_residual(answered - r.enqueued - r.predicted)
+            if self.budget is not None:
+                answered = time.monotonic()
+                for r in batch:
+                    if r.predicted:
+                        self.budget.learn(answered - r.enqueued - r.predicted)
             failed = False
             self.service_times.observe(total, run_seconds)
         except InvalidInput as exc:
@@ -476,7 +422,6 @@ class Batcher:
             for r in batch:
                 if not r.future.done():
                     await self._run([r])
-
 
     def _batch_failed(self, exc: Exception, requests: int) -> ServiceError:
         """What the requests of a batch that raised `exc` are told: a ServiceError as it is, anything else as

@@ -21,8 +21,8 @@ from cnnserve.service.errors import (
     QueueFull,
     ServiceError,
 )
+from cnnserve.service.scheduling.admission import RESIDUAL_HALF_LIFE_S, LatencyBudget
 from cnnserve.service.scheduling.batcher import (
-    RESIDUAL_HALF_LIFE_S,
     Batcher,
     BatchRecord,
     OutputNames,
@@ -756,12 +756,12 @@ def test_a_batch_leaves_early_rather_than_let_its_oldest_request_miss_the_budget
 
 def test_learned_lateness_is_clipped_to_the_budget_and_decays_between_lessons() -> None:
     """Only admitted requests teach the residual: without both, one stall could refuse all that follow for good."""
-    batcher = Batcher(Doubler(), max_batch_size=1, max_queue_delay_us=0, latency_budget_s=0.05)
+    budget = LatencyBudget(0.05, "m")
     for _ in range(200):
-        batcher._learn_residual(10.0)  # answered 10 s late, again and again: each lesson counts one budget late
-    assert batcher.residual == pytest.approx(0.05, rel=0.01)
-    batcher._decay_residual(time.monotonic() + 5 * RESIDUAL_HALF_LIFE_S)  # no lesson for five half-lives
-    assert batcher.residual == pytest.approx(0.05 / 32, rel=0.05)
+        budget.learn(10.0)  # answered 10 s late, again and again: each lesson counts one budget late
+    assert budget.residual == pytest.approx(0.05, rel=0.01)
+    budget.decay(time.monotonic() + 5 * RESIDUAL_HALF_LIFE_S)  # no lesson for five half-lives
+    assert budget.residual == pytest.approx(0.05 / 32, rel=0.05)
 
 
 def test_a_budget_must_be_positive() -> None:
