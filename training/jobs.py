@@ -105,6 +105,7 @@ class JobOptions:
     min_miou: float | None = None  # segmenter: refuse to publish below it; None: MIN_MIOU on digits, none on folders
     min_found: float | None = None  # segmenter: likewise for the share of digits found (MIN_FOUND)
     extra: dict[str, Any] = field(default_factory=dict)  # overrides of the training config's other fields
+    model_extra: dict[str, Any] = field(default_factory=dict)  # GAN: overrides of the model preset (GanConfig)
     atlas: bool = True  # classifier: publish the neuron atlas (training/atlas.py); dry runs make a few-step one
     quantize: str | None = None  # classifier: then publish a gated "int8" or "fp16" variant (training/variants.py)
 
@@ -243,7 +244,7 @@ def run_gan(options: JobOptions) -> JobResult:
     split = _setup(options)
     name, out_dir = _defaults(options, "cgan" if options.conditional else "gan", split.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    preset = CONDITIONAL_MODEL if options.conditional else UNCONDITIONAL_MODEL
+    preset = (CONDITIONAL_MODEL if options.conditional else UNCONDITIONAL_MODEL) | options.model_extra
     native = DIGITS_NATIVE_SIZE if split.name == DIGITS and split.image_size >= DIGITS_NATIVE_SIZE else 0
     gan_cfg = GanConfig(image_size=split.image_size, channels=split.channels, native_size=native,
                         num_classes=len(split.classes) if options.conditional else 0, **preset)  # fmt: skip

@@ -13,6 +13,7 @@ import pytest
 from cnnserve.cli import main as cnnserve_main
 from cnnserve.training.cli import main
 from cnnserve.training.defaults import DEFAULT_MODELS, ensure_default_models
+from cnnserve.training.jobs import JobOptions, run_gan
 from cnnserve.training.publish import versions
 
 
@@ -91,6 +92,19 @@ def test_gan_entries_match_the_server_format(gan_repo: Path) -> None:
     assert len(metrics["class_fid"]) == len(metrics["class_diversity"]) == 10 and metrics["fid"] > metrics["real_fid"]
     assert metrics["selected_epoch"] == 1 and metrics["evaluations"][0]["epoch"] == 1
     assert metrics["truncation"] == 0.8  # the card is measured at the truncation the config serves by default
+
+
+def test_a_gan_job_takes_model_preset_overrides(classifier_repo: Path, tmp_path: Path) -> None:
+    """scripts/gan_ablation.py takes one remedy away at a time through them; the rest of the preset stays."""
+    repo = tmp_path / "repo"
+    shutil.copytree(classifier_repo / "digits_cnn", repo / "digits_cnn")
+    options = JobOptions(repository=repo, name="ablated", out_dir=tmp_path / "run", conditional=True, dry_run=True,
+                         progress_bar=False, model_extra={"minibatch_std": False, "g_width": 16})  # fmt: skip
+    run_gan(options)
+    _, session = _load(repo, "ablated")
+    model_config = json.loads(session.get_modelmeta().custom_metadata_map["model_config"])
+    assert model_config["minibatch_std"] is False and model_config["g_width"] == 16
+    assert model_config["auxiliary_classifier"] is True  # the conditional preset's own, untouched
 
 
 def test_unconditional_report_carries_fid_and_diversity(gan_repo: Path) -> None:
