@@ -220,24 +220,33 @@ def test_a_latency_budget_holds_the_accepted_p99_under_overload_at_nearly_full_t
     server: ServerProcess,
 ) -> None:
     """The budgeted twin has room for 1,024 items, which at ~60 items/s would be 17 s of queue: the budget, not the
-    bound, keeps the accepted requests' latency, by refusing at once what its batch-time estimates say would miss."""
-    capacity = asyncio.run(capacity_of(server))  # of the twin without a budget (same graph, same session)
+    bound, keeps the accepted requests' latency, by refusing at once what its batch-time estimates say would miss.
+
+    Its throughput is judged against the twin without a budget offered the same overload in the rounds between:
+    the no-budget capacity under the same load. Offering 4x costs the 2 cores what a closed loop of 4 clients does
+    not (the client's 300 sends a second, the server's refusals), which slows every batch by ~8%; a CI run once
+    measured 84% of the closed-loop figure while the model was busy 90% of the time."""
+    capacity = asyncio.run(capacity_of(server))  # closed loop, of the twin without a budget: sizes the offer
     rate = OVERLOAD * capacity
     rss: list[int] = []
     rounds: list[Round] = []
+    unbudgeted: list[Round] = []  # the twin with a 4-item queue: always full, so always at its capacity
+    ok, room = grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED
     refused_before = scrape(server.http_url, "cnnserve_refused_requests_total", model="slow_budget", reason="budget")
     for _ in range(ROUNDS):
+        unbudgeted.append(asyncio.run(offer(server, rate, ROUND_S)))
         rounds.append(asyncio.run(offer(server, rate, ROUND_S, model="slow_budget")))
         rss.append(server.rss_bytes())
-    print(f"\nno-budget capacity {capacity:.0f} req/s; budget {BUDGET_MS} ms; offered {rate:.0f} req/s")
-    ok, room = grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED
+    full_rate = sum(len(r.of(ok)) for r in unbudgeted) / sum(r.duration_s for r in unbudgeted)
+    print(f"\nclosed-loop capacity {capacity:.0f} req/s; offered {rate:.0f} req/s; without a budget accepted "
+          f"{full_rate:.0f}/s (model busy {np.mean([r.busy for r in unbudgeted]):.0%}); budget {BUDGET_MS} ms")
     for number, r in enumerate(rounds, 1):
         accepted, refused = r.of(ok), r.of(room)
         accepted_p50, accepted_p99 = (r.percentile_ms(ok, q) for q in (50, 99))
         refused_p50, refused_p99 = (r.percentile_ms(room, q) for q in (50, 99))
         throughput = len(accepted) / r.duration_s
         print(
-            f"round {number}: accepted {throughput:.0f}/s ({throughput / capacity:.0%} of capacity; p50 "
+            f"round {number}: accepted {throughput:.0f}/s ({throughput / full_rate:.0%} of no-budget; p50 "
             f"{accepted_p50:.0f} ms, p99 {accepted_p99:.0f} ms), refused {len(refused)} (p50 {refused_p50:.1f} ms, "
             f"p99 {refused_p99:.1f} ms), queue max {max(r.queue_samples):.0f}, model busy {r.busy:.0%}, "
             f"rss {rss[number - 1] / 2**20:.1f} MiB"
@@ -250,11 +259,12 @@ def test_a_latency_budget_holds_the_accepted_p99_under_overload_at_nearly_full_t
     accepted_ms = [o.latency_s * 1000 for r in rounds for o in r.of(ok)]
     pooled_p99 = float(np.percentile(accepted_ms, 99))
     pooled_throughput = len(accepted_ms) / sum(r.duration_s for r in rounds)
-    print(f"all rounds: accepted p99 {pooled_p99:.0f} ms, {pooled_throughput / capacity:.0%} of capacity")
+    print(f"all rounds: accepted p99 {pooled_p99:.0f} ms, {pooled_throughput / full_rate:.0%} of the no-budget "
+          f"rate, {pooled_throughput / capacity:.0%} of the closed-loop capacity")
     # Measured on an idle 2-core machine: 123, 134 and 149 ms against 150. The 10% is for a shared CI machine, where
     # another process's burst lands between a prediction and its answer; docs/latency-budget.md states the figures.
     assert pooled_p99 <= 1.1 * BUDGET_MS
-    assert pooled_throughput >= 0.9 * capacity
+    assert pooled_throughput >= 0.9 * full_rate
     refused_after = scrape(server.http_url, "cnnserve_refused_requests_total", model="slow_budget", reason="budget")
     assert refused_after - refused_before == sum(len(r.of(room)) for r in rounds)  # every refusal was the budget's
     assert scrape(server.http_url, "cnnserve_batch_time_estimate_seconds", model="slow_budget", batch_size="2") > 0
