@@ -42,11 +42,14 @@ async def main(port: int, name: str, datatype: str, dims: list[int]) -> None:
     async def describe(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return metadata
 
-    handlers = grpc.method_handlers_generic_handler(SERVICE, {
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
-        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(stream),
-        "ModelMetadata": grpc.unary_unary_rpc_method_handler(describe),
-    })
+    handlers = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
+            "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(stream),
+            "ModelMetadata": grpc.unary_unary_rpc_method_handler(describe),
+        },
+    )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handlers,))
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -56,5 +59,5 @@ async def main(port: int, name: str, datatype: str, dims: list[int]) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:] or ["18003"]
-    input_name, input_type, input_dims = (args[1:4] if len(args) >= 4 else ["images", "FP32", "-1,1,16,16"])
+    input_name, input_type, input_dims = args[1:4] if len(args) >= 4 else ["images", "FP32", "-1,1,16,16"]
     uvloop.run(main(int(args[0]), input_name, input_type, [int(d) for d in input_dims.split(",")]))

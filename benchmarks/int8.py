@@ -142,8 +142,11 @@ def main() -> int:
         held_out = {model: gate_images(calibration[model], read_source(repo, model)).held_out for model in MODELS}
         rows: dict[tuple[str, str, int], Measurement] = {}
         with LocalServer(repo) as server:
-            print(f"\n=== measurements: {args.rounds} rounds of {args.duration_s:g} s each, FP32 and INT8 in turn; "
-                  f"items/s the median round, p50/p99 over all rounds; server {server.grpc_address}", flush=True)
+            print(
+                f"\n=== measurements: {args.rounds} rounds of {args.duration_s:g} s each, FP32 and INT8 in turn; "
+                f"items/s the median round, p50/p99 over all rounds; server {server.grpc_address}",
+                flush=True,
+            )
             print(f"{'model':>16} {'mode':>10} {'batch':>5} {'items/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
             for model in MODELS:
                 for batch in BATCHES:
@@ -170,9 +173,11 @@ def main() -> int:
         for model in MODELS:
             fp32, int8 = (logits(repo, name, held_out[model]) for name in (model, f"{model}_int8"))
             top = np.sort(fp32, axis=1)
-            print(f"{model:>16}: {len(fp32)} images, top-1 agreement {np.mean(fp32.argmax(1) == int8.argmax(1)):.4f}, "
-                  f"median margin top-1 - top-2 {np.median(top[:, -1] - top[:, -2]):.4g}, mean |INT8 - FP32| "
-                  f"{np.mean(np.abs(int8 - fp32)):.4g}, logit spread over images {np.mean(fp32.std(axis=0)):.4g}")
+            print(
+                f"{model:>16}: {len(fp32)} images, top-1 agreement {np.mean(fp32.argmax(1) == int8.argmax(1)):.4f}, "
+                f"median margin top-1 - top-2 {np.median(top[:, -1] - top[:, -2]):.4g}, mean |INT8 - FP32| "
+                f"{np.mean(np.abs(int8 - fp32)):.4g}, logit spread over images {np.mean(fp32.std(axis=0)):.4g}"
+            )
         print("\n=== gate (default limits)")
         for model, verdict in verdicts.items():
             print(f"{model}_int8: {verdict}")

@@ -25,8 +25,18 @@ class LocalServer:
         self.ready_after_s = 0.0
 
     def __enter__(self) -> LocalServer:
-        command = [str(Path(sys.executable).parent / "cnnserve"), "serve", "--model-repository", str(self.repository),
-                   "--grpc-port", str(self.grpc_port), "--rest-port", str(self.rest_port), "--http-port", "-1"]
+        command = [
+            str(Path(sys.executable).parent / "cnnserve"),
+            "serve",
+            "--model-repository",
+            str(self.repository),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--rest-port",
+            str(self.rest_port),
+            "--http-port",
+            "-1",
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started = time.monotonic()
         while True:

@@ -70,8 +70,10 @@ async def main(repository: Path, model: str, seconds: float, concurrency: int, g
         await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed, after = time.monotonic() - started, thread_cpu_seconds()
     loop_thread = str(threading.get_native_id())
-    print(f"model={model} concurrency={concurrency} gap_us={gap_s * 1e6:.0f} requests={count} "
-          f"requests/s={count / elapsed:.0f}")
+    print(
+        f"model={model} concurrency={concurrency} gap_us={gap_s * 1e6:.0f} requests={count} "
+        f"requests/s={count / elapsed:.0f}"
+    )
     for tid, cpu in sorted(after.items(), key=lambda item: before.get(item[0], 0.0) - item[1]):
         used = cpu - before.get(tid, 0.0)
         if used > 0.01:

@@ -50,8 +50,12 @@ class AsyncClient:
         self.url = url
         self.timeout = timeout
         connection = Connection.build(
-            max_message_bytes=max_message_bytes, tls=tls, root_certificates=root_certificates,
-            certificate_chain=certificate_chain, private_key=private_key, token=token,
+            max_message_bytes=max_message_bytes,
+            tls=tls,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            token=token,
         )
         self._channel = connection.aio_channel(url)
         self._metadata = connection.metadata
@@ -106,13 +110,15 @@ class AsyncClient:
 
     # -- inference ---------------------------------------------------------------------------------------------
 
-    async def infer(self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (),
-                    version: str = "") -> dict[str, np.ndarray]:
+    async def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (), version: str = ""
+    ) -> dict[str, np.ndarray]:
         request = protocol.infer_request(model, inputs, outputs, version)
         return protocol.infer_outputs(await self._call("ModelInfer", request))
 
-    async def classify(self, model: str, images: Sequence[ImageLike], top_k: int = 5, *,
-                       send_files: bool | None = None) -> list[list[tuple[str, float]]]:
+    async def classify(
+        self, model: str, images: Sequence[ImageLike], top_k: int = 5, *, send_files: bool | None = None
+    ) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) per image, best first; images and send_files as in Client.classify."""
         hints = protocol.preprocessing(model, await self.config(model))
         input_name = protocol.image_input(hints, await self.metadata(model))
@@ -124,36 +130,48 @@ class AsyncClient:
 
     async def _labels(self, model: str, count: int) -> list[str]:
         """Labels come from the classification extension, asked once per model with top-k = all classes."""
+
         async def fetch() -> list[str]:
             probe = protocol.label_probe(model, await self.metadata(model), count)
             return protocol.probe_labels(await self._call("ModelInfer", probe), count)
 
         return await _shared(self._label_cache, model, fetch)
 
-    async def generate(self, model: str, n: int, *, seed: int | None = None, label: int | None = None,
-                       truncation: float | None = None) -> np.ndarray:
+    async def generate(
+        self, model: str, n: int, *, seed: int | None = None, label: int | None = None, truncation: float | None = None
+    ) -> np.ndarray:
         """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes).
         truncation scales the latents (contracts/generation.py); None: the model's default."""
         config = await self.config(model)
-        inputs = protocol.generator_inputs(await self.metadata(model), n, seed=seed, label=label,
-                                           classes=protocol.class_count(config))
+        inputs = protocol.generator_inputs(
+            await self.metadata(model), n, seed=seed, label=label, classes=protocol.class_count(config)
+        )
         request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation))
         produced = next(iter(protocol.infer_outputs(await self._call("ModelInfer", request)).values()))
         return protocol.generated_images(produced, config)
 
-    async def generate_png(self, model: str, n: int, *, seed: int | None = None, label: int | None = None,
-                           truncation: float | None = None) -> list[bytes]:
+    async def generate_png(
+        self, model: str, n: int, *, seed: int | None = None, label: int | None = None, truncation: float | None = None
+    ) -> list[bytes]:
         """As generate(), but the server encodes each image as a PNG file (its bytes, ready to write)."""
         config = await self.config(model)
-        inputs = protocol.generator_inputs(await self.metadata(model), n, seed=seed, label=label,
-                                           classes=protocol.class_count(config))
+        inputs = protocol.generator_inputs(
+            await self.metadata(model), n, seed=seed, label=label, classes=protocol.class_count(config)
+        )
         request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation, png=True))
         produced = next(iter(protocol.infer_outputs(await self._call("ModelInfer", request)).values()))
         return list(produced)
 
-    async def explain(self, model: str, images: Sequence[ImageLike], *, patch: int | None = None,
-                      stride: int | None = None, target_class: int | None = None,
-                      with_png: bool = False) -> list[Explanation]:
+    async def explain(
+        self,
+        model: str,
+        images: Sequence[ImageLike],
+        *,
+        patch: int | None = None,
+        stride: int | None = None,
+        target_class: int | None = None,
+        with_png: bool = False,
+    ) -> list[Explanation]:
         """As Client.explain; the images' requests run concurrently."""
         hints = protocol.preprocessing(model, await self.config(model))
         if not protocol.takes_files(hints):
@@ -177,8 +195,9 @@ class AsyncClient:
 
         return list(await asyncio.gather(*(one(image) for image in images)))
 
-    async def segment(self, model: str, images: Sequence[ImageLike], *, with_mask: bool = True,
-                      min_score: float = 0.0) -> list[Segmentation]:
+    async def segment(
+        self, model: str, images: Sequence[ImageLike], *, with_mask: bool = True, min_score: float = 0.0
+    ) -> list[Segmentation]:
         """As Client.segment; the images' requests run concurrently (the server batches those of one size)."""
         config = await self.config(model)
         hints = protocol.preprocessing(model, config)
@@ -211,8 +230,9 @@ class AsyncClient:
         return await asyncio.to_thread(lambda: [np.asarray(open_image(png).convert("RGB")) for png in files])
 
 
-def _shared(cache: dict[str, asyncio.Task[T]], key: str,
-            fetch: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
+def _shared(
+    cache: dict[str, asyncio.Task[T]], key: str, fetch: Callable[[], Coroutine[Any, Any, T]]
+) -> asyncio.Future[T]:
     """One fetch per key however many callers wait on it. A caller's cancellation leaves the fetch running for the
     others (shield); a failed or cancelled fetch is dropped, so the next call asks again."""
     task = cache.get(key)

@@ -28,8 +28,9 @@ STREAM_ERROR_TAG = 0x0A
 FILLABLE = frozenset(name for name, info in DATATYPES.items() if info.numpy.kind in "fiub")  # not BYTES
 
 
-def random_inputs(metadata: pb.ModelMetadataResponse, batch: int, seed: int = 0,
-                  sizes: Sequence[int] = ()) -> dict[str, np.ndarray]:
+def random_inputs(
+    metadata: pb.ModelMetadataResponse, batch: int, seed: int = 0, sizes: Sequence[int] = ()
+) -> dict[str, np.ndarray]:
     """Random values for every input, `batch` items; `sizes` fill each input's variable dimensions after the batch
     axis in order (a segmenter's height and width), 1 past them."""
     rng = np.random.default_rng(seed)
@@ -47,8 +48,9 @@ def random_inputs(metadata: pb.ModelMetadataResponse, batch: int, seed: int = 0,
     return inputs
 
 
-def serialized_request(model: str, metadata: pb.ModelMetadataResponse, inputs: dict[str, np.ndarray],
-                       outputs: Sequence[str] = ()) -> bytes:
+def serialized_request(
+    model: str, metadata: pb.ModelMetadataResponse, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+) -> bytes:
     """outputs: the ones to ask for (all the model answers by default when empty)."""
     request = pb.ModelInferRequest(model_name=model)
     for tensor in metadata.inputs:
@@ -96,9 +98,17 @@ async def fetch_optional_outputs(url: str, model: str, connection: Connection = 
     return frozenset(name.strip() for name in listed.split(",") if name.strip())
 
 
-async def drive(url: str, payload: bytes, items_per_request: int, concurrency: int, duration_s: float,
-                warmup_s: float, server_pids: Sequence[int] = (),
-                connection: Connection = UNLIMITED, streaming: bool = False) -> tuple[Measurement, float]:
+async def drive(
+    url: str,
+    payload: bytes,
+    items_per_request: int,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    server_pids: Sequence[int] = (),
+    connection: Connection = UNLIMITED,
+    streaming: bool = False,
+) -> tuple[Measurement, float]:
     """N workers send the same pre-serialized request back to back; only the timed window counts. streaming: each
     worker keeps one ModelStreamInfer stream and sends its next request when the previous answer arrives."""
     async with connection.aio_channel(url) as channel:

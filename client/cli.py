@@ -33,9 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", default="digits_cnn")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    classify.add_argument("--send", choices=("auto", "files", "tensors"), default="auto",
-                          help="files: send the PNG/JPEG files, the server decodes them; tensors: decode and "
-                               "preprocess here; auto (default): files when the model takes them")
+    classify.add_argument(
+        "--send",
+        choices=("auto", "files", "tensors"),
+        default="auto",
+        help="files: send the PNG/JPEG files, the server decodes them; tensors: decode and "
+        "preprocess here; auto (default): files when the model takes them",
+    )
     classify.add_argument("files", nargs="+", type=Path)
 
     generate = add("generate", "generate images and write a PNG grid")
@@ -87,8 +91,12 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", type=Path, metavar="FILE", help="use TLS, verifying the server with this PEM CA")
     parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="client certificate (PEM) for mutual TLS")
     parser.add_argument("--tls-key", type=Path, metavar="FILE", help="private key (PEM) of --tls-cert")
-    parser.add_argument("--token-file", type=Path, metavar="FILE",
-                        help="send the bearer token in FILE (its first line not blank or #), never on the command line")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="send the bearer token in FILE (its first line not blank or #), never on the command line",
+    )
 
 
 def connection_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,8 +105,13 @@ def connection_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.token_file is not None:
         lines = [line.strip() for line in args.token_file.read_text().splitlines()]
         token = next((line for line in lines if line and not line.startswith("#")), None)
-    return {"tls": args.tls, "root_certificates": args.tls_ca, "certificate_chain": args.tls_cert,
-            "private_key": args.tls_key, "token": token}
+    return {
+        "tls": args.tls,
+        "root_certificates": args.tls_ca,
+        "certificate_chain": args.tls_cert,
+        "private_key": args.tls_key,
+        "token": token,
+    }
 
 
 def main(argv: Sequence[str]) -> int:
@@ -115,8 +128,15 @@ def _classify(client: Client, args: argparse.Namespace) -> int:
     send_files = {"auto": None, "files": True, "tensors": False}[args.send]
     results = client.classify(args.model, args.files, top_k=args.top_k, send_files=send_files)
     if args.json:
-        print(json.dumps([{"file": str(f), "top": [{"label": lbl, "probability": p} for lbl, p in r]}
-                          for f, r in zip(args.files, results, strict=True)], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"file": str(f), "top": [{"label": lbl, "probability": p} for lbl, p in r]}
+                    for f, r in zip(args.files, results, strict=True)
+                ],
+                indent=2,
+            )
+        )
         return 0
     for file, ranked in zip(args.files, results, strict=True):
         print(f"{file}: " + "  ".join(f"{label} {probability:.3f}" for label, probability in ranked))
@@ -140,9 +160,26 @@ def _segment(client: Client, args: argparse.Namespace) -> int:
     drawing = args.out is not None or args.out_dir is not None
     results = client.segment(args.model, args.files, with_mask=drawing, min_score=args.min_score)
     if args.json:
-        print(json.dumps([{"file": str(f), "detections": [
-            {"label": d.label, "class": d.class_index, "score": round(d.score, 4), "box": [round(v, 2) for v in d.box]}
-            for d in r.detections]} for f, r in zip(args.files, results, strict=True)], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "file": str(f),
+                        "detections": [
+                            {
+                                "label": d.label,
+                                "class": d.class_index,
+                                "score": round(d.score, 4),
+                                "box": [round(v, 2) for v in d.box],
+                            }
+                            for d in r.detections
+                        ],
+                    }
+                    for f, r in zip(args.files, results, strict=True)
+                ],
+                indent=2,
+            )
+        )
     for file, result in zip(args.files, results, strict=True):
         if not args.json:
             print(f"{file}: {len(result.detections)} found")
@@ -180,8 +217,10 @@ def _explain(client: Client, args: argparse.Namespace) -> int:
     for file, result in zip(args.files, results, strict=True):
         if not args.json:
             ys, xs = np.nonzero(result.hottest(0.2))
-            print(f"{file}: explains {result.label}; covering its hottest 20% of pixels (rows {ys.min()}-{ys.max()}, "
-                  f"columns {xs.min()}-{xs.max()}) costs up to {result.heatmap.max():.3f} of its probability")
+            print(
+                f"{file}: explains {result.label}; covering its hottest 20% of pixels (rows {ys.min()}-{ys.max()}, "
+                f"columns {xs.min()}-{xs.max()}) costs up to {result.heatmap.max():.3f} of its probability"
+            )
         if args.out_dir is not None and result.png is not None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
             target = args.out_dir / f"{file.stem}.explained.png"
@@ -208,5 +247,12 @@ def _health(client: Client, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"classify": _classify, "generate": _generate, "segment": _segment, "stylize": _stylize,
-            "explain": _explain, "models": _models, "health": _health}
+COMMANDS = {
+    "classify": _classify,
+    "generate": _generate,
+    "segment": _segment,
+    "stylize": _stylize,
+    "explain": _explain,
+    "models": _models,
+    "health": _health,
+}

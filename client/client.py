@@ -57,8 +57,12 @@ class Client:
         self.url = url
         self.timeout = timeout
         connection = Connection.build(
-            max_message_bytes=max_message_bytes, tls=tls, root_certificates=root_certificates,
-            certificate_chain=certificate_chain, private_key=private_key, token=token,
+            max_message_bytes=max_message_bytes,
+            tls=tls,
+            root_certificates=root_certificates,
+            certificate_chain=certificate_chain,
+            private_key=private_key,
+            token=token,
         )
         self._channel = connection.channel(url)
         self._metadata = connection.metadata
@@ -111,12 +115,14 @@ class Client:
 
     # -- inference ---------------------------------------------------------------------------------------------
 
-    def infer(self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (),
-              version: str = "") -> dict[str, np.ndarray]:
+    def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (), version: str = ""
+    ) -> dict[str, np.ndarray]:
         return protocol.infer_outputs(self._call("ModelInfer", protocol.infer_request(model, inputs, outputs, version)))
 
-    def classify(self, model: str, images: Sequence[ImageLike], top_k: int = 5, *,
-                 send_files: bool | None = None) -> list[list[tuple[str, float]]]:
+    def classify(
+        self, model: str, images: Sequence[ImageLike], top_k: int = 5, *, send_files: bool | None = None
+    ) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) per image, best first. An image is a file path, a file's bytes, a Pillow image
         or uint8 pixels. send_files: True sends them as PNG/JPEG files (the server decodes and preprocesses), False
         sends tensors preprocessed here, None (default) sends files when the model takes them."""
@@ -134,29 +140,40 @@ class Client:
             self._label_cache[model] = protocol.probe_labels(self._call("ModelInfer", probe), count)
         return self._label_cache[model]
 
-    def generate(self, model: str, n: int, *, seed: int | None = None, label: int | None = None,
-                 truncation: float | None = None) -> np.ndarray:
+    def generate(
+        self, model: str, n: int, *, seed: int | None = None, label: int | None = None, truncation: float | None = None
+    ) -> np.ndarray:
         """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes).
         truncation scales the latents (contracts/generation.py); None: the model's default."""
         config = self.config(model)
-        inputs = protocol.generator_inputs(self.metadata(model), n, seed=seed, label=label,
-                                           classes=protocol.class_count(config))
+        inputs = protocol.generator_inputs(
+            self.metadata(model), n, seed=seed, label=label, classes=protocol.class_count(config)
+        )
         request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation))
         produced = next(iter(protocol.infer_outputs(self._call("ModelInfer", request)).values()))
         return protocol.generated_images(produced, config)
 
-    def generate_png(self, model: str, n: int, *, seed: int | None = None, label: int | None = None,
-                     truncation: float | None = None) -> list[bytes]:
+    def generate_png(
+        self, model: str, n: int, *, seed: int | None = None, label: int | None = None, truncation: float | None = None
+    ) -> list[bytes]:
         """As generate(), but the server encodes each image as a PNG file (its bytes, ready to write)."""
-        inputs = protocol.generator_inputs(self.metadata(model), n, seed=seed, label=label,
-                                           classes=protocol.class_count(self.config(model)))
+        inputs = protocol.generator_inputs(
+            self.metadata(model), n, seed=seed, label=label, classes=protocol.class_count(self.config(model))
+        )
         request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation, png=True))
         produced = next(iter(protocol.infer_outputs(self._call("ModelInfer", request)).values()))
         return list(produced)
 
-    def explain(self, model: str, images: Sequence[ImageLike], *, patch: int | None = None,
-                stride: int | None = None, target_class: int | None = None,
-                with_png: bool = False) -> list[Explanation]:
+    def explain(
+        self,
+        model: str,
+        images: Sequence[ImageLike],
+        *,
+        patch: int | None = None,
+        stride: int | None = None,
+        target_class: int | None = None,
+        with_png: bool = False,
+    ) -> list[Explanation]:
         """Per image, its occlusion heatmap at the model's input size (the probability the explained class loses
         when each pixel is covered) and that class: target_class, else the model's own top class. The server runs
         the occluded copies through the model's batcher; patch and stride default to the server's (4 and 2).
@@ -181,8 +198,9 @@ class Client:
         label_output = next(iter(self.metadata(model).outputs))
         return int(label_output.shape[-1])
 
-    def segment(self, model: str, images: Sequence[ImageLike], *, with_mask: bool = True,
-                min_score: float = 0.0) -> list[Segmentation]:
+    def segment(
+        self, model: str, images: Sequence[ImageLike], *, with_mask: bool = True, min_score: float = 0.0
+    ) -> list[Segmentation]:
         """Per image (any size: sent as a file, the server pads it to the model's stride and answers in the image's
         own pixels) its detections (label, score, box) best first and, with_mask, the class index of every pixel.
         One request per image, so images of different sizes never wait for each other."""

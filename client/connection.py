@@ -51,8 +51,7 @@ class Connection:
 
 
 def channel_options(max_message_bytes: int) -> tuple[tuple[str, int], ...]:
-    return (("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes))
+    return (("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes))
 
 
 def channel_credentials(
@@ -67,7 +66,8 @@ def channel_credentials(
     if not (tls or root_certificates is not None or certificate_chain is not None):
         return None
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(root_certificates), private_key=_read(private_key),
+        root_certificates=_read(root_certificates),
+        private_key=_read(private_key),
         certificate_chain=_read(certificate_chain),
     )
 

@@ -1,12 +1,12 @@
 """Client exceptions: every failed call carries the gRPC status and the server's message.
 
-    ClientError                    any failed call: .code (grpc.StatusCode), .message (the server's words)
-    +-- InvalidArgumentError       INVALID_ARGUMENT: the request is wrong; do not retry it as is
-    +-- NotFoundError              NOT_FOUND: no such model or version
-    +-- UnavailableError           UNAVAILABLE: not ready, draining, or unreachable; retry later or elsewhere
-    +-- ResourceExhaustedError     RESOURCE_EXHAUSTED: the model's queue is full; back off and retry
-    +-- DeadlineExceededError      DEADLINE_EXCEEDED: the timeout passed before the answer
-    +-- UnauthenticatedError       UNAUTHENTICATED: no token, or one the server does not accept
+ClientError                    any failed call: .code (grpc.StatusCode), .message (the server's words)
++-- InvalidArgumentError       INVALID_ARGUMENT: the request is wrong; do not retry it as is
++-- NotFoundError              NOT_FOUND: no such model or version
++-- UnavailableError           UNAVAILABLE: not ready, draining, or unreachable; retry later or elsewhere
++-- ResourceExhaustedError     RESOURCE_EXHAUSTED: the model's queue is full; back off and retry
++-- DeadlineExceededError      DEADLINE_EXCEEDED: the timeout passed before the answer
++-- UnauthenticatedError       UNAUTHENTICATED: no token, or one the server does not accept
 """
 
 from __future__ import annotations

@@ -35,13 +35,22 @@ class Explanation:
         return mask.reshape(self.heatmap.shape)
 
 
-def request(model: str, image: images.ImageLike, input_name: str, *, patch: int | None = None,
-            stride: int | None = None, target_class: int | None = None, png: bool = False) -> pb.ModelInferRequest:
+def request(
+    model: str,
+    image: images.ImageLike,
+    input_name: str,
+    *,
+    patch: int | None = None,
+    stride: int | None = None,
+    target_class: int | None = None,
+    png: bool = False,
+) -> pb.ModelInferRequest:
     """One image as a file, asking for its explanation alone (the model's own outputs are not computed for it)."""
     files = np.empty(1, dtype=object)
     files[0] = images.encoded(image)
-    message = protocol.infer_request(model, {input_name: files}, OUTPUTS,
-                                     parameters={features.EXPLAIN_PARAMETER: features.EXPLAIN_METHODS[0]})
+    message = protocol.infer_request(
+        model, {input_name: files}, OUTPUTS, parameters={features.EXPLAIN_PARAMETER: features.EXPLAIN_METHODS[0]}
+    )
     for key, value in ((features.PATCH_PARAMETER, patch), (features.STRIDE_PARAMETER, stride),
                        (features.TARGET_CLASS_PARAMETER, target_class)):  # fmt: skip
         if value is not None:

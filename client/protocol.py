@@ -46,8 +46,13 @@ def model_entries(index: pb.RepositoryIndexResponse) -> list[ModelEntry]:
 # -- tensors -----------------------------------------------------------------------------------------------------
 
 
-def infer_request(model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (),
-                  version: str = "", parameters: Mapping[str, str | float] | None = None) -> pb.ModelInferRequest:
+def infer_request(
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Sequence[str] = (),
+    version: str = "",
+    parameters: Mapping[str, str | float] | None = None,
+) -> pb.ModelInferRequest:
     """numpy arrays -> a ModelInferRequest with raw contents (object arrays of bytes travel as BYTES); outputs names
     the ones wanted (all when empty); parameters are request parameters such as output_format (strings) or
     truncation (numbers)."""
@@ -132,8 +137,9 @@ def takes_files(hints: Mapping[str, Any]) -> bool:
     return hints.get("input_format") == "image"
 
 
-def classify_inputs(pictures: Sequence[images.ImageLike], hints: Mapping[str, Any], input_name: str,
-                    send_files: bool | None) -> dict[str, np.ndarray]:
+def classify_inputs(
+    pictures: Sequence[images.ImageLike], hints: Mapping[str, Any], input_name: str, send_files: bool | None
+) -> dict[str, np.ndarray]:
     """The image input for `pictures`: as files (by default, whenever the model takes them: the server then
     preprocesses with the model's recipe; paths and bytes travel as they are), else tensors preprocessed here."""
     if send_files is None:
@@ -186,8 +192,14 @@ def probe_labels(reply: pb.ModelInferResponse, count: int) -> list[str]:
 # -- generation --------------------------------------------------------------------------------------------------
 
 
-def generator_inputs(metadata: pb.ModelMetadataResponse, n: int, *, seed: int | None = None,
-                     label: int | None = None, classes: int = DEFAULT_CLASS_COUNT) -> dict[str, np.ndarray]:
+def generator_inputs(
+    metadata: pb.ModelMetadataResponse,
+    n: int,
+    *,
+    seed: int | None = None,
+    label: int | None = None,
+    classes: int = DEFAULT_CLASS_COUNT,
+) -> dict[str, np.ndarray]:
     """The latent (the first floating-point input, standard normal from `seed`) and, for every other input,
     `label` n times, or classes 0..classes-1 cycled when no label is given."""
     latent_spec = next(t for t in metadata.inputs if t.datatype.startswith("FP"))

@@ -19,8 +19,14 @@ from cnnserve.client.measurement import Measurement
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def rest_request(url: str, model: str, metadata: pb.ModelMetadataResponse, inputs: dict[str, np.ndarray],
-                 binary: bool, token: str | None = None) -> bytes:
+def rest_request(
+    url: str,
+    model: str,
+    metadata: pb.ModelMetadataResponse,
+    inputs: dict[str, np.ndarray],
+    binary: bool,
+    token: str | None = None,
+) -> bytes:
     """The whole HTTP request: binary tensors (tritonclient.http's default) or JSON data; outputs alike."""
     entries: list[dict[str, object]] = []
     blobs: list[bytes] = []
@@ -61,8 +67,15 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-async def drive_rest(url: str, request: bytes, items_per_request: int, concurrency: int, duration_s: float,
-                     warmup_s: float, server_pids: Sequence[int] = ()) -> tuple[Measurement, float]:
+async def drive_rest(
+    url: str,
+    request: bytes,
+    items_per_request: int,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    server_pids: Sequence[int] = (),
+) -> tuple[Measurement, float]:
     """As client.bench.drive, over HTTP/1.1: one connection per worker, requests back to back."""
     host, _, port = url.rpartition(":")
     latencies: list[float] = []
@@ -94,5 +107,6 @@ async def drive_rest(url: str, request: bytes, items_per_request: int, concurren
     if failures:
         print(f"  warning: {failures} requests failed")
     items = len(latencies) * items_per_request
-    return Measurement(f"rest c={concurrency}", items / duration_s, len(latencies), tuple(latencies)), \
-        cpu_window[1] - cpu_window[0]
+    return Measurement(f"rest c={concurrency}", items / duration_s, len(latencies), tuple(latencies)), cpu_window[
+        1
+    ] - cpu_window[0]

@@ -48,8 +48,9 @@ def main(argv: list[str]) -> int:
     judge = Judge(args.judge)
     split = load_dataset(DIGITS, judge.shape[-1] or 16)
     sample, conditional, latent_dim = onnx_sampler(args.model)
-    evaluator = GanEvaluator(judge, split.train, NATIVE_SIZE, len(split.classes), conditional, latent_dim,
-                             args.truncation)
+    evaluator = GanEvaluator(
+        judge, split.train, NATIVE_SIZE, len(split.classes), conditional, latent_dim, args.truncation
+    )
     evaluation = evaluator(sample, args.seed)
     figures = {c.name: c.value for c in evaluation.checks} | evaluation.metrics
     figures["real_fid"] = round(real_fid_floor(judge, split.train, split.val), 3)

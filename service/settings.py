@@ -110,9 +110,16 @@ class Settings:
             raise ValueError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
         if self.poll_interval_s <= 0 or self.grace_period_s < 0:
             raise ValueError("poll_interval_s must be > 0 and grace_period_s >= 0")
-        for name in ("max_elements_per_request", "max_request_tensor_bytes", "max_concurrent_streams",
-                     "max_image_pixels", "max_rest_json_bytes", "rest_timeout_s", "rest_keepalive_s",
-                     "max_explain_copies"):
+        for name in (
+            "max_elements_per_request",
+            "max_request_tensor_bytes",
+            "max_concurrent_streams",
+            "max_image_pixels",
+            "max_rest_json_bytes",
+            "rest_timeout_s",
+            "rest_keepalive_s",
+            "max_explain_copies",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

@@ -63,8 +63,18 @@ class ServerThread:
 
 
 def loopback_settings(repo: Path, **overrides: Any) -> Settings:
-    return replace(Settings(model_repository=repo, host="127.0.0.1", grpc_port=0, http_port=0, rest_port=0,
-                            execution_providers=("cpu",), grace_period_s=5.0), **overrides)
+    return replace(
+        Settings(
+            model_repository=repo,
+            host="127.0.0.1",
+            grpc_port=0,
+            http_port=0,
+            rest_port=0,
+            execution_providers=("cpu",),
+            grace_period_s=5.0,
+        ),
+        **overrides,
+    )
 
 
 @pytest.fixture

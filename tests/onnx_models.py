@@ -37,8 +37,17 @@ def _entry(repo: Path, name: str, config: dict[str, Any], labels: list[str] | No
 
 # How images become the classifier's input: grey 4x4, scaled to [0,1], then (x - 0.5) / 0.25. The server also takes
 # PNG/JPEG files for it ("input_format": "image").
-CLASSIFIER_PREPROCESSING = {"input": "images", "input_format": "image", "height": 4, "width": 4, "channels": 1,
-                            "layout": "NCHW", "scale": 1 / 255, "mean": [0.5], "std": [0.25]}
+CLASSIFIER_PREPROCESSING = {
+    "input": "images",
+    "input_format": "image",
+    "height": 4,
+    "width": 4,
+    "channels": 1,
+    "layout": "NCHW",
+    "scale": 1 / 255,
+    "mean": [0.5],
+    "std": [0.25],
+}
 
 
 def classifier_weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +55,7 @@ def classifier_weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((16, 10)).astype(np.float32), rng.standard_normal(10).astype(np.float32)
 
 
-def write_classifier(repo: Path, name: str = "classifier", version: int = 1, seed: int = 0,
-                     **config: Any) -> Path:
+def write_classifier(repo: Path, name: str = "classifier", version: int = 1, seed: int = 0, **config: Any) -> Path:
     """images FP32 [N,1,4,4] -> logits FP32 [N,10]: flatten, matmul, add."""
     weight, bias = classifier_weights(seed)
     graph = helper.make_graph(
@@ -62,8 +70,12 @@ def write_classifier(repo: Path, name: str = "classifier", version: int = 1, see
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
     )
     _save(graph, repo / name / str(version) / "model.onnx")
-    base = {"max_batch_size": 32, "label_output": "logits", "preprocessing": CLASSIFIER_PREPROCESSING,
-            "dynamic_batching": {"max_queue_delay_us": 2000, "max_queue_size": 256}}
+    base = {
+        "max_batch_size": 32,
+        "label_output": "logits",
+        "preprocessing": CLASSIFIER_PREPROCESSING,
+        "dynamic_batching": {"max_queue_delay_us": 2000, "max_queue_size": 256},
+    }
     return _entry(repo, name, {**base, **config}, labels=[f"digit-{i}" for i in range(10)])
 
 
@@ -89,12 +101,17 @@ def write_conditional_generator(repo: Path, name: str = "cgen", version: int = 1
             helper.make_tensor_value_info("class", TensorProto.INT64, ["N"]),
         ],
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 2, 4])],
-        [numpy_helper.from_array(table, "table"),
-         numpy_helper.from_array(np.array([-1, 1, 2, 4], dtype=np.int64), "shape")],
+        [
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array([-1, 1, 2, 4], dtype=np.int64), "shape"),
+        ],
     )
     _save(graph, repo / name / str(version) / "model.onnx")
-    config = {"max_batch_size": 16, "parameters": {"task": "conditional_generation"},
-              "postprocessing": {"output": "images", "range": [-1.0, 1.0]}}
+    config = {
+        "max_batch_size": 16,
+        "parameters": {"task": "conditional_generation"},
+        "postprocessing": {"output": "images", "range": [-1.0, 1.0]},
+    }
     return _entry(repo, name, config, labels=[str(i) for i in range(10)])
 
 
@@ -106,10 +123,18 @@ def conditional_generator_reference(latent: np.ndarray, classes: np.ndarray) -> 
 
 # Datatypes an identity model passes through: protocol name -> ONNX element type.
 IDENTITY_TYPES = {
-    "BOOL": TensorProto.BOOL, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
-    "UINT32": TensorProto.UINT32, "UINT64": TensorProto.UINT64, "INT8": TensorProto.INT8,
-    "INT16": TensorProto.INT16, "INT32": TensorProto.INT32, "INT64": TensorProto.INT64,
-    "FP16": TensorProto.FLOAT16, "FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE,
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
     "BYTES": TensorProto.STRING,
 }
 
@@ -132,8 +157,9 @@ def write_corrupt(repo: Path, name: str = "broken", version: int = 1) -> Path:
     return _entry(repo, name, {"max_batch_size": 4})
 
 
-def write_slow_classifier(repo: Path, name: str = "slow", version: int = 1, seed: int = 0, work: int = 8,
-                          dim: int = 384, **config: Any) -> Path:
+def write_slow_classifier(
+    repo: Path, name: str = "slow", version: int = 1, seed: int = 0, work: int = 8, dim: int = 384, **config: Any
+) -> Path:
     """The classifier's answers (same weights as write_classifier) at a fixed cost per execution: `work` chained
     [dim,dim] MatMul+Tanh steps that start from the batch's mean, so no optimiser can fold them, and are then
     multiplied by zero into the logits. One thread per session, so the cost does not depend on the batch size."""
@@ -160,19 +186,34 @@ def write_slow_classifier(repo: Path, name: str = "slow", version: int = 1, seed
         name,
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 4, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b"),
-         numpy_helper.from_array(square, "square"), numpy_helper.from_array(np.array(0, np.float32), "zero")],
+        [
+            numpy_helper.from_array(weight, "w"),
+            numpy_helper.from_array(bias, "b"),
+            numpy_helper.from_array(square, "square"),
+            numpy_helper.from_array(np.array(0, np.float32), "zero"),
+        ],
     )
     _save(graph, repo / name / str(version) / "model.onnx")
-    base = {"max_batch_size": 8, "label_output": "logits", "session": {"intra_op_threads": 1},
-            "dynamic_batching": {"max_queue_delay_us": 1000, "max_queue_size": 256}}
+    base = {
+        "max_batch_size": 8,
+        "label_output": "logits",
+        "session": {"intra_op_threads": 1},
+        "dynamic_batching": {"max_queue_delay_us": 1000, "max_queue_size": 256},
+    }
     return _entry(repo, name, {**base, **config}, labels=[f"digit-{i}" for i in range(10)])
 
 
 # The pixel contract (what training exports since issue 11): the graph takes [0, 1] pixels and normalises them in its
 # first nodes, so the hints keep only what happens before the tensor.
-PIXEL_PREPROCESSING = {"input": "images", "input_format": "image", "height": 4, "width": 4, "channels": 1,
-                       "layout": "NCHW", "scale": 1 / 255}
+PIXEL_PREPROCESSING = {
+    "input": "images",
+    "input_format": "image",
+    "height": 4,
+    "width": 4,
+    "channels": 1,
+    "layout": "NCHW",
+    "scale": 1 / 255,
+}
 
 
 def write_pixel_classifier(repo: Path, name: str = "pixels", version: int = 1, seed: int = 0) -> Path:
@@ -190,13 +231,20 @@ def write_pixel_classifier(repo: Path, name: str = "pixels", version: int = 1, s
         name,
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 4, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(np.full((1, 1, 1, 1), 0.5, np.float32), "mean"),
-         numpy_helper.from_array(np.full((1, 1, 1, 1), 0.25, np.float32), "std"),
-         numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+        [
+            numpy_helper.from_array(np.full((1, 1, 1, 1), 0.5, np.float32), "mean"),
+            numpy_helper.from_array(np.full((1, 1, 1, 1), 0.25, np.float32), "std"),
+            numpy_helper.from_array(weight, "w"),
+            numpy_helper.from_array(bias, "b"),
+        ],
     )
     _save(graph, repo / name / str(version) / "model.onnx")
-    config = {"max_batch_size": 32, "label_output": "logits", "preprocessing": PIXEL_PREPROCESSING,
-              "parameters": {"task": "classification"}}
+    config = {
+        "max_batch_size": 32,
+        "label_output": "logits",
+        "preprocessing": PIXEL_PREPROCESSING,
+        "parameters": {"task": "classification"},
+    }
     return _entry(repo, name, config, labels=[f"digit-{i}" for i in range(10)])
 
 
@@ -212,24 +260,37 @@ def write_pixel_generator(repo: Path, name: str = "pixelgen", version: int = 1) 
         name,
         [helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["N", LATENT])],
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 2, 4])],
-        [numpy_helper.from_array(np.array(1, np.float32), "one"),
-         numpy_helper.from_array(np.array(2, np.float32), "two"),
-         numpy_helper.from_array(np.array([-1, 1, 2, 4], dtype=np.int64), "shape")],
+        [
+            numpy_helper.from_array(np.array(1, np.float32), "one"),
+            numpy_helper.from_array(np.array(2, np.float32), "two"),
+            numpy_helper.from_array(np.array([-1, 1, 2, 4], dtype=np.int64), "shape"),
+        ],
     )
     _save(graph, repo / name / str(version) / "model.onnx")
-    config = {"max_batch_size": 16, "parameters": {"task": "generation"},
-              "postprocessing": {"output": "images", "range": [0.0, 1.0]}}
+    config = {
+        "max_batch_size": 16,
+        "parameters": {"task": "generation"},
+        "postprocessing": {"output": "images", "range": [0.0, 1.0]},
+    }
     return _entry(repo, name, config)
 
 
 # A segmenter following cnnserve.contracts.segmentation: dynamic H and W (multiples of its stride), pixels in [0, 1].
 SEGMENTER_STRIDE = 8
-SEGMENTER_PREPROCESSING = {"input": "images", "input_format": "image", "channels": 1, "layout": "NCHW",
-                           "scale": 1 / 255, "resize": "pad", "stride": SEGMENTER_STRIDE}
+SEGMENTER_PREPROCESSING = {
+    "input": "images",
+    "input_format": "image",
+    "channels": 1,
+    "layout": "NCHW",
+    "scale": 1 / 255,
+    "resize": "pad",
+    "stride": SEGMENTER_STRIDE,
+}
 
 
-def write_segmenter(repo: Path, name: str = "segmenter", version: int = 1, work: int = 12, dim: int = 192,
-                    **config: Any) -> Path:
+def write_segmenter(
+    repo: Path, name: str = "segmenter", version: int = 1, work: int = 12, dim: int = 192, **config: Any
+) -> Path:
     """images FP32 [N,1,H,W] -> the contract's five outputs, each checkable (segmenter_reference):
     - mask UINT8 [N,H,W] = ceil(10 * pixel): 0 where the pixel is black, 1..10 brighter;
     - boxes FP32 [N,8,4]: row 0 the whole input (0, 0, W, H), the other rows 0;
@@ -325,5 +386,10 @@ def segmenter_reference(images: np.ndarray) -> dict[str, np.ndarray]:
     classes = np.zeros((n, 8), np.int64)
     classes[:, 0] = ceiled.reshape(n, -1).max(axis=1)
     logits = -((tenfold - np.arange(11, dtype=np.float32).reshape(1, 11, 1, 1)) ** 2)
-    return {"boxes": boxes, "scores": scores, "classes": classes, "mask": ceiled[:, 0].astype(np.uint8),
-            "logits": logits}
+    return {
+        "boxes": boxes,
+        "scores": scores,
+        "classes": classes,
+        "mask": ceiled[:, 0].astype(np.uint8),
+        "logits": logits,
+    }

@@ -30,9 +30,11 @@ def write_stylizer(repo: Path, name: str = "stylizer", version: int = 1, max_bat
         name,
         [helper.make_tensor_value_info(style.INPUT, TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [helper.make_tensor_value_info(style.OUTPUT, TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
-         numpy_helper.from_array(np.array([2, 1, 0], np.int64), "reversed"),
-         numpy_helper.from_array(np.array(1, np.float32), "one")],
+        [
+            numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+            numpy_helper.from_array(np.array([2, 1, 0], np.int64), "reversed"),
+            numpy_helper.from_array(np.array(1, np.float32), "one"),
+        ],
     )
     _save(graph, repo / name / str(version) / "model.onnx")
     (repo / name / str(version) / style.STYLE_IMAGE_FILE).write_bytes(b"")  # published beside the model

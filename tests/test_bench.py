@@ -38,9 +38,24 @@ def test_bench_prints_served_raw_ratio_and_server_cpu(
     server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str], streaming: bool
 ) -> None:
     model_file = tmp_path / "repo" / "classifier" / "1" / "model.onnx"
-    argv = ["--url", server.grpc_address, "--model", "classifier", "--concurrency", "1,4", "--duration-s", "0.5",
-            "--warmup-s", "0.2", "--model-file", str(model_file), "--threads", "1",
-            "--server-pid", str(os.getpid())]  # the server runs in this process
+    argv = [
+        "--url",
+        server.grpc_address,
+        "--model",
+        "classifier",
+        "--concurrency",
+        "1,4",
+        "--duration-s",
+        "0.5",
+        "--warmup-s",
+        "0.2",
+        "--model-file",
+        str(model_file),
+        "--threads",
+        "1",
+        "--server-pid",
+        str(os.getpid()),
+    ]  # the server runs in this process
     assert bench_main([*argv, *(["--streaming"] if streaming else [])]) == 0
     output = capsys.readouterr().out
     assert f"calls={'streaming' if streaming else 'unary'}" in output and "failed" not in output
@@ -52,8 +67,11 @@ def test_bench_prints_served_raw_ratio_and_server_cpu(
         assert ratio == pytest.approx(served / raw, rel=0.01, abs=0.01)
     assert [int(float(row[5])) for row in table] == [1, 4]  # in-process batch = concurrency x batch size
     (paced,) = [line for line in output.splitlines() if "paced in-process" in line]  # one client's level only
-    numbers = re.search(r"a run every ([\d.]+) ms.* p50 ([\d.]+) ms, cpu ([\d.]+) ms/run; served p50 less it "
-                        r"(-?[\d.]+) ms, server cpu less it (-?[\d.]+) ms/req", paced)
+    numbers = re.search(
+        r"a run every ([\d.]+) ms.* p50 ([\d.]+) ms, cpu ([\d.]+) ms/run; served p50 less it "
+        r"(-?[\d.]+) ms, server cpu less it (-?[\d.]+) ms/req",
+        paced,
+    )
     assert numbers is not None, paced
     pause, p50, cpu = (float(numbers[i]) for i in (1, 2, 3))
     assert pause >= 0 and p50 > 0 and cpu > 0
@@ -72,8 +90,21 @@ def test_paced_in_process_pauses_between_single_runs(tmp_path: Path) -> None:
 def test_bench_fills_integer_inputs_of_a_two_input_model(
     server: ServerThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--url", server.grpc_address, "--model", "cgen", "--concurrency", "2", "--duration-s", "0.3",
-            "--warmup-s", "0.1", "--batch-size", "3", "--streaming"]
+    argv = [
+        "--url",
+        server.grpc_address,
+        "--model",
+        "cgen",
+        "--concurrency",
+        "2",
+        "--duration-s",
+        "0.3",
+        "--warmup-s",
+        "0.1",
+        "--batch-size",
+        "3",
+        "--streaming",
+    ]
     assert bench_main(argv) == 0
     output = capsys.readouterr().out
     assert "failed" not in output and rows(output)[0][0] == "2"
@@ -82,9 +113,24 @@ def test_bench_fills_integer_inputs_of_a_two_input_model(
 def test_bench_http_compares_rest_binary_and_json_with_grpc(
     server: ServerThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--protocol", "http", "--url", server.grpc_address, "--rest-url", server.rest_address,
-            "--model", "classifier", "--concurrency", "1,4", "--duration-s", "0.4", "--warmup-s", "0.1",
-            "--server-pid", str(os.getpid())]
+    argv = [
+        "--protocol",
+        "http",
+        "--url",
+        server.grpc_address,
+        "--rest-url",
+        server.rest_address,
+        "--model",
+        "classifier",
+        "--concurrency",
+        "1,4",
+        "--duration-s",
+        "0.4",
+        "--warmup-s",
+        "0.1",
+        "--server-pid",
+        str(os.getpid()),
+    ]
     assert bench_main(argv) == 0
     output = capsys.readouterr().out
     assert "failed" not in output and "decoded by the server's codec in" in output

@@ -42,7 +42,7 @@ def test_exif_orientation_is_applied() -> None:
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
-    pixels = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369)  # 0 .. 65535
+    pixels = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369  # 0 .. 65535
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     opened = Image.open(io.BytesIO(buffer.getvalue()))

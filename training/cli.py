@@ -62,10 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     segmenter.add_argument("--min-found", type=float, help="refuse to publish below this share of test objects "
                            "found (default 0.90 on digits, none on folders)")  # fmt: skip
     style = commands.add_parser("style", help="train a feed-forward style-transfer network (image to image)")
-    style.add_argument("--style", default="painted",
-                       help="style image file, or 'painted' (a procedural brush-stroke painting; the default)")
-    style.add_argument("--content", default="bundled",
-                       help="folder of content photos, or 'bundled' (scikit-image's and scikit-learn's; default)")
+    style.add_argument(
+        "--style",
+        default="painted",
+        help="style image file, or 'painted' (a procedural brush-stroke painting; the default)",
+    )
+    style.add_argument(
+        "--content",
+        default="bundled",
+        help="folder of content photos, or 'bundled' (scikit-image's and scikit-learn's; default)",
+    )
     _run_options(style)
     style.add_argument("--name", help="model name (default: stylize_<style file name>, stylize_brushstrokes)")
     style.add_argument("--steps", type=int, help="optimiser steps (default 180, ~2.5 min on one core)")

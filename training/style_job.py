@@ -112,8 +112,12 @@ def run_style(options: StyleOptions) -> JobResult:
         real_inputs=(real[0].contiguous(),), more_real_inputs=((wide[-1].contiguous(),),),
         tolerance=STYLE_TOLERANCE, exporter=options.exporter, dynamic_axes=STYLE_DYNAMIC_AXES,
     )  # fmt: skip
-    metadata = build_metadata([], contract.preprocessing(STRIDE), report,
-                              {"model_config": model_cfg.to_dict(), "postprocessing": contract.postprocessing()})
+    metadata = build_metadata(
+        [],
+        contract.preprocessing(STRIDE),
+        report,
+        {"model_config": model_cfg.to_dict(), "postprocessing": contract.postprocessing()},
+    )
     exported = export_model(run.model, spec, metadata)
     config = model_config(name, exported.inputs, exported.outputs, contract.parameters(STRIDE),
                           preprocessing=contract.preprocessing(STRIDE), postprocessing=contract.postprocessing(),

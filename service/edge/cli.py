@@ -28,33 +28,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 = any free port)")
     p.add_argument("--http-port", type=int, help="HTTP metrics/health port (default 8002; -1 = off)")
     p.add_argument("--rest-port", type=int, help="HTTP/REST inference port (default 8000; 0 = any free; -1 = off)")
-    p.add_argument("--rest-cors-origins", type=comma_list,
-                   help="comma-separated origins allowed to call the REST port from a browser ('*': any)")
+    p.add_argument(
+        "--rest-cors-origins",
+        type=comma_list,
+        help="comma-separated origins allowed to call the REST port from a browser ('*': any)",
+    )
     p.add_argument("--max-rest-json-bytes", type=int, help="largest JSON part of a REST request (413 past it)")
     p.add_argument("--rest-timeout-s", type=float, help="time a REST client may take to send its body")
     p.add_argument("--rest-keepalive-s", type=float, help="idle keep-alive REST connections close after this")
     p.add_argument("--model-control-mode", choices=CONTROL_MODES, help="none | poll | explicit (default none)")
     p.add_argument("--poll-interval-s", type=float, help="repository rescan interval in poll mode")
-    p.add_argument("--startup-models", type=comma_list,
-                   help="comma-separated models to load at start in explicit mode")
+    p.add_argument("--startup-models", type=comma_list, help="comma-separated models to load at start in explicit mode")
     p.add_argument("--max-message-bytes", type=int, help="largest gRPC message, sent or received")
-    p.add_argument("--execution-providers", type=comma_list,
-                   help="provider preference, e.g. cuda,cpu")
+    p.add_argument("--execution-providers", type=comma_list, help="provider preference, e.g. cuda,cpu")
     p.add_argument("--grace-period-s", type=float, help="drain time allowed on SIGTERM")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
     p.add_argument("--event-loop", choices=("auto", "asyncio"), help="auto: uvloop where installed (default)")
     security = p.add_argument_group("security (README: Security)")
     security.add_argument("--tls-cert-file", type=Path, help="PEM server certificate chain: gRPC and HTTP use TLS")
     security.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
-    security.add_argument("--tls-client-ca-file", type=Path,
-                          help="PEM CA bundle: clients must present a certificate it signed (mutual TLS)")
-    security.add_argument("--allow-insecure", action=argparse.BooleanOptionalAction, default=None,
-                          help="serve plaintext when no TLS files are given (default: allowed, logged as a warning)")
-    security.add_argument("--auth-token-file", type=Path,
-                          help="bearer tokens, one a line, re-read on change (tokens can also come from "
-                               "CNNSERVE_AUTH_TOKENS; there is no flag for them, to keep them out of process lists)")
-    security.add_argument("--auth-open-health", action=argparse.BooleanOptionalAction, default=None,
-                          help="with tokens on, leave health, reflection and the HTTP port open (default: yes)")
+    security.add_argument(
+        "--tls-client-ca-file",
+        type=Path,
+        help="PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
+    )
+    security.add_argument(
+        "--allow-insecure",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve plaintext when no TLS files are given (default: allowed, logged as a warning)",
+    )
+    security.add_argument(
+        "--auth-token-file",
+        type=Path,
+        help="bearer tokens, one a line, re-read on change (tokens can also come from "
+        "CNNSERVE_AUTH_TOKENS; there is no flag for them, to keep them out of process lists)",
+    )
+    security.add_argument(
+        "--auth-open-health",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with tokens on, leave health, reflection and the HTTP port open (default: yes)",
+    )
     security.add_argument("--max-elements-per-request", type=int, help="most tensor elements in one request")
     security.add_argument("--max-request-tensor-bytes", type=int, help="most bytes a request's decoded inputs take")
     security.add_argument("--max-concurrent-streams", type=int, help="most gRPC calls served at once")
@@ -73,9 +88,7 @@ def main(argv: Sequence[str]) -> int:
         settings = settings_from_args(argv)
     except ValueError as err:
         raise SystemExit(f"cnnserve serve: {err}") from None
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from cnnserve.service.edge.server import serve  # onnxruntime is imported only once settings are valid
 
     try:
@@ -95,4 +108,3 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
         factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
         return factory
     return None
-

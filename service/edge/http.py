@@ -37,16 +37,22 @@ async def start_http_server(
     receives each request's Authorization header (None when absent)."""
 
     @web.middleware
-    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                    ) -> web.StreamResponse:
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if authorize is not None and not authorize(request.headers.get("Authorization")):
-            return web.Response(status=401, text="a valid bearer token is required\n", content_type=TEXT,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return web.Response(
+                status=401,
+                text="a valid bearer token is required\n",
+                content_type=TEXT,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         try:
             return await handler(request)
         except web.HTTPMethodNotAllowed:
-            return web.Response(status=405, text="method not allowed\n", content_type=TEXT,
-                                headers={"Allow": "GET, HEAD"})
+            return web.Response(
+                status=405, text="method not allowed\n", content_type=TEXT, headers={"Allow": "GET, HEAD"}
+            )
         except web.HTTPNotFound:
             return web.Response(status=404, text="not found\n", content_type=TEXT)
         except asyncio.CancelledError:

@@ -234,8 +234,11 @@ class _ModelFamilies(Collector):
         ("cnnserve_queue_duration_seconds", "Time requests waited for their batch.", "queue_seconds"),
         ("cnnserve_compute_input_duration_seconds", "Time per batch spent preparing model inputs.", "input_seconds"),
         ("cnnserve_compute_infer_duration_seconds", "Time per batch in the model.", "infer_seconds"),
-        ("cnnserve_compute_output_duration_seconds", "Time per batch spent collecting model outputs.",
-         "output_seconds"),
+        (
+            "cnnserve_compute_output_duration_seconds",
+            "Time per batch spent collecting model outputs.",
+            "output_seconds",
+        ),
         ("cnnserve_batch_size", "Items per executed batch.", "batch_size"),
     )
 

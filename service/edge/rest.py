@@ -86,7 +86,15 @@ def _cors(origins: frozenset[str]) -> Middleware:
     return cors
 
 
-async def start_rest_server(settings: Settings, app: web.Application, port: int,
-                            ssl_context: ssl.SSLContext | None) -> WebListener:
-    return await start_listener(app, settings.host, port, ssl_context=ssl_context, name="rest",
-                                keepalive_s=settings.rest_keepalive_s, error_reply=error_reply)
+async def start_rest_server(
+    settings: Settings, app: web.Application, port: int, ssl_context: ssl.SSLContext | None
+) -> WebListener:
+    return await start_listener(
+        app,
+        settings.host,
+        port,
+        ssl_context=ssl_context,
+        name="rest",
+        keepalive_s=settings.rest_keepalive_s,
+        error_reply=error_reply,
+    )

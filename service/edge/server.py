@@ -55,9 +55,7 @@ class InferenceServer:
         self.gate = RequestGate()
         self.health = HealthReporter()
         self.images = ImageWorkers(settings.max_image_pixels)
-        self.models = ModelManager(
-            settings, on_model_event=self._on_model_event, observer_factory=self._observer_for
-        )
+        self.models = ModelManager(settings, on_model_event=self._on_model_event, observer_factory=self._observer_for)
         self.metrics.attach_models(self.models)
         # One request path for both doors: a REST and a gRPC request reach the same batcher and may share a batch.
         self.path = InferencePath(settings, self.models, self.gate, self.images)
@@ -81,9 +79,13 @@ class InferenceServer:
         if self.settings.http_port >= 0:
             closed = self.tokens is not None and not self.settings.auth_open_health
             self._http = await start_http_server(
-                self.settings.host, self.settings.http_port,
-                metrics=self.metrics, live=self.is_live, ready=self.is_ready,
-                ssl_context=self._http_tls, authorize=self.tokens.check_header if closed and self.tokens else None,
+                self.settings.host,
+                self.settings.http_port,
+                metrics=self.metrics,
+                live=self.is_live,
+                ready=self.is_ready,
+                ssl_context=self._http_tls,
+                authorize=self.tokens.check_header if closed and self.tokens else None,
             )
             self.http_port = self._http.port
         if self.settings.rest_port >= 0:
@@ -93,8 +95,15 @@ class InferenceServer:
             self.rest_port = self._rest.port
         await self.health.set_live()
         await self.health.set_ready(False)
-        logger.info("event=listening grpc=%s:%d http=%s:%d rest=%s:%d", self.settings.host, self.grpc_port,
-                    self.settings.host, self.http_port, self.settings.host, self.rest_port)
+        logger.info(
+            "event=listening grpc=%s:%d http=%s:%d rest=%s:%d",
+            self.settings.host,
+            self.grpc_port,
+            self.settings.host,
+            self.http_port,
+            self.settings.host,
+            self.rest_port,
+        )
         await self.models.start()
         heap.freeze_long_lived()  # the models' objects, loaded for good: out of every later full collection
         self._heap_frozen = True

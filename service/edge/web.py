@@ -39,8 +39,9 @@ class _Handler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._error_reply = error_reply
 
-    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status == 500:  # a handler that raised past every middleware: aiohttp logs the traceback
             return super().handle_error(request, status, exc, message)
         too_long = isinstance(exc, LineTooLong)
@@ -85,8 +86,14 @@ class WebListener:
 
 
 async def start_listener(
-    app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None, name: str,
-    keepalive_s: float = 75.0, error_reply: ErrorReply = text_error,
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    name: str,
+    keepalive_s: float = 75.0,
+    error_reply: ErrorReply = text_error,
 ) -> WebListener:
     """Serve `app` on host:port (0: an ephemeral port, read it from `.port`); HTTPS with `ssl_context`."""
     runner = _Runner(

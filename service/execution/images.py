@@ -52,7 +52,7 @@ def image_input(
         return None
     if input_format != "image":
         raise ModelLoadError(
-            f"{config_path}: key 'preprocessing.input_format' must be \"image\" or \"tensor\", got {input_format!r}"
+            f'{config_path}: key \'preprocessing.input_format\' must be "image" or "tensor", got {input_format!r}'
         )
     name = preprocessing.get("input", inputs[0].name if len(inputs) == 1 else None)
     tensor = next((t for t in inputs if t.name == name), None)

@@ -139,9 +139,7 @@ def decode_inputs(
                 raise InvalidInput(f"input {name!r}: batch size {shape[0]}, but input {batch[1]!r} has {batch[0]}")
         data = raw[index] if raw else None
         if data is not None and tensor.contents.ListFields():
-            raise InvalidInput(
-                f"input {name!r}: data in both raw_input_contents and contents; a request uses one form"
-            )
+            raise InvalidInput(f"input {name!r}: data in both raw_input_contents and contents; a request uses one form")
         item_elements = _image_item_elements(spec) if encoded else 1
         elements += count * item_elements
         if elements > limits.max_elements:

@@ -27,9 +27,7 @@ BACKEND = "onnxruntime"
 
 
 def tensor_metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
-    return pb.ModelMetadataResponse.TensorMetadata(
-        name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape)
-    )
+    return pb.ModelMetadataResponse.TensorMetadata(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
 
 
 def _input_metadata(spec: ModelSpec, tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
@@ -89,8 +87,11 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
         config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
     # Pre- and postprocessing hints travel as JSON in the config's parameters, so clients never repeat them.
-    hints = {key: json.dumps(value) for key, value in
-             (("preprocessing", spec.preprocessing), ("postprocessing", spec.postprocessing)) if value}
+    hints = {
+        key: json.dumps(value)
+        for key, value in (("preprocessing", spec.preprocessing), ("postprocessing", spec.postprocessing))
+        if value
+    }
     # A range the config's own parameters state wins: it may describe a model whose recipe says nothing.
     # The labels too: the classification extension names only a [batch, classes] output's classes, and a
     # segmenter's mask and box classes index the same labels file.

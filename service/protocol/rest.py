@@ -131,8 +131,9 @@ class RestApi:
             async with asyncio.timeout(self._body_timeout_s):
                 return await request.read()
         except TimeoutError:
-            raise web.HTTPRequestTimeout(reason=f"request body not received within {self._body_timeout_s:g} s"
-                                         ) from None
+            raise web.HTTPRequestTimeout(
+                reason=f"request body not received within {self._body_timeout_s:g} s"
+            ) from None
 
     def routes(self) -> list[web.RouteDef]:
         """Fixed paths before /v2/models/{model}, so that 'stats' is not taken for a model's name."""
@@ -255,8 +256,7 @@ class RestApi:
             png = next((t for t in result.tensors if t.name == png_name and t.datatype == "BYTES"), None)
             if png is not None and png.array.size:
                 return web.Response(body=bytes(png.array.reshape(-1)[0]), content_type="image/png")
-        body_out, header_size = rest_codec.encode_infer(parsed, result.model_name, result.model_version,
-                                                        result.tensors)
+        body_out, header_size = rest_codec.encode_infer(parsed, result.model_name, result.model_version, result.tensors)
         if header_size is None:
             return web.Response(body=body_out, content_type=JSON)
         reply = web.Response(body=body_out, content_type="application/octet-stream")

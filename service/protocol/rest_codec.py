@@ -58,7 +58,7 @@ def parse_infer(
     """The request in `body`; `header_length` is the Inference-Header-Content-Length header (binary extension)."""
     view = memoryview(body)
     if header_length is None:
-        header, binary = view, view[len(view):]
+        header, binary = view, view[len(view) :]
     else:
         try:
             length = int(header_length)
@@ -164,9 +164,7 @@ def _json_tensor(name: str, datatype: str, shape: Sequence[int], data: Any) -> B
     try:
         array = np.asarray(data, dtype=info.numpy)  # one vectorised pass over orjson's lists
     except (ValueError, TypeError, OverflowError):
-        raise InvalidInput(
-            f"input {name!r}: data is not a regular (non-ragged) array of {datatype} values"
-        ) from None
+        raise InvalidInput(f"input {name!r}: data is not a regular (non-ragged) array of {datatype} values") from None
     if array.size != needed:
         raise InvalidInput(f"input {name!r}: data has {array.size} elements, shape {list(shape)} needs {needed}")
     if info.name == "BOOL" and array.size and not all(isinstance(v, bool) for v in _flatten(data)[:1]):

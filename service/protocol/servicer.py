@@ -116,9 +116,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelConfigResponse(config=describe.model_config(model.spec, model.provider, labels_file))
 
     @unary
-    async def ModelStatistics(
-        self, request: pb.ModelStatisticsRequest, context: Any
-    ) -> pb.ModelStatisticsResponse:
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
         if request.name:
             self._models.get(request.name, request.version)  # NOT_FOUND for unknown names and versions
         selected = [
@@ -132,9 +130,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # -- repository -------------------------------------------------------------------------------------------
 
     @unary
-    async def RepositoryIndex(
-        self, request: pb.RepositoryIndexRequest, context: Any
-    ) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
         entries = await self._models.index(ready_only=request.ready)
         return pb.RepositoryIndexResponse(
             models=[

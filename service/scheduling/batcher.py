@@ -58,8 +58,18 @@ latency budget, or past the request's own (shorter) deadline."""
 
 
 class _Request:
-    __slots__ = ("deadline", "due", "enqueued", "future", "inputs", "items", "outputs", "predicted", "queued",
-                 "signature")
+    __slots__ = (
+        "deadline",
+        "due",
+        "enqueued",
+        "future",
+        "inputs",
+        "items",
+        "outputs",
+        "predicted",
+        "queued",
+        "signature",
+    )
 
     def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
                  outputs: OutputNames, budget: float | None = None) -> None:  # fmt: skip
@@ -168,9 +178,7 @@ class Batcher:
         # A timer, not asyncio.wait: it costs one handle per request instead of a waiter future and callbacks.
         timer = None
         if deadline is not None:
-            timer = asyncio.get_running_loop().call_later(
-                max(0.0, deadline - time.monotonic()), self._expire, request
-            )
+            timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), self._expire, request)
         try:
             return await request.future
         except asyncio.CancelledError:  # the client went away: drop it from the queue, or drop its result

@@ -62,11 +62,13 @@ def test_classify_gives_the_sync_answer(server: ServerThread, tmp_path: Path) ->
 def test_generate_shape_dtype_and_seed(server: ServerThread) -> None:
     async def generate() -> list[np.ndarray]:
         async with AsyncClient(server.grpc_address) as client:
-            return list(await asyncio.gather(
-                client.generate("cgen", 5, seed=3, label=7),
-                client.generate("cgen", 5, seed=3, label=7),
-                client.generate("cgen", 5, seed=4, label=7),
-            ))
+            return list(
+                await asyncio.gather(
+                    client.generate("cgen", 5, seed=3, label=7),
+                    client.generate("cgen", 5, seed=3, label=7),
+                    client.generate("cgen", 5, seed=4, label=7),
+                )
+            )
 
     first, again, other = asyncio.run(generate())
     assert first.dtype == np.uint8 and first.shape == (5, 2, 4, 1)
@@ -107,8 +109,12 @@ def test_errors_carry_the_status(server: ServerThread) -> None:
         return caught
 
     caught = asyncio.run(failures())
-    assert [err.code for err in caught] == [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.NOT_FOUND,
-                                           grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT]
+    assert [err.code for err in caught] == [
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ]
     assert all(err.message for err in caught)
 
 
@@ -133,8 +139,10 @@ def test_files_or_tensors_and_png_output_match_the_sync_client(server: ServerThr
 
     async def run() -> tuple[list[list[tuple[str, float]]], list[bytes]]:
         async with AsyncClient(server.grpc_address) as client:
-            return (await client.classify("classifier", paths, top_k=1, send_files=True),
-                    await client.generate_png("cgen", 4, seed=11))
+            return (
+                await client.classify("classifier", paths, top_k=1, send_files=True),
+                await client.generate_png("cgen", 4, seed=11),
+            )
 
     ranked, pngs = asyncio.run(run())
     assert [r[0][0] for r in ranked] == [e[0][0] for e in expected]

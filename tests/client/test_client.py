@@ -86,8 +86,12 @@ def test_cli_classify_json_generate_models_health(
     error = capsys.readouterr().err
     assert "INVALID_ARGUMENT" in error and "item 0" in error
     grid = tmp_path / "grid.png"
-    assert cli_main(["generate", *url, "--model", "cgen", "-n", "6", "--out", str(grid), "--out-dir",
-                     str(tmp_path / "each")]) == 0
+    assert (
+        cli_main(
+            ["generate", *url, "--model", "cgen", "-n", "6", "--out", str(grid), "--out-dir", str(tmp_path / "each")]
+        )
+        == 0
+    )
     assert Image.open(grid).size[0] > 0 and len(list((tmp_path / "each").glob("*.png"))) == 6
     assert cli_main(["models", *url]) == 0
     assert "classifier" in capsys.readouterr().out

@@ -231,10 +231,10 @@ def test_curl_infers_through_the_published_rest_port(stack: Stack) -> None:
     assert curl is not None, "curl is needed for this check"
     url = f"http://{stack.address('lb', REST)}/v2/models/{CLASSIFIER}/infer"
     batch = images(1, seed=3)
-    body = json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": list(batch.shape),
-                                   "data": batch.ravel().tolist()}]})
-    answer = run([curl, "-sS", "--fail-with-body", "-H", "Content-Type: application/json", "-d", body, url],
-                 timeout=60)
+    body = json.dumps(
+        {"inputs": [{"name": "images", "datatype": "FP32", "shape": list(batch.shape), "data": batch.ravel().tolist()}]}
+    )
+    answer = run([curl, "-sS", "--fail-with-body", "-H", "Content-Type: application/json", "-d", body, url], timeout=60)
     assert answer.returncode == 0, answer.stdout + answer.stderr
     (output,) = json.loads(answer.stdout)["outputs"]
     session = ort.InferenceSession(
@@ -243,8 +243,19 @@ def test_curl_infers_through_the_published_rest_port(stack: Stack) -> None:
     expected = session.run(None, {"images": batch})[0]
     np.testing.assert_allclose(np.array(output["data"], np.float32), expected.ravel(), rtol=1e-4, atol=1e-5)
     seven = DEPLOY.parent / "examples" / "digits" / "7.png"
-    answer = run([curl, "-sS", "--fail-with-body", "-H", "Content-Type: image/png", "--data-binary", f"@{seven}",
-                  url + "?top_k=3"], timeout=60)
+    answer = run(
+        [
+            curl,
+            "-sS",
+            "--fail-with-body",
+            "-H",
+            "Content-Type: image/png",
+            "--data-binary",
+            f"@{seven}",
+            url + "?top_k=3",
+        ],
+        timeout=60,
+    )
     assert answer.returncode == 0, answer.stdout + answer.stderr
     predictions = json.loads(answer.stdout)["predictions"]
     # The stack's models are --dry-run trained (one batch): the ranking, not the digit, is what can be checked. It

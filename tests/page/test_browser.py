@@ -104,13 +104,18 @@ def top_label(driver: Any) -> str:
 
 def lit_pixels(driver: Any, selector: str) -> list[int]:
     """For each canvas matching `selector`: how many of its pixels are not black."""
-    return list(driver.execute_script("""
+    return list(
+        driver.execute_script(
+            """
         return [...document.querySelectorAll(arguments[0])].map((c) => {
           const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
           let lit = 0;
           for (let k = 0; k < d.length; k += 4) if (d[k] + d[k + 1] + d[k + 2] > 30) lit++;
           return lit;
-        });""", selector))
+        });""",
+            selector,
+        )
+    )
 
 
 def console_errors(driver: Any) -> list[str]:

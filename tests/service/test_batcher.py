@@ -609,7 +609,6 @@ def test_an_idle_model_starts_at_once_and_batches_form_while_it_is_busy() -> Non
     asyncio.run(main())
 
 
-
 class Outputs:
     """A fake model of two outputs that computes only those it is asked for, recording what each batch asked."""
 

@@ -134,8 +134,9 @@ def test_random_requests_as_rest(server: ServerThread, request: pb.ModelInferReq
 
 @FUZZ
 @given(case=near_valid_requests(), binary=st.booleans())
-def test_near_valid_requests_as_rest(server: ServerThread, case: tuple[pb.ModelInferRequest, bool],
-                                     binary: bool) -> None:
+def test_near_valid_requests_as_rest(
+    server: ServerThread, case: tuple[pb.ModelInferRequest, bool], binary: bool
+) -> None:
     request, intact = case
     body, headers = as_rest(request, binary)
     status, data = post(server, model_path(request), body, headers)
@@ -157,8 +158,9 @@ HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max
 @settings(max_examples=150, deadline=None)
 @given(body=st.binary(max_size=400), header=st.none() | st.integers(-5, 500).map(str) | HEADER_TEXT,
        depth=st.integers(0, 3000))  # fmt: skip
-def test_bytes_and_header_lengths_that_do_not_fit(server: ServerThread, body: bytes, header: str | None,
-                                                   depth: int) -> None:
+def test_bytes_and_header_lengths_that_do_not_fit(
+    server: ServerThread, body: bytes, header: str | None, depth: int
+) -> None:
     headers = {} if header is None else {HEADER: header.encode("ascii", "replace").decode().strip() or "x"}
     if depth > 100:  # nesting past orjson's limit, inside a request that is otherwise well formed
         nested = b"[" * depth + b"]" * depth

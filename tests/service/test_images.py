@@ -192,7 +192,7 @@ def test_generator_returns_png_files_when_asked(client: triton.InferenceServerCl
 
 @pytest.mark.parametrize(
     ("model", "value", "words"),
-    [("cgen", "jpeg", "must be \"png\" or \"tensor\""), ("classifier", "png", "has no image output")],
+    [("cgen", "jpeg", 'must be "png" or "tensor"'), ("classifier", "png", "has no image output")],
 )
 def test_png_output_refusals(client: triton.InferenceServerClient, model: str, value: str, words: str) -> None:
     inputs = generator_inputs(1)[0] if model == "cgen" else [files_input([encode(np.zeros((4, 4), np.uint8))])]
@@ -231,7 +231,7 @@ def test_image_input_recipe_must_fit_the_graph(tmp_path: Path) -> None:
     cases = [
         ({**good, "height": 5}, "makes NCHW items [1, 5, 4], but input 'images' takes FP32 [-1, 1, 4, 4]"),
         ({**good, "channels": 3, "mean": [0, 0, 0], "std": [1, 1, 1]}, "makes NCHW items [3, 4, 4]"),
-        ({**good, "input_format": "video"}, "'preprocessing.input_format' must be \"image\" or \"tensor\""),
+        ({**good, "input_format": "video"}, '\'preprocessing.input_format\' must be "image" or "tensor"'),
         ({**good, "input": "nope"}, "'preprocessing.input' must name the image input"),
         ({**good, "std": [0.0]}, "std values must not be 0"),
         ({key: v for key, v in good.items() if key != "width"}, "key 'width' is missing"),

@@ -230,11 +230,25 @@ def test_grace_period_expiry_fails_queued_requests_and_still_exits_zero(tmp_path
 
 def rest_infer(rest_url: str, batch: np.ndarray) -> tuple[int, bytes]:
     """One binary-tensor REST request (tritonclient.http's default form); (status, body)."""
-    header = json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": list(batch.shape),
-                                     "parameters": {"binary_data_size": batch.nbytes}}],
-                         "outputs": [{"name": "logits", "parameters": {"binary_data": False}}]}).encode()
-    request = urllib.request.Request(f"{rest_url}/v2/models/slow/infer", data=header + batch.tobytes(),
-                                     headers={"Inference-Header-Content-Length": str(len(header))}, method="POST")
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": "FP32",
+                    "shape": list(batch.shape),
+                    "parameters": {"binary_data_size": batch.nbytes},
+                }
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{rest_url}/v2/models/slow/infer",
+        data=header + batch.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:
             return int(reply.status), reply.read()

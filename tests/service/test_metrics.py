@@ -185,9 +185,12 @@ def test_loop_histogram_buckets_agree_with_prometheus_client(values: list[float]
     for v in values:
         model.observe_batch(BatchRecord(1, 1, (), v, False, ComputeTimes(0.0, v, 0.0)))
         reference.observe(v)
-    ours = {labels["le"]: count for (name, labels_set), count in samples(metrics).items()
-            if name == "cnnserve_compute_infer_duration_seconds_bucket"
-            for labels in [dict(labels_set)]}
+    ours = {
+        labels["le"]: count
+        for (name, labels_set), count in samples(metrics).items()
+        if name == "cnnserve_compute_infer_duration_seconds_bucket"
+        for labels in [dict(labels_set)]
+    }
     family = next(iter(reference.collect()))
     expected = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
     assert ours == expected

@@ -59,8 +59,9 @@ def images(n: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 1, 4, 4)).astype(np.float32)
 
 
-def call(server: ServerThread, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
-         ) -> tuple[int, dict[str, str], bytes]:
+def call(
+    server: ServerThread, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", server.server.rest_port, timeout=10)
     try:
         connection.request(method, path, body=body, headers=headers or {})
@@ -144,8 +145,7 @@ def test_infer_binary_and_json(rest: triton.InferenceServerClient, binary: bool)
     inp.set_data_from_numpy(batch, binary_data=binary)
     out = triton.InferRequestedOutput("logits", binary_data=binary)
     result = rest.infer("quick", [inp], outputs=[out], request_id="req-7")
-    np.testing.assert_allclose(result.as_numpy("logits"), onnx_models.classifier_reference(batch), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("logits"), onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5)
     response = result.get_response()
     assert response["id"] == "req-7" and response["model_version"] == "1"
 
@@ -185,10 +185,14 @@ def test_fp16_travels_binary_only(server: ServerThread) -> None:
 
 def test_nested_json_data_and_classification(rest: triton.InferenceServerClient, server: ServerThread) -> None:
     batch = images(2)
-    body = {"inputs": [{"name": "images", "datatype": "FP32", "shape": [2, 1, 4, 4], "data": batch.tolist()}],
-            "outputs": [{"name": "logits", "parameters": {"classification": 3}}], "parameters": {"note": "x"}}
-    status, _, reply = call(server, "POST", "/v2/models/quick/infer", json.dumps(body).encode(),
-                            {"Content-Type": "application/json"})
+    body = {
+        "inputs": [{"name": "images", "datatype": "FP32", "shape": [2, 1, 4, 4], "data": batch.tolist()}],
+        "outputs": [{"name": "logits", "parameters": {"classification": 3}}],
+        "parameters": {"note": "x"},
+    }
+    status, _, reply = call(
+        server, "POST", "/v2/models/quick/infer", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
     assert status == 200
     output = json.loads(reply)["outputs"][0]
     assert output["datatype"] == "BYTES" and output["shape"] == [2, 3]
@@ -202,18 +206,24 @@ def test_nested_json_data_and_classification(rest: triton.InferenceServerClient,
 
 
 def test_generator_answers_a_png_when_asked(server: ServerThread) -> None:
-    body = {"inputs": [{"name": "latent", "datatype": "FP32", "shape": [1, 8], "data": [0.1] * 8},
-                       {"name": "class", "datatype": "INT64", "shape": [1, 1], "data": [3]}]}
-    status, headers, reply = call(server, "POST", "/v2/models/cgen/infer", json.dumps(body).encode(),
-                                  {"Accept": "image/png"})
+    body = {
+        "inputs": [
+            {"name": "latent", "datatype": "FP32", "shape": [1, 8], "data": [0.1] * 8},
+            {"name": "class", "datatype": "INT64", "shape": [1, 1], "data": [3]},
+        ]
+    }
+    status, headers, reply = call(
+        server, "POST", "/v2/models/cgen/infer", json.dumps(body).encode(), {"Accept": "image/png"}
+    )
     assert status == 200 and headers["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(reply)).size == (4, 2)
 
 
 def test_image_body_answers_predictions_best_first(server: ServerThread) -> None:
     pixels = np.random.default_rng(3).integers(0, 256, (4, 4), dtype=np.uint8)
-    status, _, reply = call(server, "POST", "/v2/models/quick/infer?top_k=3", png(pixels),
-                            {"Content-Type": "image/png"})
+    status, _, reply = call(
+        server, "POST", "/v2/models/quick/infer?top_k=3", png(pixels), {"Content-Type": "image/png"}
+    )
     assert status == 200, reply
     answer = json.loads(reply)
     assert answer["model_name"] == "quick" and len(answer["predictions"]) == 3
@@ -231,14 +241,31 @@ def test_curl_json_and_image_body(server: ServerThread, tmp_path: Path) -> None:
     batch = images(1)
     body = {"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 1, 4, 4], "data": batch.ravel().tolist()}]}
     url = f"{server.rest_url}/v2/models/quick/infer"
-    out = subprocess.run(["curl", "-sS", "--fail-with-body", "-H", "Content-Type: application/json", "-d",
-                          json.dumps(body), url], capture_output=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", "-H", "Content-Type: application/json", "-d", json.dumps(body), url],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
     logits = np.array(json.loads(out)["outputs"][0]["data"], np.float32)
     np.testing.assert_allclose(logits, onnx_models.classifier_reference(batch).ravel(), rtol=1e-5, atol=1e-5)
     picture = tmp_path / "digit.png"
     picture.write_bytes(png(np.full((4, 4), 200, np.uint8)))
-    out = subprocess.run(["curl", "-sS", "--fail-with-body", "-H", "Content-Type: image/png", "--data-binary",
-                          f"@{picture}", url + "?top_k=2"], capture_output=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "-H",
+            "Content-Type: image/png",
+            "--data-binary",
+            f"@{picture}",
+            url + "?top_k=2",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
     assert len(json.loads(out)["predictions"]) == 2
 
 
@@ -278,8 +305,18 @@ def test_a_rest_and_a_grpc_request_share_one_batch(server: ServerThread, rest: t
 
 def infer_body(shape: list[int], data: Any = None, datatype: str = "FP32") -> bytes:
     count = int(np.prod(shape)) if shape else 1
-    return json.dumps({"inputs": [{"name": "images", "datatype": datatype, "shape": shape,
-                                   "data": [0.0] * count if data is None else data}]}).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": datatype,
+                    "shape": shape,
+                    "data": [0.0] * count if data is None else data,
+                }
+            ]
+        }
+    ).encode()
 
 
 @pytest.mark.parametrize(("path", "body", "headers", "status"), [
@@ -295,22 +332,38 @@ def infer_body(shape: list[int], data: Any = None, datatype: str = "FP32") -> by
     ("/v2/models/quick/infer", infer_body([1, 1, 4, 4]), {"Inference-Header-Content-Length": "x"}, 400),
     ("/v2/models/quick/infer", infer_body([10**9, 1, 4, 4], data=[]), {}, 400),  # element count over the limit
 ])  # fmt: skip
-def test_errors_are_json_with_the_grpc_status(server: ServerThread, path: str, body: bytes,
-                                              headers: dict[str, str], status: int) -> None:
+def test_errors_are_json_with_the_grpc_status(
+    server: ServerThread, path: str, body: bytes, headers: dict[str, str], status: int
+) -> None:
     got, reply_headers, reply = call(server, "POST", path, body, headers)
     assert got == status, reply
     assert reply_headers["Content-Type"].startswith("application/json") and json.loads(reply)["error"]
 
 
 def test_binary_sizes_that_do_not_add_up_are_refused(server: ServerThread) -> None:
-    header = json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 1, 4, 4],
-                                     "parameters": {"binary_data_size": 64}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "images", "datatype": "FP32", "shape": [1, 1, 4, 4], "parameters": {"binary_data_size": 64}}
+            ]
+        }
+    ).encode()
     for tail in (b"\0" * 10, b"\0" * 80):  # short; left over
-        status, _, reply = call(server, "POST", "/v2/models/quick/infer", header + tail,
-                                {"Inference-Header-Content-Length": str(len(header))})
+        status, _, reply = call(
+            server,
+            "POST",
+            "/v2/models/quick/infer",
+            header + tail,
+            {"Inference-Header-Content-Length": str(len(header))},
+        )
         assert status == 400 and json.loads(reply)["error"]
-    status, _, _ = call(server, "POST", "/v2/models/quick/infer", header + b"\0" * 64,
-                        {"Inference-Header-Content-Length": str(len(header))})
+    status, _, _ = call(
+        server,
+        "POST",
+        "/v2/models/quick/infer",
+        header + b"\0" * 64,
+        {"Inference-Header-Content-Length": str(len(header))},
+    )
     assert status == 200
 
 
@@ -344,10 +397,16 @@ def test_tokens_guard_the_rest_door_and_health_stays_open(repo: Path, start_serv
     assert call(guarded, "GET", "/v2/models/quick/ready")[0] == 200
     status, headers, reply = call(guarded, "GET", "/v2/models/quick")
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer" and json.loads(reply)["error"]
-    assert call(guarded, "POST", "/v2/models/quick/infer", infer_body([1, 1, 4, 4]),
-                {"Authorization": "Bearer wrong"})[0] == 401
-    assert call(guarded, "POST", "/v2/models/quick/infer", infer_body([1, 1, 4, 4]),
-                {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert (
+        call(guarded, "POST", "/v2/models/quick/infer", infer_body([1, 1, 4, 4]), {"Authorization": "Bearer wrong"})[0]
+        == 401
+    )
+    assert (
+        call(guarded, "POST", "/v2/models/quick/infer", infer_body([1, 1, 4, 4]), {"Authorization": f"Bearer {TOKEN}"})[
+            0
+        ]
+        == 200
+    )
     closed = start_server(repo, auth_tokens=(TOKEN,), auth_open_health=False)
     assert call(closed, "GET", "/v2/health/ready")[0] == 401
 
@@ -358,8 +417,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def test_tls_and_mutual_tls(repo: Path, pki: Pki, start_server: Any) -> None:
-    mutual = start_server(repo, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key,
-                          tls_client_ca_file=pki.ca)
+    mutual = start_server(repo, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key, tls_client_ca_file=pki.ca)
     context = ssl.create_default_context(cafile=pki.ca)
     context.load_cert_chain(pki.client_cert, pki.client_key)
     connection = http.client.HTTPSConnection("127.0.0.1", mutual.server.rest_port, context=context, timeout=10)
@@ -367,13 +425,15 @@ def test_tls_and_mutual_tls(repo: Path, pki: Pki, start_server: Any) -> None:
     assert connection.getresponse().status == 200
     connection.close()
     client = triton.InferenceServerClient(
-        mutual.rest_address, ssl=True, ssl_options={"ca_certs": str(pki.ca), "certfile": str(pki.client_cert),
-                                                    "keyfile": str(pki.client_key)},
+        mutual.rest_address,
+        ssl=True,
+        ssl_options={"ca_certs": str(pki.ca), "certfile": str(pki.client_cert), "keyfile": str(pki.client_key)},
     )
     assert client.is_server_ready()
     client.close()
-    anonymous = http.client.HTTPSConnection("127.0.0.1", mutual.server.rest_port, timeout=10,
-                                            context=ssl.create_default_context(cafile=pki.ca))
+    anonymous = http.client.HTTPSConnection(
+        "127.0.0.1", mutual.server.rest_port, timeout=10, context=ssl.create_default_context(cafile=pki.ca)
+    )
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         anonymous.request("GET", "/v2/health/ready")
         anonymous.getresponse()
@@ -417,8 +477,10 @@ def test_malformed_and_oversized_heads_are_refused_as_json(server: ServerThread)
 
 def test_a_client_that_trickles_its_body_is_cut_off(repo: Path, start_server: Any) -> None:
     strict = start_server(repo, rest_timeout_s=0.5)
-    head = (b"POST /v2/models/quick/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"inputs\"")
+    head = (
+        b"POST /v2/models/quick/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"inputs"'
+    )
     reply = raw_exchange(strict.server.rest_port, head)
     assert reply.startswith(b"HTTP/1.1 408 ") and b'{"error":' in reply
 
@@ -427,8 +489,9 @@ def test_a_client_that_trickles_its_body_is_cut_off(repo: Path, start_server: An
 
 
 def test_full_queue_is_429_with_retry_after_and_a_passed_deadline_504(tmp_path: Path, start_server: Any) -> None:
-    onnx_models.write_slow_classifier(tmp_path, work=300, max_batch_size=1,
-                                      dynamic_batching={"max_queue_delay_us": 0, "max_queue_size": 2})
+    onnx_models.write_slow_classifier(
+        tmp_path, work=300, max_batch_size=1, dynamic_batching={"max_queue_delay_us": 0, "max_queue_size": 2}
+    )
     slow = start_server(tmp_path)
     body = infer_body([1, 1, 4, 4])
     results: list[tuple[int, dict[str, str], bytes]] = []
@@ -440,8 +503,12 @@ def test_full_queue_is_429_with_retry_after_and_a_passed_deadline_504(tmp_path: 
     blocker.start()
     while slow.server.models.get("slow").in_flight_requests == 0:  # the blocker runs (or waits) first
         threading.Event().wait(0.005)
-    late = json.dumps({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 1, 4, 4], "data": [0.0] * 16}],
-                       "parameters": {"timeout": 1000}}).encode()  # 1 ms: passes while queued behind the blocker
+    late = json.dumps(
+        {
+            "inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 1, 4, 4], "data": [0.0] * 16}],
+            "parameters": {"timeout": 1000},
+        }
+    ).encode()  # 1 ms: passes while queued behind the blocker
     status, _, reply = call(slow, "POST", "/v2/models/slow/infer", late)
     assert status == 504 and json.loads(reply)["error"]
     burst = [threading.Thread(target=send) for _ in range(6)]

@@ -120,8 +120,9 @@ def test_optional_outputs_come_only_when_named(client: triton.InferenceServerCli
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
-def test_warm_up_builds_the_default_pruned_session_at_a_stride_sized_input(tmp_path: Path, start_server: Any,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_warm_up_builds_the_default_pruned_session_at_a_stride_sized_input(
+    tmp_path: Path, start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     repo = tmp_path / "repo"
     onnx_models.write_segmenter(repo, "segmenter")
     with caplog.at_level(logging.INFO, logger="cnnserve.service.execution.runtime"):

@@ -111,8 +111,7 @@ def test_tritonclient_infer_matches_reference(client: triton.InferenceServerClie
     inp = triton.InferInput("images", list(batch.shape), "FP32")
     inp.set_data_from_numpy(batch)
     result = client.infer("classifier", [inp], request_id="req-42")
-    np.testing.assert_allclose(result.as_numpy("logits"), onnx_models.classifier_reference(batch), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("logits"), onnx_models.classifier_reference(batch), rtol=1e-5, atol=1e-5)
     assert result.get_response().id == "req-42"
     assert result.get_response().model_version == "1"
 
@@ -148,8 +147,9 @@ def test_two_input_generator(client: triton.InferenceServerClient) -> None:
     inputs[0].set_data_from_numpy(latent)
     inputs[1].set_data_from_numpy(classes)
     result = client.infer("cgen", inputs)
-    np.testing.assert_allclose(result.as_numpy("images"),
-                               onnx_models.conditional_generator_reference(latent, classes), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("images"), onnx_models.conditional_generator_reference(latent, classes), rtol=1e-5, atol=1e-6
+    )
 
 
 def identity_values(datatype: str) -> np.ndarray:
@@ -285,11 +285,16 @@ def test_model_that_failed_to_load_is_unavailable(stub: pb_grpc.GRPCInferenceSer
         pytest.param(lambda r: r.inputs[0].shape.pop(), id="wrong-rank"),
         pytest.param(lambda r: r.raw_input_contents.__setitem__(0, r.raw_input_contents[0][:-4]), id="short-raw"),
         pytest.param(lambda r: r.inputs[0].contents.fp32_contents.append(1.0), id="raw-and-typed"),
-        pytest.param(lambda r: r.parameters["sequence_id"].MergeFrom(pb.InferParameter(int64_param=3)),
-                     id="sequence-id"),
+        pytest.param(
+            lambda r: r.parameters["sequence_id"].MergeFrom(pb.InferParameter(int64_param=3)), id="sequence-id"
+        ),
         pytest.param(lambda r: r.outputs.add(name="nope"), id="unknown-output"),
-        pytest.param(lambda r: r.outputs.add(name="logits").parameters["classification"].MergeFrom(
-            pb.InferParameter(int64_param=0)), id="bad-classification"),
+        pytest.param(
+            lambda r: (
+                r.outputs.add(name="logits").parameters["classification"].MergeFrom(pb.InferParameter(int64_param=0))
+            ),
+            id="bad-classification",
+        ),
     ],
 )
 def test_bad_requests_are_invalid_argument(stub: pb_grpc.GRPCInferenceServiceStub, mutate: object) -> None:

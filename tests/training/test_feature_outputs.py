@@ -66,8 +66,9 @@ def test_a_request_naming_no_outputs_gets_the_logits_alone(client: triton.Infere
     assert frozenset({"logits"}) in server.server.models.get("digits_cnn").pruned_nodes
 
 
-def test_named_feature_maps_are_what_the_graph_computes_and_share_a_batch(client: triton.InferenceServerClient,
-                                                                          classifier_repo: Path) -> None:
+def test_named_feature_maps_are_what_the_graph_computes_and_share_a_batch(
+    client: triton.InferenceServerClient, classifier_repo: Path
+) -> None:
     images = digits(5, seed=1)
     wanted = [triton.InferRequestedOutput(name) for name in ("features.block1.relu", "features.block2.pool")]
     wanted.append(triton.InferRequestedOutput("logits", class_count=2))
@@ -88,8 +89,11 @@ def test_named_feature_maps_are_what_the_graph_computes_and_share_a_batch(client
 
 def test_rest_serves_feature_maps_when_named(server: ServerThread) -> None:
     with triton_http.InferenceServerClient(server.rest_address) as rest:
-        result = rest.infer("digits_cnn", [images_input(digits(2), triton_http)],
-                            outputs=[triton_http.InferRequestedOutput("features.block2.relu", binary_data=True)])
+        result = rest.infer(
+            "digits_cnn",
+            [images_input(digits(2), triton_http)],
+            outputs=[triton_http.InferRequestedOutput("features.block2.relu", binary_data=True)],
+        )
         assert result.as_numpy("features.block2.relu").shape == (2, 64, 8, 8)
         plain = rest.infer("digits_cnn", [images_input(digits(2), triton_http)])
         assert [o["name"] for o in plain.get_response()["outputs"]] == ["logits"]
