@@ -205,15 +205,7 @@ def write_slow_classifier(
 
 # The pixel contract (what training exports since issue 11): the graph takes [0, 1] pixels and normalises them in its
 # first nodes, so the hints keep only what happens before the tensor.
-PIXEL_PREPROCESSING = {
-    "input": "images",
-    "input_format": "image",
-    "height": 4,
-    "width": 4,
-    "channels": 1,
-    "layout": "NCHW",
-    "scale": 1 / 255,
-}
+PIXEL_PREPROCESSING = {k: v for k, v in CLASSIFIER_PREPROCESSING.items() if k not in ("mean", "std")}
 
 
 def write_pixel_classifier(repo: Path, name: str = "pixels", version: int = 1, seed: int = 0) -> Path:
