@@ -83,8 +83,8 @@ def json_decode_ms(
     """Best of `repeat`: the server's own REST codec turning one JSON request into validated numpy inputs (orjson,
     np.asarray, decode.py's checks), in this process, so nothing else is timed."""
     from cnnserve.service.protocol import rest_codec
-    from cnnserve.service.protocol.decode import RequestLimits, decode_inputs
     from cnnserve.service.types import ModelSpec, TensorSpec
+    from cnnserve.service.wire.decode import RequestLimits, decode_inputs
 
     spec = ModelSpec(model, "onnxruntime_onnx", 1 << 20,
                      tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.inputs),

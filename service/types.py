@@ -68,23 +68,10 @@ class ImageInput:
 @dataclass(frozen=True)
 class ImageOutput:
     """An output of images [n, channels, height, width] (config `postprocessing.output`) that a request may ask to
-    receive as PNG files (request parameter `output_format: "png"`)."""
+    receive as PNG files (contracts/wire.py)."""
 
     name: str
     value_range: tuple[float, float] = (-1.0, 1.0)
-
-
-@dataclass(frozen=True)
-class SpatialOutputs:
-    """A segmenter's outputs in input pixels (config `postprocessing`, contracts/segmentation.py): what the server
-    crops or clips back to an image it padded, and the mask it may send as a palette PNG."""
-
-    mask: str | None = None
-    """Class index per pixel [n, H, W] (postprocessing.mask): sent as PNG files on output_format "png"."""
-    boxes: str | None = None
-    """Boxes [n, K, 4] as x0, y0, x1, y1 (postprocessing.boxes): clipped to the original image after padding."""
-    spatial: tuple[str, ...] = ()
-    """Outputs whose last two axes are the input's H, W (postprocessing.spatial): cropped after padding."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +95,6 @@ class ModelSpec:
     postprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: which output, value range
     image_input: ImageInput | None = None  # from preprocessing, checked against the graph when the model loads
     image_output: ImageOutput | None = None  # from postprocessing, when that output holds images
-    spatial: SpatialOutputs | None = None  # from postprocessing: mask, boxes, spatial outputs (segmenters)
     optional_outputs: frozenset[str] = frozenset()  # parameter optional_outputs: sent only when a request names them
 
     # Looked up on every request; built once per loaded spec.
@@ -135,13 +121,6 @@ class ModelSpec:
         """The image input whose recipe pads (resize "pad"): its tensors' height and width must be stride multiples."""
         image = self.image_input
         return image.name if image is not None and image.preprocessing.padded else None
-
-    @cached_property
-    def png_output(self) -> str | None:
-        """The output output_format "png" applies to: a generator's images, else a segmenter's mask."""
-        if self.image_output is not None:
-            return self.image_output.name
-        return self.spatial.mask if self.spatial is not None else None
 
 
 @dataclass(frozen=True, slots=True)

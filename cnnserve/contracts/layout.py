@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 MODEL_FILE = "model.onnx"
@@ -135,3 +135,18 @@ def _policy_error(key: str, rule: str, value: object) -> ValueError:
 
 def _json(value: object) -> str:
     return json.dumps(value, default=repr)
+
+
+OPTIONAL_OUTPUTS_PARAMETER = "optional_outputs"
+"""config parameter: comma-separated outputs a request gets only when it names them (the server then computes only
+what a batch asked for)."""
+
+
+def optional_outputs(parameters: Mapping[str, str]) -> frozenset[str]:
+    """The outputs a config's parameters mark optional (OPTIONAL_OUTPUTS_PARAMETER); empty when none."""
+    value = parameters.get(OPTIONAL_OUTPUTS_PARAMETER, "")
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
+
+
+def optional_outputs_parameter(names: Iterable[str]) -> str:
+    return ",".join(names)

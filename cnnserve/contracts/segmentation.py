@@ -16,7 +16,13 @@ Index 0 of the labels is the background, so the mask and `classes` index one lab
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from cnnserve.contracts.layout import (  # any model may mark outputs optional; a segmenter does
+    OPTIONAL_OUTPUTS_PARAMETER,
+    optional_outputs,
+    optional_outputs_parameter,
+)
+
+__all__ = ["OPTIONAL_OUTPUTS_PARAMETER", "optional_outputs", "optional_outputs_parameter"]
 
 BOXES = "boxes"
 SCORES = "scores"
@@ -39,10 +45,8 @@ STRIDE_PARAMETER = "stride"
 MAX_BOXES_PARAMETER = "max_boxes"
 SCORE_THRESHOLD_PARAMETER = "score_threshold"
 """Detections below it are padded rows (score 0) in the graph itself."""
-OPTIONAL_OUTPUTS_PARAMETER = "optional_outputs"
-"""Comma-separated outputs a request gets only when it names them (any model may publish it, not only
-segmenters)."""
-
+OVERLAY_PARAMETER = "overlay"
+"""Request parameter: the mask PNG blended over the request's own image (true, or the palette's weight in (0, 1])."""
 # config.json `postprocessing` keys of a segmenter (the server reads them to map outputs back to a file's pixels)
 POSTPROCESSING_MASK = "mask"
 """The output holding a class index per pixel [n, H, W]: may be sent as a palette PNG."""
@@ -55,13 +59,3 @@ POSTPROCESSING_SPATIAL = "spatial"
 def postprocessing() -> dict[str, object]:
     """The `postprocessing` block an exported segmenter publishes."""
     return {POSTPROCESSING_MASK: MASK, POSTPROCESSING_BOXES: BOXES, POSTPROCESSING_SPATIAL: [MASK, LOGITS]}
-
-
-def optional_outputs(parameters: Mapping[str, str]) -> frozenset[str]:
-    """The outputs a config's parameters mark optional (OPTIONAL_OUTPUTS_PARAMETER); empty when none."""
-    value = parameters.get(OPTIONAL_OUTPUTS_PARAMETER, "")
-    return frozenset(name.strip() for name in value.split(",") if name.strip())
-
-
-def optional_outputs_parameter(names: Iterable[str]) -> str:
-    return ",".join(names)

@@ -28,7 +28,7 @@ from cnnserve.service.edge.rest import build_app, start_rest_server
 from cnnserve.service.edge.web import WebListener
 from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.protocol.guard import guarded_service
-from cnnserve.service.protocol.inference import InferencePath
+from cnnserve.service.protocol.inference import InferencePath, kind_factory
 from cnnserve.service.protocol.rest import RestApi
 from cnnserve.service.protocol.servicer import InferenceServicer
 from cnnserve.service.registry.registry import ModelManager
@@ -55,7 +55,8 @@ class InferenceServer:
         self.gate = RequestGate()
         self.health = HealthReporter()
         self.images = ImageWorkers(settings.max_image_pixels)
-        self.models = ModelManager(settings, on_model_event=self._on_model_event, observer_factory=self._observer_for)
+        self.models = ModelManager(settings, on_model_event=self._on_model_event, observer_factory=self._observer_for,
+                                   kind_factory=kind_factory(settings))  # fmt: skip
         self.metrics.attach_models(self.models)
         # One request path for both doors: a REST and a gRPC request reach the same batcher and may share a batch.
         self.path = InferencePath(settings, self.models, self.gate, self.images)

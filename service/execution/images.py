@@ -8,8 +8,8 @@ the model sees its usual FP32 tensor: [0, 1] pixels for models cnnserve exports
 elsewhere, or published before the pixel contract). Decoding is bounded: only PNG and JPEG, the
 pixel count read from the header before anything is decoded, and a corrupt file refused naming its item.
 
-Out: a generator's image output (config `postprocessing.output`) comes back as PNG files when a request sets the
-parameter `output_format` to "png"; so does a segmenter's mask (segmentation.py), in the palette's colours.
+Out: an image output (config `postprocessing.output`) comes back as PNG files when a request asks for them
+(contracts/wire.py); a model kind may send its own pictures through the same pool (`run`).
 
 Pillow releases the GIL while it decodes and encodes, so the work runs in a small thread pool, off the event loop.
 """
@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +31,9 @@ from PIL import Image, UnidentifiedImageError
 from cnnserve.contracts import imaging
 from cnnserve.contracts.datatypes import DATATYPES
 from cnnserve.service.errors import InvalidInput, ModelLoadError
-from cnnserve.service.execution import segmentation
 from cnnserve.service.types import ImageInput, ImageOutput, TensorSpec
 
+Result = TypeVar("Result")
 FORMATS = ("PNG", "JPEG")
 FLOAT_DATATYPES = ("FP16", "FP32", "FP64")
 PNG_CHANNELS = (1, 3, 4)
@@ -115,7 +115,7 @@ class DecodedImages(NamedTuple):
     size: tuple[int, int] | None
     """(height, width) of the files before padding; None when the recipe does not pad."""
     pixels: list[npt.NDArray[np.uint8]]
-    """When asked for: each item's uint8 pixels [h, w, c] before scaling and padding (what an overlay blends over)."""
+    """When asked for: each item's uint8 pixels [h, w, c] before scaling and padding (to draw over)."""
 
 
 def decode(files: npt.NDArray[Any], target: ImageInput, max_pixels: int, keep_pixels: bool = False) -> DecodedImages:
@@ -170,6 +170,19 @@ def _open(name: str, index: int, data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
+def header_sizes(files: npt.NDArray[Any]) -> list[tuple[int, int]]:
+    """(height, width) of each file, read from its header alone: what decoding it would make, before anything is."""
+    sizes = []
+    for data in files:
+        try:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+                width, height = image.size
+        except Exception:  # decode() names what is wrong with it, as it always has
+            width = height = 0
+        sizes.append((height, width))
+    return sizes
+
+
 def encode_png(images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any]:
     """Generator output [n, c, h, w] -> object array [n] of PNG files."""
     pixels = imaging.to_uint8(np.asarray(images, dtype=np.float32), target.value_range)
@@ -194,10 +207,10 @@ class ImageWorkers:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, encode_png, images, target)
 
-    async def encode_mask(self, masks: npt.NDArray[Any], pixels: Sequence[npt.NDArray[np.uint8]], alpha: float
-                          ) -> npt.NDArray[Any]:  # fmt: skip
+    async def run(self, work: Callable[..., Result], *args: Any) -> Result:
+        """Any other image work (a kind's own pictures) on the same pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, segmentation.encode_mask_png, masks, pixels, alpha)
+        return await loop.run_in_executor(self._pool, work, *args)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -20,8 +20,8 @@ from typing import Any
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts import imaging, layout
-from cnnserve.service.protocol.decode import triton_data_type
 from cnnserve.service.types import ModelSpec, TensorSpec
+from cnnserve.service.wire.decode import triton_data_type
 
 BACKEND = "onnxruntime"
 

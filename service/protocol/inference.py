@@ -8,25 +8,23 @@ limits, statistics, metrics and batching are the same for both, and their reques
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
-
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.errors import ServiceError
-from cnnserve.service.execution import segmentation
 from cnnserve.service.execution.images import DecodedImages, ImageWorkers
-from cnnserve.service.protocol.decode import Array, Buffer, DecodedRequest, RequestLimits, decode_inputs
-from cnnserve.service.protocol.encode import OutputTensor, select_outputs
-from cnnserve.service.protocol.explain import Explainer, ExplainPlan, plan_explanation
-from cnnserve.service.protocol.truncation import truncate_latents
-from cnnserve.service.registry.registry import ModelManager
+from cnnserve.service.kinds import select
+from cnnserve.service.kinds.base import Kind
+from cnnserve.service.registry.registry import KindFactory, ModelManager
 from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
+from cnnserve.service.wire.decode import Array, Buffer, DecodedRequest, RequestLimits, decode_inputs
+from cnnserve.service.wire.encode import OutputTensor, select_outputs
 
 # A cancellation this close to the deadline is the deadline: the one we hold is late by the moment between reading
 # time_remaining() and time.monotonic(), milliseconds on a busy machine.
@@ -38,6 +36,15 @@ class InferResult(NamedTuple):
     model_version: str
     tensors: list[OutputTensor]
     spec: ModelSpec
+    png: str | None
+    """The output whose PNG file the REST door sends as its body when the client accepts image/png."""
+
+
+def kind_of(model: ServedModel) -> Kind:
+    """The kind the registry built for this version (server.py hands it kinds.select.build)."""
+    kind = model.kind
+    assert isinstance(kind, Kind), f"model {model.name!r} was loaded without a kind"
+    return kind
 
 
 def cancelled_outcome(deadline: float | None) -> str:
@@ -48,22 +55,28 @@ def cancelled_outcome(deadline: float | None) -> str:
     return "cancelled"
 
 
+def kind_factory(settings: Settings) -> KindFactory:
+    """What the registry calls to build each loaded version's kind (kinds/select.py chooses it from the config)."""
+    return functools.partial(select.build, settings=settings)
+
+
 class InferencePath:
     def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, images: ImageWorkers) -> None:
         self._models = models
         self._gate = gate
         self._images = images
         self.limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
-        self._explainer = Explainer(settings.max_explain_copies)
 
-    def spec(self, name: str, version: str) -> ModelSpec:
-        """The spec of the version a request would reach (REST reads it to parse a body before infer)."""
-        return self._models.get(name, version).spec
+    def model(self, name: str, version: str) -> tuple[ServedModel, Kind]:
+        """The version a request would reach, and its kind (the REST door reads them before it parses a body)."""
+        model = self._models.get(name, version)
+        return model, kind_of(model)
 
     async def infer(
         self, request: pb.ModelInferRequest, deadline: float | None, raw_inputs: Sequence[Buffer] | None = None
     ) -> InferResult:
-        """`deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents (decode.py)."""
+        """`deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents (decode.py).
+        The model's kind is asked at each step (kinds/base.py draws them); the path itself names no kind."""
         started = time.monotonic()
         with self._gate.admit():
             model = self._models.get(request.model_name, request.model_version)
@@ -72,27 +85,23 @@ class InferencePath:
             try:
                 with observer.track_inflight():
                     spec = model.spec
-                    explain = plan_explanation(request, spec, raw_inputs)  # None: a plain request
-                    if explain is not None:
-                        request, raw_inputs = explain.request, explain.raw_inputs
-                    decoded = decode_inputs(request, spec, self.limits, raw_inputs)
-                    inputs, images = truncate_latents(request.parameters, spec, decoded.inputs), None
+                    kind = kind_of(model)
+                    plan = kind.plan(request, raw_inputs)
+                    decoded = decode_inputs(plan.request, spec, self.limits, plan.raw_inputs,
+                                            png_output=kind.png_output, file_elements=kind.file_elements)  # fmt: skip
+                    plan = kind.prepare(plan, decoded)
+                    inputs, images = decoded.inputs, None
                     if decoded.encoded_images:
-                        keep = decoded.overlay > 0 or (explain is not None and explain.png)
-                        inputs, images = await self._decode_images(decoded, spec, keep)
-                    explanation: list[OutputTensor] = []
-                    if explain is not None:
-                        explanation = await self._explain(model, explain, inputs, images, deadline)
-                        if explain.explanation_only:
-                            return InferResult(spec.name, str(model.version), explanation, spec)
-                    outputs = await model.infer(inputs, outputs=decoded.compute, deadline=deadline)
-                    if images is not None and images.size is not None and spec.spatial is not None:
-                        outputs = segmentation.crop(outputs, spec.spatial, images.size)  # padded files: their size
-                    if spec.png_output is not None:
-                        outputs = await self._encode_images(outputs, decoded, spec, images)
-                    tensors = select_outputs(spec, outputs, decoded.requested_outputs, spec.labels)
-                    tensors += explanation
-                    return InferResult(model.spec.name, str(model.version), tensors, model.spec)
+                        inputs, images = await self._decode_images(decoded, spec, plan.keep_pixels)
+                    extra = await kind.extra_outputs(plan, model, inputs, images, deadline)
+                    tensors = []
+                    if plan.model_outputs:
+                        outputs = await model.infer(inputs, outputs=decoded.compute, deadline=deadline)
+                        outputs = await kind.finish(plan, outputs, decoded, images, self._images)
+                        tensors = select_outputs(spec, outputs, decoded.requested_outputs, spec.labels)
+                    if extra:
+                        tensors += extra
+                    return InferResult(spec.name, str(model.version), tensors, spec, plan.png_reply)
             except ServiceError as err:
                 outcome = err.status.name.lower()
                 raise
@@ -112,26 +121,3 @@ class InferencePath:
         images = await self._images.decode(decoded.encoded_images[target.name], target, keep_pixels=keep_pixels)
         batch = images.batch
         return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}, images
-
-    async def _explain(self, model: ServedModel, plan: ExplainPlan, inputs: dict[str, Array],
-                       images: DecodedImages | None, deadline: float | None) -> list[OutputTensor]:  # fmt: skip
-        spec = model.spec
-        target = spec.image_input.name if spec.image_input is not None else spec.inputs[0].name
-        grid = self._explainer.grid(plan, spec, inputs[target])  # its refusals come before any copy is queued
-        greys = None
-        if images is not None and images.pixels and images.size is None:  # files, unpadded: blend over them
-            greys = [np.round(pixels.mean(axis=-1)).astype(np.uint8) for pixels in images.pixels]
-        return await self._explainer.explain(model, inputs[target], plan, grid, deadline, greys)
-
-    async def _encode_images(self, outputs: dict[str, Array], decoded: DecodedRequest, spec: ModelSpec,
-                             images: DecodedImages | None) -> dict[str, Array]:  # fmt: skip
-        """The image output or the mask as PNG files when the request asked for them (RequestedOutput.png); the
-        mask blended over the request's own images when it asked for an overlay."""
-        name = spec.png_output
-        asked = any(want.png for want in decoded.requested_outputs)
-        if not asked or name is None or name not in outputs:  # a missing output is named by select_outputs
-            return outputs
-        if spec.image_output is not None:
-            return {**outputs, name: await self._images.encode_png(outputs[name], spec.image_output)}
-        pixels = images.pixels if images is not None else []
-        return {**outputs, name: await self._images.encode_mask(outputs[name], pixels, decoded.overlay)}

@@ -13,26 +13,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
 import orjson
 from aiohttp import web
 from google.protobuf.message import Message
 
 from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.contracts.features import (
-    EXPLAIN_METHODS,
-    EXPLAIN_PARAMETER,
-    EXPLAINED_CLASS_OUTPUT,
-    EXPLANATION_OUTPUT,
-    PATCH_PARAMETER,
-    STRIDE_PARAMETER,
-    TARGET_CLASS_PARAMETER,
-)
+from cnnserve.contracts.wire import pack_bytes
 from cnnserve.service.errors import FailedPrecondition, InvalidInput, ServiceError, Status
+from cnnserve.service.kinds.base import INFER, PNG_PARAMETERS, Kind, ParameterValue, first_png
 from cnnserve.service.protocol import describe, rest_codec, statistics
-from cnnserve.service.protocol.atlas_files import AtlasFiles
-from cnnserve.service.protocol.decode import LENGTH
 from cnnserve.service.protocol.inference import InferencePath
 from cnnserve.service.protocol.servicer import EXTENSIONS
 from cnnserve.service.registry.registry import ModelManager
@@ -44,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 JSON = "application/json"
 IMAGE_TYPES = ("image/png", "image/jpeg")
-DEFAULT_TOP_K = 5
 RETRY_AFTER_S = "1"  # a full queue drains in milliseconds to seconds; Retry-After takes whole seconds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -120,7 +109,6 @@ class RestApi:
         self._models = models
         self._gate = gate
         self._path = path
-        self._atlas = AtlasFiles(models)
         self.max_json_bytes = settings.max_rest_json_bytes
         self._body_timeout_s = settings.rest_timeout_s
 
@@ -153,8 +141,11 @@ class RestApi:
                 r.get(base + "/config", self.model_config),
                 r.get(base + "/stats", self.stats),
                 r.post(base + "/infer", self.infer),
-                r.post(base + "/explain", self.explain),
-                r.get(base + "/atlas/{file}", self._atlas.get),
+            )],
+            # Last, so that fixed paths win: operations and files a model's kind adds (kinds/base.py).
+            *[route for base in (model, version) for route in (
+                r.post(base + "/{operation}", self.infer),
+                r.get(base + "/{operation}/{file}", self.model_file),
             )],
         ]  # fmt: skip
 
@@ -226,36 +217,32 @@ class RestApi:
 
     # -- inference --------------------------------------------------------------------------------------------
 
-    async def explain(self, request: web.Request) -> web.Response:
-        """An infer body answered with its occlusion explanation (docs/explain.md); its parameters may set patch,
-        patch_stride and target_class. With Accept: image/png, the first item's heatmap over its image as PNG."""
-        return await self.infer(request, explain=True)
-
-    async def infer(self, request: web.Request, explain: bool = False) -> web.Response:
+    async def infer(self, request: web.Request) -> web.Response:
+        """POST .../infer, or .../{operation} for an operation the model's kind adds (an infer with the parameters
+        it implies). A JSON or binary tensor body is a KServe v2 request; a PNG/JPEG body is one request of one file,
+        answered as the kind says (kinds/base.py). With Accept: image/png, the request's PNG file as the body."""
         name, version = _model(request)
+        operation = request.match_info.get("operation", INFER)
+        model, kind = self._path.model(name, version)
+        implied = kind.implied_parameters(operation)
         body = await self._read(request)
-        content_type = request.content_type
-        if content_type in IMAGE_TYPES and explain:
-            return await self._explain_image(request, name, version, body)
-        if content_type in IMAGE_TYPES:
-            return await self._infer_image(request, name, version, body)
+        wants_png = "image/png" in request.headers.get("Accept", "")
+        if request.content_type in IMAGE_TYPES:
+            return await self._infer_file(request, model.spec, kind, operation, body, wants_png)
         header_length = request.headers.get(rest_codec.HEADER_LENGTH)
         json_part = len(body) if header_length is None else _int_or(header_length, len(body))
         if json_part > self.max_json_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=self.max_json_bytes, actual_size=json_part)
         parsed = rest_codec.parse_infer(body, header_length, name, version, self._path.limits)
-        wants_png = "image/png" in request.headers.get("Accept", "")
-        if wants_png:
-            parsed.request.parameters["output_format"].string_param = "png"
-        if explain and EXPLAIN_PARAMETER not in parsed.request.parameters:
-            parsed.request.parameters[EXPLAIN_PARAMETER].string_param = EXPLAIN_METHODS[0]
-        explaining = EXPLAIN_PARAMETER in parsed.request.parameters  # /explain, or /infer with the parameter
+        parameters = parsed.request.parameters
+        for key, value in {**implied, **(PNG_PARAMETERS if wants_png else {})}.items():
+            if key not in parameters:  # `in` first: indexing a protobuf map inserts the key
+                _set_parameter(parameters[key], value)
         result = await self._path.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
         if wants_png:
-            png_name = EXPLANATION_OUTPUT if explaining else result.spec.png_output  # images, mask or heatmap
-            png = next((t for t in result.tensors if t.name == png_name and t.datatype == "BYTES"), None)
-            if png is not None and png.array.size:
-                return web.Response(body=bytes(png.array.reshape(-1)[0]), content_type="image/png")
+            png = first_png(result.tensors, result.png)
+            if png is not None:
+                return web.Response(body=png, content_type="image/png")
         body_out, header_size = rest_codec.encode_infer(parsed, result.model_name, result.model_version, result.tensors)
         if header_size is None:
             return web.Response(body=body_out, content_type=JSON)
@@ -263,121 +250,49 @@ class RestApi:
         reply.headers[rest_codec.HEADER_LENGTH] = str(header_size)
         return reply
 
-    async def _infer_image(self, request: web.Request, name: str, version: str, body: bytes) -> web.Response:
-        """A PNG/JPEG body is one request of one image; the answer is its top-k predictions, best first (a
-        segmenter's: its detections, or with Accept: image/png its mask, blended over the image with ?overlay=; an
-        image-to-image model's: its output image)."""
-        spec = self._path.spec(name, version)
-        target = spec.image_input
-        if target is None:
-            raise InvalidInput(f"model {spec.name!r} takes no image input; send a JSON or binary tensor request")
-        if spec.image_output is not None:
-            return await self._image_to_image(request, spec, version, body)
-        if spec.spatial is not None:
-            return await self._segment_image(request, spec, version, body)
-        scores_name = spec.label_output or spec.outputs[0].name
-        top_k = _int_or(request.query.get("top_k", str(DEFAULT_TOP_K)), -1)
-        if top_k <= 0:
-            raise InvalidInput(f"query parameter top_k must be a positive integer, got {request.query['top_k']!r}")
-        message = pb.ModelInferRequest(model_name=name, model_version=version)
-        message.inputs.add(name=target.name, datatype="BYTES", shape=[1])  # one file
-        message.outputs.add(name=scores_name)
-        result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
-        scores = np.asarray(result.tensors[0].array)
-        item = scores[0] if spec.max_batch_size > 0 else scores
-        return json_reply({
-            "model_name": result.model_name, "model_version": result.model_version,
-            "predictions": rest_codec.predictions(item, spec.labels, top_k),
-        })  # fmt: skip
-
-    async def _explain_image(self, request: web.Request, name: str, version: str, body: bytes) -> web.Response:
-        """A PNG/JPEG body explained: JSON {explained_class, label, explanation [H][W]}, or with Accept: image/png
-        the heatmap over the image; query parameters patch, patch_stride and target_class as in the infer body."""
-        spec = self._path.spec(name, version)
+    async def _infer_file(self, request: web.Request, spec: ModelSpec, kind: Kind, operation: str, body: bytes,
+                          wants_png: bool) -> web.Response:  # fmt: skip
+        """One PNG/JPEG file for the model's image input; the kind names the outputs and parameters, and its answer."""
         if spec.image_input is None:
             raise InvalidInput(f"model {spec.name!r} takes no image input; send a JSON or binary tensor request")
-        message = pb.ModelInferRequest(model_name=name, model_version=version)
+        query = request.query
+        asked = kind.file_request(operation, query, wants_png)
+        message = pb.ModelInferRequest(model_name=spec.name, model_version=request.match_info.get("version", ""))
         message.inputs.add(name=spec.image_input.name, datatype="BYTES", shape=[1])  # one file
-        message.outputs.add(name=EXPLANATION_OUTPUT)
-        message.outputs.add(name=EXPLAINED_CLASS_OUTPUT)
-        message.parameters[EXPLAIN_PARAMETER].string_param = EXPLAIN_METHODS[0]
-        for key in (PATCH_PARAMETER, STRIDE_PARAMETER, TARGET_CLASS_PARAMETER):
-            if key in request.query:
-                value = _int_or(request.query[key], -1)
-                if value < 0:
-                    raise InvalidInput(f"query parameter {key} must be a non-negative integer, got "
-                                       f"{request.query[key]!r}")  # fmt: skip
-                message.parameters[key].int64_param = value
-        wants_png = "image/png" in request.headers.get("Accept", "")
-        if wants_png:
-            message.parameters["output_format"].string_param = "png"
-        result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
-        explanation, explained = (np.asarray(t.array) for t in result.tensors)
-        if wants_png:
-            return web.Response(body=bytes(explanation.reshape(-1)[0]), content_type="image/png")
-        index = int(explained[0])
-        return json_reply({
-            "model_name": result.model_name, "model_version": result.model_version, "explained_class": index,
-            "label": spec.labels[index] if index < len(spec.labels) else str(index),
-            "explanation": np.round(explanation[0].astype(np.float64), 6).tolist(),
-        })  # fmt: skip
-
-    async def _image_to_image(self, request: web.Request, spec: ModelSpec, version: str, body: bytes
-                              ) -> web.Response:  # fmt: skip
-        """An image model's answer to a file (a style model's, contracts/style.py): with Accept: image/png its output
-        image as a PNG at the file's size; otherwise the output tensor, as a KServe v2 JSON reply."""
-        assert spec.image_output is not None and spec.image_input is not None
-        message = pb.ModelInferRequest(model_name=spec.name, model_version=version)
-        message.inputs.add(name=spec.image_input.name, datatype="BYTES", shape=[1])  # one file
-        message.outputs.add(name=spec.image_output.name)
-        wants_png = "image/png" in request.headers.get("Accept", "")
-        if wants_png:
-            message.parameters["output_format"].string_param = "png"
-        result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
-        if wants_png:
-            return web.Response(body=bytes(result.tensors[0].array.reshape(-1)[0]), content_type="image/png")
-        reply, _ = rest_codec.encode_infer(rest_codec.RestRequest(message, []), result.model_name,
-                                           result.model_version, result.tensors)  # fmt: skip
-        return web.Response(body=reply, content_type=JSON)
-
-    async def _segment_image(self, request: web.Request, spec: ModelSpec, version: str, body: bytes
-                             ) -> web.Response:  # fmt: skip
-        assert spec.spatial is not None and spec.image_input is not None
-        message = pb.ModelInferRequest(model_name=spec.name, model_version=version)
-        message.inputs.add(name=spec.image_input.name, datatype="BYTES", shape=[1])  # one file
-        if "image/png" in request.headers.get("Accept", ""):
-            if spec.spatial.mask is None:
-                raise InvalidInput(f"model {spec.name!r} has no mask output (postprocessing.mask) to send as PNG")
-            message.outputs.add(name=spec.spatial.mask)
-            message.parameters["output_format"].string_param = "png"
-            if "overlay" in request.query:
-                message.parameters["overlay"].double_param = _overlay_query(request.query["overlay"])
-            result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
-            return web.Response(body=bytes(result.tensors[0].array.reshape(-1)[0]), content_type="image/png")
-        names = rest_codec.detection_outputs(spec)
-        if names is None:
-            raise InvalidInput(
-                f"model {spec.name!r} has no boxes, scores and classes outputs to answer detections; "
-                "ask for its mask with Accept: image/png, or send a JSON tensor request"
-            )
-        for output in names:
+        for output in asked.outputs:
             message.outputs.add(name=output)
-        result = await self._path.infer(message, None, [LENGTH.pack(len(body)) + body])
-        boxes, scores, classes = (np.asarray(t.array)[0] for t in result.tensors)
-        return json_reply({
-            "model_name": result.model_name, "model_version": result.model_version,
-            "detections": rest_codec.detections(boxes, scores, classes, spec.labels),
-        })  # fmt: skip
+        for key, value in asked.parameters.items():
+            _set_parameter(message.parameters[key], value)
+        result = await self._path.infer(message, None, [pack_bytes((body,))])
+        answer = kind.file_answer(operation, result.tensors, query, wants_png)
+        if isinstance(answer, bytes):
+            return web.Response(body=answer, content_type="image/png")
+        if answer is None:
+            reply, _ = rest_codec.encode_infer(rest_codec.RestRequest(message, []), result.model_name,
+                                               result.model_version, result.tensors)  # fmt: skip
+            return web.Response(body=reply, content_type=JSON)
+        return json_reply({"model_name": result.model_name, "model_version": result.model_version, **answer})
+
+    async def model_file(self, request: web.Request) -> web.Response:
+        """GET .../{operation}/{file}: a file the model's kind serves beside it (the atlas), read in a thread."""
+        name, version = _model(request)
+        model, kind = self._path.model(name, version)  # ModelNotFound (404) or ModelNotReady (503)
+        folder = self._models.repository.model_dir(name) / str(model.version)
+        body, content_type = await asyncio.to_thread(
+            kind.read_file, request.match_info["operation"], folder, request.match_info["file"]
+        )
+        return web.Response(body=body, content_type=content_type)
 
 
-def _overlay_query(text: str) -> float:
-    try:
-        alpha = float(text)
-    except ValueError:
-        alpha = -1.0
-    if not 0 < alpha <= 1:
-        raise InvalidInput(f"query parameter overlay must be the palette's weight, a number in (0, 1]; got {text!r}")
-    return alpha
+def _set_parameter(parameter: pb.InferParameter, value: ParameterValue) -> None:
+    if isinstance(value, bool):
+        parameter.bool_param = value
+    elif isinstance(value, int):
+        parameter.int64_param = value
+    elif isinstance(value, float):
+        parameter.double_param = value
+    else:
+        parameter.string_param = value
 
 
 def _model(request: web.Request) -> tuple[str, str]:

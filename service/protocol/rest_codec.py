@@ -17,12 +17,11 @@ import numpy as np
 import orjson
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.contracts import segmentation
 from cnnserve.contracts.datatypes import DATATYPES
+from cnnserve.contracts.wire import pack_bytes
 from cnnserve.service.errors import InvalidInput
-from cnnserve.service.protocol.decode import LENGTH, Array, Buffer, RequestLimits
-from cnnserve.service.protocol.encode import OutputTensor, tensor_to_raw
-from cnnserve.service.types import ModelSpec
+from cnnserve.service.wire.decode import Buffer, RequestLimits
+from cnnserve.service.wire.encode import OutputTensor, tensor_to_raw
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_ONLY_BINARY = frozenset({"FP16", "BF16"})  # no JSON form (the KServe v2 spec): binary only, both ways
@@ -154,13 +153,10 @@ def _json_tensor(name: str, datatype: str, shape: Sequence[int], data: Any) -> B
         items = _flatten(data)
         if len(items) != needed:
             raise InvalidInput(f"input {name!r}: data has {len(items)} elements, shape {list(shape)} needs {needed}")
-        parts: list[bytes] = []
         for item in items:
             if not isinstance(item, str):
                 raise InvalidInput(f"input {name!r}: BYTES data are JSON strings, got {type(item).__name__}")
-            encoded = item.encode()
-            parts += (LENGTH.pack(len(encoded)), encoded)
-        return b"".join(parts)
+        return pack_bytes(item.encode() for item in items)
     try:
         array = np.asarray(data, dtype=info.numpy)  # one vectorised pass over orjson's lists
     except (ValueError, TypeError, OverflowError):
@@ -225,42 +221,6 @@ def _json_data(tensor: OutputTensor) -> Any:
             return None
     info = DATATYPES[tensor.datatype]
     return np.ascontiguousarray(tensor.array, dtype=info.numpy).reshape(-1)
-
-
-def predictions(scores: Array, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
-    """The image door's answer for one item: top k of softmax(scores), best first."""
-    row = np.asarray(scores, dtype=np.float64).reshape(-1)
-    shifted = np.exp(row - row.max())
-    probabilities = shifted / shifted.sum()
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return [
-        {"label": labels[i] if i < len(labels) else str(i), "index": int(i), "score": float(probabilities[i])}
-        for i in order
-    ]
-
-
-def detection_outputs(spec: ModelSpec) -> tuple[str, str, str] | None:
-    """(boxes, scores, classes) of a segmenter by the contract's names; None when its graph lacks one of them."""
-    boxes = spec.spatial.boxes if spec.spatial is not None else None
-    names = (boxes, segmentation.SCORES, segmentation.CLASSES)
-    declared = spec.outputs_by_name
-    if boxes is None or not all(name in declared for name in names):
-        return None
-    return boxes, segmentation.SCORES, segmentation.CLASSES
-
-
-def detections(boxes: Array, scores: Array, classes: Array, labels: Sequence[str]) -> list[dict[str, Any]]:
-    """The image door's answer for one segmented item: its detections, best first; padded rows (score 0) left out."""
-    found: list[tuple[float, dict[str, Any]]] = []
-    for box, score, index in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1),
-                                 np.asarray(classes).reshape(-1), strict=True):  # fmt: skip
-        if score <= 0:
-            continue
-        i = int(index)
-        label = labels[i] if 0 <= i < len(labels) else str(i)
-        found.append((-float(score), {"label": label, "class": i, "score": float(score),
-                                      "box": [round(float(v), 2) for v in box]}))  # fmt: skip
-    return [detection for _, detection in sorted(found, key=lambda pair: pair[0])]
 
 
 # -- small readers ---------------------------------------------------------------------------------------------------

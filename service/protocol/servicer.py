@@ -20,11 +20,11 @@ from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.service.errors import FailedPrecondition, NotSupported, ServiceError
 from cnnserve.service.protocol import describe, statistics
-from cnnserve.service.protocol.encode import grpc_reply
 from cnnserve.service.protocol.inference import InferencePath
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.settings import Settings
+from cnnserve.service.wire.encode import grpc_reply
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnserve.contracts import datatypes, layout
-from cnnserve.contracts import segmentation as seg
 from cnnserve.service.errors import ModelLoadError
-from cnnserve.service.execution import images, segmentation
+from cnnserve.service.execution import images
 from cnnserve.service.types import DynamicBatching, ModelSpec, SessionOptions, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -297,13 +296,6 @@ def resolve(
                 f"has {classes} classes"
             )
     image_input = images.image_input(config.path, config.spec.preprocessing, inputs, max_batch_size)
-    stride = config.spec.parameters.get(seg.STRIDE_PARAMETER)
-    if image_input is not None and image_input.preprocessing.padded and stride not in (None, str(
-            image_input.preprocessing.stride)):  # fmt: skip
-        raise ModelLoadError(
-            f"{config.path}: key 'parameters.{seg.STRIDE_PARAMETER}' is {stride!r}, but 'preprocessing.stride' pads "
-            f"to {image_input.preprocessing.stride}; state one stride"
-        )
     return replace(
         config.spec,
         max_batch_size=max_batch_size,
@@ -312,15 +304,14 @@ def resolve(
         dynamic_batching=batching,
         image_input=image_input,
         image_output=images.image_output(config.path, config.spec.postprocessing, outputs, max_batch_size),
-        spatial=segmentation.spatial_outputs(config.path, config.spec.postprocessing, outputs, max_batch_size),
         optional_outputs=_optional_outputs(config, outputs),
     )
 
 
 def _optional_outputs(config: ModelConfig, outputs: Sequence[TensorSpec]) -> frozenset[str]:
     """Config parameter optional_outputs: graph outputs, leaving a request that names none something to get."""
-    optional = seg.optional_outputs(config.spec.parameters)
-    key = f"parameters.{seg.OPTIONAL_OUTPUTS_PARAMETER}"
+    optional = layout.optional_outputs(config.spec.parameters)
+    key = f"parameters.{layout.OPTIONAL_OUTPUTS_PARAMETER}"
     names = [t.name for t in outputs]
     unknown = sorted(optional - set(names))
     if unknown:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cnnserve.contracts import variants
 from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 ObserverFactory = Callable[[str, int], VersionObserver]  # (name, version) -> the observer of that loaded version
+KindFactory = Callable[[ModelSpec, Path], object]
+"""(merged spec, config path) -> the model's kind, built in the loading thread; ModelLoadError fails the version."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,13 @@ class ModelManager:
         *,
         on_model_event: Callable[[ServedModel, bool], None] | None = None,
         observer_factory: ObserverFactory | None = None,
+        kind_factory: KindFactory | None = None,
     ) -> None:
         self.settings = settings
         self.repository = Repository(settings.model_repository)
         self.on_model_event = on_model_event
         self.observer_factory = observer_factory  # may also be set after construction, before start()
+        self.kind_factory = kind_factory
         self._models: dict[str, _Model] = {}
         self._wanted: set[str] = set()  # models meant to be loaded: readiness waits for each
         self._started = self._stopping = False
@@ -277,7 +282,7 @@ class ModelManager:
             entry.state, entry.reason = ModelState.LOADING, ""
         started = time.monotonic()
         try:
-            runtime, spec = await asyncio.to_thread(self._build, config, version)
+            runtime, spec, kind = await asyncio.to_thread(self._build, config, version)
         except Exception as err:
             failure = err if isinstance(err, ServiceError) else ModelLoadError(f"{type(err).__name__}: {err}")
             logger.error("event=model_load_failed model=%s version=%d error=%s", name, version, failure)
@@ -290,7 +295,7 @@ class ModelManager:
             await asyncio.to_thread(runtime.close)
             return None
         observer = self.observer_factory(name, version) if self.observer_factory else None
-        served = ServedModel(spec, version, runtime, observer)
+        served = ServedModel(spec, version, runtime, observer, kind)
         old, entry.served, entry.state, entry.reason = entry.served, served, ModelState.READY, ""
         logger.info("event=model_loaded model=%s version=%d provider=%s instances=%d seconds=%.3f", name, version,
                     served.provider, runtime.instance_count, time.monotonic() - started)  # fmt: skip
@@ -303,8 +308,8 @@ class ModelManager:
         """Runs in a worker thread: resolving the folder and reading config.json both touch the disk."""
         return read_config(self.repository.model_dir(name), allowed_providers=self.settings.execution_providers)
 
-    def _build(self, config: ModelConfig, version: int) -> tuple[Runtime, ModelSpec]:
-        """Sessions, the merged spec, warm-up. Runs in a worker thread."""
+    def _build(self, config: ModelConfig, version: int) -> tuple[Runtime, ModelSpec, object]:
+        """Sessions, the merged spec, its kind, warm-up. Runs in a worker thread."""
         spec = config.spec
         runtime = Runtime(
             self.repository.model_path(config.name, version),
@@ -316,11 +321,12 @@ class ModelManager:
         )
         try:
             merged = resolve(config, runtime.inputs, runtime.outputs, version=version)
+            kind = self.kind_factory(merged, config.path) if self.kind_factory is not None else None
             runtime.warm_up(merged)
         except BaseException:
             runtime.close()
             raise
-        return runtime, merged
+        return runtime, merged, kind
 
     async def _retire(self, name: str, model: _Model, versions: list[int], reason: str = "") -> None:
         """Take versions out of the registry at once, then drain and release them. Rows of versions that were

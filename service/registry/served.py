@@ -99,9 +99,11 @@ class ModelStats:
 class ServedModel:
     """One loaded, warm version. `observer` also takes the requests' own outcomes from the protocol layer."""
 
-    def __init__(self, spec: ModelSpec, version: int, runtime: Runtime, observer: VersionObserver | None = None
-                 ) -> None:  # fmt: skip
+    def __init__(self, spec: ModelSpec, version: int, runtime: Runtime, observer: VersionObserver | None = None,
+                 kind: object = None) -> None:  # fmt: skip
         self.name, self.version, self.spec = spec.name, version, spec
+        self.kind = kind
+        """What the layer above made of the model's kind (kinds/base.Kind); the registry only keeps it."""
         self.provider = runtime.provider
         self.stats = ModelStats()
         self.observer: VersionObserver = observer or NoObserver()

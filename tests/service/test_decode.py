@@ -16,7 +16,8 @@ from tritonclient.grpc._utils import _get_inference_request
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.errors import InvalidInput
-from cnnserve.service.protocol.decode import (
+from cnnserve.service.types import ModelSpec, TensorSpec
+from cnnserve.service.wire.decode import (
     BYTES_ELEMENT_COST,
     DATATYPES,
     RequestedOutput,
@@ -25,8 +26,7 @@ from cnnserve.service.protocol.decode import (
     decode_inputs,
     triton_data_type,
 )
-from cnnserve.service.protocol.encode import classify, encode_response, tensor_to_raw
-from cnnserve.service.types import ModelSpec, TensorSpec
+from cnnserve.service.wire.encode import classify, encode_response, tensor_to_raw
 
 Array = np.ndarray[Any, Any]
 Mutation = Callable[[pb.ModelInferRequest], object]  # edits a valid request in place

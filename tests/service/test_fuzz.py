@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.service.protocol.decode import DATATYPES
-from cnnserve.service.protocol.encode import tensor_to_raw
+from cnnserve.service.wire.decode import DATATYPES
+from cnnserve.service.wire.encode import tensor_to_raw
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.service.protocol.decode import DATATYPES
+from cnnserve.service.wire.decode import DATATYPES
 from tests import onnx_models
 from tests.conftest import ServerThread
 from tests.service.test_fuzz import MODELS, fuzz_target, near_valid_requests, random_requests

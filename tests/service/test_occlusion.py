@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnnserve.service.execution.occlusion import OcclusionGrid, heatmap, occluded_copies, softmax
+from cnnserve.service.kinds.occlusion import OcclusionGrid, heatmap, occluded_copies, softmax
 
 
 def test_positions_step_by_the_stride_and_end_flush_with_the_edge() -> None:

@@ -30,7 +30,9 @@ from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.contracts.imaging import PALETTE
 from cnnserve.service.errors import ModelLoadError
+from cnnserve.service.kinds import select
 from cnnserve.service.registry.model_config import read_config, resolve
+from cnnserve.service.settings import Settings
 from cnnserve.service.types import TensorSpec
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
@@ -430,13 +432,18 @@ def load(tmp_path: Path, **changes: Any) -> Any:
     for key, value in changes.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) else value
     (folder / "config.json").write_text(json.dumps(config))
-    return resolve(read_config(folder), [IMAGES], GRAPH_OUTPUTS, version=1)
+    return build_kind(resolve(read_config(folder), [IMAGES], GRAPH_OUTPUTS, version=1), folder / "config.json")
+
+
+def build_kind(spec: Any, config_path: Path) -> Any:
+    """The model's kind as the server builds it when the model loads (kinds/select.py)."""
+    return select.build(spec, config_path, Settings())
 
 
 def test_a_good_segmenter_config_loads(tmp_path: Path) -> None:
-    spec = load(tmp_path)
-    assert spec.spatial.mask == "mask" and spec.spatial.boxes == "boxes" and spec.spatial.spatial == ("mask", "logits")
-    assert spec.optional_outputs == {"logits"} and spec.png_output == "mask"
+    kind = load(tmp_path)
+    assert kind.spatial.mask == "mask" and kind.spatial.boxes == "boxes" and kind.spatial.spatial == ("mask", "logits")
+    assert kind.spec.optional_outputs == {"logits"} and kind.png_output == "mask"
 
 
 @pytest.mark.parametrize("changes, key", [
@@ -459,8 +466,9 @@ def test_bad_segmenter_configs_are_refused_naming_file_and_key(tmp_path: Path, c
             folder = tmp_path / "seg"
             folder.mkdir()
             (folder / "config.json").write_text(json.dumps({"max_batch_size": 0, "postprocessing": {"mask": "mask"}}))
-            resolve(read_config(folder), [TensorSpec("images", "FP32", (1, -1, -1))],
-                    [TensorSpec("mask", "UINT8", (-1, -1, -1))], version=1)  # fmt: skip
+            spec = resolve(read_config(folder), [TensorSpec("images", "FP32", (1, -1, -1))],
+                           [TensorSpec("mask", "UINT8", (-1, -1, -1))], version=1)  # fmt: skip
+            build_kind(spec, folder / "config.json")
         else:
             load(tmp_path, **changes)
     assert f"'{key}" in str(info.value) and "config.json" in str(info.value)

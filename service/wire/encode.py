@@ -10,10 +10,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts import wire
 from cnnserve.contracts.datatypes import datatype_info
 from cnnserve.service.errors import InferenceFailed
-from cnnserve.service.protocol.decode import LENGTH, Array, RequestedOutput, unknown_output
 from cnnserve.service.types import ModelSpec
+from cnnserve.service.wire.decode import Array, RequestedOutput, unknown_output
 
 
 class OutputTensor(NamedTuple):
@@ -103,17 +104,10 @@ def classify(scores: Array, k: int, labels: Sequence[str], batched: bool) -> Arr
     result = np.empty(order.shape, dtype=object)
     for row, col in np.ndindex(order.shape):
         index = int(order[row, col])
-        score = float(values[row, index])
-        if index < len(labels):
-            result[row, col] = b"%f:%d:%s" % (score, index, labels[index].encode())
-        else:
-            result[row, col] = b"%f:%d" % (score, index)
+        result[row, col] = wire.format_class(float(values[row, index]), index, labels)
     return result if batched else result[0]
 
 
 def _bytes_to_raw(items: Iterable[Any]) -> bytes:
-    parts: list[bytes] = []
-    for item in items:
-        data = item if isinstance(item, bytes) else str(item).encode()  # ORT hands back str; tritonclient does alike
-        parts += (LENGTH.pack(len(data)), data)
-    return b"".join(parts)
+    # ORT hands back str; tritonclient sends any other object as its str() too
+    return wire.pack_bytes(item if isinstance(item, bytes) else str(item).encode() for item in items)

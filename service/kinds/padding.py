@@ -1,24 +1,50 @@
-"""A segmenter's outputs in input pixels (contracts/segmentation.py): the config's `postprocessing` keys checked
-when the model loads, the crop and clip back to an image the server padded, and the mask as palette PNG files.
+"""Outputs in input pixels, for the kinds whose files are padded to a stride (segmentation, image-to-image): the
+config's `postprocessing` keys that name them (contracts/segmentation.py) checked when the model loads, and the crop
+and clip back to the size of the files the server padded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cnnserve.contracts import imaging
 from cnnserve.contracts import segmentation as contract
-from cnnserve.service.errors import InferenceFailed, ModelLoadError
-from cnnserve.service.types import SpatialOutputs, TensorSpec
+from cnnserve.service.errors import ModelLoadError
+from cnnserve.service.types import ModelSpec, TensorSpec
 
 INTEGER_DATATYPES = ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64")
 FLOAT_DATATYPES = ("FP16", "FP32", "FP64")
 KEYS = (contract.POSTPROCESSING_MASK, contract.POSTPROCESSING_BOXES, contract.POSTPROCESSING_SPATIAL)
+
+
+@dataclass(frozen=True)
+class SpatialOutputs:
+    """Outputs in input pixels (config `postprocessing`): what the server crops or clips back to an image it padded,
+    and the mask it may send as a palette PNG."""
+
+    mask: str | None = None
+    """Class index per pixel [n, H, W] (postprocessing.mask)."""
+    boxes: str | None = None
+    """Boxes [n, K, 4] as x0, y0, x1, y1 (postprocessing.boxes): clipped to the original image after padding."""
+    spatial: tuple[str, ...] = ()
+    """Outputs whose last two axes are the input's H, W (postprocessing.spatial): cropped after padding."""
+
+
+def from_spec(spec: ModelSpec, config_path: Path) -> SpatialOutputs | None:
+    """The spec's spatial outputs, and its stride parameter checked against the recipe that pads."""
+    image = spec.image_input
+    stride = spec.parameters.get(contract.STRIDE_PARAMETER)
+    if image is not None and image.preprocessing.padded and stride not in (None, str(image.preprocessing.stride)):
+        raise ModelLoadError(
+            f"{config_path}: key 'parameters.{contract.STRIDE_PARAMETER}' is {stride!r}, but 'preprocessing.stride' "
+            f"pads to {image.preprocessing.stride}; state one stride"
+        )
+    return spatial_outputs(config_path, spec.postprocessing, spec.outputs, spec.max_batch_size)
 
 
 def spatial_outputs(
@@ -80,19 +106,3 @@ def crop(outputs: Mapping[str, npt.NDArray[Any]], spatial: SpatialOutputs, size:
         np.clip(boxes[..., 1::2], 0, height, out=boxes[..., 1::2])
         result[spatial.boxes] = boxes
     return result
-
-
-def encode_mask_png(masks: npt.NDArray[Any], pixels: Sequence[npt.NDArray[np.uint8]], alpha: float
-                    ) -> npt.NDArray[Any]:  # fmt: skip
-    """Masks [n, h, w] -> object array [n] of palette PNG files; with `pixels` (one image per item) and alpha > 0,
-    RGB PNG files of the palette blended over them (imaging.overlay)."""
-    files = np.empty(len(masks), dtype=object)
-    for index, mask in enumerate(np.asarray(masks)):
-        try:
-            if alpha and pixels:
-                files[index] = imaging.png(imaging.overlay(mask, pixels[index], alpha))
-            else:
-                files[index] = imaging.palette_png(mask)
-        except ValueError as err:  # the model's mask is not the image's size, or holds indices past 255
-            raise InferenceFailed(f"mask item {index} cannot be sent as PNG: {err}") from None
-    return files

@@ -1,5 +1,5 @@
-"""What a request asks to get back: its requested outputs (classification, PNG) and the parameters that shape them
-(`output_format`, `overlay`), and which outputs the model must therefore compute.
+"""What a request asks to get back: its requested outputs (classification, PNG files) and the parameter that shapes
+them (output_format, contracts/wire.py), and which outputs the model must therefore compute.
 
 Rules: a request naming no outputs gets every output but the model's optional ones (config parameter
 `optional_outputs`), in graph order; one naming some gets exactly those, and the model computes only those
@@ -12,9 +12,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.contracts import imaging
+from cnnserve.contracts import wire
 from cnnserve.service.errors import InvalidInput
 from cnnserve.service.types import ModelSpec, TensorSpec
+
+OUTPUT_FORMAT = wire.OUTPUT_FORMAT_PARAMETER
 
 
 class RequestedOutput(NamedTuple):  # a tuple: one or more are built per request, a frozen dataclass costs 4x
@@ -30,20 +32,17 @@ class WantedOutputs(NamedTuple):
     """In the order asked; when none was asked, every output but the optional ones, in graph order."""
     compute: frozenset[str] | None
     """What the model must compute; None: all of its outputs (the path of a request that names none)."""
-    overlay: float
-    """The palette's weight over the request's image (parameter `overlay`); 0: no overlay."""
 
 
 def requested_outputs(
     outputs: Sequence[pb.ModelInferRequest.InferRequestedOutputTensor],
     parameters: Mapping[str, pb.InferParameter],
     spec: ModelSpec,
-    *,
-    sent_files: bool = False,
+    png_output: str | None,
 ) -> WantedOutputs:
-    """`sent_files`: the request's image input came as encoded files (something an overlay can blend over)."""
-    png = bool(parameters) and _wants_png(parameters, spec)
-    png_output = spec.png_output if png else None
+    """`png_output`: the output that output_format "png" applies to for this model (its kind says), or None."""
+    png = bool(parameters) and wants_png(parameters, spec, png_output)
+    png_name = png_output if png else None
     declared = spec.outputs_by_name
     result: list[RequestedOutput] = []
     for output in outputs:
@@ -53,67 +52,47 @@ def requested_outputs(
         if any(seen.name == output.name for seen in result):
             raise InvalidInput(f"output {output.name!r}: requested twice")
         k = _classification_k(output, tensor, spec.max_batch_size)  # never an image output: those are 3-D per item
-        result.append(RequestedOutput(output.name, k, png=output.name == png_output))
+        result.append(RequestedOutput(output.name, k, png=output.name == png_name))
     if result:
         compute = frozenset(want.name for want in result)
         everything = len(compute) == len(spec.outputs)
-        wanted = WantedOutputs(result, None if everything else compute, 0.0)
-    else:
-        defaults = [RequestedOutput(tensor.name, png=tensor.name == png_output) for tensor in spec.default_outputs]
-        wanted = WantedOutputs(defaults, spec.default_compute, 0.0)
-    if parameters and "overlay" in parameters:
-        return wanted._replace(overlay=_overlay(parameters["overlay"], spec, wanted.outputs, sent_files))
-    return wanted
+        return WantedOutputs(result, None if everything else compute)
+    defaults = [RequestedOutput(tensor.name, png=tensor.name == png_name) for tensor in spec.default_outputs]
+    return WantedOutputs(defaults, spec.default_compute)
 
 
-def _wants_png(parameters: Mapping[str, pb.InferParameter], spec: ModelSpec) -> bool:
-    if "output_format" not in parameters:
+def output_format_png(parameters: Mapping[str, pb.InferParameter]) -> bool:
+    """Whether the request's output_format asks for PNG files; InvalidInput for a value that is neither."""
+    if OUTPUT_FORMAT not in parameters:  # `in` first: indexing a protobuf map inserts the key
         return False
-    value = parameter_value(parameters["output_format"])
-    if value not in ("png", "tensor"):
-        raise InvalidInput(f'parameter \'output_format\' must be "png" or "tensor", got {value!r}')
-    if value == "png" and spec.png_output is None:
+    value = parameter_value(parameters[OUTPUT_FORMAT])
+    if value not in wire.OUTPUT_FORMATS:
         raise InvalidInput(
-            f"parameter 'output_format': model {spec.name!r} has no image output or mask to send as PNG "
-            "(its config's postprocessing.output must name a [n, 1|3|4, h, w] float output, or postprocessing.mask "
-            "an integer [n, h, w] one)"
+            f"parameter {OUTPUT_FORMAT!r} must be {' or '.join(map(_quoted, wire.OUTPUT_FORMATS))}, got {value!r}"
         )
-    return value == "png"
+    return value == wire.PNG
 
 
-def _overlay(parameter: pb.InferParameter, spec: ModelSpec, wanted: Sequence[RequestedOutput], sent_files: bool
-             ) -> float:  # fmt: skip
-    """true: the default weight (imaging.OVERLAY_ALPHA); a number in (0, 1]: that weight; false: none."""
-    kind = parameter.WhichOneof("parameter_choice")
-    value = parameter_value(parameter)
-    if kind == "bool_param":
-        alpha = imaging.OVERLAY_ALPHA if value else 0.0
-    elif kind in ("double_param", "int64_param", "uint64_param") and 0 < float(value) <= 1:  # type: ignore[arg-type]
-        alpha = float(value)  # type: ignore[arg-type]
-    else:
+def _quoted(text: str) -> str:
+    return f'"{text}"'
+
+
+def wants_png(parameters: Mapping[str, pb.InferParameter], spec: ModelSpec, png_output: str | None) -> bool:
+    png = output_format_png(parameters)
+    if png and png_output is None:
         raise InvalidInput(
-            f"parameter 'overlay' must be true, false or the palette's weight, a number in (0, 1]; got {value!r}"
+            f"parameter {OUTPUT_FORMAT!r}: model {spec.name!r} has no image output to send as PNG files (its config's "
+            "postprocessing.output must name a [n, 1|3|4, h, w] float output, or its kind make pictures of its own)"
         )
-    if not alpha:
-        return 0.0
-    mask = spec.spatial.mask if spec.spatial is not None else None
-    if mask is None:
-        raise InvalidInput(f"parameter 'overlay': model {spec.name!r} has no mask output (postprocessing.mask)")
-    if not any(want.name == mask and want.png for want in wanted):
-        raise InvalidInput(
-            f"parameter 'overlay' blends the mask PNG: ask for output {mask!r} with parameter output_format \"png\""
-        )
-    if not sent_files:
-        raise InvalidInput("parameter 'overlay': nothing to blend over; send the image input as PNG/JPEG files (BYTES)")
-    return alpha
+    return png
 
 
 def _classification_k(
     output: pb.ModelInferRequest.InferRequestedOutputTensor, tensor: TensorSpec, max_batch_size: int
 ) -> int:
-    if "classification" not in output.parameters:
+    if wire.CLASSIFICATION_PARAMETER not in output.parameters:
         return 0
-    parameter = output.parameters["classification"]
+    parameter = output.parameters[wire.CLASSIFICATION_PARAMETER]
     value = parameter_value(parameter)
     integral = parameter.WhichOneof("parameter_choice") in ("int64_param", "uint64_param")
     if not integral or not isinstance(value, int) or value <= 0:

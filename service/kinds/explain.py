@@ -9,27 +9,28 @@ max_explain_copies. Refusals are InvalidInput naming the parameter and the rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.contracts import features
+from cnnserve.contracts import features, wire
 from cnnserve.service.errors import InvalidInput
-from cnnserve.service.execution import heatmap_image
-from cnnserve.service.execution.occlusion import OcclusionGrid, heatmap, occluded_copies, softmax
-from cnnserve.service.protocol.decode import Array, Buffer
-from cnnserve.service.protocol.encode import OutputTensor
-from cnnserve.service.protocol.requested import parameter_value
+from cnnserve.service.kinds import heatmap_image
+from cnnserve.service.kinds.base import integer_parameter
+from cnnserve.service.kinds.occlusion import OcclusionGrid, heatmap, occluded_copies, softmax
 from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.types import ModelSpec
+from cnnserve.service.wire.decode import Array, Buffer
+from cnnserve.service.wire.encode import OutputTensor
+from cnnserve.service.wire.requested import output_format_png, parameter_value
 
 EXPLANATION_NAMES = (features.EXPLANATION_OUTPUT, features.EXPLAINED_CLASS_OUTPUT)
 # The parameters explain reads; taken out before decoding, so the model's own rules (output_format "png" needs an
 # image output) do not apply to the explanation's PNG.
 OWN_PARAMETERS = (features.EXPLAIN_PARAMETER, features.PATCH_PARAMETER, features.STRIDE_PARAMETER,
-                  features.TARGET_CLASS_PARAMETER, "output_format")  # fmt: skip
+                  features.TARGET_CLASS_PARAMETER, wire.OUTPUT_FORMAT_PARAMETER)  # fmt: skip
 
 
 class ExplainPlan(NamedTuple):
@@ -57,17 +58,17 @@ def plan_explanation(request: pb.ModelInferRequest, spec: ModelSpec, raw_inputs:
         raise InvalidInput(f"parameter 'explain' must be one of {', '.join(map(repr, features.EXPLAIN_METHODS))}; "
                            f"got {method!r}")  # fmt: skip
     classes = _check_classifier(spec)
-    patch = _integer(parameters, features.PATCH_PARAMETER, features.DEFAULT_PATCH)
-    stride = _integer(parameters, features.STRIDE_PARAMETER, features.DEFAULT_STRIDE)
+    patch = integer_parameter(parameters, features.PATCH_PARAMETER, features.DEFAULT_PATCH)
+    stride = integer_parameter(parameters, features.STRIDE_PARAMETER, features.DEFAULT_STRIDE)
     if patch < 1 or not 1 <= stride <= patch:
         raise InvalidInput(f"parameters 'patch' and 'patch_stride': patch must be >= 1 and patch_stride in [1, "
                            f"patch] (a longer stride leaves pixels uncovered); got {patch}, {stride}")  # fmt: skip
     target = None
     if features.TARGET_CLASS_PARAMETER in parameters:
-        target = _integer(parameters, features.TARGET_CLASS_PARAMETER, 0)
+        target = integer_parameter(parameters, features.TARGET_CLASS_PARAMETER, 0)
     if target is not None and (target < 0 or 0 < classes <= target):
         raise InvalidInput(f"parameter 'target_class' must be a class index in [0, {classes - 1}], got {target}")
-    png = _output_format(parameters)
+    png = output_format_png(parameters)
     wanted = [output for output in request.outputs if output.name not in EXPLANATION_NAMES]
     stripped = pb.ModelInferRequest(model_name=request.model_name, model_version=request.model_version,
                                     id=request.id, inputs=request.inputs, outputs=wanted)  # fmt: skip
@@ -95,24 +96,6 @@ def _check_classifier(spec: ModelSpec) -> int:
         raise InvalidInput(f"parameter 'explain': model {spec.name!r} must take one image input, floats "
                            "[n, C, H, W] (or NHWC by its preprocessing layout)")  # fmt: skip
     return label.shape[1]
-
-
-def _integer(parameters: Mapping[str, pb.InferParameter], key: str, default: int) -> int:
-    if key not in parameters:
-        return default
-    value = parameter_value(parameters[key])
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput(f"parameter {key!r} must be an integer, got {value!r}")
-    return value
-
-
-def _output_format(parameters: Mapping[str, pb.InferParameter]) -> bool:
-    if "output_format" not in parameters:
-        return False
-    value = parameter_value(parameters["output_format"])
-    if value not in ("png", "tensor"):
-        raise InvalidInput(f'parameter \'output_format\' must be "png" or "tensor", got {value!r}')
-    return value == "png"
 
 
 class Explainer:

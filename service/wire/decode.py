@@ -7,8 +7,7 @@ before a request reaches the batcher, so a bad request never fails its batch-mat
 from __future__ import annotations
 
 import math
-import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,16 +15,17 @@ import numpy as np
 import numpy.typing as npt
 
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts import wire
 from cnnserve.contracts.datatypes import DATATYPES, DataTypeInfo, datatype_from_ort, triton_data_type
 from cnnserve.service.errors import InvalidInput
-from cnnserve.service.protocol.requested import (
+from cnnserve.service.types import ModelSpec, TensorSpec
+from cnnserve.service.wire.requested import (
     RequestedOutput,
     parameter_value,
     requested_outputs,
     tensor_names,
     unknown_output,
 )
-from cnnserve.service.types import ModelSpec, TensorSpec
 
 __all__ = [
     "BYTES_ELEMENT_COST",
@@ -45,7 +45,7 @@ __all__ = [
 MAX_ELEMENTS = 2**31
 """Most elements one tensor may declare; a larger shape is refused before anything is allocated."""
 
-LENGTH = struct.Struct("<I")  # BYTES elements on the wire: 4-byte little-endian length, then the bytes
+LENGTH = wire.LENGTH
 
 # Typed contents fields wider than the datatype they carry: INT8/16 travel in int32, UINT8/16 in uint32.
 _WIRE_DTYPES: Mapping[str, np.dtype[Any]] = {"int_contents": np.dtype("<i4"), "uint_contents": np.dtype("<u4")}
@@ -69,8 +69,6 @@ class DecodedRequest:
     decoded (execution/images.py); that input is then absent from `inputs`."""
     compute: frozenset[str] | None = None
     """The outputs the model must compute for this request; None: all of them."""
-    overlay: float = 0.0
-    """The palette's weight over the request's image in the mask PNG (request parameter `overlay`); 0: none."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +81,10 @@ class RequestLimits:
     """Memory of the decoded inputs; each BYTES element counts its length plus BYTES_ELEMENT_COST."""
 
 
+FileElements = Callable[[str, Array], int]
+"""(input name, its files) -> the tensor elements they decode to, from their headers: a model kind's cost of files
+whose size the recipe leaves open (padded images). Called before any pixel is decoded."""
+
 BYTES_ELEMENT_COST = 64
 """What one BYTES element costs beyond its length: the array's pointer and the bytes object (~41 bytes), and the
 string ONNX Runtime is handed. Counted so a tensor of empty strings is charged for what it makes the server build."""
@@ -93,12 +95,16 @@ def decode_inputs(
     spec: ModelSpec,
     limits: RequestLimits = RequestLimits(),
     raw_inputs: Sequence[Buffer] | None = None,
+    *,
+    png_output: str | None = None,
+    file_elements: FileElements | None = None,
 ) -> DecodedRequest:
     """Validate a request against the model's spec and the limits, then turn its inputs into numpy arrays.
 
     Two passes: every input's name, datatype, shape and cost is checked before any of them is decoded.
     `raw_inputs` stands in for request.raw_input_contents: the REST door passes views of its body here, so its
-    binary tensors become numpy views of the bytes received, with no copy into a protobuf message."""
+    binary tensors become numpy views of the bytes received, with no copy into a protobuf message. `png_output` is
+    the output a PNG reply applies to (requested.py); `file_elements` charges files by their headers."""
     parameters = request.parameters
     if parameters:
         _check_parameters(parameters)
@@ -162,7 +168,7 @@ def decode_inputs(
                 raise InvalidInput(
                     f"input {needed.name!r}: missing; model {spec.name!r} needs {tensor_names(spec.inputs)}"
                 )
-    wanted = requested_outputs(request.outputs, parameters, spec, sent_files=bool(files))
+    wanted = requested_outputs(request.outputs, parameters, spec, png_output)
     inputs: dict[str, Array] = {}
     encoded_images: dict[str, Array] = {}
     for name, (index, shape, count, data) in checked.items():
@@ -175,8 +181,29 @@ def decode_inputs(
             encoded_images[name] = array.reshape(count)
         else:
             inputs[name] = array
+    if file_elements is not None:
+        for name, files_of_input in encoded_images.items():
+            info = DATATYPES[declared[name].datatype]
+            _charge_files(name, file_elements(name, files_of_input), info, elements, cost, limits)
     batch_size = batch[0] if batch is not None else 0
-    return DecodedRequest(inputs, batch_size, wanted.outputs, encoded_images, wanted.compute, wanted.overlay)
+    return DecodedRequest(inputs, batch_size, wanted.outputs, encoded_images, wanted.compute)
+
+
+def _charge_files(name: str, decoded_elements: int, info: DataTypeInfo, elements: int, cost: int,
+                  limits: RequestLimits) -> None:  # fmt: skip
+    """Files whose decoded size only their headers tell, against the request's limits, naming both."""
+    if elements + decoded_elements > limits.max_elements:
+        raise InvalidInput(
+            f"input {name!r}: the files decode to {decoded_elements} tensor elements, more than "
+            f"max_elements_per_request {limits.max_elements} with the rest of the request; send smaller images or "
+            "fewer per request"
+        )
+    decoded_bytes = decoded_elements * info.numpy.itemsize
+    if cost + decoded_bytes > limits.max_tensor_bytes:
+        raise InvalidInput(
+            f"input {name!r}: the files decode to {decoded_bytes} bytes, more than max_request_tensor_bytes "
+            f"{limits.max_tensor_bytes} with the rest of the request; send smaller images or fewer per request"
+        )
 
 
 def _decoded_bytes(info: DataTypeInfo, count: int, raw: Buffer | None, contents: pb.InferTensorContents) -> int:
@@ -296,24 +323,12 @@ def _from_raw(name: str, data: Buffer, info: DataTypeInfo, shape: tuple[int, ...
 
 
 def _bytes_from_raw(name: str, data: Buffer, count: int) -> Array:
-    # Every element costs at least its 4-byte length, so the element array never outgrows what the bytes justify.
-    if count * LENGTH.size > len(data):
-        raise InvalidInput(f"input {name!r}: raw BYTES data has {len(data)} bytes, too few for {count} elements")
+    try:
+        elements = wire.unpack_bytes(data, count)
+    except ValueError as err:
+        raise InvalidInput(f"input {name!r}: {err}") from None
     items = np.empty(count, dtype=object)
-    offset = 0
-    for index in range(count):
-        if len(data) - offset < LENGTH.size:
-            raise InvalidInput(f"input {name!r}: raw BYTES data ends inside element {index}'s length")
-        (length,) = LENGTH.unpack_from(data, offset)
-        offset += LENGTH.size
-        if length > len(data) - offset:
-            raise InvalidInput(
-                f"input {name!r}: BYTES element {index} claims {length} bytes, {len(data) - offset} remain"
-            )
-        items[index] = bytes(data[offset : offset + length])  # bytes also when `data` is a view of a body
-        offset += length
-    if offset != len(data):
-        raise InvalidInput(f"input {name!r}: {len(data) - offset} bytes left over after {count} BYTES elements")
+    items[:] = elements
     return items
 
 

@@ -1,0 +1,207 @@
+"""The hooks a model kind fills in, and the plain tensor kind (this base class itself, for models from elsewhere).
+
+A kind is chosen per model by its config (kinds/select.py) and built once per loaded version. The generic request
+path (protocol/inference.py) names no kind; for each request it calls:
+
+    plan = kind.plan(request, raw_inputs)                      the kind's request parameters, checked
+    decoded = decode_inputs(plan.request, ...)                 tensors; files costed by kind.file_elements
+    plan = kind.prepare(plan, decoded)                         e.g. latents truncated, pixels to keep
+    files decoded to pixels (execution/images.py)
+    extra = await kind.extra_outputs(plan, model, ...)         outputs the kind makes itself (an explanation)
+    outputs = await model.infer(...)                           the batcher, unless plan.model_outputs is False
+    outputs = await kind.finish(plan, outputs, ...)            crop to the file's size, PNG files
+    reply = the requested outputs + extra
+
+At the REST door a file body is turned into a request by `file_request` and its answer into JSON or a PNG by
+`file_answer`; a kind's own operations are `post_operations` (infer with parameters implied, e.g. /explain) and
+`read_file` (files served beside the model, e.g. its atlas). Refusals are InvalidInput (or ModelNotFound for a
+file that is not there), naming the parameter and the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts import wire
+from cnnserve.service.errors import InvalidInput, ModelNotFound
+from cnnserve.service.execution import images as image_codec
+from cnnserve.service.execution.images import DecodedImages, ImageWorkers
+from cnnserve.service.registry.served import ServedModel
+from cnnserve.service.settings import Settings
+from cnnserve.service.types import ModelSpec
+from cnnserve.service.wire.decode import Array, Buffer, DecodedRequest, FileElements
+from cnnserve.service.wire.encode import OutputTensor
+from cnnserve.service.wire.requested import parameter_value
+
+ParameterValue = bool | int | float | str
+INFER = "infer"
+"""The operation every model answers; kinds add theirs beside it (post_operations)."""
+PNG_PARAMETERS: Mapping[str, ParameterValue] = {wire.OUTPUT_FORMAT_PARAMETER: wire.PNG}
+
+
+class Plan(NamedTuple):
+    """One request as its model's kind reads it, passed from hook to hook."""
+
+    request: pb.ModelInferRequest
+    """What the generic path decodes: the request, less any parameters and outputs the kind answers itself."""
+    raw_inputs: Sequence[Buffer] | None
+    keep_pixels: bool = False
+    """Keep each file's pixels after decoding (something is drawn over them)."""
+    model_outputs: bool = True
+    """False: the request named only outputs the kind makes itself; the model is not run for it."""
+    png_reply: str | None = None
+    """The output whose first PNG file the REST door sends as the body when the client accepts image/png."""
+    own: Any = None
+    """The kind's parsed parameters."""
+
+
+class FileRequest(NamedTuple):
+    """What a file sent to the REST door asks the model for."""
+
+    outputs: tuple[str, ...]
+    parameters: Mapping[str, ParameterValue]
+
+
+FileAnswer = dict[str, Any] | bytes | None
+"""A JSON document's fields (the door adds model_name and model_version), a PNG file, or None: the outputs as the
+door's ordinary infer reply."""
+
+
+class Kind:
+    """The plain tensor kind: tensors in, tensors out, files decoded by the config's recipe, an image output sent as
+    PNG files on request. Subclasses override the hooks they need and call this class's for the rest."""
+
+    name: ClassVar[str] = "tensor"
+    """The config parameter `task` (or `kind`) that selects this kind."""
+    own_parameters: ClassVar[frozenset[str]] = frozenset()
+    """Request parameters only this kind reads; another kind's model refuses them (kinds/select.py gathers them)."""
+    post_operations: ClassVar[Mapping[str, Mapping[str, ParameterValue]]] = {}
+    """REST operations beside infer (POST /v2/models/{m}/{operation}), each an infer with these parameters set
+    unless the request sets them."""
+
+    def __init__(self, spec: ModelSpec, config_path: Path, settings: Settings) -> None:
+        """Reads and checks the kind's part of the config against the resolved spec; ModelLoadError naming the key
+        when it does not fit. Runs once per loaded version, in a worker thread."""
+        self.spec = spec
+        self.config_path = config_path
+        self.png_output: str | None = spec.image_output.name if spec.image_output is not None else None
+        """The output that a request asking for PNG files gets them for."""
+        self.file_elements: FileElements | None = None
+        """What files cost before they are decoded, when the recipe leaves their size open (None: it does not)."""
+        if spec.image_input is not None and spec.image_input.preprocessing.padded:
+            self.file_elements = self._padded_file_elements
+        self.foreign_parameters: frozenset[str] = frozenset()
+        """Other kinds' own parameters, refused here (set by kinds/select.py once every kind is known)."""
+        self.foreign_operations: frozenset[str] = frozenset()
+        """Other kinds' operations: asked of this model, a bad request (400), not an unknown path (404)."""
+
+    # -- a request ----------------------------------------------------------------------------------------------
+
+    def plan(self, request: pb.ModelInferRequest, raw_inputs: Sequence[Buffer] | None) -> Plan:
+        """The kind's reading of the request's parameters. The base refuses other kinds' parameters."""
+        parameters = request.parameters
+        if parameters and self.foreign_parameters:
+            for key in parameters:
+                if key in self.foreign_parameters:
+                    raise InvalidInput(
+                        f"parameter {key!r}: model {self.spec.name!r} is a {self.name} model, which does not take it"
+                    )
+        return Plan(request, raw_inputs, png_reply=self.png_output)
+
+    def prepare(self, plan: Plan, decoded: DecodedRequest) -> Plan:
+        """After the tensors are decoded and checked, before files are decoded and anything is queued; may replace
+        decoded.inputs (a copy, never the request's own views)."""
+        return plan
+
+    async def extra_outputs(self, plan: Plan, model: ServedModel, inputs: dict[str, Array],
+                            images: DecodedImages | None, deadline: float | None) -> list[OutputTensor]:  # fmt: skip
+        """Outputs the kind computes itself, appended to the reply (they may run the model through its batcher)."""
+        return []
+
+    async def finish(self, plan: Plan, outputs: dict[str, Array], decoded: DecodedRequest,
+                     images: DecodedImages | None, workers: ImageWorkers) -> dict[str, Array]:  # fmt: skip
+        """The model's outputs as the request gets them: the image output as PNG files when it asked for them."""
+        target = self.spec.image_output
+        if target is None or target.name not in outputs or not any(want.png for want in decoded.requested_outputs):
+            return outputs  # a missing output is named by select_outputs
+        return {**outputs, target.name: await workers.encode_png(outputs[target.name], target)}
+
+    def _padded_file_elements(self, name: str, files: Array) -> int:
+        """Each file at its own size padded to the stride, times the channels: read from the headers alone."""
+        image = self.spec.image_input
+        assert image is not None
+        recipe = image.preprocessing
+        total = 0
+        for height, width in image_codec.header_sizes(files):
+            padded_height, padded_width = recipe.padded_size(height, width)
+            total += padded_height * padded_width * recipe.channels
+        return total
+
+    # -- the REST door --------------------------------------------------------------------------------------------
+
+    def implied_parameters(self, operation: str) -> Mapping[str, ParameterValue]:
+        """The parameters POST .../{operation} sets on an infer body; ModelNotFound for an operation no kind has,
+        InvalidInput for another kind's."""
+        if operation == INFER:
+            return {}
+        implied = self.post_operations.get(operation)
+        if implied is not None:
+            return implied
+        if operation in self.foreign_operations:
+            raise InvalidInput(f"model {self.spec.name!r} is a {self.name} model, which has no {operation!r} operation")
+        raise ModelNotFound(f"model {self.spec.name!r} has no operation {operation!r}")
+
+    def file_request(self, operation: str, query: Mapping[str, str], png: bool) -> FileRequest:
+        """A PNG/JPEG body posted to `operation` ("infer", or one of post_operations): the outputs to ask for and
+        the parameters to set. `png`: the client accepts image/png. The base asks for every default output."""
+        if operation != INFER:
+            raise ModelNotFound(f"model {self.spec.name!r} has no operation {operation!r}")
+        return FileRequest((), PNG_PARAMETERS if png and self.png_output is not None else {})
+
+    def file_answer(self, operation: str, tensors: Sequence[OutputTensor], query: Mapping[str, str], png: bool
+                    ) -> FileAnswer:  # fmt: skip
+        """The answer to such a body: a PNG file when asked for and made, else the ordinary infer reply."""
+        if png:
+            return first_png(tensors, self.png_output)
+        return None
+
+    def read_file(self, operation: str, version_dir: Path, file: str) -> tuple[bytes, str]:
+        """GET /v2/models/{m}[/versions/{v}]/{operation}/{file}: (bytes, content type) of a file the kind serves
+        beside the model. Runs in a worker thread. The base serves none."""
+        raise ModelNotFound(f"model {self.spec.name!r} has no {operation!r} files")
+
+
+def first_png(tensors: Sequence[OutputTensor], name: str | None) -> bytes | None:
+    """The first PNG file of output `name` in a reply, or None when it holds none."""
+    for tensor in tensors:
+        if tensor.name == name and tensor.datatype == "BYTES" and tensor.array.size:
+            return bytes(np.asarray(tensor.array).reshape(-1)[0])
+    return None
+
+
+def integer_parameter(parameters: Mapping[str, pb.InferParameter], key: str, default: int) -> int:
+    """An integer request parameter; InvalidInput naming it when it holds anything else."""
+    if key not in parameters:  # `in` first: indexing a protobuf map inserts the key
+        return default
+    value = parameter_value(parameters[key])
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(f"parameter {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def query_integer(query: Mapping[str, str], key: str) -> int | None:
+    """A non-negative integer query parameter of the REST door, None when absent; InvalidInput naming it else."""
+    if key not in query:
+        return None
+    try:
+        value = int(query[key])
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidInput(f"query parameter {key} must be a non-negative integer, got {query[key]!r}")
+    return value
