@@ -27,6 +27,7 @@ from cnnserve.service.edge.metrics import Metrics, ModelMetrics
 from cnnserve.service.edge.rest import build_app, start_rest_server
 from cnnserve.service.edge.web import WebListener
 from cnnserve.service.execution.images import ImageWorkers
+from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.protocol.guard import guarded_service
 from cnnserve.service.protocol.inference import InferencePath
 from cnnserve.service.protocol.rest import RestApi
@@ -59,6 +60,8 @@ class InferenceServer:
         self.metrics.attach_models(self.models)
         # One request path for both doors: a REST and a gRPC request reach the same batcher and may share a batch.
         self.path = InferencePath(settings, self.models, self.gate, self.images)
+        # Every operation of both doors, readiness included, answered once; the listeners are its only input here.
+        self.plane = DataPlane(settings, self.models, self.gate, self.path, listening=self.is_live)
         self._grpc: grpc.aio.Server | None = None
         self._http: HttpServer | None = None
         self._rest: WebListener | None = None
@@ -68,10 +71,8 @@ class InferenceServer:
         self.rest_port = 0
 
     def is_live(self) -> bool:
+        """The gRPC listener is up (the others start after it)."""
         return self._grpc is not None
-
-    def is_ready(self) -> bool:
-        return self._grpc is not None and not self.gate.closed and self.models.all_ready()
 
     async def start(self) -> None:
         self._log_security()
@@ -82,14 +83,14 @@ class InferenceServer:
                 self.settings.host,
                 self.settings.http_port,
                 metrics=self.metrics,
-                live=self.is_live,
-                ready=self.is_ready,
+                live=self.plane.live,
+                ready=self.plane.ready,
                 ssl_context=self._http_tls,
                 authorize=self.tokens.check_header if closed and self.tokens else None,
             )
             self.http_port = self._http.port
         if self.settings.rest_port >= 0:
-            api = RestApi(self.settings, self.models, self.gate, self.path)
+            api = RestApi(self.settings, self.plane, self.models, self.path)
             app = build_app(self.settings, api, self.tokens, self._refused)
             self._rest = await start_rest_server(self.settings, app, self.settings.rest_port, self._http_tls)
             self.rest_port = self._rest.port
@@ -108,7 +109,7 @@ class InferenceServer:
         heap.freeze_long_lived()  # the models' objects, loaded for good: out of every later full collection
         self._heap_frozen = True
         await self._refresh_readiness()
-        logger.info("event=ready ready=%s models=%d", self.is_ready(), len(self.models.served_models()))
+        logger.info("event=ready ready=%s models=%d", self.plane.ready(), len(self.models.served_models()))
 
     def _log_security(self) -> None:
         s = self.settings
@@ -142,7 +143,7 @@ class InferenceServer:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_streams,
         )
-        servicer = InferenceServicer(self.settings, self.models, self.gate, self.path)
+        servicer = InferenceServicer(self.plane)
         server.add_generic_rpc_handlers(
             (guarded_service(pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer, pb),)
         )
@@ -180,8 +181,8 @@ class InferenceServer:
 
     async def _refresh_readiness(self) -> None:
         for name in self.models.tracked_names():
-            await self.health.set_model(name, self.models.is_ready(name))
-        await self.health.set_ready(self.is_ready())
+            await self.health.set_model(name, self.plane.model_ready(name))
+        await self.health.set_ready(self.plane.ready())
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drains: not ready at once, new requests refused, accepted ones finished (up to the grace period)."""

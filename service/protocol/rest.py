@@ -1,5 +1,5 @@
 """The KServe v2 REST API with the Triton extensions tritonclient.http calls: each handler converts the request,
-calls the same registry and inference path as the gRPC servicer, and converts the answer back.
+calls the data plane (dataplane.py) the gRPC servicer calls, and converts the answer back.
 
 Errors: a ServiceError is answered {"error": message} with its status's HTTP code (service/errors.py); anything
 else is logged with its traceback and answered 500 with a generic message, as on gRPC.
@@ -18,7 +18,6 @@ import orjson
 from aiohttp import web
 from google.protobuf.message import Message
 
-from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts.features import (
     EXPLAIN_METHODS,
@@ -29,14 +28,13 @@ from cnnserve.contracts.features import (
     STRIDE_PARAMETER,
     TARGET_CLASS_PARAMETER,
 )
-from cnnserve.service.errors import FailedPrecondition, InvalidInput, ServiceError, Status
-from cnnserve.service.protocol import describe, rest_codec, statistics
+from cnnserve.service.errors import InvalidInput, ServiceError, Status
+from cnnserve.service.protocol import rest_codec
 from cnnserve.service.protocol.atlas_files import AtlasFiles
+from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.protocol.decode import LENGTH
 from cnnserve.service.protocol.inference import InferencePath
-from cnnserve.service.protocol.servicer import EXTENSIONS
 from cnnserve.service.registry.registry import ModelManager
-from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 
@@ -115,10 +113,8 @@ def _field_value(f: Any, value: Any) -> Any:
 
 
 class RestApi:
-    def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, path: InferencePath) -> None:
-        self._settings = settings
-        self._models = models
-        self._gate = gate
+    def __init__(self, settings: Settings, plane: DataPlane, models: ModelManager, path: InferencePath) -> None:
+        self._plane = plane
         self._path = path
         self._atlas = AtlasFiles(models)
         self.max_json_bytes = settings.max_rest_json_bytes
@@ -161,38 +157,26 @@ class RestApi:
     # -- health and metadata -------------------------------------------------------------------------------
 
     async def live(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)
+        return web.Response(status=200 if self._plane.live() else 503)
 
     async def ready(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if not self._gate.closed and self._models.all_ready() else 503)
+        return web.Response(status=200 if self._plane.ready() else 503)
 
     async def model_ready(self, request: web.Request) -> web.Response:
-        name, version = _model(request)
-        ready = not self._gate.closed and self._models.is_ready(name, version)
-        return web.Response(status=200 if ready else 503)
+        return web.Response(status=200 if self._plane.model_ready(*_model(request)) else 503)
 
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return json_reply({"name": self._settings.server_name, "version": __version__, "extensions": EXTENSIONS})
+        return json_reply(message_dict(self._plane.server_metadata()))
 
     async def model_metadata(self, request: web.Request) -> web.Response:
-        model = self._models.get(*_model(request))
-        versions = [m.version for m in self._models.served_models() if m.name == model.name]
-        return json_reply(message_dict(describe.model_metadata(model.spec, versions)))
+        return json_reply(message_dict(self._plane.model_metadata(*_model(request))))
 
     async def model_config(self, request: web.Request) -> web.Response:
-        model = self._models.get(*_model(request))
-        labels_file = "labels.txt" if model.spec.labels else None
-        return json_reply(message_dict(describe.model_config(model.spec, model.provider, labels_file)))
+        return json_reply(message_dict(self._plane.model_config(*_model(request)).config))
 
     async def stats(self, request: web.Request) -> web.Response:
         name, version = request.match_info.get("model", ""), request.match_info.get("version", "")
-        if name:
-            self._models.get(name, version)  # 404 for unknown names and versions
-        selected = [
-            m for m in self._models.served_models()
-            if (not name or m.name == name) and (not version or str(m.version) == version)
-        ]  # fmt: skip
-        return json_reply({"model_stats": [message_dict(statistics.model_statistics(m)) for m in selected]})
+        return json_reply(message_dict(self._plane.model_statistics(name, version)))
 
     # -- repository -------------------------------------------------------------------------------------------
 
@@ -200,29 +184,19 @@ class RestApi:
         body = await self._read(request)
         options = rest_codec.loads(body, "request body") if body.strip() else {}
         ready_only = isinstance(options, dict) and options.get("ready") is True
-        entries = await self._models.index(ready_only=ready_only)
+        index = await self._plane.repository_index(ready_only=ready_only)
         return json_reply([
-            {"name": e.name, **({"version": e.version} if e.version else {}), "state": str(e.state),
-             "reason": e.reason}
-            for e in entries
+            {"name": e.name, **({"version": e.version} if e.version else {}), "state": e.state, "reason": e.reason}
+            for e in index.models
         ])  # fmt: skip
 
     async def load(self, request: web.Request) -> web.Response:
-        self._require_explicit_mode("load")
-        await self._models.load(request.match_info["model"])
+        await self._plane.load(request.match_info["model"])
         return json_reply({})
 
     async def unload(self, request: web.Request) -> web.Response:
-        self._require_explicit_mode("unload")
-        await self._models.unload(request.match_info["model"])
+        await self._plane.unload(request.match_info["model"])
         return json_reply({})
-
-    def _require_explicit_mode(self, action: str) -> None:
-        mode = self._settings.model_control_mode
-        if mode != "explicit":
-            raise FailedPrecondition(
-                f"model {action} is only allowed in 'explicit' model control mode; this server runs in '{mode}'"
-            )
 
     # -- inference --------------------------------------------------------------------------------------------
 
