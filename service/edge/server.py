@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.edge import heap, tls
-from cnnserve.service.edge.auth import OPEN_METHODS, AuthInterceptor, TokenStore
+from cnnserve.service.edge.auth import AuthInterceptor, TokenStore
 from cnnserve.service.edge.health import HealthReporter
 from cnnserve.service.edge.http import HttpServer, start_http_server
 from cnnserve.service.edge.metrics import Metrics, ModelMetrics
@@ -132,8 +132,9 @@ class InferenceServer:
         limit = self.settings.max_message_bytes
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if self.tokens is not None:  # first: a caller without a token gets nothing else, not even a parse
-            open_methods = OPEN_METHODS if self.settings.auth_open_health else frozenset()
-            interceptors.append(AuthInterceptor(self.tokens, open_methods=open_methods, on_refused=self._refused))
+            interceptors.append(
+                AuthInterceptor(self.tokens, open_health=self.settings.auth_open_health, on_refused=self._refused)
+            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[

@@ -1,5 +1,6 @@
 """The KServe v2 REST API with the Triton extensions tritonclient.http calls: each handler converts the request,
-calls the data plane (dataplane.py) the gRPC servicer calls, and converts the answer back.
+calls the data plane (dataplane.py) the gRPC servicer calls, and converts the answer back. Each route names its
+operation (operations.py), which the door's auth reads.
 
 Errors: a ServiceError is answered {"error": message} with its status's HTTP code (service/errors.py); anything
 else is logged with its traceback and answered 500 with a generic message, as on gRPC.
@@ -11,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -34,6 +35,7 @@ from cnnserve.service.protocol.atlas_files import AtlasFiles
 from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.protocol.decode import LENGTH
 from cnnserve.service.protocol.inference import InferencePath
+from cnnserve.service.protocol.operations import Operation
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
@@ -112,6 +114,15 @@ def _field_value(f: Any, value: Any) -> Any:
     return value
 
 
+class Route(NamedTuple):
+    """One REST route and the operation it performs: the door's auth asks operations.py about that operation."""
+
+    method: str
+    path: str
+    handler: Handler
+    operation: Operation
+
+
 class RestApi:
     def __init__(self, settings: Settings, plane: DataPlane, models: ModelManager, path: InferencePath) -> None:
         self._plane = plane
@@ -131,26 +142,26 @@ class RestApi:
                 reason=f"request body not received within {self._body_timeout_s:g} s"
             ) from None
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[Route]:
         """Fixed paths before /v2/models/{model}, so that 'stats' is not taken for a model's name."""
-        r = web
+        op = Operation
         model, version = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
         return [
-            r.get("/v2/health/live", self.live),
-            r.get("/v2/health/ready", self.ready),
-            r.get("/v2", self.server_metadata),
-            r.get("/v2/models/stats", self.stats),
-            r.post("/v2/repository/index", self.repository_index),
-            r.post("/v2/repository/models/{model}/load", self.load),
-            r.post("/v2/repository/models/{model}/unload", self.unload),
+            Route("GET", "/v2/health/live", self.live, op.LIVE),
+            Route("GET", "/v2/health/ready", self.ready, op.READY),
+            Route("GET", "/v2", self.server_metadata, op.SERVER_METADATA),
+            Route("GET", "/v2/models/stats", self.stats, op.MODEL_STATISTICS),
+            Route("POST", "/v2/repository/index", self.repository_index, op.REPOSITORY_INDEX),
+            Route("POST", "/v2/repository/models/{model}/load", self.load, op.LOAD),
+            Route("POST", "/v2/repository/models/{model}/unload", self.unload, op.UNLOAD),
             *[route for base in (model, version) for route in (
-                r.get(base, self.model_metadata),
-                r.get(base + "/ready", self.model_ready),
-                r.get(base + "/config", self.model_config),
-                r.get(base + "/stats", self.stats),
-                r.post(base + "/infer", self.infer),
-                r.post(base + "/explain", self.explain),
-                r.get(base + "/atlas/{file}", self._atlas.get),
+                Route("GET", base, self.model_metadata, op.MODEL_METADATA),
+                Route("GET", base + "/ready", self.model_ready, op.MODEL_READY),
+                Route("GET", base + "/config", self.model_config, op.MODEL_CONFIG),
+                Route("GET", base + "/stats", self.stats, op.MODEL_STATISTICS),
+                Route("POST", base + "/infer", self.infer, op.INFER),
+                Route("POST", base + "/explain", self.explain, op.EXPLAIN),
+                Route("GET", base + "/atlas/{file}", self._atlas.get, op.ATLAS),
             )],
         ]  # fmt: skip
 
