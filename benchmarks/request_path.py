@@ -51,7 +51,7 @@ async def main(repository: Path, model: str, seconds: float, concurrency: int, g
                                  startup_models=(model,), grpc_port=0, http_port=-1, host="127.0.0.1")  # fmt: skip
     server = InferenceServer(settings)
     await server.start()
-    servicer = InferenceServicer(settings, server.models, server.gate, server.path)
+    servicer = InferenceServicer(server.plane)
     data = request_bytes(server, model)
     count, stop = 0, 0.0
 

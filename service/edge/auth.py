@@ -2,8 +2,9 @@
 the gRPC server interceptor that refuses calls without a valid token with UNAUTHENTICATED.
 
 Tokens are kept only as SHA-256 digests and compared with hmac.compare_digest against every accepted digest, so
-neither the time taken nor a log line tells anything about them. Health and reflection may stay open by a setting;
-inference, metadata and repository calls never do.
+neither the time taken nor a log line tells anything about them. Which methods answer without a token is decided by
+their operation (protocol/operations.py), the table the REST door uses too: health, readiness and reflection may
+stay open by a setting; inference, metadata and repository calls never do.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from cnnserve.service.protocol.operations import GRPC_METHODS, needs_token
 from cnnserve.service.settings import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -26,19 +28,6 @@ logger = logging.getLogger(__name__)
 SCHEME = "bearer"
 REFUSAL = "a valid bearer token is required in the 'authorization' metadata"
 LOG_EVERY_S = 10.0  # refusals are counted; a line at most this often, so a flood of bad calls cannot flood the log
-
-# Probes and tools that learn only whether the server is up and what it offers.
-OPEN_METHODS = frozenset(
-    {
-        "/grpc.health.v1.Health/Check",
-        "/grpc.health.v1.Health/Watch",
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        "/inference.GRPCInferenceService/ServerLive",
-        "/inference.GRPCInferenceService/ServerReady",
-        "/inference.GRPCInferenceService/ModelReady",
-    }
-)
 
 Metadata = Iterable[tuple[str, str | bytes]]
 
@@ -140,10 +129,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self,
         tokens: TokenStore,
         *,
-        open_methods: frozenset[str] = frozenset(),
+        open_health: bool = False,
         on_refused: Callable[[], None] | None = None,
     ) -> None:
-        self._tokens, self._open, self._on_refused = tokens, open_methods, on_refused
+        """`open_health`: probe operations (operations.py) answer without a token."""
+        self._tokens, self._open_health, self._on_refused = tokens, open_health, on_refused
         self._refused_since_log = 0
         self._last_log = 0.0
 
@@ -151,7 +141,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        if method in self._open or self._tokens.check_header(_authorization(handler_call_details.invocation_metadata)):
+        if not needs_token(GRPC_METHODS.get(method), self._open_health) or self._tokens.check_header(
+            _authorization(handler_call_details.invocation_metadata)
+        ):
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         if handler is None:

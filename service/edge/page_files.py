@@ -16,10 +16,6 @@ POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'sel
           "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")  # fmt: skip
 
 
-def is_page_path(path: str) -> bool:
-    return path == "/" or path.startswith(PAGE_PREFIX)
-
-
 def page_routes() -> list[web.RouteDef]:
     folder = resources.files("cnnserve.service.edge") / "page"
     index = (folder / "index.html").read_bytes()

@@ -1,7 +1,8 @@
 """The HTTP/REST door's listener: the protocol layer's REST routes behind bearer tokens and CORS, on aiohttp.
 
-Same settings as gRPC: TLS and mutual TLS from one SSL context, the same token store, health open to probes when
-auth_open_health says so. Request bodies are bounded by max_message_bytes, as gRPC messages are (413 past it).
+Same settings as gRPC: TLS and mutual TLS from one SSL context, the same token store, and the same table of which
+operations answer without a token (protocol/operations.py), looked up by the route a request matched. Request
+bodies are bounded by max_message_bytes, as gRPC messages are (413 past it).
 """
 
 from __future__ import annotations
@@ -12,49 +13,56 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from cnnserve.service.edge.auth import TokenStore
-from cnnserve.service.edge.page_files import is_page_path, page_routes
+from cnnserve.service.edge.page_files import page_routes
 from cnnserve.service.edge.web import WebListener, start_listener
-from cnnserve.service.protocol.rest import RestApi, error_reply, errors_as_json
+from cnnserve.service.protocol.operations import Operation, needs_token
+from cnnserve.service.protocol.rest import RestApi, Route, error_reply, errors_as_json
 from cnnserve.service.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Probes and load balancers call these without a token when auth_open_health is on, as on gRPC.
-OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+Middleware = Callable[..., Awaitable[web.StreamResponse]]
+RouteOperations = dict[web.AbstractRoute, Operation]  # each registered route -> the operation it performs
 CORS_HEADERS = "Authorization, Content-Type, Inference-Header-Content-Length, Accept"
 
 
 def build_app(
     settings: Settings, api: RestApi, tokens: TokenStore | None, on_refused: Callable[[], None]
 ) -> web.Application:
-    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] = []
+    operations: RouteOperations = {}
+    middlewares: list[Middleware] = []
     if settings.rest_cors_origins:
         middlewares.append(_cors(frozenset(settings.rest_cors_origins)))
     if tokens is not None:
-        middlewares.append(_auth(tokens, settings.auth_open_health, on_refused))
+        middlewares.append(_auth(tokens, settings.auth_open_health, on_refused, operations))
     middlewares.append(errors_as_json)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_message_bytes)
-    app.add_routes(api.routes())
-    app.add_routes(page_routes())
+    page = [Route(d.method, d.path, d.handler, Operation.PAGE) for d in page_routes()]
+    for route in [*api.routes(), *page]:
+        operations.update(_register(app.router, route))
     return app
 
 
-def _open(path: str) -> bool:
-    return path in OPEN_PATHS or path.endswith("/ready")
+def _register(router: web.UrlDispatcher, route: Route) -> RouteOperations:
+    """Adds `route` (a GET also answers HEAD, as aiohttp's add_get does) and tells which operation each added
+    aiohttp route performs."""
+    resource = router.add_resource(route.path)
+    methods = ("HEAD", "GET") if route.method == "GET" else (route.method,)
+    return {resource.add_route(method, route.handler): route.operation for method in methods}
 
 
-def _static(path: str) -> bool:
-    """The page's own files: a browser fetches them before the page can ask for a token."""
-    return is_page_path(path)
+def _auth(
+    tokens: TokenStore, open_health: bool, on_refused: Callable[[], None], operations: RouteOperations
+) -> Middleware:
+    """Asks operations.py about the operation of the route the request matched. A request that matched no route
+    performs no operation and is answered 404 or 405 with or without a token, as gRPC answers an unknown method
+    UNIMPLEMENTED to anyone: the routes are the published protocol, and nothing runs."""
 
-
-Middleware = Callable[..., Awaitable[web.StreamResponse]]
-
-
-def _auth(tokens: TokenStore, open_health: bool, on_refused: Callable[[], None]) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        exempt = _static(request.path) or (open_health and _open(request.path))
-        if not exempt and not tokens.check_header(request.headers.get("Authorization")):
+        if request.match_info.http_exception is not None:
+            return await handler(request)  # aiohttp's handler for a failed match raises that 404 or 405
+        operation = operations.get(request.match_info.route)  # None (never registered here): a token, to fail closed
+        if needs_token(operation, open_health) and not tokens.check_header(request.headers.get("Authorization")):
             on_refused()
             return error_reply(401, "a valid bearer token is required (Authorization: Bearer <token>)")
         return await handler(request)

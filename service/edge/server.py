@@ -20,13 +20,14 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.edge import heap, tls
-from cnnserve.service.edge.auth import OPEN_METHODS, AuthInterceptor, TokenStore
+from cnnserve.service.edge.auth import AuthInterceptor, TokenStore
 from cnnserve.service.edge.health import HealthReporter
 from cnnserve.service.edge.http import HttpServer, start_http_server
 from cnnserve.service.edge.metrics import Metrics, ModelMetrics
 from cnnserve.service.edge.rest import build_app, start_rest_server
 from cnnserve.service.edge.web import WebListener
 from cnnserve.service.execution.images import ImageWorkers
+from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.protocol.guard import guarded_service
 from cnnserve.service.protocol.inference import InferencePath, kind_factory
 from cnnserve.service.protocol.rest import RestApi
@@ -60,6 +61,8 @@ class InferenceServer:
         self.metrics.attach_models(self.models)
         # One request path for both doors: a REST and a gRPC request reach the same batcher and may share a batch.
         self.path = InferencePath(settings, self.models, self.gate, self.images)
+        # Every operation of both doors, readiness included, answered once; the listeners are its only input here.
+        self.plane = DataPlane(settings, self.models, self.gate, self.path, listening=self.is_live)
         self._grpc: grpc.aio.Server | None = None
         self._http: HttpServer | None = None
         self._rest: WebListener | None = None
@@ -69,10 +72,8 @@ class InferenceServer:
         self.rest_port = 0
 
     def is_live(self) -> bool:
+        """The gRPC listener is up (the others start after it)."""
         return self._grpc is not None
-
-    def is_ready(self) -> bool:
-        return self._grpc is not None and not self.gate.closed and self.models.all_ready()
 
     async def start(self) -> None:
         self._log_security()
@@ -83,14 +84,14 @@ class InferenceServer:
                 self.settings.host,
                 self.settings.http_port,
                 metrics=self.metrics,
-                live=self.is_live,
-                ready=self.is_ready,
+                live=self.plane.live,
+                ready=self.plane.ready,
                 ssl_context=self._http_tls,
                 authorize=self.tokens.check_header if closed and self.tokens else None,
             )
             self.http_port = self._http.port
         if self.settings.rest_port >= 0:
-            api = RestApi(self.settings, self.models, self.gate, self.path)
+            api = RestApi(self.settings, self.plane)
             app = build_app(self.settings, api, self.tokens, self._refused)
             self._rest = await start_rest_server(self.settings, app, self.settings.rest_port, self._http_tls)
             self.rest_port = self._rest.port
@@ -109,7 +110,7 @@ class InferenceServer:
         heap.freeze_long_lived()  # the models' objects, loaded for good: out of every later full collection
         self._heap_frozen = True
         await self._refresh_readiness()
-        logger.info("event=ready ready=%s models=%d", self.is_ready(), len(self.models.served_models()))
+        logger.info("event=ready ready=%s models=%d", self.plane.ready(), len(self.models.served_models()))
 
     def _log_security(self) -> None:
         s = self.settings
@@ -132,8 +133,9 @@ class InferenceServer:
         limit = self.settings.max_message_bytes
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if self.tokens is not None:  # first: a caller without a token gets nothing else, not even a parse
-            open_methods = OPEN_METHODS if self.settings.auth_open_health else frozenset()
-            interceptors.append(AuthInterceptor(self.tokens, open_methods=open_methods, on_refused=self._refused))
+            interceptors.append(
+                AuthInterceptor(self.tokens, open_health=self.settings.auth_open_health, on_refused=self._refused)
+            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -143,7 +145,7 @@ class InferenceServer:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_streams,
         )
-        servicer = InferenceServicer(self.settings, self.models, self.gate, self.path)
+        servicer = InferenceServicer(self.plane)
         server.add_generic_rpc_handlers(
             (guarded_service(pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer, pb),)
         )
@@ -181,8 +183,8 @@ class InferenceServer:
 
     async def _refresh_readiness(self) -> None:
         for name in self.models.tracked_names():
-            await self.health.set_model(name, self.models.is_ready(name))
-        await self.health.set_ready(self.is_ready())
+            await self.health.set_model(name, self.plane.model_ready(name))
+        await self.health.set_ready(self.plane.ready())
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drains: not ready at once, new requests refused, accepted ones finished (up to the grace period)."""

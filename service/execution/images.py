@@ -165,7 +165,7 @@ def _open(name: str, index: int, data: bytes, max_pixels: int) -> Image.Image:
         raise InvalidInput(f"{where}: refused as a decompression bomb; send a smaller image") from None
     except UnidentifiedImageError:
         raise InvalidInput(f"{where}: not a PNG or JPEG file ({len(data)} bytes)") from None
-    except (OSError, ValueError, SyntaxError) as err:  # Pillow's words for truncated and corrupt files
+    except (OSError, ValueError, SyntaxError) as err:  # Pillow's words for cut-short and corrupt files
         raise InvalidInput(f"{where}: corrupt {kind} file: {err}") from None
     return image
 

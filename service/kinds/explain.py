@@ -24,10 +24,10 @@ from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Array, Buffer
 from cnnserve.service.wire.encode import OutputTensor
-from cnnserve.service.wire.requested import output_format_png, parameter_value
+from cnnserve.service.wire.requested import parameter_value, png_files_asked
 
 EXPLANATION_NAMES = (features.EXPLANATION_OUTPUT, features.EXPLAINED_CLASS_OUTPUT)
-# The parameters explain reads; taken out before decoding, so the model's own rules (output_format "png" needs an
+# The parameters explain reads; taken out before decoding, so the model's own rules (PNG files need an
 # image output) do not apply to the explanation's PNG.
 OWN_PARAMETERS = (features.EXPLAIN_PARAMETER, features.PATCH_PARAMETER, features.STRIDE_PARAMETER,
                   features.TARGET_CLASS_PARAMETER, wire.OUTPUT_FORMAT_PARAMETER)  # fmt: skip
@@ -39,7 +39,7 @@ class ExplainPlan(NamedTuple):
     target_class: int | None
     """None: each item's unoccluded top class."""
     png: bool
-    """The explanation as PNG files, BYTES [n] (parameter output_format "png"), instead of FP32 [n, H, W]."""
+    """The explanation as PNG files, BYTES [n] (contracts/wire.py), instead of FP32 [n, H, W]."""
     explanation_only: bool
     """The request named only explanation outputs: the model's own outputs are not computed for it."""
     request: pb.ModelInferRequest
@@ -68,7 +68,7 @@ def plan_explanation(request: pb.ModelInferRequest, spec: ModelSpec, raw_inputs:
         target = integer_parameter(parameters, features.TARGET_CLASS_PARAMETER, 0)
     if target is not None and (target < 0 or 0 < classes <= target):
         raise InvalidInput(f"parameter 'target_class' must be a class index in [0, {classes - 1}], got {target}")
-    png = output_format_png(parameters)
+    png = png_files_asked(parameters)
     wanted = [output for output in request.outputs if output.name not in EXPLANATION_NAMES]
     stripped = pb.ModelInferRequest(model_name=request.model_name, model_version=request.model_version,
                                     id=request.id, inputs=request.inputs, outputs=wanted)  # fmt: skip

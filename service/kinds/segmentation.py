@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from cnnserve.contracts import imaging, segmentation
+from cnnserve.contracts import imaging, segmentation, wire
 from cnnserve.service.errors import InferenceFailed, InvalidInput
 from cnnserve.service.execution.images import DecodedImages, ImageWorkers
 from cnnserve.service.kinds import padding
@@ -54,7 +54,7 @@ class SegmentationKind(Kind):
                                "(postprocessing.mask)")  # fmt: skip
         if not any(want.name == self.mask and want.png for want in decoded.requested_outputs):
             raise InvalidInput(f"parameter {OVERLAY!r} blends the mask PNG: ask for output {self.mask!r} as PNG "
-                               "files (parameter output_format \"png\")")  # fmt: skip
+                               f"files (parameter {wire.OUTPUT_FORMAT_PARAMETER} \"{wire.PNG}\")")  # fmt: skip
         if not decoded.encoded_images:
             raise InvalidInput(f"parameter {OVERLAY!r}: nothing to blend over; send the image input as PNG/JPEG "
                                "files (BYTES)")  # fmt: skip

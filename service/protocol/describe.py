@@ -93,8 +93,8 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
         if value
     }
     # A range the config's own parameters state wins: it may describe a model whose recipe says nothing.
-    # The labels too: the classification extension names only a [batch, classes] output's classes, and a
-    # segmenter's mask and box classes index the same labels file.
+    # The labels too: the classification extension names only a [batch, classes] output's classes, and other
+    # outputs (per-pixel or per-box classes) may index the same labels file.
     if spec.labels:
         hints["labels"] = json.dumps(list(spec.labels))
     parameters = {**value_ranges(spec), **spec.parameters, **hints, "execution_provider": provider}

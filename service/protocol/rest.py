@@ -1,5 +1,6 @@
 """The KServe v2 REST API with the Triton extensions tritonclient.http calls: each handler converts the request,
-calls the same registry and inference path as the gRPC servicer, and converts the answer back.
+calls the data plane (dataplane.py) the gRPC servicer calls, and converts the answer back. Each route names its
+operation (operations.py), which the door's auth reads.
 
 Errors: a ServiceError is answered {"error": message} with its status's HTTP code (service/errors.py); anything
 else is logged with its traceback and answered 500 with a generic message, as on gRPC.
@@ -11,22 +12,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
 from google.protobuf.message import Message
 
-from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts.wire import pack_bytes
-from cnnserve.service.errors import FailedPrecondition, InvalidInput, ServiceError, Status
+from cnnserve.service.errors import InvalidInput, ServiceError, Status
 from cnnserve.service.kinds.base import INFER, PNG_PARAMETERS, Kind, ParameterValue, first_png
-from cnnserve.service.protocol import describe, rest_codec, statistics
-from cnnserve.service.protocol.inference import InferencePath
-from cnnserve.service.protocol.servicer import EXTENSIONS
-from cnnserve.service.registry.registry import ModelManager
-from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.protocol import rest_codec
+from cnnserve.service.protocol.dataplane import DataPlane
+from cnnserve.service.protocol.operations import Operation
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 
@@ -103,12 +101,18 @@ def _field_value(f: Any, value: Any) -> Any:
     return value
 
 
+class Route(NamedTuple):
+    """One REST route and the operation it performs: the door's auth asks operations.py about that operation."""
+
+    method: str
+    path: str
+    handler: Handler
+    operation: Operation
+
+
 class RestApi:
-    def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, path: InferencePath) -> None:
-        self._settings = settings
-        self._models = models
-        self._gate = gate
-        self._path = path
+    def __init__(self, settings: Settings, plane: DataPlane) -> None:
+        self._plane = plane
         self.max_json_bytes = settings.max_rest_json_bytes
         self._body_timeout_s = settings.rest_timeout_s
 
@@ -123,67 +127,55 @@ class RestApi:
                 reason=f"request body not received within {self._body_timeout_s:g} s"
             ) from None
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[Route]:
         """Fixed paths before /v2/models/{model}, so that 'stats' is not taken for a model's name."""
-        r = web
+        op = Operation
         model, version = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
         return [
-            r.get("/v2/health/live", self.live),
-            r.get("/v2/health/ready", self.ready),
-            r.get("/v2", self.server_metadata),
-            r.get("/v2/models/stats", self.stats),
-            r.post("/v2/repository/index", self.repository_index),
-            r.post("/v2/repository/models/{model}/load", self.load),
-            r.post("/v2/repository/models/{model}/unload", self.unload),
+            Route("GET", "/v2/health/live", self.live, op.LIVE),
+            Route("GET", "/v2/health/ready", self.ready, op.READY),
+            Route("GET", "/v2", self.server_metadata, op.SERVER_METADATA),
+            Route("GET", "/v2/models/stats", self.stats, op.MODEL_STATISTICS),
+            Route("POST", "/v2/repository/index", self.repository_index, op.REPOSITORY_INDEX),
+            Route("POST", "/v2/repository/models/{model}/load", self.load, op.LOAD),
+            Route("POST", "/v2/repository/models/{model}/unload", self.unload, op.UNLOAD),
             *[route for base in (model, version) for route in (
-                r.get(base, self.model_metadata),
-                r.get(base + "/ready", self.model_ready),
-                r.get(base + "/config", self.model_config),
-                r.get(base + "/stats", self.stats),
-                r.post(base + "/infer", self.infer),
+                Route("GET", base, self.model_metadata, op.MODEL_METADATA),
+                Route("GET", base + "/ready", self.model_ready, op.MODEL_READY),
+                Route("GET", base + "/config", self.model_config, op.MODEL_CONFIG),
+                Route("GET", base + "/stats", self.stats, op.MODEL_STATISTICS),
+                Route("POST", base + "/infer", self.infer, op.INFER),
             )],
             # Last, so that fixed paths win: operations and files a model's kind adds (kinds/base.py).
             *[route for base in (model, version) for route in (
-                r.post(base + "/{operation}", self.infer),
-                r.get(base + "/{operation}/{file}", self.model_file),
+                Route("POST", base + "/{operation}", self.infer, op.MODEL_OPERATION),
+                Route("GET", base + "/{operation}/{file}", self.model_file, op.MODEL_FILE),
             )],
         ]  # fmt: skip
 
     # -- health and metadata -------------------------------------------------------------------------------
 
     async def live(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)
+        return web.Response(status=200 if self._plane.live() else 503)
 
     async def ready(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if not self._gate.closed and self._models.all_ready() else 503)
+        return web.Response(status=200 if self._plane.ready() else 503)
 
     async def model_ready(self, request: web.Request) -> web.Response:
-        name, version = _model(request)
-        ready = not self._gate.closed and self._models.is_ready(name, version)
-        return web.Response(status=200 if ready else 503)
+        return web.Response(status=200 if self._plane.model_ready(*_model(request)) else 503)
 
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return json_reply({"name": self._settings.server_name, "version": __version__, "extensions": EXTENSIONS})
+        return json_reply(message_dict(self._plane.server_metadata()))
 
     async def model_metadata(self, request: web.Request) -> web.Response:
-        model = self._models.get(*_model(request))
-        versions = [m.version for m in self._models.served_models() if m.name == model.name]
-        return json_reply(message_dict(describe.model_metadata(model.spec, versions)))
+        return json_reply(message_dict(self._plane.model_metadata(*_model(request))))
 
     async def model_config(self, request: web.Request) -> web.Response:
-        model = self._models.get(*_model(request))
-        labels_file = "labels.txt" if model.spec.labels else None
-        return json_reply(message_dict(describe.model_config(model.spec, model.provider, labels_file)))
+        return json_reply(message_dict(self._plane.model_config(*_model(request)).config))
 
     async def stats(self, request: web.Request) -> web.Response:
         name, version = request.match_info.get("model", ""), request.match_info.get("version", "")
-        if name:
-            self._models.get(name, version)  # 404 for unknown names and versions
-        selected = [
-            m for m in self._models.served_models()
-            if (not name or m.name == name) and (not version or str(m.version) == version)
-        ]  # fmt: skip
-        return json_reply({"model_stats": [message_dict(statistics.model_statistics(m)) for m in selected]})
+        return json_reply(message_dict(self._plane.model_statistics(name, version)))
 
     # -- repository -------------------------------------------------------------------------------------------
 
@@ -191,29 +183,19 @@ class RestApi:
         body = await self._read(request)
         options = rest_codec.loads(body, "request body") if body.strip() else {}
         ready_only = isinstance(options, dict) and options.get("ready") is True
-        entries = await self._models.index(ready_only=ready_only)
+        index = await self._plane.repository_index(ready_only=ready_only)
         return json_reply([
-            {"name": e.name, **({"version": e.version} if e.version else {}), "state": str(e.state),
-             "reason": e.reason}
-            for e in entries
+            {"name": e.name, **({"version": e.version} if e.version else {}), "state": e.state, "reason": e.reason}
+            for e in index.models
         ])  # fmt: skip
 
     async def load(self, request: web.Request) -> web.Response:
-        self._require_explicit_mode("load")
-        await self._models.load(request.match_info["model"])
+        await self._plane.load(request.match_info["model"])
         return json_reply({})
 
     async def unload(self, request: web.Request) -> web.Response:
-        self._require_explicit_mode("unload")
-        await self._models.unload(request.match_info["model"])
+        await self._plane.unload(request.match_info["model"])
         return json_reply({})
-
-    def _require_explicit_mode(self, action: str) -> None:
-        mode = self._settings.model_control_mode
-        if mode != "explicit":
-            raise FailedPrecondition(
-                f"model {action} is only allowed in 'explicit' model control mode; this server runs in '{mode}'"
-            )
 
     # -- inference --------------------------------------------------------------------------------------------
 
@@ -223,22 +205,22 @@ class RestApi:
         answered as the kind says (kinds/base.py). With Accept: image/png, the request's PNG file as the body."""
         name, version = _model(request)
         operation = request.match_info.get("operation", INFER)
-        model, kind = self._path.model(name, version)
+        spec, kind = self._plane.model_kind(name, version)
         implied = kind.implied_parameters(operation)
         body = await self._read(request)
         wants_png = "image/png" in request.headers.get("Accept", "")
         if request.content_type in IMAGE_TYPES:
-            return await self._infer_file(request, model.spec, kind, operation, body, wants_png)
+            return await self._infer_file(request, spec, kind, operation, body, wants_png)
         header_length = request.headers.get(rest_codec.HEADER_LENGTH)
         json_part = len(body) if header_length is None else _int_or(header_length, len(body))
         if json_part > self.max_json_bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=self.max_json_bytes, actual_size=json_part)
-        parsed = rest_codec.parse_infer(body, header_length, name, version, self._path.limits)
+        parsed = rest_codec.parse_infer(body, header_length, name, version, self._plane.limits)
         parameters = parsed.request.parameters
         for key, value in {**implied, **(PNG_PARAMETERS if wants_png else {})}.items():
             if key not in parameters:  # `in` first: indexing a protobuf map inserts the key
                 _set_parameter(parameters[key], value)
-        result = await self._path.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
+        result = await self._plane.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
         if wants_png:
             png = first_png(result.tensors, result.png)
             if png is not None:
@@ -263,7 +245,7 @@ class RestApi:
             message.outputs.add(name=output)
         for key, value in asked.parameters.items():
             _set_parameter(message.parameters[key], value)
-        result = await self._path.infer(message, None, [pack_bytes((body,))])
+        result = await self._plane.infer(message, None, [pack_bytes((body,))])
         answer = kind.file_answer(operation, result.tensors, query, wants_png)
         if isinstance(answer, bytes):
             return web.Response(body=answer, content_type="image/png")
@@ -274,12 +256,10 @@ class RestApi:
         return json_reply({"model_name": result.model_name, "model_version": result.model_version, **answer})
 
     async def model_file(self, request: web.Request) -> web.Response:
-        """GET .../{operation}/{file}: a file the model's kind serves beside it (the atlas), read in a thread."""
+        """GET .../{operation}/{file}: a file the model's kind serves beside it, read in a thread."""
         name, version = _model(request)
-        model, kind = self._path.model(name, version)  # ModelNotFound (404) or ModelNotReady (503)
-        folder = self._models.repository.model_dir(name) / str(model.version)
-        body, content_type = await asyncio.to_thread(
-            kind.read_file, request.match_info["operation"], folder, request.match_info["file"]
+        body, content_type = await self._plane.model_file(
+            name, version, request.match_info["operation"], request.match_info["file"]
         )
         return web.Response(body=body, content_type=content_type)
 

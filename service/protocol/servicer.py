@@ -1,4 +1,4 @@
-"""GRPCInferenceService: each RPC converts the request, calls the model registry, converts the answer back.
+"""GRPCInferenceService: each RPC converts the request, calls the data plane (dataplane.py), converts the answer back.
 
 Errors: a ServiceError aborts with its own status and message; anything else is logged with its traceback and
 answered INTERNAL with a generic message, so internals never reach clients.
@@ -15,21 +15,14 @@ from typing import Any, TypeVar
 
 import grpc
 
-from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.service.errors import FailedPrecondition, NotSupported, ServiceError
-from cnnserve.service.protocol import describe, statistics
-from cnnserve.service.protocol.inference import InferencePath
-from cnnserve.service.registry.registry import ModelManager
-from cnnserve.service.scheduling.gate import RequestGate
-from cnnserve.service.settings import Settings
+from cnnserve.service.errors import NotSupported, ServiceError
+from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.wire.encode import grpc_reply
 
 logger = logging.getLogger(__name__)
 
-# Only what really works: perf_analyzer asks ModelStatistics only when "statistics" is listed.
-EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics")
 STREAM_MAX_IN_FLIGHT = 128  # per stream: bounds the tasks one client can pile up
 
 Request = TypeVar("Request")
@@ -76,103 +69,68 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, path: InferencePath) -> None:
-        self._settings = settings
-        self._models = models
-        self._gate = gate
-        self._path = path
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
 
     # -- health and metadata -------------------------------------------------------------------------------
 
     @unary
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self._plane.live())
 
     @unary
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=not self._gate.closed and self._models.all_ready())
+        return pb.ServerReadyResponse(ready=self._plane.ready())
 
     @unary
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        ready = not self._gate.closed and self._models.is_ready(request.name, request.version)
-        return pb.ModelReadyResponse(ready=ready)
+        return pb.ModelReadyResponse(ready=self._plane.model_ready(request.name, request.version))
 
     @unary
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(
-            name=self._settings.server_name, version=__version__, extensions=list(EXTENSIONS)
-        )
+        return self._plane.server_metadata()
 
     @unary
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        model = self._models.get(request.name, request.version)
-        versions = [m.version for m in self._models.served_models() if m.name == model.name]
-        return describe.model_metadata(model.spec, versions)
+        return self._plane.model_metadata(request.name, request.version)
 
     @unary
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
-        model = self._models.get(request.name, request.version)
-        labels_file = "labels.txt" if model.spec.labels else None
-        return pb.ModelConfigResponse(config=describe.model_config(model.spec, model.provider, labels_file))
+        return self._plane.model_config(request.name, request.version)
 
     @unary
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
-        if request.name:
-            self._models.get(request.name, request.version)  # NOT_FOUND for unknown names and versions
-        selected = [
-            m
-            for m in self._models.served_models()
-            if (not request.name or m.name == request.name)
-            and (not request.version or str(m.version) == request.version)
-        ]
-        return pb.ModelStatisticsResponse(model_stats=[statistics.model_statistics(m) for m in selected])
+        return self._plane.model_statistics(request.name, request.version)
 
     # -- repository -------------------------------------------------------------------------------------------
 
     @unary
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
-        entries = await self._models.index(ready_only=request.ready)
-        return pb.RepositoryIndexResponse(
-            models=[
-                pb.RepositoryIndexResponse.ModelIndex(
-                    name=e.name, version=e.version, state=str(e.state), reason=e.reason
-                )
-                for e in entries
-            ]
-        )
+        return await self._plane.repository_index(ready_only=request.ready)
 
     @unary
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
-        self._require_explicit_mode("load")
-        await self._models.load(request.model_name)
+        await self._plane.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @unary
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
-        self._require_explicit_mode("unload")
-        await self._models.unload(request.model_name)
+        await self._plane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
-
-    def _require_explicit_mode(self, action: str) -> None:
-        mode = self._settings.model_control_mode
-        if mode != "explicit":
-            raise FailedPrecondition(
-                f"model {action} is only allowed in 'explicit' model control mode; this server runs in '{mode}'"
-            )
 
     # -- inference --------------------------------------------------------------------------------------------
 
     @unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        result = await self._path.infer(request, _deadline(context))  # _infer's two lines: one coroutine fewer
+        result = await self._plane.infer(request, _deadline(context))  # _infer's two lines: one coroutine fewer
         return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        result = await self._path.infer(request, deadline)
+        result = await self._plane.infer(request, deadline)
         return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
 
     async def ModelStreamInfer(  # type: ignore[override]  # answers through context.write, not by yielding

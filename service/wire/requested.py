@@ -1,5 +1,5 @@
 """What a request asks to get back: its requested outputs (classification, PNG files) and the parameter that shapes
-them (output_format, contracts/wire.py), and which outputs the model must therefore compute.
+them (PNG files, contracts/wire.py), and which outputs the model must therefore compute.
 
 Rules: a request naming no outputs gets every output but the model's optional ones (config parameter
 `optional_outputs`), in graph order; one naming some gets exactly those, and the model computes only those
@@ -24,7 +24,7 @@ class RequestedOutput(NamedTuple):  # a tuple: one or more are built per request
     classification_k: int = 0
     """0: the tensor itself; k > 0: its top k per item as BYTES "score:index:label" (classification extension)."""
     png: bool = False
-    """The model's image output or mask sent as BYTES [n] of PNG files (request parameter output_format "png")."""
+    """The output sent as BYTES [n] of PNG files (the request asked for PNG files, contracts/wire.py)."""
 
 
 class WantedOutputs(NamedTuple):
@@ -40,7 +40,7 @@ def requested_outputs(
     spec: ModelSpec,
     png_output: str | None,
 ) -> WantedOutputs:
-    """`png_output`: the output that output_format "png" applies to for this model (its kind says), or None."""
+    """`png_output`: the output that a request for PNG files gets them for (the model's kind says), or None."""
     png = bool(parameters) and wants_png(parameters, spec, png_output)
     png_name = png_output if png else None
     declared = spec.outputs_by_name
@@ -61,8 +61,8 @@ def requested_outputs(
     return WantedOutputs(defaults, spec.default_compute)
 
 
-def output_format_png(parameters: Mapping[str, pb.InferParameter]) -> bool:
-    """Whether the request's output_format asks for PNG files; InvalidInput for a value that is neither."""
+def png_files_asked(parameters: Mapping[str, pb.InferParameter]) -> bool:
+    """Whether the request asks for PNG files (contracts/wire.py); InvalidInput for a value that is neither."""
     if OUTPUT_FORMAT not in parameters:  # `in` first: indexing a protobuf map inserts the key
         return False
     value = parameter_value(parameters[OUTPUT_FORMAT])
@@ -78,7 +78,7 @@ def _quoted(text: str) -> str:
 
 
 def wants_png(parameters: Mapping[str, pb.InferParameter], spec: ModelSpec, png_output: str | None) -> bool:
-    png = output_format_png(parameters)
+    png = png_files_asked(parameters)
     if png and png_output is None:
         raise InvalidInput(
             f"parameter {OUTPUT_FORMAT!r}: model {spec.name!r} has no image output to send as PNG files (its config's "

@@ -197,9 +197,10 @@ def test_sigint_drains_too_and_open_streams_do_not_hold_the_exit(server_process:
 
 
 def test_grace_period_expiry_fails_queued_requests_and_still_exits_zero(tmp_path: Path) -> None:
-    """Grace 0.5 s with ~1.5 s batches of one: the queued requests are refused (UNAVAILABLE) when it expires.
+    """Grace 0.5 s with 1.8-6 s batches of one: the queued requests are refused (UNAVAILABLE) when it expires.
     The running batch cannot be interrupted inside ONNX Runtime, so the exit waits for it."""
-    onnx_models.write_slow_classifier(tmp_path, work=700, max_batch_size=1)
+    # ~1.5 s on a slow day, 0.46 s on a fast one (2026-12-06): 2800 steps keep a batch well past the grace period
+    onnx_models.write_slow_classifier(tmp_path, work=2800, max_batch_size=1)
     server = ServerProcess(tmp_path, grace_s=0.5)
     try:
         server.wait_ready()

@@ -27,9 +27,10 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     repo = tmp_path_factory.mktemp("repo")
     onnx_models.write_classifier(repo)
-    # ~0.1 s per execution, one request per batch, room for two waiting: easy to fill, and to outwait.
+    # 0.1-0.3 s per execution (150 steps: 0.1 s on a fast day, 2026-12-06), one request per batch, room for two
+    # waiting: easy to fill, and to outwait.
     onnx_models.write_slow_classifier(
-        repo, work=50, max_batch_size=1, dynamic_batching={"max_queue_delay_us": 0, "max_queue_size": 2}
+        repo, work=150, max_batch_size=1, dynamic_batching={"max_queue_delay_us": 0, "max_queue_size": 2}
     )
     with ServerThread(loopback_settings(repo)) as running:
         yield running

@@ -1,0 +1,137 @@
+"""The data plane: every Open Inference Protocol operation answered once, for both doors.
+
+The gRPC servicer and the REST endpoints only convert: a request into these arguments, the answer into their wire
+form. Answers are the generated protobuf messages (describe.py and statistics.py build them already): gRPC sends
+them as they are, REST renders them as Triton's JSON (rest.message_dict), so there is no third shape to keep in
+step. Readiness is defined here and nowhere else; the health service and the metrics port ask it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from cnnserve import __version__
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.service.errors import FailedPrecondition
+from cnnserve.service.kinds.base import Kind
+from cnnserve.service.protocol import describe, statistics
+from cnnserve.service.protocol.inference import InferencePath, InferResult, kind_of
+from cnnserve.service.registry.registry import ModelManager
+from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.settings import Settings
+from cnnserve.service.types import ModelSpec
+from cnnserve.service.wire.decode import Buffer, RequestLimits
+
+# Only what really works: perf_analyzer asks ModelStatistics only when "statistics" is listed.
+EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics")
+
+
+class DataPlane:
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelManager,
+        gate: RequestGate,
+        path: InferencePath,
+        *,
+        listening: Callable[[], bool],
+    ) -> None:
+        """`listening` says whether the server's listeners are up: the one part of liveness the plane cannot see."""
+        self._settings = settings
+        self._models = models
+        self._gate = gate
+        self._path = path
+        self._listening = listening
+
+    # -- health ------------------------------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return self._listening()
+
+    def ready(self) -> bool:
+        """Live, not draining, and every model meant to be loaded serves a warm version."""
+        return self._listening() and not self._gate.closed and self._models.all_ready()
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        return not self._gate.closed and self._models.is_ready(name, version)
+
+    # -- metadata ----------------------------------------------------------------------------------------------
+
+    def server_metadata(self) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=self._settings.server_name, version=__version__, extensions=list(EXTENSIONS)
+        )
+
+    def model_metadata(self, name: str, version: str = "") -> pb.ModelMetadataResponse:
+        model = self._models.get(name, version)
+        versions = [m.version for m in self._models.served_models() if m.name == model.name]
+        return describe.model_metadata(model.spec, versions)
+
+    def model_config(self, name: str, version: str = "") -> pb.ModelConfigResponse:
+        model = self._models.get(name, version)
+        labels_file = "labels.txt" if model.spec.labels else None
+        return pb.ModelConfigResponse(config=describe.model_config(model.spec, model.provider, labels_file))
+
+    def model_statistics(self, name: str = "", version: str = "") -> pb.ModelStatisticsResponse:
+        """Every loaded version's statistics, or those of `name` (and `version`); ModelNotFound for unknown ones."""
+        if name:
+            self._models.get(name, version)
+        selected = [
+            m
+            for m in self._models.served_models()
+            if (not name or m.name == name) and (not version or str(m.version) == version)
+        ]
+        return pb.ModelStatisticsResponse(model_stats=[statistics.model_statistics(m) for m in selected])
+
+    # -- repository ------------------------------------------------------------------------------------------------
+
+    async def repository_index(self, *, ready_only: bool = False) -> pb.RepositoryIndexResponse:
+        entries = await self._models.index(ready_only=ready_only)
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=e.name, version=e.version, state=str(e.state), reason=e.reason
+                )
+                for e in entries
+            ]
+        )
+
+    async def load(self, name: str) -> None:
+        self._require_explicit_mode("load")
+        await self._models.load(name)
+
+    async def unload(self, name: str) -> None:
+        self._require_explicit_mode("unload")
+        await self._models.unload(name)
+
+    def _require_explicit_mode(self, action: str) -> None:
+        mode = self._settings.model_control_mode
+        if mode != "explicit":
+            raise FailedPrecondition(
+                f"model {action} is only allowed in 'explicit' model control mode; this server runs in '{mode}'"
+            )
+
+    # -- inference ---------------------------------------------------------------------------------------------
+
+    def infer(
+        self, request: pb.ModelInferRequest, deadline: float | None, raw_inputs: Sequence[Buffer] | None = None
+    ) -> Awaitable[InferResult]:
+        """The inference path's own coroutine, handed back unawaited: no extra frame on the hot path.
+        `deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents."""
+        return self._path.infer(request, deadline, raw_inputs)
+
+    @property
+    def limits(self) -> RequestLimits:
+        return self._path.limits
+
+    def model_kind(self, name: str, version: str = "") -> tuple[ModelSpec, Kind]:
+        """The spec and kind of the version a request would reach: what a door reads before it parses a body."""
+        model = self._models.get(name, version)
+        return model.spec, kind_of(model)
+
+    async def model_file(self, name: str, version: str, operation: str, file: str) -> tuple[bytes, str]:
+        """(bytes, content type) of a file the model's kind serves beside the version."""
+        model = self._models.get(name, version)  # ModelNotFound or ModelNotReady before the disk is touched
+        folder = self._models.repository.model_dir(name) / str(model.version)
+        return await asyncio.to_thread(kind_of(model).read_file, operation, folder, file)
