@@ -83,6 +83,17 @@ class Kind:
     post_operations: ClassVar[Mapping[str, Mapping[str, ParameterValue]]] = {}
     """REST operations beside infer (POST /v2/models/{m}/{operation}), each an infer with these parameters set
     unless the request sets them."""
+    _parameter_owners: ClassVar[dict[str, type[Kind]]] = {}
+    """Every kind's own parameters, by the kind class that declared them: filled as kind classes are defined
+    (plug-ins included), so a model of another kind refuses them rather than ignore them."""
+    _operation_owners: ClassVar[dict[str, type[Kind]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for parameter in cls.__dict__.get("own_parameters", ()):
+            Kind._parameter_owners.setdefault(parameter, cls)
+        for operation in cls.__dict__.get("post_operations", {}):
+            Kind._operation_owners.setdefault(operation, cls)
 
     def __init__(self, spec: ModelSpec, config_path: Path, settings: Settings) -> None:
         """Reads and checks the kind's part of the config against the resolved spec; ModelLoadError naming the key
@@ -95,22 +106,19 @@ class Kind:
         """What files cost before they are decoded, when the recipe leaves their size open (None: it does not)."""
         if spec.image_input is not None and spec.image_input.preprocessing.padded:
             self.file_elements = self._padded_file_elements
-        self.foreign_parameters: frozenset[str] = frozenset()
-        """Other kinds' own parameters, refused here (set by kinds/select.py once every kind is known)."""
-        self.foreign_operations: frozenset[str] = frozenset()
-        """Other kinds' operations: asked of this model, a bad request (400), not an unknown path (404)."""
 
     # -- a request ----------------------------------------------------------------------------------------------
 
     def plan(self, request: pb.ModelInferRequest, raw_inputs: Sequence[Buffer] | None) -> Plan:
         """The kind's reading of the request's parameters. The base refuses other kinds' parameters."""
         parameters = request.parameters
-        if parameters and self.foreign_parameters:
+        if parameters:
+            owners = Kind._parameter_owners
             for key in parameters:
-                if key in self.foreign_parameters:
-                    raise InvalidInput(
-                        f"parameter {key!r}: model {self.spec.name!r} is a {self.name} model, which does not take it"
-                    )
+                owner = owners.get(key)
+                if owner is not None and not isinstance(self, owner):
+                    raise InvalidInput(f"parameter {key!r}: model {self.spec.name!r} is a {self.name} model, which "
+                                       f"does not take it (a {owner.name} model's)")  # fmt: skip
         return Plan(request, raw_inputs, png_reply=self.png_output)
 
     def prepare(self, plan: Plan, decoded: DecodedRequest) -> Plan:
@@ -152,7 +160,7 @@ class Kind:
         implied = self.post_operations.get(operation)
         if implied is not None:
             return implied
-        if operation in self.foreign_operations:
+        if operation in Kind._operation_owners:
             raise InvalidInput(f"model {self.spec.name!r} is a {self.name} model, which has no {operation!r} operation")
         raise ModelNotFound(f"model {self.spec.name!r} has no operation {operation!r}")
 

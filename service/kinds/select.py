@@ -48,8 +48,6 @@ TASKS: Mapping[str, type[Kind]] = {
 }
 """config parameter `task` -> its kind; a task not listed here (and no plug-in's) leaves the config to decide."""
 
-_known: dict[str, type[Kind]] = {}  # every kind class seen so far, by name: whose parameters others refuse
-
 
 def build(spec: ModelSpec, config_path: Path, settings: Settings) -> Kind:
     """The kind serving this loaded version, built and checked; ModelLoadError naming the config key otherwise."""
@@ -62,9 +60,6 @@ def build(spec: ModelSpec, config_path: Path, settings: Settings) -> Kind:
         raise ModelLoadError(
             f"{config_path}: kind {cls.name!r} refused the model: {type(err).__name__}: {err}"
         ) from err
-    _known.setdefault(cls.name, cls)
-    kind.foreign_parameters = foreign_parameters(cls)
-    kind.foreign_operations = foreign_operations(cls)
     return kind
 
 
@@ -79,23 +74,6 @@ def kind_class(spec: ModelSpec, config_path: Path) -> type[Kind]:
         if found is not None:
             return found
     return _described(spec)
-
-
-def foreign_parameters(cls: type[Kind]) -> frozenset[str]:
-    """The request parameters other kinds own, which a model of `cls` refuses rather than ignores."""
-    owned: set[str] = set()
-    for other in (*BUILT_IN.values(), *_known.values()):
-        if not issubclass(cls, other) and not issubclass(other, cls):
-            owned |= other.own_parameters
-    return frozenset(owned - cls.own_parameters)
-
-
-def foreign_operations(cls: type[Kind]) -> frozenset[str]:
-    """The REST operations other kinds add, which a model of `cls` refuses as a bad request rather than not found."""
-    names: set[str] = set()
-    for other in (*BUILT_IN.values(), *_known.values()):
-        names |= set(other.post_operations)
-    return frozenset(names - set(cls.post_operations))
 
 
 def _described(spec: ModelSpec) -> type[Kind]:
