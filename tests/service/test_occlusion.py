@@ -1,4 +1,4 @@
-"""execution/occlusion.py on its own: where the patches go, what the copies hold, and the heatmap's averaging."""
+"""kinds/occlusion.py on its own: where the patches go, what the copies hold, and the heatmap's averaging."""
 
 from __future__ import annotations
 
