@@ -7,7 +7,7 @@ path (protocol/inference.py) names no kind; for each request it calls:
     decoded = decode_inputs(plan.request, ...)                 tensors; files costed by kind.file_elements
     plan = kind.prepare(plan, decoded)                         e.g. latents truncated, pixels to keep
     files decoded to pixels (execution/images.py)
-    extra = await kind.extra_outputs(plan, model, ...)         outputs the kind makes itself (an explanation)
+    extra = await kind.extra_outputs(plan, model, ...)         outputs the kind makes itself (plan.extra)
     outputs = await model.infer(...)                           the batcher, unless plan.model_outputs is False
     outputs = await kind.finish(plan, outputs, ...)            crop to the file's size, PNG files
     reply = the requested outputs + extra
@@ -54,6 +54,8 @@ class Plan(NamedTuple):
     """Keep each file's pixels after decoding (something is drawn over them)."""
     model_outputs: bool = True
     """False: the request named only outputs the kind makes itself; the model is not run for it."""
+    extra: bool = False
+    """True: the kind makes outputs of its own for this request (extra_outputs is called)."""
     png_reply: str | None = None
     """The output whose first PNG file the REST door sends as the body when the client accepts image/png."""
     own: Any = None
@@ -106,6 +108,10 @@ class Kind:
         """What files cost before they are decoded, when the recipe leaves their size open (None: it does not)."""
         if spec.image_input is not None and spec.image_input.preprocessing.padded:
             self.file_elements = self._padded_file_elements
+        # Which per-request hooks do anything for this model, so that the plain path does not call empty ones.
+        own = type(self)
+        self.prepares = own.prepare is not Kind.prepare
+        self.finishes = own.finish is not Kind.finish or spec.image_output is not None
 
     # -- a request ----------------------------------------------------------------------------------------------
 
@@ -128,7 +134,8 @@ class Kind:
 
     async def extra_outputs(self, plan: Plan, model: ServedModel, inputs: dict[str, Array],
                             images: DecodedImages | None, deadline: float | None) -> list[OutputTensor]:  # fmt: skip
-        """Outputs the kind computes itself, appended to the reply (they may run the model through its batcher)."""
+        """Outputs the kind computes itself, appended to the reply (they may run the model through its batcher).
+        Called only for a plan whose `extra` is set."""
         return []
 
     async def finish(self, plan: Plan, outputs: dict[str, Array], decoded: DecodedRequest,

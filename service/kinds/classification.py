@@ -62,7 +62,7 @@ class ClassificationKind(Kind):
         if explain is None:
             return plan
         return Plan(explain.request, explain.raw_inputs, keep_pixels=explain.png,
-                    model_outputs=not explain.explanation_only, png_reply=features.EXPLANATION_OUTPUT,
+                    model_outputs=not explain.explanation_only, extra=True, png_reply=features.EXPLANATION_OUTPUT,
                     own=explain)  # fmt: skip
 
     async def extra_outputs(self, plan: Plan, model: ServedModel, inputs: dict[str, Array],

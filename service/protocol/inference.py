@@ -89,15 +89,17 @@ class InferencePath:
                     plan = kind.plan(request, raw_inputs)
                     decoded = decode_inputs(plan.request, spec, self.limits, plan.raw_inputs,
                                             png_output=kind.png_output, file_elements=kind.file_elements)  # fmt: skip
-                    plan = kind.prepare(plan, decoded)
+                    if kind.prepares:
+                        plan = kind.prepare(plan, decoded)
                     inputs, images = decoded.inputs, None
                     if decoded.encoded_images:
                         inputs, images = await self._decode_images(decoded, spec, plan.keep_pixels)
-                    extra = await kind.extra_outputs(plan, model, inputs, images, deadline)
+                    extra = await kind.extra_outputs(plan, model, inputs, images, deadline) if plan.extra else []
                     tensors = []
                     if plan.model_outputs:
                         outputs = await model.infer(inputs, outputs=decoded.compute, deadline=deadline)
-                        outputs = await kind.finish(plan, outputs, decoded, images, self._images)
+                        if kind.finishes:
+                            outputs = await kind.finish(plan, outputs, decoded, images, self._images)
                         tensors = select_outputs(spec, outputs, decoded.requested_outputs, spec.labels)
                     if extra:
                         tensors += extra
