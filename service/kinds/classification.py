@@ -58,7 +58,10 @@ class ClassificationKind(Kind):
 
     def plan(self, request: pb.ModelInferRequest, raw_inputs: Sequence[Buffer] | None) -> Plan:
         plan = super().plan(request, raw_inputs)
-        explain = plan_explanation(request, self.spec, raw_inputs)  # None: a plain request
+        parameters = request.parameters
+        if not parameters or EXPLAIN not in parameters:  # `in` first: indexing a protobuf map inserts the key
+            return plan
+        explain = plan_explanation(request, self.spec, raw_inputs)
         if explain is None:
             return plan
         return Plan(explain.request, explain.raw_inputs, keep_pixels=explain.png,

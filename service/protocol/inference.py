@@ -85,7 +85,7 @@ class InferencePath:
             try:
                 with observer.track_inflight():
                     spec = model.spec
-                    kind = kind_of(model)
+                    kind: Kind = model.kind  # type: ignore[assignment]  # kind_of's check, without its call
                     plan = kind.plan(request, raw_inputs)
                     decoded = decode_inputs(plan.request, spec, self.limits, plan.raw_inputs,
                                             png_output=kind.png_output, file_elements=kind.file_elements)  # fmt: skip
