@@ -36,9 +36,10 @@ class NoDeadline:
 
 
 def copy_model(source: Path, target: Path, model: str, inline: bool) -> None:
-    """The model's newest version, copied (the repository refuses links that lead outside it), with a config that lets runs go inline (as published) or never."""
+    """The model's newest version, copied (the repository refuses links that lead outside it), with a config that
+    lets runs go inline (as published) or never."""
     folder = target / model
-    versions = sorted((int(p.name) for p in (source / model).iterdir() if p.name.isdigit()))
+    versions = sorted(int(p.name) for p in (source / model).iterdir() if p.name.isdigit())
     (folder / str(versions[-1])).mkdir(parents=True)
     shutil.copy(source / model / str(versions[-1]) / "model.onnx", folder / str(versions[-1]) / "model.onnx")
     config = json.loads((source / model / "config.json").read_text())

@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.client import images, protocol
-from cnnserve.contracts import features
+from cnnserve.contracts import features, wire
 
 OUTPUTS = (features.EXPLANATION_OUTPUT, features.EXPLAINED_CLASS_OUTPUT)
 
@@ -56,7 +56,7 @@ def request(
         if value is not None:
             message.parameters[key].int64_param = value
     if png:
-        message.parameters["output_format"].string_param = "png"
+        message.parameters[wire.OUTPUT_FORMAT_PARAMETER].string_param = wire.PNG
     return message
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.client import images
-from cnnserve.contracts import generation
+from cnnserve.contracts import generation, wire
 from cnnserve.contracts.datatypes import DATATYPES as _TABLE
 
 # Fixed-size datatypes as numpy scalar types; BYTES (object arrays) is built and read separately.
@@ -93,12 +93,7 @@ def infer_outputs(reply: pb.ModelInferResponse) -> dict[str, np.ndarray]:
 
 def split_bytes(raw: bytes) -> list[bytes]:
     """The protocol's raw BYTES form (each element after its 4-byte little-endian length) -> the elements."""
-    elements, offset = [], 0
-    while offset < len(raw):
-        size = int.from_bytes(raw[offset : offset + 4], "little")
-        elements.append(raw[offset + 4 : offset + 4 + size])
-        offset += 4 + size
-    return elements
+    return wire.split_bytes(raw)
 
 
 # -- model configuration -----------------------------------------------------------------------------------------
@@ -183,9 +178,9 @@ def probe_labels(reply: pb.ModelInferResponse, count: int) -> list[str]:
     a class the reply does not name keeps its index as label."""
     labels = [str(i) for i in range(count)]
     for element in split_bytes(reply.raw_output_contents[0]):
-        parts = element.decode().split(":", 2)
-        if len(parts) == 3:
-            labels[int(parts[1])] = parts[2]
+        entry = wire.parse_class(element)
+        if entry.label:
+            labels[entry.position] = entry.label
     return labels
 
 
@@ -214,7 +209,7 @@ def generator_inputs(
     return inputs
 
 
-PNG_PARAMETERS = {"output_format": "png"}
+PNG_PARAMETERS = {wire.OUTPUT_FORMAT_PARAMETER: wire.PNG}
 """Request parameters that ask a generator for PNG files instead of floats (server-side encoding)."""
 
 
