@@ -79,7 +79,11 @@ class Kind:
     PNG files on request. Subclasses override the hooks they need and call this class's for the rest."""
 
     name: ClassVar[str] = "tensor"
-    """The config parameter `task` (or `kind`) that selects this kind."""
+    """The config parameter `kind` (or `task`) that selects this kind."""
+    tasks: ClassVar[tuple[str, ...]] = ()
+    """Further values of the config parameter `task` that select it (the contracts' task names)."""
+    precedence: ClassVar[int] = 0
+    """For a config that names no known task: the kinds whose `describes` accepts it are tried highest first."""
     own_parameters: ClassVar[frozenset[str]] = frozenset()
     """Request parameters only this kind reads; another kind's model refuses them (kinds/select.py gathers them)."""
     post_operations: ClassVar[Mapping[str, Mapping[str, ParameterValue]]] = {}
@@ -89,9 +93,13 @@ class Kind:
     """Every kind's own parameters, by the kind class that declared them: filled as kind classes are defined
     (plug-ins included), so a model of another kind refuses them rather than ignore them."""
     _operation_owners: ClassVar[dict[str, type[Kind]]] = {}
+    _by_task: ClassVar[dict[str, type[Kind]]] = {}
+    """Every kind class defined so far, by its name and tasks: a kind module registers itself by being imported."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for task in (cls.name, *cls.tasks):
+            Kind._by_task.setdefault(task, cls)
         for parameter in cls.__dict__.get("own_parameters", ()):
             Kind._parameter_owners.setdefault(parameter, cls)
         for operation in cls.__dict__.get("post_operations", {}):
@@ -112,6 +120,12 @@ class Kind:
         own = type(self)
         self.prepares = own.prepare is not Kind.prepare
         self.finishes = own.finish is not Kind.finish or spec.image_output is not None
+
+    @classmethod
+    def describes(cls, spec: ModelSpec) -> bool:
+        """Whether a config that names no known task describes a model of this kind. The plain tensor kind takes
+        any model; a subclass is chosen this way only when it says so (else only by name or task)."""
+        return cls is Kind
 
     # -- a request ----------------------------------------------------------------------------------------------
 

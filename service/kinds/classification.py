@@ -43,6 +43,7 @@ ATLAS_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # one name, n
 
 class ClassificationKind(Kind):
     name = "classification"
+    precedence = 10
     own_parameters: ClassVar[frozenset[str]] = frozenset({EXPLAIN})
     post_operations: ClassVar[Mapping[str, Mapping[str, ParameterValue]]] = {
         EXPLAIN: {EXPLAIN: features.EXPLAIN_METHODS[0]}
@@ -53,6 +54,11 @@ class ClassificationKind(Kind):
         self.explainer = Explainer(settings.max_explain_copies)
         self.scores = spec.label_output or spec.outputs[0].name
         """What the REST door's predictions rank."""
+
+    @classmethod
+    def describes(cls, spec: ModelSpec) -> bool:
+        """Labels or an image input: a classifier brought from elsewhere, answering files with predictions."""
+        return spec.label_output is not None or spec.image_input is not None
 
     # -- explanations ----------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ TRUNCATION = generation.TRUNCATION_PARAMETER
 
 class GenerationKind(Kind):
     name = "generation"
+    tasks = generation.TASKS
     own_parameters: ClassVar[frozenset[str]] = frozenset({TRUNCATION})
 
     def __init__(self, spec: ModelSpec, config_path: Path, settings: Settings) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from cnnserve.contracts import segmentation as contract
+from cnnserve.contracts import style
 from cnnserve.service.errors import InvalidInput
 from cnnserve.service.execution.images import DecodedImages, ImageWorkers
 from cnnserve.service.kinds import padding
@@ -19,6 +21,13 @@ from cnnserve.service.wire.decode import Array, DecodedRequest
 
 class ImageToImageKind(Kind):
     name = "image_to_image"
+    tasks = (style.TASK,)
+    precedence = 20
+
+    @classmethod
+    def describes(cls, spec: ModelSpec) -> bool:
+        """Outputs in input pixels (postprocessing.spatial) and no mask or boxes: a picture for a picture."""
+        return contract.POSTPROCESSING_SPATIAL in spec.postprocessing
 
     def __init__(self, spec: ModelSpec, config_path: Path, settings: Settings) -> None:
         super().__init__(spec, config_path, settings)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts import imaging, segmentation, wire
 from cnnserve.service.errors import InferenceFailed, InvalidInput
 from cnnserve.service.execution.images import DecodedImages, ImageWorkers
@@ -19,7 +20,7 @@ from cnnserve.service.kinds import padding
 from cnnserve.service.kinds.base import INFER, PNG_PARAMETERS, FileAnswer, FileRequest, Kind, Plan, first_png
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
-from cnnserve.service.wire.decode import Array, DecodedRequest
+from cnnserve.service.wire.decode import Array, Buffer, DecodedRequest
 from cnnserve.service.wire.encode import OutputTensor
 from cnnserve.service.wire.requested import parameter_value
 
@@ -28,6 +29,8 @@ OVERLAY = segmentation.OVERLAY_PARAMETER
 
 class SegmentationKind(Kind):
     name = "segmentation"
+    tasks = (segmentation.TASK,)
+    precedence = 30
     own_parameters: ClassVar[frozenset[str]] = frozenset({OVERLAY})
 
     def __init__(self, spec: ModelSpec, config_path: Path, settings: Settings) -> None:
@@ -37,7 +40,13 @@ class SegmentationKind(Kind):
         if self.png_output is None:  # an image output (the base's) first, else the mask
             self.png_output = self.mask
 
-    def plan(self, request: Any, raw_inputs: Any) -> Plan:
+    @classmethod
+    def describes(cls, spec: ModelSpec) -> bool:
+        """Outputs in input pixels, among them a mask or boxes."""
+        post = spec.postprocessing
+        return segmentation.POSTPROCESSING_MASK in post or segmentation.POSTPROCESSING_BOXES in post
+
+    def plan(self, request: pb.ModelInferRequest, raw_inputs: Sequence[Buffer] | None) -> Plan:
         plan = super().plan(request, raw_inputs)
         parameters = request.parameters
         if parameters and OVERLAY in parameters:  # `in` first: indexing a protobuf map inserts the key

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Mapping
+import pkgutil
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-from cnnserve.contracts import generation, segmentation, style
+from cnnserve.service import kinds
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.kinds.base import Kind
-from cnnserve.service.kinds.classification import ClassificationKind
-from cnnserve.service.kinds.generation import GenerationKind
-from cnnserve.service.kinds.image_to_image import ImageToImageKind
-from cnnserve.service.kinds.padding import KEYS as SPATIAL_KEYS
-from cnnserve.service.kinds.segmentation import SegmentationKind
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 
@@ -33,20 +29,15 @@ KIND_PARAMETER = "kind"
 TASK_PARAMETER = "task"
 ENTRY_POINT_GROUP = "cnnserve.kinds"
 
-BUILT_IN: Mapping[str, type[Kind]] = {
-    Kind.name: Kind,
-    ClassificationKind.name: ClassificationKind,
-    GenerationKind.name: GenerationKind,
-    SegmentationKind.name: SegmentationKind,
-    ImageToImageKind.name: ImageToImageKind,
-}
-TASKS: Mapping[str, type[Kind]] = {
-    **BUILT_IN,
-    **dict.fromkeys(generation.TASKS, GenerationKind),
-    segmentation.TASK: SegmentationKind,
-    style.TASK: ImageToImageKind,
-}
-"""config parameter `task` -> its kind; a task not listed here (and no plug-in's) leaves the config to decide."""
+
+@cache
+def built_in() -> dict[str, type[Kind]]:
+    """Every module of this package imported once, so that each kind in it has registered itself (base.py's
+    Kind.__init_subclass__): a built-in kind is one module here, named nowhere else."""
+    for module in pkgutil.iter_modules(kinds.__path__):
+        importlib.import_module(f"{kinds.__name__}.{module.name}")
+    own = f"{kinds.__name__}."  # a plug-in imported before this runs stays a plug-in: named, never guessed
+    return {Kind.name: Kind, **{task: cls for task, cls in Kind._by_task.items() if cls.__module__.startswith(own)}}
 
 
 def build(spec: ModelSpec, config_path: Path, settings: Settings) -> Kind:
@@ -70,32 +61,27 @@ def kind_class(spec: ModelSpec, config_path: Path) -> type[Kind]:
         return _named(named, config_path)
     task = parameters.get(TASK_PARAMETER)
     if task is not None:
-        found = TASKS.get(task) or _plugin(task)
+        found = built_in().get(task) or _plugin(task)
         if found is not None:
             return found
     return _described(spec)
 
 
 def _described(spec: ModelSpec) -> type[Kind]:
-    """A config without a known task: outputs in input pixels make a segmenter (with a mask or boxes) or an
-    image-to-image model; labels or an image input make a classifier; anything else is served as plain tensors."""
-    post = spec.postprocessing
-    if any(key in post for key in SPATIAL_KEYS):
-        if segmentation.POSTPROCESSING_MASK in post or segmentation.POSTPROCESSING_BOXES in post:
-            return SegmentationKind
-        return ImageToImageKind
-    if spec.label_output is not None or spec.image_input is not None:
-        return ClassificationKind
-    return Kind
+    """A config without a known task: the built-in kind of highest precedence whose `describes` accepts it (outputs
+    in input pixels make a segmenter or an image-to-image model, labels or an image input a classifier); anything
+    else is served as plain tensors."""
+    candidates = sorted(set(built_in().values()), key=lambda cls: -cls.precedence)
+    return next((cls for cls in candidates if cls.describes(spec)), Kind)
 
 
 def _named(value: str, config_path: Path) -> type[Kind]:
     where = f"{config_path}: key 'parameters.{KIND_PARAMETER}'"
     if ":" not in value and "." not in value:
-        found = BUILT_IN.get(value) or _plugin(value)
+        found = built_in().get(value) or _plugin(value)
         if found is None:
             raise ModelLoadError(
-                f"{where} names {value!r}, which is neither a built-in kind ({', '.join(BUILT_IN)}) nor an "
+                f"{where} names {value!r}, which is neither a built-in kind ({', '.join(sorted(built_in()))}) nor an "
                 f"installed plug-in (entry point group {ENTRY_POINT_GROUP!r}); give a dotted path "
                 "'package.module:Class' for your own"
             )
