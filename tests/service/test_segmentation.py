@@ -500,3 +500,26 @@ def test_a_tensor_must_come_in_multiples_of_the_stride(client: triton.InferenceS
     with pytest.raises(InferenceServerException) as info:
         client.infer("segmenter", [tensor_input(np.zeros((1, 1, 70, 45), np.float32))])
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "stride 8" in str(info.value)
+
+
+def test_padded_files_are_costed_from_their_headers_before_decoding(tmp_path: Path, start_server: Any) -> None:
+    """Files of a padded recipe decode to their own size: charged width x height (padded) x channels from the
+    header alone, against max_elements_per_request and max_request_tensor_bytes. Black PNGs compress to almost
+    nothing, so their bytes say nothing of what they decode to."""
+    onnx_models.write_segmenter(tmp_path)
+    running = start_server(tmp_path, max_elements_per_request=100_000, max_request_tensor_bytes=10**9)
+    client = triton.InferenceServerClient(running.grpc_address)
+    black = png_file(np.zeros((256, 256), np.uint8))  # 65,536 elements each
+    assert len(black) < 2_000
+    client.infer("segmenter", [files_input([black])], outputs=outputs("mask"))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("segmenter", [files_input([black, black])], outputs=outputs("mask"))
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "131072" in str(caught.value.message()) and "100000" in str(caught.value.message())
+    tight = start_server(tmp_path, max_request_tensor_bytes=300_000)  # 65,536 FP32 elements: 262,144 bytes
+    client = triton.InferenceServerClient(tight.grpc_address)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("segmenter", [files_input([black, black])], outputs=outputs("mask"))
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "max_request_tensor_bytes" in str(
+        caught.value.message()
+    )
