@@ -24,7 +24,7 @@ from onnx import TensorProto, helper
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.contracts import layout
+from cnnserve.contracts import layout, wire
 from cnnserve.contracts.datatypes import DATATYPES, datatype_from_numpy, datatype_from_onnx
 from cnnserve.service.errors import ModelLoadError, ModelNotFound
 from cnnserve.service.registry.model_config import read_config
@@ -324,3 +324,32 @@ def test_every_datatype_is_found_again_from_its_numpy_dtype() -> None:
     assert datatype_from_numpy(np.dtype(">f4")) == "FP32"  # big-endian data is still FP32
     with pytest.raises(ValueError, match="complex64"):
         datatype_from_numpy(np.dtype(np.complex64))
+
+
+# -- contracts/wire.py: the BYTES codec and the classification strings, shared by server and client --------------
+
+
+@given(st.lists(st.binary(max_size=40), max_size=20))
+def test_bytes_elements_round_trip(items: list[bytes]) -> None:
+    raw = wire.pack_bytes(items)
+    assert wire.unpack_bytes(raw, len(items)) == items == wire.split_bytes(raw)
+    assert wire.unpack_bytes(memoryview(raw), len(items)) == items
+
+
+@pytest.mark.parametrize(("raw", "count", "words"), [
+    (b"\x05\x00\x00\x00abc", 1, "claims 5 bytes"),
+    (b"\x01\x00\x00\x00ab", 1, "left over"),
+    (b"\x01\x00", 1, "too few"),
+    (b"\x00\x00\x00\x00\x01", 2, "too few"),
+])  # fmt: skip
+def test_malformed_bytes_elements_are_named(raw: bytes, count: int, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        wire.unpack_bytes(raw, count)
+
+
+def test_classification_entries_round_trip_with_and_without_labels() -> None:
+    assert wire.format_class(0.5, 1, ["zero", "one:two"]) == b"0.500000:1:one:two"
+    assert wire.parse_class(b"0.500000:1:one:two") == (0.5, 1, "one:two")
+    assert wire.parse_class(wire.format_class(-2.0, 7, [])) == (-2.0, 7, "")
+    with pytest.raises(ValueError):
+        wire.parse_class(b"nonsense")

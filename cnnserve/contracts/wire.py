@@ -39,9 +39,23 @@ def unpack_bytes(data: bytes | memoryview, count: int) -> list[bytes]:
     # Every element costs at least its 4-byte length, so the list never outgrows what the bytes justify.
     if count * LENGTH.size > len(data):
         raise ValueError(f"raw BYTES data has {len(data)} bytes, too few for {count} elements")
+    items, offset = _elements(data, count)
+    if offset != len(data):
+        raise ValueError(f"{len(data) - offset} bytes left over after {count} BYTES elements")
+    return items
+
+
+def split_bytes(data: bytes | memoryview) -> list[bytes]:
+    """The raw form -> every element it holds, however many (a reply whose count the reader does not know)."""
+    return _elements(data, None)[0]
+
+
+def _elements(data: bytes | memoryview, count: int | None) -> tuple[list[bytes], int]:
+    """`count` elements (None: until the data ends) and the offset after the last."""
     items: list[bytes] = []
     offset, size = 0, len(data)
-    for index in range(count):
+    while (offset < size) if count is None else (len(items) < count):
+        index = len(items)
         if size - offset < LENGTH.size:
             raise ValueError(f"raw BYTES data ends inside element {index}'s length")
         (length,) = LENGTH.unpack_from(data, offset)
@@ -50,25 +64,7 @@ def unpack_bytes(data: bytes | memoryview, count: int) -> list[bytes]:
             raise ValueError(f"BYTES element {index} claims {length} bytes, {size - offset} remain")
         items.append(bytes(data[offset : offset + length]))  # bytes also when `data` is a view of a body
         offset += length
-    if offset != size:
-        raise ValueError(f"{size - offset} bytes left over after {count} BYTES elements")
-    return items
-
-
-def split_bytes(data: bytes | memoryview) -> list[bytes]:
-    """The raw form -> every element it holds, however many (a reply whose count the reader does not know)."""
-    items: list[bytes] = []
-    offset, size = 0, len(data)
-    while offset < size:
-        if size - offset < LENGTH.size:
-            raise ValueError(f"raw BYTES data ends inside element {len(items)}'s length")
-        (length,) = LENGTH.unpack_from(data, offset)
-        offset += LENGTH.size
-        if length > size - offset:
-            raise ValueError(f"BYTES element {len(items)} claims {length} bytes, {size - offset} remain")
-        items.append(bytes(data[offset : offset + length]))
-        offset += length
-    return items
+    return items, offset
 
 
 class ClassScore(NamedTuple):

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts.wire import pack_bytes
 from cnnserve.service.errors import InvalidInput, ServiceError, Status
-from cnnserve.service.kinds.base import INFER, PNG_PARAMETERS, Kind, ParameterValue, first_png
+from cnnserve.service.kinds.base import INFER, PNG_PARAMETERS, Kind, first_png
 from cnnserve.service.protocol import rest_codec
 from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.protocol.operations import Operation
@@ -217,9 +217,9 @@ class RestApi:
             raise web.HTTPRequestEntityTooLarge(max_size=self.max_json_bytes, actual_size=json_part)
         parsed = rest_codec.parse_infer(body, header_length, name, version, self._plane.limits)
         parameters = parsed.request.parameters
-        for key, value in {**implied, **(PNG_PARAMETERS if wants_png else {})}.items():
-            if key not in parameters:  # `in` first: indexing a protobuf map inserts the key
-                _set_parameter(parameters[key], value)
+        implied = {**implied, **(PNG_PARAMETERS if wants_png else {})}
+        absent = {key: value for key, value in implied.items() if key not in parameters}  # the request's own win
+        rest_codec.set_parameters(parameters, absent, "request")
         result = await self._plane.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
         if wants_png:
             png = first_png(result.tensors, result.png)
@@ -243,8 +243,7 @@ class RestApi:
         message.inputs.add(name=spec.image_input.name, datatype="BYTES", shape=[1])  # one file
         for output in asked.outputs:
             message.outputs.add(name=output)
-        for key, value in asked.parameters.items():
-            _set_parameter(message.parameters[key], value)
+        rest_codec.set_parameters(message.parameters, asked.parameters, "request")
         result = await self._plane.infer(message, None, [pack_bytes((body,))])
         answer = kind.file_answer(operation, result.tensors, query, wants_png)
         if isinstance(answer, bytes):
@@ -262,17 +261,6 @@ class RestApi:
             name, version, request.match_info["operation"], request.match_info["file"]
         )
         return web.Response(body=body, content_type=content_type)
-
-
-def _set_parameter(parameter: pb.InferParameter, value: ParameterValue) -> None:
-    if isinstance(value, bool):
-        parameter.bool_param = value
-    elif isinstance(value, int):
-        parameter.int64_param = value
-    elif isinstance(value, float):
-        parameter.double_param = value
-    else:
-        parameter.string_param = value
 
 
 def _model(request: web.Request) -> tuple[str, str]:

@@ -77,7 +77,7 @@ def parse_infer(
     if request_id is not None:
         request.id = _text(request_id, "'id'")
     parameters = _mapping(document.get("parameters"), "request 'parameters'")
-    _set_parameters(request.parameters, parameters, "request")
+    set_parameters(request.parameters, parameters, "request")
     _precheck_elements(inputs, limits)
     raw: list[Buffer] = []
     offset = 0
@@ -90,7 +90,7 @@ def parse_infer(
         tensor = request.inputs.add(name=name, datatype=datatype, shape=shape)
         params = _mapping(entry.get("parameters"), f"input {name!r}: parameters")
         size = params.pop("binary_data_size", None)
-        _set_parameters(tensor.parameters, params, f"input {name!r}")
+        set_parameters(tensor.parameters, params, f"input {name!r}")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count, got {size!r}")
@@ -119,7 +119,7 @@ def parse_infer(
         binary_data = params.pop("binary_data", None)
         if binary_data is not None:
             parsed.binary_outputs[name] = binary_data is True
-        _set_parameters(request.outputs.add(name=name).parameters, params, f"output {name!r}")
+        set_parameters(request.outputs.add(name=name).parameters, params, f"output {name!r}")
     return parsed
 
 
@@ -256,7 +256,7 @@ def _list(value: Any, what: str) -> list[Any]:
     return value
 
 
-def _set_parameters(target: Any, values: Mapping[str, Any], what: str) -> None:
+def set_parameters(target: Any, values: Mapping[str, Any], what: str) -> None:
     """JSON parameter values into InferParameter's oneof: booleans, integers, strings, numbers."""
     for key, value in values.items():
         parameter = target[key]
