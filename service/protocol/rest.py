@@ -31,6 +31,8 @@ from cnnserve.service.types import ModelSpec
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
+GET_ONLY = frozenset({"ready", "config", "stats"})
+"""The fixed GET paths below /v2/models/{model}: POST .../{operation} names no kind operation by them."""
 IMAGE_TYPES = ("image/png", "image/jpeg")
 RETRY_AFTER_S = "1"  # a full queue drains in milliseconds to seconds; Retry-After takes whole seconds
 
@@ -205,6 +207,8 @@ class RestApi:
         answered as the kind says (kinds/base.py). With Accept: image/png, the request's PNG file as the body."""
         name, version = _model(request)
         operation = request.match_info.get("operation", INFER)
+        if operation in GET_ONLY:  # a model's own GET path, posted to: 405 as before kinds had operations
+            raise web.HTTPMethodNotAllowed("POST", ["GET", "HEAD"])
         spec, kind = self._plane.model_kind(name, version)
         implied = kind.implied_parameters(operation)
         body = await self._read(request)

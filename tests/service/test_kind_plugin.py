@@ -160,6 +160,7 @@ def test_other_kinds_refuse_its_parameter_and_operation(server: ServerThread) ->
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert post(server, "/v2/models/plain/embed", json_body(pixels(1)))[0] == 400
     assert post(server, "/v2/models/embedder/nothing", json_body(pixels(1)))[0] == 404
+    assert post(server, "/v2/models/embedder/ready", json_body(pixels(1)))[0] == 405  # a GET path, not an operation
 
 
 def test_a_kind_that_cannot_be_imported_fails_its_model_only(server: ServerThread) -> None:
