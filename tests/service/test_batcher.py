@@ -22,12 +22,8 @@ from cnnserve.service.errors import (
     ServiceError,
 )
 from cnnserve.service.scheduling.admission import BUDGET_HEADROOM, RESIDUAL_HALF_LIFE_S, LatencyBudget
-from cnnserve.service.scheduling.batcher import (
-    Batcher,
-    BatchRecord,
-    OutputNames,
-    Tensors,
-)
+from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
+from cnnserve.service.scheduling.batches import OutputNames, Tensors
 from cnnserve.service.types import ComputeTimes
 
 
