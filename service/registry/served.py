@@ -15,6 +15,7 @@ from typing import Protocol
 
 from cnnserve.service.execution.runtime import Runtime, Tensors
 from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
+from cnnserve.service.scheduling.placement import Placement
 from cnnserve.service.types import DynamicBatching, ModelSpec
 
 
@@ -108,8 +109,11 @@ class ServedModel:
         self._runtime = runtime
         merging = spec.max_batch_size > 0 and spec.dynamic_batching is not None
         batching = spec.dynamic_batching or DynamicBatching(max_queue_delay_us=0)
+        placement = Placement(runtime.run_on_loop, runtime.loop_ready, inline_run_max_us=spec.session.inline_run_max_us)
+        for size, seconds in runtime.warm_up_times.items():  # first estimates, until batches run
+            placement.times.observe(size, seconds)
         self._batcher = Batcher(
-            runtime.run_timed,
+            runtime.run_on_thread,
             max_batch_size=spec.max_batch_size,
             merge=merging,
             max_queue_delay_us=batching.max_queue_delay_us,
@@ -119,11 +123,9 @@ class ServedModel:
             observer=self._observe_batch,
             name=spec.name,
             wait_when_idle=batching.wait_when_idle,
-            runs_at_once=runtime.runs_inline,
+            placement=placement,
             latency_budget_s=batching.latency_budget_ms / 1000 if merging and batching.latency_budget_ms else None,
         )
-        for size, seconds in runtime.warm_up_times.items():  # the budget's first predictions, until batches run
-            self._batcher.service_times.observe(size, seconds)
 
     @property
     def pruned_nodes(self) -> dict[frozenset[str], tuple[int, int]]:
@@ -141,8 +143,8 @@ class ServedModel:
 
     @property
     def batch_time_estimates(self) -> dict[int, float]:
-        """The batcher's running estimate of seconds per batch, by batch size (items)."""
-        return self._batcher.service_times.snapshot()
+        """The running estimate of seconds per batch, by batch size (items), that admission and the inline gate read."""
+        return self._batcher.placement.times.snapshot()
 
     @property
     def in_flight_requests(self) -> int:

@@ -1,8 +1,9 @@
 """Dynamic batching: queue requests, merge them into batches, run them on N executors, split outputs.
 
 Knows nothing of gRPC or ONNX: it drives any `async (inputs, output names) -> (outputs, compute times)` callable whose
-tensors share axis 0, and reports each batch, with the times its run returned, to one observer. Requests asking for
-different outputs still merge: the batch computes the union and each request gets back only its own.
+tensors share axis 0, or, where its Placement (placement.py) says so, the same run done on the event loop, and reports
+each batch, with the times its run returned, to one observer. Requests asking for different outputs still merge: the
+batch computes the union and each request gets back only its own.
 """
 
 from __future__ import annotations
@@ -25,17 +26,15 @@ from cnnserve.service.errors import (
     QueueFull,
     ServiceError,
 )
-from cnnserve.service.estimates import BatchTimes
 from cnnserve.service.scheduling.admission import LatencyBudget
 from cnnserve.service.scheduling.batches import OutputNames, Request, Tensors, fail, measure, share_out, union
+from cnnserve.service.scheduling.placement import Placement
 from cnnserve.service.types import ComputeTimes
 
 logger = logging.getLogger(__name__)
 
 # (inputs concatenated on axis 0, outputs wanted) -> (outputs with the same leading dim, the run's phases)
 RunBatch = Callable[[Tensors, OutputNames], Awaitable[tuple[Tensors, ComputeTimes]]]
-RunsAtOnce = Callable[[Tensors, OutputNames], bool]
-"""Whether run_batch would answer these inputs without suspending (the runtime runs them on the loop)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class BatchRecord:
     items: int  # total items (sum of request leading dims; 1 per request when max_batch_size == 0)
     requests: int
     queue_seconds: tuple[float, ...]  # per request: enqueue -> batch start
-    run_seconds: float  # time inside run_batch
+    run_seconds: float  # time inside the run, on the loop or in a thread
     failed: bool
     compute: ComputeTimes | None = None  # the run's own phases; None when it failed
 
@@ -72,7 +71,7 @@ class Batcher:
         name: str = "model",
         wait_when_idle: bool = False,
         merge: bool = True,
-        runs_at_once: RunsAtOnce | None = None,
+        placement: Placement | None = None,
         latency_budget_s: float | None = None,
     ) -> None:
         if max_batch_size < 0:
@@ -93,10 +92,9 @@ class Batcher:
         self._wait_when_idle = wait_when_idle
         self._preferred = frozenset(preferred_batch_sizes)
         self._merge = merge  # False: a model that batches but runs each request alone (no dynamic batching)
-        self._runs_at_once = runs_at_once
+        self.placement = placement or Placement()
+        """Where each batch runs, and the batch times (around each run) that admission and early sends read."""
         self.budget = None if latency_budget_s is None else LatencyBudget(latency_budget_s, name)
-        self.service_times = BatchTimes()
-        """Seconds per batch by its items, measured around each run (the thread hand-off included)."""
         self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self._running_batches: dict[int, tuple[float, int]] = {}  # id(batch) -> (started, items)
         self._queue: collections.deque[Request] = collections.deque()
@@ -134,9 +132,8 @@ class Batcher:
                 f"no room for {items} more"
             )
         idle = not self._queue and not self._running
-        if (idle and self._runs_at_once is not None and not self._wait_when_idle
-                and self._runs_at_once(inputs, outputs)):  # fmt: skip
-            return await self._run_alone(inputs, items, outputs)
+        if idle and not self._wait_when_idle and self.placement.inline(items, outputs):
+            return self._run_alone(inputs, items, outputs)
         predicted = 0.0
         if self.budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
             predicted = self._admit(self.budget, items, deadline)
@@ -164,7 +161,7 @@ class Batcher:
 
     def _admit(self, budget: LatencyBudget, items: int, deadline: float | None) -> float:
         try:
-            return budget.admit(self.service_times, self._running_batches.values(), self._queued_items, items,
+            return budget.admit(self.placement.times, self._running_batches.values(), self._queued_items, items,
                                 self._max_batch_size, self._concurrency, deadline)  # fmt: skip
         except OverBudget:
             self.refusals["budget"] += 1
@@ -173,26 +170,26 @@ class Batcher:
             self.refusals["deadline"] += 1
             raise
 
-    async def _run_alone(self, inputs: Tensors, items: int, outputs: OutputNames) -> Tensors:
-        """An idle model whose run finishes without suspending: the request is its own batch, run in the caller's
-        task and answered by its return. No queue, no future, no wake-up of the batcher's task, no task of its own,
-        no deadline timer: nothing can happen between its arrival and its answer, so it is a batch of one that
-        started at once (it waited 0 s)."""
-        self._running += 1
-        self._in_flight += 1
+    def _run_alone(self, inputs: Tensors, items: int, outputs: OutputNames) -> Tensors:
+        """An idle model whose batch runs on the loop: the request is its own batch, run in the caller's task and
+        answered by its return. No queue, no future, no wake-up of the batcher's task, no task of its own, no deadline
+        timer, no await: nothing can happen between its arrival and its answer, so it is a batch of one that started
+        at once (it waited 0 s), and no other coroutine sees it running."""
+        placement = self.placement
+        assert placement.run_on_loop is not None  # placement.inline said yes
         started = time.monotonic()
-        running = (started, items)
-        self._running_batches[id(running)] = running
         run_seconds, failed, compute = 0.0, True, None
         try:
             try:
-                answer, compute = await self._run_batch(inputs, outputs)
+                answer, compute = placement.run_on_loop(inputs, outputs)
             finally:
-                run_seconds = time.monotonic() - started
+                ended = time.monotonic()
+                run_seconds = ended - started
+                placement.ran(ended)
             if self._max_batch_size and any(v.ndim == 0 or v.shape[0] != items for v in answer.values()):
                 raise InferenceFailed(f"model '{self._name}': outputs do not have the batch's {items} rows")
             failed = False
-            self.service_times.observe(items, run_seconds)
+            placement.times.observe(items, run_seconds)
             return answer
         except InvalidInput:
             raise
@@ -202,12 +199,7 @@ class Batcher:
                 raise
             raise error from exc
         finally:
-            del self._running_batches[id(running)]
-            self._running -= 1
-            self._in_flight -= 1
             self._report(BatchRecord(items, 1, (0.0,), run_seconds, failed, None if failed else compute))
-            if self._queue and self._wakeup is not None:  # only if the run did suspend after all
-                self._wakeup.set()
 
     def _expire(self, request: Request) -> None:
         """Deadline reached: a request still queued is answered now and never run; a running one finishes."""
@@ -296,7 +288,7 @@ class Batcher:
             if not cut:
                 wait = self._delay - waited
                 if head.due is not None:  # send early rather than let the oldest miss its budget waiting
-                    run = self.service_times.predict(totals[-1]) or 0.0
+                    run = self.placement.times.predict(totals[-1]) or 0.0
                     wait = min(wait, head.due - run - now)
                 if wait > 0:
                     return [], wait
@@ -340,11 +332,17 @@ class Batcher:
             else:
                 inputs = {k: np.concatenate([r.inputs[k] for r in batch]) for k in batch[0].inputs}
             wanted = union(batch)
+            placement = self.placement
             run_started = time.monotonic()
             try:
-                outputs, compute = await self._run_batch(inputs, wanted)
+                if placement.run_on_loop is not None and placement.inline(total, wanted):
+                    outputs, compute = placement.run_on_loop(inputs, wanted)
+                else:
+                    outputs, compute = await self._run_batch(inputs, wanted)
             finally:
-                run_seconds = time.monotonic() - run_started
+                ended = time.monotonic()
+                run_seconds = ended - run_started
+                placement.ran(ended)
             share_out(batch, outputs, wanted, total, self._max_batch_size > 0, self._name)
             if self.budget is not None:
                 answered = time.monotonic()
@@ -352,7 +350,7 @@ class Batcher:
                     if r.predicted:
                         self.budget.learn(answered - r.enqueued - r.predicted)
             failed = False
-            self.service_times.observe(total, run_seconds)
+            placement.times.observe(total, run_seconds)
         except InvalidInput as exc:
             split = len(batch) > 1
             if not split:
