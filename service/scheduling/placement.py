@@ -81,6 +81,8 @@ class Placement:
                  ) -> None:  # fmt: skip
         if (run_on_loop is None) != (loop_ready is None):
             raise ValueError("run_on_loop and loop_ready come together (the runtime offers both) or not at all")
+        if inline_run_max_us <= 0:  # never inline: no gate to ask on each batch
+            run_on_loop = loop_ready = None
         self.run_on_loop = run_on_loop
         self._loop_ready = loop_ready
         self._inline_max_s = inline_run_max_us / 1e6
