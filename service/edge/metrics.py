@@ -1,8 +1,8 @@
 """Prometheus metrics for one server instance: its own registry, per-model handles, process and (NVML) GPU metrics.
 
-Push side: a loaded version's observer is its `ModelMetrics`: the servicer calls `observe_request` /
-`track_inflight`, and the version's batch observer passes each batch (with its compute phases) to `observe_batch`,
-after the statistics have taken it. Pull side: gauges
+Push side: a loaded version's observer is its `ModelMetrics`: the version passes each request's outcome to
+`observe_request` and each batch (with its compute phases) to `observe_batch`, after the statistics have taken them,
+and the servicer calls `track_inflight`. Pull side: gauges
 that mirror state (queue depth, loaded models) are refreshed from an attached model source at scrape time, so the
 hot path never writes them. docs/metrics.md maps every metric to Triton's.
 

@@ -1,13 +1,12 @@
-"""ONNX Runtime sessions for one model version: provider choice, session options, warm-up, threaded runs.
+"""ONNX Runtime sessions for one model version: provider choice, options, warm-up, runs on a thread or the loop.
 
 `instance_count` sessions share a thread pool of the same size; each run borrows a free session, so N batches run
 at once with no session used by two threads. ONNX Runtime releases the GIL while it computes.
 
-Inline runs: a run whose measured compute at its batch size is below `inline_run_max_us` (a few tens of
-microseconds for the digits CNN) is done on the event loop itself when the model is idle: no thread runs or has just
-finished a batch. Handing it to a session thread and back costs two wake-ups, more CPU and latency than the run.
-Under load the next request always finds a batch running or just finished, so batches still go to the threads, in
-parallel with the loop.
+Two ways to run a batch: on a session thread (`run_on_thread`), or on the calling thread, the event loop, with
+instance 0's sessions (`run_on_loop`). Which one is the scheduler's decision (scheduling/placement.py); the runtime
+decides nothing by time and states only the facts that decision needs (`loop_ready`: no session thread is busy and
+the session for the output set exists).
 
 Output-selective runs: a batch that needs only some outputs runs on a session over the graph pruned to them
 (pruning.py), created on the instance's own thread the first time that set is asked for (its first run is its
@@ -20,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 
 from cnnserve.contracts.datatypes import DATATYPES, datatype_from_ort
 from cnnserve.service.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelNotReady
-from cnnserve.service.estimates import BatchTimes, ThreadLoad
 from cnnserve.service.execution import pruning
 from cnnserve.service.execution.workers import SessionWorkers
 from cnnserve.service.types import ComputeTimes, ModelSpec, SessionOptions, TensorSpec
@@ -59,14 +57,6 @@ _DEFAULT_OPTIONS = SessionOptions()
 MAX_PRUNED_SESSIONS = 4
 """Pruned sessions kept per instance: each holds its share of the weights again, and requests rarely vary much."""
 _unavailable_warned: set[str] = set()
-INLINE_LOOP_BUSY_MAX = 0.65
-"""The loop's CPU share between the model's last run and an arrival above which the loop counts as the bottleneck:
-requests then wait in gRPC's queues while the model looks idle at each arrival, and a run in a thread lets the loop
-decode the next ones meanwhile, so batches form. Measured here (digits CNN): one client 0.40-0.54 (5th-95th
-percentile), 32 clients 0.52-0.63 at the 5th and 0.85-1.0 at the median."""
-INLINE_IDLE_GAP_S = 200e-6
-"""How long since the last run ended before the model counts as idle for an inline run. A closed-loop client
-leaves a round trip (~0.5 ms here) between its requests; under load the next request comes within microseconds."""
 
 
 def session_options(options: SessionOptions) -> ort.SessionOptions:
@@ -133,7 +123,6 @@ class Runtime:
         options: SessionOptions = _DEFAULT_OPTIONS,
         instance_count: int = 1,
         label: str = "",
-        inline_idle_gap_s: float = INLINE_IDLE_GAP_S,
         required_provider: str | None = None,
     ) -> None:
         """required_provider: a short name ("cuda") the model must run on, or ModelLoadError; no CPU fallback."""
@@ -156,13 +145,6 @@ class Runtime:
         """Per output set pruned so far: (nodes kept, nodes in the graph); kept == total means not pruned."""
         self._instances = [_Instance(s) for s in self._sessions]
         self._workers = SessionWorkers(self._instances, name=f"ort-{label}")
-        self.compute_times = BatchTimes()
-        """Measured compute (feed, run, outputs) by batch rows, on the event loop after each run."""
-        self._inline_max_s = options.inline_run_max_us / 1e6
-        self._last_run_ended = 0.0  # time.monotonic(), on the event loop
-        self._idle_gap_s = inline_idle_gap_s
-        self.loop_load = ThreadLoad()
-        """How busy the event loop has been since the last run ended."""
         self.warm_up_times: dict[int, float] = {}
         """Seconds of a steady run per warmed batch size (a second run after the first), for first estimates."""
         self._closed = False
@@ -257,47 +239,32 @@ class Runtime:
                     started = time.monotonic()
                     session.run(names, feed)  # what a request naming no outputs costs, now that the shape is warm
                     self.warm_up_times[batch] = time.monotonic() - started
-                    self.compute_times.observe(batch, self.warm_up_times[batch])
                 except Exception as err:
                     if not guessed:
                         raise ModelLoadError(f"{self.label}: warm-up run failed: {err}") from None
                     logger.warning("event=warmup_skipped model=%s batch=%d error=%s", self.label, batch, err)
                     return
 
-    async def run_timed(self, inputs: Tensors, outputs: frozenset[str] | None = None
-                        ) -> tuple[Tensors, ComputeTimes]:  # fmt: skip
-        """Run one batch for `outputs` (None: all of them)."""
+    def run_on_thread(self, inputs: Tensors, outputs: frozenset[str] | None = None
+                      ) -> Coroutine[Any, Any, tuple[Tensors, ComputeTimes]]:  # fmt: skip
+        """Run one batch for `outputs` (None: all of them) on a free session thread; await the result."""
         if self._closed:
             raise ModelNotReady(f"{self.label}: sessions released")
-        rows = _rows(inputs)
-        try:
-            if self._inline_ok(rows, outputs):
-                result = self._run_sync(self._instances[0], (inputs, outputs))
-            else:
-                result = await self._workers.submit(self._run_sync, (inputs, outputs))
-        finally:
-            self._last_run_ended = ended = time.monotonic()
-            self.loop_load.mark(ended)
-        times = result[1]
-        self.compute_times.observe(rows, times.input_s + times.infer_s + times.output_s)
-        return result
+        return self._workers.submit(self._run_sync, (inputs, outputs))  # no coroutine of its own: one frame less
 
-    def runs_inline(self, inputs: Tensors, outputs: frozenset[str] | None) -> bool:
-        """Whether a run of `inputs` for `outputs` would be done on the event loop now, without suspending: the model
-        is idle, a run of that size measured tiny, and its session exists (building one can take milliseconds)."""
-        return self._inline_ok(_rows(inputs), outputs)
+    def run_on_loop(self, inputs: Tensors, outputs: frozenset[str] | None = None) -> tuple[Tensors, ComputeTimes]:
+        """Run one batch on the calling thread with instance 0's sessions. Only while `loop_ready(outputs)`: then no
+        thread holds instance 0 and no session has to be built."""
+        if self._closed:
+            raise ModelNotReady(f"{self.label}: sessions released")
+        return self._run_sync(self._instances[0], (inputs, outputs))
 
-    def _inline_ok(self, rows: int, outputs: frozenset[str] | None) -> bool:
-        now = time.monotonic()
-        if self._closed or self._workers.outstanding or now - self._last_run_ended < self._idle_gap_s:
+    def loop_ready(self, outputs: frozenset[str] | None) -> bool:
+        """Facts, no timing: the sessions are open, no session thread is busy (so instance 0 is free), and instance
+        0 has the session for `outputs` already (building a pruned one can take milliseconds)."""
+        if self._closed or self._workers.outstanding:
             return False
-        if self.loop_load.share_since_mark(now) >= INLINE_LOOP_BUSY_MAX:
-            return False
-        measured = self.compute_times.measured(rows)
-        if measured is None or measured >= self._inline_max_s:
-            return False
-        instance = self._instances[0]
-        return outputs is None or outputs in instance.pruned or outputs.issuperset(self._output_names)
+        return outputs is None or outputs in self._instances[0].pruned or outputs.issuperset(self._output_names)
 
     def _session_for(self, instance: _Instance, outputs: frozenset[str] | None) -> tuple[Any, list[str]]:
         """The session to run and the names to ask it for. On the instance's thread."""
@@ -375,12 +342,6 @@ class Runtime:
         for instance in self._instances:
             instance.pruned.clear()
         self._graph = None
-
-
-def _rows(inputs: Tensors) -> int:
-    """A batch's leading dimension (1 for a model that does not batch and takes a scalar)."""
-    first = next(iter(inputs.values()), None)
-    return first.shape[0] if first is not None and first.ndim else 1
 
 
 def _as_text(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:

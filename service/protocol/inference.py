@@ -114,7 +114,7 @@ class InferencePath:
                 outcome = "internal"
                 raise
             finally:
-                observer.observe_request(outcome, time.monotonic() - started)
+                model.observe_request(outcome, time.monotonic() - started)
 
     async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec, keep_pixels: bool
                              ) -> tuple[dict[str, Array], DecodedImages]:  # fmt: skip

@@ -1,8 +1,9 @@
 """One loaded, warm model version: its batcher in front of its runtime, and the one observer of its batches.
 
 A request goes in once (`infer` -> the batcher -> the runtime) and its answer comes back the same way; the batcher
-reports each batch, with the phases its run returned, to `_observe_batch`, which feeds both the version's
-statistics (ModelStatistics) and its Prometheus metrics.
+reports each batch, with the phases its run returned, to `_observe_batch`, and the door that timed the request
+reports its outcome to `observe_request`: each feeds both the version's statistics (ModelStatistics) and its
+observer (Prometheus metrics), so the two count the same requests by the same clock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Protocol
 
 from cnnserve.service.execution.runtime import Runtime, Tensors
 from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
+from cnnserve.service.scheduling.placement import Placement
 from cnnserve.service.types import DynamicBatching, ModelSpec
 
 
@@ -58,7 +60,7 @@ class ModelStats:
     """Triton's ModelStatistics for one version. success/fail/queue/compute_* count requests; as in Triton, each
     request of a batch is charged the whole batch's compute time."""
 
-    success: Duration = field(default_factory=Duration)  # ns: submit -> answer
+    success: Duration = field(default_factory=Duration)  # ns: the request's handling, as its door timed it
     fail: Duration = field(default_factory=Duration)
     queue: Duration = field(default_factory=Duration)
     compute_input: Duration = field(default_factory=Duration)
@@ -97,7 +99,8 @@ class ModelStats:
 
 
 class ServedModel:
-    """One loaded, warm version. `observer` also takes the requests' own outcomes from the protocol layer."""
+    """One loaded, warm version. The protocol layer reports each request's outcome to `observe_request`, and counts
+    requests in flight with `observer.track_inflight()`."""
 
     def __init__(self, spec: ModelSpec, version: int, runtime: Runtime, observer: VersionObserver | None = None,
                  kind: object = None) -> None:  # fmt: skip
@@ -108,10 +111,14 @@ class ServedModel:
         self.stats = ModelStats()
         self.observer: VersionObserver = observer or NoObserver()
         self._runtime = runtime
+        self._failed_at_model = 0  # infer calls that raised, whose requests' outcomes are not observed yet
         merging = spec.max_batch_size > 0 and spec.dynamic_batching is not None
         batching = spec.dynamic_batching or DynamicBatching(max_queue_delay_us=0)
+        placement = Placement(runtime.run_on_loop, runtime.loop_ready, inline_run_max_us=spec.session.inline_run_max_us)
+        for size, seconds in runtime.warm_up_times.items():  # first estimates, until batches run
+            placement.times.observe(size, seconds)
         self._batcher = Batcher(
-            runtime.run_timed,
+            runtime.run_on_thread,
             max_batch_size=spec.max_batch_size,
             merge=merging,
             max_queue_delay_us=batching.max_queue_delay_us,
@@ -121,11 +128,9 @@ class ServedModel:
             observer=self._observe_batch,
             name=spec.name,
             wait_when_idle=batching.wait_when_idle,
-            runs_at_once=runtime.runs_inline,
+            placement=placement,
             latency_budget_s=batching.latency_budget_ms / 1000 if merging and batching.latency_budget_ms else None,
         )
-        for size, seconds in runtime.warm_up_times.items():  # the budget's first predictions, until batches run
-            self._batcher.service_times.observe(size, seconds)
 
     @property
     def pruned_nodes(self) -> dict[frozenset[str], tuple[int, int]]:
@@ -143,8 +148,8 @@ class ServedModel:
 
     @property
     def batch_time_estimates(self) -> dict[int, float]:
-        """The batcher's running estimate of seconds per batch, by batch size (items)."""
-        return self._batcher.service_times.snapshot()
+        """The running estimate of seconds per batch, by batch size (items), that admission and the inline gate read."""
+        return self._batcher.placement.times.snapshot()
 
     @property
     def in_flight_requests(self) -> int:
@@ -153,15 +158,27 @@ class ServedModel:
     async def infer(self, inputs: Tensors, *, outputs: frozenset[str] | None = None, deadline: float | None = None
                     ) -> Tensors:  # fmt: skip
         """The outputs one request asks for (None: all), computed only those where the graph allows.
-        `deadline` is a time.monotonic() value."""
-        started = time.monotonic()
+        `deadline` is a time.monotonic() value. The request's outcome is for its caller to report (observe_request)."""
         try:
-            answer = await self._batcher.submit(inputs, outputs=outputs, deadline=deadline)
+            return await self._batcher.submit(inputs, outputs=outputs, deadline=deadline)
         except (Exception, asyncio.CancelledError):  # a request cancelled while queued failed too (as in Triton)
-            self.stats.record_request(time.monotonic() - started, ok=False)
+            self._failed_at_model += 1
             raise
-        self.stats.record_request(time.monotonic() - started, ok=True)
-        return answer
+
+    def observe_request(self, outcome: str, seconds: float) -> None:
+        """One request's outcome ("success", or its status name in lower case) and how long its door took over it:
+        the one per-request record, for ModelStatistics and the observer alike.
+
+        ModelStatistics counts what reached the model, as Triton's does: a success, or a failure that came out of
+        `infer` (refused by the queue or the budget, late, cancelled, or failed in its batch). A request refused
+        before it, by validation, counts in the observer's outcomes only. Failures are matched to requests by count,
+        not identity: two failing at once may swap durations, never counts."""
+        if outcome == "success":
+            self.stats.record_request(seconds, ok=True)
+        elif self._failed_at_model:
+            self._failed_at_model -= 1
+            self.stats.record_request(seconds, ok=False)
+        self.observer.observe_request(outcome, seconds)
 
     async def close(self, *, drain: bool = True) -> None:
         """Refuse new requests, finish (drain) or fail the queued ones, then release the sessions."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 
 from cnnserve.service.errors import DeadlineExceeded, OverBudget
-from cnnserve.service.estimates import BatchTimes
+from cnnserve.service.scheduling.estimates import BatchTimes
 
 BUDGET_HEADROOM = 0.75
 """Admission aims at this share of the budget: the rest is for what a prediction made at arrival cannot know, such

@@ -1,8 +1,9 @@
 """Dynamic batching: queue requests, merge them into batches, run them on N executors, split outputs.
 
 Knows nothing of gRPC or ONNX: it drives any `async (inputs, output names) -> (outputs, compute times)` callable whose
-tensors share axis 0, and reports each batch, with the times its run returned, to one observer. Requests asking for
-different outputs still merge: the batch computes the union and each request gets back only its own.
+tensors share axis 0, or, where its Placement (placement.py) says so, the same run done on the event loop, and reports
+each batch, with the times its run returned, to one observer. Requests asking for different outputs still merge: the
+batch computes the union and each request gets back only its own.
 """
 
 from __future__ import annotations
@@ -25,19 +26,15 @@ from cnnserve.service.errors import (
     QueueFull,
     ServiceError,
 )
-from cnnserve.service.estimates import BatchTimes
 from cnnserve.service.scheduling.admission import LatencyBudget
+from cnnserve.service.scheduling.batches import OutputNames, Request, Tensors, fail, measure, share_out, union
+from cnnserve.service.scheduling.placement import Placement
 from cnnserve.service.types import ComputeTimes
 
 logger = logging.getLogger(__name__)
 
-Tensors = dict[str, np.ndarray]
-OutputNames = frozenset[str] | None
-"""The outputs a request (or a batch) needs; None: all of them (the cheapest path: nothing to choose)."""
 # (inputs concatenated on axis 0, outputs wanted) -> (outputs with the same leading dim, the run's phases)
 RunBatch = Callable[[Tensors, OutputNames], Awaitable[tuple[Tensors, ComputeTimes]]]
-RunsAtOnce = Callable[[Tensors, OutputNames], bool]
-"""Whether run_batch would answer these inputs without suspending (the runtime runs them on the loop)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class BatchRecord:
     items: int  # total items (sum of request leading dims; 1 per request when max_batch_size == 0)
     requests: int
     queue_seconds: tuple[float, ...]  # per request: enqueue -> batch start
-    run_seconds: float  # time inside run_batch
+    run_seconds: float  # time inside the run, on the loop or in a thread
     failed: bool
     compute: ComputeTimes | None = None  # the run's own phases; None when it failed
 
@@ -55,32 +52,6 @@ class BatchRecord:
 REFUSAL_REASONS = ("queue_full", "budget", "deadline")
 """Why a request was refused on arrival: the queue at max_queue_size, a predicted completion past the model's
 latency budget, or past the request's own (shorter) deadline."""
-
-
-class _Request:
-    __slots__ = (
-        "deadline",
-        "due",
-        "enqueued",
-        "future",
-        "inputs",
-        "items",
-        "outputs",
-        "predicted",
-        "queued",
-        "signature",
-    )
-
-    def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
-                 outputs: OutputNames, budget: float | None = None) -> None:  # fmt: skip
-        self.inputs, self.items, self.signature, self.deadline = inputs, items, signature, deadline
-        self.outputs = outputs
-        self.future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        self.enqueued = time.monotonic()
-        self.queued = True  # False once taken into a batch or removed
-        self.predicted = 0.0  # seconds from enqueued to answered, as admission predicted it (0: no prediction)
-        # When it must be answered: its budget, or its own deadline when sooner; None without a budget.
-        self.due = None if budget is None else min(self.enqueued + budget, deadline or float("inf"))
 
 
 class Batcher:
@@ -100,7 +71,7 @@ class Batcher:
         name: str = "model",
         wait_when_idle: bool = False,
         merge: bool = True,
-        runs_at_once: RunsAtOnce | None = None,
+        placement: Placement | None = None,
         latency_budget_s: float | None = None,
     ) -> None:
         if max_batch_size < 0:
@@ -121,13 +92,12 @@ class Batcher:
         self._wait_when_idle = wait_when_idle
         self._preferred = frozenset(preferred_batch_sizes)
         self._merge = merge  # False: a model that batches but runs each request alone (no dynamic batching)
-        self._runs_at_once = runs_at_once
+        self.placement = placement or Placement()
+        """Where each batch runs, and the batch times (around each run) that admission and early sends read."""
         self.budget = None if latency_budget_s is None else LatencyBudget(latency_budget_s, name)
-        self.service_times = BatchTimes()
-        """Seconds per batch by its items, measured around each run (the thread hand-off included)."""
         self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         self._running_batches: dict[int, tuple[float, int]] = {}  # id(batch) -> (started, items)
-        self._queue: collections.deque[_Request] = collections.deque()
+        self._queue: collections.deque[Request] = collections.deque()
         self._queued_items = 0
         self._in_flight = 0
         self._running = 0  # batches executing now
@@ -152,7 +122,7 @@ class Batcher:
         `deadline`: a time.monotonic() value."""
         if self._closing or self._stopped:
             raise ModelNotReady(self._stopped or f"model '{self._name}' is unloading")
-        items, signature = self._measure(inputs)
+        items, signature = measure(inputs, self._max_batch_size, self._name)
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded(f"model '{self._name}': deadline passed before the request was queued")
         if self._queued_items + items > self._max_queue_size:
@@ -162,15 +132,14 @@ class Batcher:
                 f"no room for {items} more"
             )
         idle = not self._queue and not self._running
-        if (idle and self._runs_at_once is not None and not self._wait_when_idle
-                and self._runs_at_once(inputs, outputs)):  # fmt: skip
-            return await self._run_alone(inputs, items, outputs)
+        if idle and not self._wait_when_idle and self.placement.inline(items, outputs):
+            return self._run_alone(inputs, items, outputs)
         predicted = 0.0
         if self.budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
             predicted = self._admit(self.budget, items, deadline)
         wakeup = self._start()
-        request = _Request(inputs, items, signature, deadline, outputs,
-                           None if self.budget is None else self.budget.seconds)  # fmt: skip
+        request = Request(inputs, items, signature, deadline, outputs,
+                          None if self.budget is None else self.budget.seconds)  # fmt: skip
         request.predicted = predicted
         self._queue.append(request)
         self._queued_items += items
@@ -192,7 +161,7 @@ class Batcher:
 
     def _admit(self, budget: LatencyBudget, items: int, deadline: float | None) -> float:
         try:
-            return budget.admit(self.service_times, self._running_batches.values(), self._queued_items, items,
+            return budget.admit(self.placement.times, self._running_batches.values(), self._queued_items, items,
                                 self._max_batch_size, self._concurrency, deadline)  # fmt: skip
         except OverBudget:
             self.refusals["budget"] += 1
@@ -201,26 +170,26 @@ class Batcher:
             self.refusals["deadline"] += 1
             raise
 
-    async def _run_alone(self, inputs: Tensors, items: int, outputs: OutputNames) -> Tensors:
-        """An idle model whose run finishes without suspending: the request is its own batch, run in the caller's
-        task and answered by its return. No queue, no future, no wake-up of the batcher's task, no task of its own,
-        no deadline timer: nothing can happen between its arrival and its answer, so it is a batch of one that
-        started at once (it waited 0 s)."""
-        self._running += 1
-        self._in_flight += 1
+    def _run_alone(self, inputs: Tensors, items: int, outputs: OutputNames) -> Tensors:
+        """An idle model whose batch runs on the loop: the request is its own batch, run in the caller's task and
+        answered by its return. No queue, no future, no wake-up of the batcher's task, no task of its own, no deadline
+        timer, no await: nothing can happen between its arrival and its answer, so it is a batch of one that started
+        at once (it waited 0 s), and no other coroutine sees it running."""
+        placement = self.placement
+        assert placement.run_on_loop is not None  # placement.inline said yes
         started = time.monotonic()
-        running = (started, items)
-        self._running_batches[id(running)] = running
         run_seconds, failed, compute = 0.0, True, None
         try:
             try:
-                answer, compute = await self._run_batch(inputs, outputs)
+                answer, compute = placement.run_on_loop(inputs, outputs)
             finally:
-                run_seconds = time.monotonic() - started
+                ended = time.monotonic()
+                run_seconds = ended - started
+                placement.ran(ended)
             if self._max_batch_size and any(v.ndim == 0 or v.shape[0] != items for v in answer.values()):
                 raise InferenceFailed(f"model '{self._name}': outputs do not have the batch's {items} rows")
             failed = False
-            self.service_times.observe(items, run_seconds)
+            placement.times.observe(items, run_seconds)
             return answer
         except InvalidInput:
             raise
@@ -230,14 +199,9 @@ class Batcher:
                 raise
             raise error from exc
         finally:
-            del self._running_batches[id(running)]
-            self._running -= 1
-            self._in_flight -= 1
             self._report(BatchRecord(items, 1, (0.0,), run_seconds, failed, None if failed else compute))
-            if self._queue and self._wakeup is not None:  # only if the run did suspend after all
-                self._wakeup.set()
 
-    def _expire(self, request: _Request) -> None:
+    def _expire(self, request: Request) -> None:
         """Deadline reached: a request still queued is answered now and never run; a running one finishes."""
         if request.queued:
             self._unqueue(request, DeadlineExceeded(f"model '{self._name}': deadline passed while queued"))
@@ -255,40 +219,18 @@ class Batcher:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _measure(self, inputs: Tensors) -> tuple[int, object]:
-        if not inputs:
-            raise InvalidInput(f"model '{self._name}': a request needs at least one input")
-        # Requests merge only with requests of the same names, dtypes and per-item shapes.
-        if len(inputs) == 1:  # most models: no sort, no set of dims
-            ((key, value),) = inputs.items()
-            signature: object = (key, value.dtype.str, value.shape[1:])
-            if self._max_batch_size == 0:
-                return 1, signature
-            items, mixed = (value.shape[0] if value.ndim else 0), False
-        else:
-            signature = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
-            if self._max_batch_size == 0:
-                return 1, signature
-            dims = {v.shape[0] if v.ndim else 0 for v in inputs.values()}
-            items, mixed = dims.pop(), bool(dims)
-        if mixed or items < 1:
-            raise InvalidInput(f"model '{self._name}': inputs need one shared batch dimension >= 1")
-        if items > self._max_batch_size:
-            raise InvalidInput(f"model '{self._name}': batch of {items} exceeds max_batch_size {self._max_batch_size}")
-        return items, signature
-
     def _start(self) -> asyncio.Event:
         if self._wakeup is None:
             self._wakeup = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._loop(self._wakeup))
         return self._wakeup
 
-    def _unqueue(self, request: _Request, error: BaseException | None = None) -> None:
+    def _unqueue(self, request: Request, error: BaseException | None = None) -> None:
         self._queue.remove(request)
         request.queued = False
         self._queued_items -= request.items
         if error is not None:
-            _fail(request.future, error)
+            fail(request.future, error)
         if self._wakeup is not None:
             self._wakeup.set()  # the front may have changed
 
@@ -322,7 +264,7 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
 
-    def _take(self, now: float) -> tuple[list[_Request], float | None]:
+    def _take(self, now: float) -> tuple[list[Request], float | None]:
         """Pop the next batch if one is due (empty if all it took had expired or been cancelled) and None;
         else ([], seconds until the oldest request's delay ends)."""
         limit = self._max_batch_size or 1
@@ -346,7 +288,7 @@ class Batcher:
             if not cut:
                 wait = self._delay - waited
                 if head.due is not None:  # send early rather than let the oldest miss its budget waiting
-                    run = self.service_times.predict(totals[-1]) or 0.0
+                    run = self.placement.times.predict(totals[-1]) or 0.0
                     wait = min(wait, head.due - run - now)
                 if wait > 0:
                     return [], wait
@@ -357,25 +299,25 @@ class Batcher:
             request.queued = False
             self._queued_items -= request.items
             if request.deadline is not None and request.deadline <= now:
-                _fail(request.future, DeadlineExceeded(f"model '{self._name}': deadline passed while queued"))
+                fail(request.future, DeadlineExceeded(f"model '{self._name}': deadline passed while queued"))
             elif not request.future.done():
                 batch.append(request)
         return batch, None
 
-    async def _execute(self, batch: list[_Request]) -> None:
+    async def _execute(self, batch: list[Request]) -> None:
         self._running_batches[id(batch)] = (time.monotonic(), sum(r.items for r in batch))
         try:
             await self._run(batch)
         finally:
             del self._running_batches[id(batch)]
             for r in batch:  # never leave a caller hanging, whatever escaped
-                _fail(r.future, InferenceFailed(f"model '{self._name}': batch aborted"))
+                fail(r.future, InferenceFailed(f"model '{self._name}': batch aborted"))
             self._running -= 1
             self._in_flight -= len(batch)
             if self._wakeup is not None:
                 self._wakeup.set()
 
-    async def _run(self, batch: list[_Request]) -> None:
+    async def _run(self, batch: list[Request]) -> None:
         """Run one batch and answer its requests. When the model refuses a merged batch's input values
         (InvalidInput: an index out of range, text that is not UTF-8), each request runs again alone, so only the
         one that carried them fails and its batch-mates are answered."""
@@ -389,38 +331,34 @@ class Batcher:
                 inputs = batch[0].inputs
             else:
                 inputs = {k: np.concatenate([r.inputs[k] for r in batch]) for k in batch[0].inputs}
-            wanted = _union(batch)
+            wanted = union(batch)
+            placement = self.placement
             run_started = time.monotonic()
             try:
-                outputs, compute = await self._run_batch(inputs, wanted)
+                if placement.run_on_loop is not None and placement.inline(total, wanted):
+                    outputs, compute = placement.run_on_loop(inputs, wanted)
+                else:
+                    outputs, compute = await self._run_batch(inputs, wanted)
             finally:
-                run_seconds = time.monotonic() - run_started
-            if self._max_batch_size == 0:
-                _answer(batch[0].future, outputs)
-            else:
-                if any(v.ndim == 0 or v.shape[0] != total for v in outputs.values()):
-                    raise InferenceFailed(f"model '{self._name}': outputs do not have the batch's {total} rows")
-                start = 0
-                for r in batch:
-                    end = start + r.items
-                    own = outputs if r.outputs is None or r.outputs == wanted else _only(outputs, r.outputs)
-                    _answer(r.future, own if alone else {k: v[start:end] for k, v in own.items()})
-                    start = end
+                ended = time.monotonic()
+                run_seconds = ended - run_started
+                placement.ran(ended)
+            share_out(batch, outputs, wanted, total, self._max_batch_size > 0, self._name)
             if self.budget is not None:
                 answered = time.monotonic()
                 for r in batch:
                     if r.predicted:
                         self.budget.learn(answered - r.enqueued - r.predicted)
             failed = False
-            self.service_times.observe(total, run_seconds)
+            placement.times.observe(total, run_seconds)
         except InvalidInput as exc:
             split = len(batch) > 1
             if not split:
-                _fail(batch[0].future, exc)
+                fail(batch[0].future, exc)
         except Exception as exc:
             error = self._batch_failed(exc, len(batch))
             for r in batch:
-                _fail(r.future, error)
+                fail(r.future, error)
         finally:
             if not split:  # a split batch is reported by the runs that follow
                 self._report(BatchRecord(total, len(batch), queue_seconds, run_seconds, failed,
@@ -448,31 +386,3 @@ class Batcher:
             self._observer(record)
         except Exception:
             logger.exception("event=batch_observer_failed model=%s", self._name)
-
-
-def _union(batch: Sequence[_Request]) -> OutputNames:
-    """What a batch computes: every output one of its requests asked for (None as soon as one asked for all)."""
-    first = batch[0].outputs
-    if len(batch) == 1 or first is None:
-        return first
-    wanted = set(first)
-    for r in batch[1:]:
-        if r.outputs is None:
-            return None
-        wanted |= r.outputs
-    return frozenset(wanted)
-
-
-def _only(outputs: Tensors, names: frozenset[str]) -> Tensors:
-    return {k: v for k, v in outputs.items() if k in names}
-
-
-# A future already done was answered, or its caller went away (cancelled): nothing to do then.
-def _answer(future: asyncio.Future[Tensors], outputs: Tensors) -> None:
-    if not future.done():
-        future.set_result(outputs)
-
-
-def _fail(future: asyncio.Future[Tensors], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)

@@ -22,12 +22,9 @@ from cnnserve.service.errors import (
     ServiceError,
 )
 from cnnserve.service.scheduling.admission import BUDGET_HEADROOM, RESIDUAL_HALF_LIFE_S, LatencyBudget
-from cnnserve.service.scheduling.batcher import (
-    Batcher,
-    BatchRecord,
-    OutputNames,
-    Tensors,
-)
+from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
+from cnnserve.service.scheduling.batches import OutputNames, Tensors
+from cnnserve.service.scheduling.placement import Placement
 from cnnserve.service.types import ComputeTimes
 
 
@@ -647,24 +644,34 @@ def test_requests_asking_different_outputs_merge_into_one_batch_that_computes_th
 
 
 class Instant:
-    """A fake model whose runs finish without suspending when it says so (as the runtime's inline runs do), and
-    suspend for `seconds` otherwise; it records each batch and whether it ran at once."""
+    """A fake model that offers a run on the loop (as the runtime does) next to its threaded run, says whether it is
+    ready for one (`ready`), and records each batch and where it ran."""
 
     def __init__(self, seconds: float = 0.02) -> None:
         self.seconds = seconds
-        self.at_once = True
-        self.batches: list[tuple[int, bool]] = []  # (rows, ran at once)
+        self.ready = True
+        self.batches: list[tuple[int, bool]] = []  # (rows, ran on the loop)
 
-    def runs_at_once(self, inputs: Tensors, outputs: OutputNames) -> bool:
-        return self.at_once
+    def run_on_loop(self, inputs: Tensors, outputs: OutputNames) -> tuple[Tensors, ComputeTimes]:
+        x = inputs["x"]
+        self.batches.append((len(x), True))
+        return {"y": x * 2}, ComputeTimes(0.0, 1e-5, 0.0)
+
+    def loop_ready(self, outputs: OutputNames) -> bool:
+        return self.ready
 
     async def __call__(self, inputs: Tensors, outputs: OutputNames = None) -> tuple[Tensors, ComputeTimes]:
         x = inputs["x"]
-        at_once = self.at_once
-        self.batches.append((len(x), at_once))
-        if not at_once:
-            await asyncio.sleep(self.seconds)
+        self.batches.append((len(x), False))
+        await asyncio.sleep(self.seconds)
         return {"y": x * 2}, ComputeTimes(0.0, 1e-5, 0.0)
+
+    def placement(self, *sizes: int) -> Placement:
+        """Its placement, with tiny runs measured at `sizes` (as warm-up seeds them)."""
+        placement = Placement(self.run_on_loop, self.loop_ready)
+        for size in sizes:
+            placement.times.observe(size, 1e-5)
+        return placement
 
 
 def test_an_idle_model_whose_run_does_not_suspend_answers_in_the_callers_own_step() -> None:
@@ -675,13 +682,14 @@ def test_an_idle_model_whose_run_does_not_suspend_answers_in_the_callers_own_ste
         model = Instant()
         records: list[BatchRecord] = []
         batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, observer=records.append,
-                          runs_at_once=model.runs_at_once)  # fmt: skip
+                          placement=model.placement(3))  # fmt: skip
         x = rows(3)
         coroutine = batcher.submit(x, deadline=time.monotonic() + 5)
         with pytest.raises(StopIteration) as finished:
             coroutine.send(None)
         np.testing.assert_array_equal(finished.value.value["y"], x["x"] * 2)
         assert [(r.items, r.requests, r.failed) for r in records] == [(3, 1, False)]
+        assert model.batches == [(3, True)]
         assert batcher.queued_items == 0 and batcher.in_flight_requests == 0
         with pytest.raises(InvalidInput):  # refused as on the queued path
             await batcher.submit(rows(9))
@@ -693,14 +701,30 @@ def test_an_idle_model_whose_run_does_not_suspend_answers_in_the_callers_own_ste
 def test_while_a_batch_runs_requests_still_queue_and_merge_behind_it() -> None:
     async def main() -> None:
         model = Instant(seconds=0.05)
-        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, runs_at_once=model.runs_at_once)
-        model.at_once = False  # the runtime says: this one goes to a thread
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, placement=model.placement(1))
+        model.ready = False  # the runtime says: a session thread is busy, or the session is not built
         first = asyncio.ensure_future(batcher.submit(rows(1)))
         await asyncio.sleep(0.01)
-        model.at_once = True  # tiny runs again, but the model is busy: the queue, as always
+        model.ready = True  # tiny runs again, but the model is busy: the queue, as always
         rest = [asyncio.ensure_future(batcher.submit(rows(1))) for _ in range(4)]
         await asyncio.gather(first, *rest)
-        assert model.batches == [(1, False), (4, True)]
+        # Merged behind the first, then to a thread: no run of 4 measured (test_placement.py: the idle gap).
+        assert model.batches == [(1, False), (4, False)]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_queued_batch_on_an_idle_model_may_run_on_the_loop() -> None:
+    """The same gate for a batch that waited (here: wait_when_idle held it for company): the model idle when it
+    leaves, a tiny run measured, so it runs on the loop rather than take a thread."""
+
+    async def main() -> None:
+        model = Instant()
+        batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=5_000, wait_when_idle=True,
+                          placement=model.placement(2))  # fmt: skip
+        answers = await asyncio.gather(batcher.submit(rows(1)), batcher.submit(rows(1)))
+        assert [len(a["y"]) for a in answers] == [1, 1] and model.batches == [(2, True)]
         await batcher.close()
 
     asyncio.run(main())
@@ -711,8 +735,8 @@ def test_a_busy_model_refuses_at_once_what_would_miss_its_latency_budget() -> No
         model = Doubler(seconds=0.04)
         budget_s = 0.09 / BUDGET_HEADROOM  # admission aims at 90 ms of it
         batcher = Batcher(model, max_batch_size=2, max_queue_delay_us=0, latency_budget_s=budget_s)
-        batcher.service_times.observe(1, 0.04)  # as warm-up seeds it
-        batcher.service_times.observe(2, 0.04)
+        batcher.placement.times.observe(1, 0.04)  # as warm-up seeds it
+        batcher.placement.times.observe(2, 0.04)
         # Idle: admitted whatever the budget says (nothing could answer it sooner); then each batch of 2 takes
         # 40 ms, so within 90 ms there is room for the running batch and one more behind it (80 ms), not two (120).
         first = asyncio.ensure_future(batcher.submit(rows(1)))
@@ -743,8 +767,8 @@ def test_a_batch_leaves_early_rather_than_let_its_oldest_request_miss_the_budget
         # wait_when_idle: every batch waits the (10 s) delay for company, unless its budget says go.
         batcher = Batcher(model, max_batch_size=8, max_queue_delay_us=10_000_000, wait_when_idle=True,
                           latency_budget_s=0.2)  # fmt: skip
-        batcher.service_times.observe(1, 0.05)
-        batcher.service_times.observe(1, 0.05)
+        batcher.placement.times.observe(1, 0.05)
+        batcher.placement.times.observe(1, 0.05)
         started = time.monotonic()
         await batcher.submit(rows(1))
         waited = time.monotonic() - started

@@ -1,13 +1,11 @@
-"""Running batch-time estimates (service/estimates.py) and the latency-budget prediction built on them."""
+"""Running batch-time estimates (service/scheduling/estimates.py) and the latency-budget prediction built on them."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from cnnserve.service.estimates import BatchTimes, ThreadLoad
 from cnnserve.service.scheduling.admission import predicted_wait_and_run
+from cnnserve.service.scheduling.estimates import BatchTimes
 
 
 def test_the_first_run_at_a_size_is_replaced_then_runs_are_averaged() -> None:
@@ -61,16 +59,3 @@ def test_the_spread_of_the_summed_batches_adds_up() -> None:
     three = predicted_wait_and_run(times, [], queued_items=4, items=2, max_batch_size=2, concurrency=1, now=0.0)
     assert one is not None and three is not None and one[1] > 0
     assert three[1] == pytest.approx(3 * one[1])  # three batches in a row: three variances
-
-
-def test_thread_load_is_the_cpu_share_since_the_mark() -> None:
-    load = ThreadLoad()
-    assert load.share_since_mark(time.monotonic()) == 0.0  # no mark yet: nothing known, nothing busy
-    load.mark(time.monotonic())
-    time.sleep(0.01)  # asleep: no CPU
-    assert load.share_since_mark(time.monotonic()) < 0.3
-    load.mark(time.monotonic())
-    until = time.thread_time() + 0.005
-    while time.thread_time() < until:  # 5 ms on the CPU
-        pass
-    assert 0.5 < load.share_since_mark(time.monotonic()) <= 1.0  # near 1 (less only when the machine took the CPU)

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady
+from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.registry.served import NoObserver, ServedModel
 from cnnserve.service.scheduling.batcher import BatchRecord
@@ -53,6 +53,18 @@ async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float 
 async def holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
     result = condition()
     return await result if inspect.isawaitable(result) else result
+
+
+async def served(model: ServedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One request as the protocol layer makes it (protocol/inference.py): timed, its outcome reported to the model."""
+    started, outcome = time.monotonic(), "success"
+    try:
+        return await model.infer(inputs)
+    except ServiceError as err:
+        outcome = err.status.name.lower()
+        raise
+    finally:
+        model.observe_request(outcome, time.monotonic() - started)
 
 
 async def index_of(manager: ModelManager) -> dict[tuple[str, str], tuple[ModelState, str]]:
@@ -130,7 +142,7 @@ def test_infer_matches_onnxruntime_and_fills_statistics(tmp_path: Path) -> None:
         assert sorted(factory_calls) == [("cgen", 1), ("classifier", 1)]
         requests = [images(n, seed=n) for n in (1, 2, 1, 3, 1, 1)]
         model = manager.get("classifier", "1")
-        answers = await asyncio.gather(*(model.infer({"images": r}) for r in requests))
+        answers = await asyncio.gather(*(served(model, {"images": r}) for r in requests))
         for request, answer in zip(requests, answers, strict=True):
             np.testing.assert_allclose(
                 answer["logits"], onnx_models.classifier_reference(request), rtol=1e-5, atol=1e-5
@@ -148,7 +160,7 @@ def test_infer_matches_onnxruntime_and_fills_statistics(tmp_path: Path) -> None:
         assert sum(b.items for b in batches) == 9 and len(computes) == stats.execution_count
 
         with pytest.raises(Exception):  # noqa: B017 - wrong dtype; counted as a failure
-            await model.infer({"images": images(1).astype(np.float64)})
+            await served(model, {"images": images(1).astype(np.float64)})
         assert stats.fail.count == 1
 
         path = tmp_path / "cgen" / "1" / "model.onnx"
@@ -157,6 +169,36 @@ def test_infer_matches_onnxruntime_and_fills_statistics(tmp_path: Path) -> None:
         classes = np.arange(5, dtype=np.int64)
         answer = await manager.get("cgen").infer({"latent": latent, "class": classes})
         np.testing.assert_array_equal(answer["images"], direct.run(None, {"latent": latent, "class": classes})[0])
+
+    run(manager, body)
+
+
+def test_one_request_record_feeds_statistics_and_the_observer(tmp_path: Path) -> None:
+    """observe_request is the one per-request record: ModelStatistics and the observer count the same requests with
+    the same seconds; a refusal that never reached the model (validation, before infer) moves the observer only."""
+    onnx_models.write_classifier(tmp_path)
+    outcomes: list[tuple[str, float]] = []
+
+    class Recorder(NoObserver):
+        def observe_request(self, outcome: str, seconds: float) -> None:
+            outcomes.append((outcome, seconds))
+
+    manager = ModelManager(settings(tmp_path), observer_factory=lambda name, version: Recorder())
+
+    async def body() -> None:
+        model = manager.get("classifier")
+        stats = model.stats
+        await served(model, {"images": images(2)})
+        assert model.observer.track_inflight() is not None  # the protocol layer's in-flight count, kept
+        assert (stats.success.count, stats.fail.count, outcomes[-1][0]) == (1, 0, "success")
+        assert stats.success.ns == int(outcomes[-1][1] * 1e9)  # one clock for both
+        model.observe_request("invalid_argument", 0.001)  # refused by decode: the model never saw it
+        assert (stats.success.count, stats.fail.count, outcomes[-1]) == (1, 0, ("invalid_argument", 0.001))
+        with pytest.raises(ServiceError):  # reached the model: its batcher refused it
+            await served(model, {"images": images(33)})  # past max_batch_size 32
+        assert (stats.success.count, stats.fail.count, outcomes[-1][0]) == (1, 1, "invalid_argument")
+        assert stats.inference_count == 2 and len(outcomes) == 3
+        assert [o for o, _ in outcomes] == ["success", "invalid_argument", "invalid_argument"]
 
     run(manager, body)
 

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from cnnserve.contracts import layout
 from cnnserve.service.errors import InvalidInput, ModelLoadError, ModelNotReady
 from cnnserve.service.execution.runtime import (
     CPU,
-    INLINE_IDLE_GAP_S,
-    INLINE_LOOP_BUSY_MAX,
     Runtime,
     Tensors,
     session_options,
@@ -91,7 +86,7 @@ def test_runs_match_a_direct_session_across_instances(repo: Path) -> None:
     ]
 
     async def run_all() -> list[tuple[Tensors, ComputeTimes]]:
-        return await asyncio.gather(*(runtime.run_timed(r) for r in requests))
+        return await asyncio.gather(*(runtime.run_on_thread(r) for r in requests))
 
     for request, (outputs, times) in zip(requests, asyncio.run(run_all()), strict=True):
         (expected,) = reference.run(None, request)
@@ -99,13 +94,13 @@ def test_runs_match_a_direct_session_across_instances(repo: Path) -> None:
         assert min(times.input_s, times.infer_s, times.output_s) >= 0 and times.infer_s > 0
     runtime.close()
     with pytest.raises(ModelNotReady):
-        asyncio.run(runtime.run_timed(requests[0]))
+        asyncio.run(runtime.run_on_thread(requests[0]))
 
 
 def test_non_contiguous_inputs_are_accepted(repo: Path) -> None:
     runtime = Runtime(repo / "classifier" / "1" / "model.onnx")
     images = np.random.default_rng(1).standard_normal((4, 1, 4, 8)).astype(np.float32)[..., ::2]
-    outputs, _ = asyncio.run(runtime.run_timed({"images": images}))
+    outputs, _ = asyncio.run(runtime.run_on_thread({"images": images}))
     np.testing.assert_allclose(outputs["logits"], onnx_models.classifier_reference(images), rtol=1e-5, atol=1e-5)
     runtime.close()
 
@@ -152,10 +147,10 @@ def test_bytes_inputs_reach_the_model_as_utf8_text(tmp_path: Path) -> None:
     runtime = Runtime(save(graph, tmp_path / "model.onnx"))
     runtime.warm_up(spec_of(runtime))
     values = np.array([b"", b"a\x00b", "ün".encode()], dtype=object)
-    outputs, _ = asyncio.run(runtime.run_timed({"text": values}))
+    outputs, _ = asyncio.run(runtime.run_on_thread({"text": values}))
     assert outputs["same"].tolist() == ["", "a\x00b", "ün"]
     with pytest.raises(InvalidInput):
-        asyncio.run(runtime.run_timed({"text": np.array([b"\xff"], dtype=object)}))
+        asyncio.run(runtime.run_on_thread({"text": np.array([b"\xff"], dtype=object)}))
     runtime.close()
 
 
@@ -164,8 +159,8 @@ def test_values_onnx_runtime_refuses_are_invalid_input(repo: Path) -> None:
     runtime = Runtime(repo / "cgen" / "1" / "model.onnx")
     latent = np.zeros((2, 8), np.float32)
     with pytest.raises(InvalidInput):
-        asyncio.run(runtime.run_timed({"latent": latent, "class": np.array([1, 99], np.int64)}))
-    outputs, _ = asyncio.run(runtime.run_timed({"latent": latent, "class": np.array([1, 9], np.int64)}))
+        asyncio.run(runtime.run_on_thread({"latent": latent, "class": np.array([1, 99], np.int64)}))
+    outputs, _ = asyncio.run(runtime.run_on_thread({"latent": latent, "class": np.array([1, 9], np.int64)}))
     assert outputs["images"].shape == (2, 1, 2, 4)
     runtime.close()
 
@@ -181,11 +176,11 @@ def test_output_sets_run_on_pruned_sessions_up_to_the_bound_then_on_the_full_one
 
     async def main() -> None:
         for names in sets:
-            outputs, _ = await runtime.run_timed({"images": images}, frozenset(names))
+            outputs, _ = await runtime.run_on_thread({"images": images}, frozenset(names))
             assert set(outputs) == names  # only what was asked, whichever session ran it
             for name in names:
                 np.testing.assert_allclose(outputs[name], expected[name], atol=1e-4)
-        everything, _ = await runtime.run_timed({"images": images}, frozenset(expected))
+        everything, _ = await runtime.run_on_thread({"images": images}, frozenset(expected))
         assert set(everything) == set(expected)
 
     try:
@@ -214,109 +209,45 @@ def test_a_set_that_prunes_nothing_runs_the_full_session(tmp_path: Path) -> None
     runtime = Runtime(path)
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     try:
-        outputs, _ = asyncio.run(runtime.run_timed({"x": x}, frozenset({"b"})))
+        outputs, _ = asyncio.run(runtime.run_on_thread({"x": x}, frozenset({"b"})))
     finally:
         runtime.close()
     assert set(outputs) == {"b"} and runtime.pruned_nodes == {frozenset({"b"}): (1, 1)}
     np.testing.assert_array_equal(outputs["b"], x[:, 2:])
 
 
-def _finished_without_suspending(coroutine: Any) -> Any:
-    """Steps `coroutine` once: its result when it finished in that step; AssertionError when it suspended (a run
-    handed to a session thread suspends until the thread answers)."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    coroutine.close()
-    raise AssertionError("the run suspended: it went to a session thread")
-
-
-def test_a_tiny_run_on_an_idle_model_is_done_on_the_event_loop(repo: Path) -> None:
-    runtime = Runtime(repo / "classifier" / "1" / "model.onnx")
+def test_a_run_on_the_loop_uses_instance_zero_on_the_calling_thread(repo: Path) -> None:
+    """The synchronous run: the same answer as a threaded one, computed on the caller's thread, its phases timed."""
+    runtime = Runtime(repo / "classifier" / "1" / "model.onnx", instance_count=2)
     images = np.random.default_rng(0).random((2, 1, 4, 4), dtype=np.float32)
+    try:
+        outputs, times = runtime.run_on_loop({"images": images}, None)
+        threaded, _ = asyncio.run(runtime.run_on_thread({"images": images}))
+    finally:
+        runtime.close()
+    np.testing.assert_allclose(outputs["logits"], onnx_models.classifier_reference(images), rtol=1e-5)
+    np.testing.assert_array_equal(outputs["logits"], threaded["logits"])
+    assert times.infer_s > 0
+    with pytest.raises(ModelNotReady):
+        runtime.run_on_loop({"images": images}, None)
+
+
+def test_loop_ready_states_facts_only(tmp_path: Path) -> None:
+    """Ready for a run on the loop: sessions open, no thread busy, the output set's session built. Nothing timed."""
+    folder = onnx_models.write_segmenter(tmp_path)
+    runtime = Runtime(folder / "1" / "model.onnx")
+    images = np.zeros((1, 1, 8, 16), np.float32)
+    mask = frozenset({"mask"})
 
     async def main() -> None:
-        assert not runtime.runs_inline({"images": images}, None)  # nothing measured yet: the first goes to a thread
-        for _ in range(2):  # the first run at a shape pays ORT's allocations; the second's time replaces it
-            await runtime.run_timed({"images": images})
-        assert runtime.compute_times.measured(2) is not None
-        await asyncio.sleep(INLINE_IDLE_GAP_S * 2)
-        assert runtime.runs_inline({"images": images}, None)
-        outputs, _ = _finished_without_suspending(runtime.run_timed({"images": images}))
-        np.testing.assert_allclose(outputs["logits"], onnx_models.classifier_reference(images), rtol=1e-5)
-        # Nor at a batch size never measured, nor while another run is in a thread.
-        await asyncio.sleep(INLINE_IDLE_GAP_S * 2)
-        assert not runtime.runs_inline({"images": images[:1]}, None)
-        first = asyncio.ensure_future(runtime.run_timed({"images": images[:1]}))
-        await asyncio.sleep(0)  # it is in the thread now
-        assert not runtime.runs_inline({"images": images}, None)
-        await first
+        assert runtime.loop_ready(None) and runtime.loop_ready(frozenset(t.name for t in runtime.outputs))
+        assert not runtime.loop_ready(mask)  # its pruned session is not built yet: building it can take ms
+        running = asyncio.ensure_future(runtime.run_on_thread({"images": images}, mask))
+        await asyncio.sleep(0)  # in the thread now
+        assert not runtime.loop_ready(None)  # a session thread is busy
+        await running
+        assert runtime.loop_ready(mask) and runtime.loop_ready(None)  # right after a run: facts carry no timing
 
     asyncio.run(main())
     runtime.close()
-
-
-def test_right_after_a_run_the_model_is_not_idle(repo: Path) -> None:
-    """Under load the next batch comes within microseconds of the last: it goes to a thread, as before."""
-    runtime = Runtime(repo / "classifier" / "1" / "model.onnx", inline_idle_gap_s=60.0)
-    images = np.zeros((1, 1, 4, 4), np.float32)
-
-    async def main() -> None:
-        for _ in range(3):
-            await runtime.run_timed({"images": images})
-        assert not runtime.runs_inline({"images": images}, None)
-
-    asyncio.run(main())
-    runtime.close()
-
-
-def spin_cpu(seconds: float) -> None:
-    """Keep this thread on the CPU for `seconds` of its own CPU time, as gRPC's work keeps a loop under load."""
-    until = time.thread_time() + seconds
-    while time.thread_time() < until:
-        pass
-
-
-def test_a_busy_event_loop_sends_tiny_runs_to_the_threads(repo: Path) -> None:
-    """Many clients keep the loop busy while gRPC's queues, not the batcher's, hold the waiting requests: the model
-    looks idle at each arrival, but a run in a thread lets the loop take the next requests and batches form."""
-    runtime = Runtime(repo / "classifier" / "1" / "model.onnx")
-    images = np.zeros((1, 1, 4, 4), np.float32)
-
-    async def main() -> None:
-        for _ in range(2):
-            await runtime.run_timed({"images": images})
-        await asyncio.sleep(0.005)
-        assert runtime.runs_inline({"images": images}, None)  # the loop slept since the last run
-        _finished_without_suspending(runtime.run_timed({"images": images}))
-        spin_cpu(0.005)
-        assert runtime.loop_load.share_since_mark(time.monotonic()) > INLINE_LOOP_BUSY_MAX
-        assert not runtime.runs_inline({"images": images}, None)  # busy since the last run: to a thread
-        await runtime.run_timed({"images": images})
-        await asyncio.sleep(0.01)
-        assert runtime.runs_inline({"images": images}, None)  # idle again: inline again
-
-    asyncio.run(main())
-    runtime.close()
-
-
-def test_slow_runs_and_a_zero_inline_limit_always_use_the_threads(tmp_path: Path) -> None:
-    onnx_models.write_slow_classifier(tmp_path, work=24, dim=384)
-    slow = Runtime(tmp_path / "slow" / "1" / "model.onnx")
-    fast = Runtime(tmp_path / "slow" / "1" / "model.onnx", options=SessionOptions(inline_run_max_us=0))
-    images = np.zeros((1, 1, 4, 4), np.float32)
-
-    async def main() -> None:
-        for runtime in (slow, fast):
-            for _ in range(3):
-                await runtime.run_timed({"images": images})
-                await asyncio.sleep(INLINE_IDLE_GAP_S * 2)
-        measured = slow.compute_times.measured(1)
-        assert measured is not None and measured > layout.INLINE_RUN_MAX_US / 1e6  # slower than the default limit
-        assert not slow.runs_inline({"images": images}, None)
-        assert not fast.runs_inline({"images": images}, None)
-
-    asyncio.run(main())
-    slow.close()
-    fast.close()
+    assert not runtime.loop_ready(None)

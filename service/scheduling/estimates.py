@@ -1,13 +1,12 @@
 """Running estimates of how long a batch takes, by batch size: exponential moving averages of measured times.
 
-Shared by the execution layer (is a run tiny enough to do on the event loop?) and the scheduler (will a request
-finish within its latency budget?), which may not import each other.
+One per model version (placement.Placement.times), read by admission (will a request be answered within its latency
+budget?), by the batcher's early send, and by the inline gate (is a run tiny enough to do on the event loop?).
 """
 
 from __future__ import annotations
 
 import bisect
-import time
 
 EMA_WEIGHT = 0.2
 """The newest measurement's share: about the last ten runs count, so a model that slows down is noticed within
@@ -82,27 +81,3 @@ class BatchTimes:
     def snapshot(self) -> dict[int, float]:
         """Every measured size and its estimate (for metrics)."""
         return dict(self._seconds)
-
-
-class ThreadLoad:
-    """The share of wall time the calling thread (the event loop's) spent on CPU since a mark: how busy the loop
-    was between a model's last run and a new arrival. One closed-loop client leaves the loop asleep through most of
-    each round trip (a share of ~0.3-0.4 here); many clients keep it working through the gap (0.9 or more), with
-    gRPC's queues, not cnnserve's, holding the requests that wait, so that the model looks idle at each arrival all
-    the same."""
-
-    __slots__ = ("_cpu", "_wall")
-
-    def __init__(self) -> None:
-        self._wall = self._cpu = 0.0
-
-    def mark(self, now: float) -> None:
-        """Start a window at `now` (time.monotonic()); costs a thread-clock read (~0.6 µs)."""
-        self._wall, self._cpu = now, time.thread_time()
-
-    def share_since_mark(self, now: float) -> float:
-        """CPU over wall time since the mark, in [0, 1]; 0 before any mark."""
-        window = now - self._wall
-        if not self._wall or window <= 0:
-            return 0.0
-        return min((time.thread_time() - self._cpu) / window, 1.0)
