@@ -185,8 +185,9 @@ def test_clients_that_go_away_mid_request_give_their_slots_back(
 ) -> None:
     """Requests cancelled by their clients while queued or running, and streams dropped mid-request: afterwards no
     request is counted in progress, the queue is empty, and a full queue's worth of new requests is accepted."""
+    # 150 steps: ~0.1 s a batch on a fast day (2026-12-06; at 15 the six requests were done between two polls)
     onnx_models.write_slow_classifier(
-        tmp_path, work=15, max_batch_size=2, dynamic_batching={"max_queue_delay_us": 0, "max_queue_size": 4}
+        tmp_path, work=150, max_batch_size=2, dynamic_batching={"max_queue_delay_us": 0, "max_queue_size": 4}
     )
     server = start_server(tmp_path, max_concurrent_streams=8)
     app = server.server
