@@ -12,6 +12,12 @@ from cnnserve.training.jobs import JobOptions, run_classifier, run_gan
 from cnnserve.training.report import MIN_CLASS_DIVERSITY, MIN_CONDITIONAL_HITS, MIN_CONFIDENT, MIN_DIVERSITY
 
 
+DEFAULTS_THREADS = 1
+"""As `make run` trains the generators on two cores: side by side, one torch thread each (training/defaults.py).
+The thread count changes float sums and so the seeded result: with two threads the conditional generator's
+smallest class diversity came out 0.6958 on 2026-12-06, against 0.7240 as the defaults publish it."""
+
+
 @pytest.fixture(scope="module")
 def judged_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
@@ -23,7 +29,7 @@ def judged_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.timeout(900)
 def test_default_conditional_gan_meets_its_targets(judged_repo: Path) -> None:
     result = run_gan(JobOptions(repository=judged_repo, out_dir=judged_repo.parent / "cgan", conditional=True,
-                                progress_bar=False))  # fmt: skip
+                                progress_bar=False, threads=DEFAULTS_THREADS))  # fmt: skip
     checks = {c["name"]: c["value"] for c in result.report["checks"]}
     assert result.report["passed"] is True
     assert checks["asked_class_confident_share"] >= MIN_CONDITIONAL_HITS
@@ -34,7 +40,8 @@ def test_default_conditional_gan_meets_its_targets(judged_repo: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_default_unconditional_gan_meets_its_targets(judged_repo: Path) -> None:
-    result = run_gan(JobOptions(repository=judged_repo, out_dir=judged_repo.parent / "gan", progress_bar=False))
+    result = run_gan(JobOptions(repository=judged_repo, out_dir=judged_repo.parent / "gan", progress_bar=False,
+                                threads=DEFAULTS_THREADS))  # fmt: skip
     checks = {c["name"]: c["value"] for c in result.report["checks"]}
     assert result.report["passed"] is True
     assert checks["confident_share"] >= MIN_CONFIDENT and checks["diversity"] >= MIN_DIVERSITY
