@@ -11,7 +11,6 @@ import pytest
 from cnnserve.training.jobs import JobOptions, run_classifier, run_gan
 from cnnserve.training.report import MIN_CLASS_DIVERSITY, MIN_CONDITIONAL_HITS, MIN_CONFIDENT, MIN_DIVERSITY
 
-
 DEFAULTS_THREADS = 1
 """As `make run` trains the generators on two cores: side by side, one torch thread each (training/defaults.py).
 The thread count changes float sums and so the seeded result: with two threads the conditional generator's
