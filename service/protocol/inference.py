@@ -67,11 +67,6 @@ class InferencePath:
         self._images = images
         self.limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
 
-    def model(self, name: str, version: str) -> tuple[ServedModel, Kind]:
-        """The version a request would reach, and its kind (the REST door reads them before it parses a body)."""
-        model = self._models.get(name, version)
-        return model, kind_of(model)
-
     async def infer(
         self, request: pb.ModelInferRequest, deadline: float | None, raw_inputs: Sequence[Buffer] | None = None
     ) -> InferResult:
@@ -85,7 +80,7 @@ class InferencePath:
             try:
                 with observer.track_inflight():
                     spec = model.spec
-                    kind: Kind = model.kind  # type: ignore[assignment]  # kind_of's check, without its call
+                    kind: Kind = model.kind  # type: ignore[assignment]  # always one (kind_factory); no checking call per request
                     plan = kind.plan(request, raw_inputs)
                     decoded = decode_inputs(plan.request, spec, self.limits, plan.raw_inputs,
                                             png_output=kind.png_output, file_elements=kind.file_elements)  # fmt: skip
