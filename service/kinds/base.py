@@ -85,7 +85,8 @@ class Kind:
     precedence: ClassVar[int] = 0
     """For a config that names no known task: the kinds whose `describes` accepts it are tried highest first."""
     own_parameters: ClassVar[frozenset[str]] = frozenset()
-    """Request parameters only this kind reads; another kind's model refuses them (kinds/select.py gathers them)."""
+    """Request parameters only this kind reads; another kind's model refuses them (registered as the class is
+    defined, __init_subclass__)."""
     post_operations: ClassVar[Mapping[str, Mapping[str, ParameterValue]]] = {}
     """REST operations beside infer (POST /v2/models/{m}/{operation}), each an infer with these parameters set
     unless the request sets them."""
@@ -98,11 +99,12 @@ class Kind:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for task in (cls.name, *cls.tasks):
+        own = cls.__dict__  # what the class itself declares: a subclass that inherits a name does not take it over
+        for task in ((cls.name,) if "name" in own else ()) + tuple(own.get("tasks", ())):
             Kind._by_task.setdefault(task, cls)
-        for parameter in cls.__dict__.get("own_parameters", ()):
+        for parameter in own.get("own_parameters", ()):
             Kind._parameter_owners.setdefault(parameter, cls)
-        for operation in cls.__dict__.get("post_operations", {}):
+        for operation in own.get("post_operations", {}):
             Kind._operation_owners.setdefault(operation, cls)
 
     def __init__(self, spec: ModelSpec, config_path: Path, settings: Settings) -> None:
