@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -246,11 +247,12 @@ class ModelManager:
                         f"policy {config.spec.version_policy})"
                     )
             except ModelLoadError as err:
-                model.error = str(err)
                 logger.error("event=model_config_failed model=%s error=%s", name, err)
+                public = self._public(err)
+                model.error = str(public)
                 await self._retire(name, model, [v for v in model.versions if v not in _versions(fingerprint)])
                 if not quiet:
-                    raise
+                    raise public from None
                 return
             model.error = ""
             files_changed = previous is None or previous.files != fingerprint.files
@@ -286,6 +288,7 @@ class ModelManager:
         except Exception as err:
             failure = err if isinstance(err, ServiceError) else ModelLoadError(f"{type(err).__name__}: {err}")
             logger.error("event=model_load_failed model=%s version=%d error=%s", name, version, failure)
+            failure = self._public(failure)
             if entry.served is None:
                 entry.state, entry.reason = ModelState.UNAVAILABLE, str(failure)
             else:
@@ -303,6 +306,14 @@ class ModelManager:
         if old is not None:
             await self._close(old, drain=True)
         return None
+
+    def _public(self, err: ServiceError) -> ServiceError:
+        """The error as clients see it (index reasons, load replies): paths inside the repository relative to it,
+        so no server path leaves the server; the log keeps the whole text."""
+        root = str(self.repository.root)
+        text = str(err)
+        public = text.replace(root + os.sep, "").replace(root, "the repository")
+        return err if public == text else type(err)(public)
 
     def _read_config(self, name: str) -> ModelConfig:
         """Runs in a worker thread: resolving the folder and reading config.json both touch the disk."""

@@ -500,3 +500,21 @@ def test_bytes_that_are_no_protobuf_message_are_invalid_argument(tls_server: Ser
             assert status_of(replies) == grpc.StatusCode.INVALID_ARGUMENT, method
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=5).ready  # and the server is none the worse
+
+
+def test_load_failures_reach_clients_without_server_paths(tmp_path: Path, start_server: Any) -> None:
+    """A bad config and a corrupt graph: the index reasons and an explicit load's refusal name the file inside the
+    repository (`bad/config.json`), never where the repository lies on the server."""
+    repo = tmp_path / "a-private-place" / "repo"
+    onnx_models.write_corrupt(repo, name="broken")
+    onnx_models.write_classifier(repo, name="bad")
+    (repo / "bad" / "config.json").write_text("{not json")
+    running = start_server(repo, model_control_mode="explicit", startup_models=("broken", "bad"))
+    client = triton.InferenceServerClient(running.grpc_address)
+    reasons = {row.name: row.reason for row in client.get_model_repository_index().models}
+    assert "bad/config.json" in reasons["bad"] and "broken" in reasons["broken"]
+    for name in ("broken", "bad"):
+        assert reasons[name] and "a-private-place" not in reasons[name], reasons[name]
+        with pytest.raises(InferenceServerException) as caught:
+            client.load_model(name)
+        assert "a-private-place" not in str(caught.value.message())
