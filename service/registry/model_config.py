@@ -117,6 +117,9 @@ class _Reader:
 def read_config(model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS) -> ModelConfig:
     """Parse `<model_dir>/config.json`. `allowed_providers` (the server's) filters the model's preference."""
     path = model_dir / CONFIG_FILE
+    if path.is_symlink() and not path.resolve().is_relative_to(model_dir.resolve()):
+        # as model files are: a link out of the model folder could make the server read any file it can open
+        raise ModelLoadError(f"{path}: a link that leads out of the model folder; put config.json itself there")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

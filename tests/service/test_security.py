@@ -518,3 +518,19 @@ def test_load_failures_reach_clients_without_server_paths(tmp_path: Path, start_
         with pytest.raises(InferenceServerException) as caught:
             client.load_model(name)
         assert "a-private-place" not in str(caught.value.message())
+
+
+def test_a_config_linked_from_outside_the_model_folder_is_refused(tmp_path: Path, start_server: Any) -> None:
+    """config.json gets the check model files get: a symlink out of its folder is a load error, never read."""
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"max_batch_size": 4}')
+    repo = tmp_path / "repo"
+    onnx_models.write_classifier(repo, name="linked")
+    (repo / "linked" / "config.json").unlink()
+    os.symlink(secret, repo / "linked" / "config.json")
+    onnx_models.write_classifier(repo, name="plain")
+    running = start_server(repo)
+    client = triton.InferenceServerClient(running.grpc_address)
+    assert client.is_model_ready("plain") and not client.is_model_ready("linked")
+    reason = {row.name: row.reason for row in client.get_model_repository_index().models}["linked"]
+    assert "link" in reason and str(tmp_path) not in reason
