@@ -778,6 +778,30 @@ def test_a_batch_leaves_early_rather_than_let_its_oldest_request_miss_the_budget
     run(main())
 
 
+def test_with_nothing_queued_a_request_is_never_refused_whatever_lateness_was_learned() -> None:
+    """perf_analyzer at 64+ clients met "predicted to answer in 41.9 ms ... (0 items queued)": lateness learned
+    while requests waited in gRPC's own queues refused arrivals to an empty queue. Only a queue ahead refuses."""
+
+    async def main() -> None:
+        model = Doubler(seconds=0.04)
+        batcher = Batcher(model, max_batch_size=1, max_queue_delay_us=0, latency_budget_s=0.03)
+        batcher.placement.times.observe(1, 0.04)  # one run alone is past the budget
+        assert batcher.budget is not None
+        for _ in range(50):
+            batcher.budget.learn(1.0)  # and answers have come late
+        running = asyncio.ensure_future(batcher.submit(rows(1)))
+        await settle()
+        behind = asyncio.ensure_future(batcher.submit(rows(1)))  # the queue is empty: admitted
+        await settle()
+        with pytest.raises(OverBudget):  # one queued ahead: its prediction is late, refused
+            await batcher.submit(rows(1))
+        await asyncio.gather(running, behind)
+        assert batcher.refusals["budget"] == 1
+        await batcher.close()
+
+    run(main())
+
+
 def test_learned_lateness_is_clipped_to_the_budget_and_decays_between_lessons() -> None:
     """Only admitted requests teach the residual: without both, one stall could refuse all that follow for good."""
     budget = LatencyBudget(0.05, "m")

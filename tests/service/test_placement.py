@@ -47,7 +47,9 @@ def test_a_tiny_run_on_an_idle_model_is_done_on_the_event_loop(repo: Path) -> No
     images = np.random.default_rng(0).random((2, 1, 4, 4), dtype=np.float32)
 
     async def main() -> None:
-        batcher, placement = wired(runtime)
+        # A roomy threshold: what is tested is the decision, not whether a loaded machine measures this run under
+        # the default 400 us (times are taken around the run, the thread hand-off included).
+        batcher, placement = wired(runtime, inline_run_max_us=20_000)
         assert not placement.inline(2, None)  # nothing measured yet: the first goes to a thread
         for _ in range(2):  # the first run at a shape pays ORT's allocations; the second's time replaces it
             await batcher.submit({"images": images})
