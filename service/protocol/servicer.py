@@ -146,16 +146,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, _deadline(context)))
-            except ServiceError as err:
-                reply = pb.ModelStreamInferResponse(error_message=f"{err.status.name}: {err}")
-            except Exception:
-                logger.exception("rpc=ModelStreamInfer request failed unexpectedly")
-                reply = pb.ModelStreamInferResponse(error_message="INTERNAL: internal error; see the server log")
+                try:
+                    reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, _deadline(context)))
+                except ServiceError as err:
+                    reply = pb.ModelStreamInferResponse(error_message=f"{err.status.name}: {err}")
+                except Exception:
+                    logger.exception("rpc=ModelStreamInfer request failed unexpectedly")
+                    reply = pb.ModelStreamInferResponse(error_message="INTERNAL: internal error; see the server log")
+                async with write_lock:
+                    await context.write(reply)
             finally:
+                # Only once the reply is written: a client that never reads then holds its slots, and the stream
+                # stops being read, rather than replies piling up in memory without bound.
                 slots.release()
-            async with write_lock:
-                await context.write(reply)
 
         try:
             async for request in request_iterator:
