@@ -17,6 +17,7 @@ Pillow releases the GIL while it decodes and encodes, so the work runs in a smal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cnnserve.contracts import imaging
 from cnnserve.contracts.datatypes import DATATYPES
-from cnnserve.service.errors import InvalidInput, ModelLoadError
+from cnnserve.service.errors import InvalidInput, ModelLoadError, QueueFull
 from cnnserve.service.types import ImageInput, ImageOutput, TensorSpec
 
 Result = TypeVar("Result")
@@ -192,25 +193,49 @@ def encode_png(images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any
     return files
 
 
-class ImageWorkers:
-    """A small thread pool for Pillow, so decoding never stalls the event loop that serves every other call."""
+MAX_WAITING_JOBS = 64
+"""Image jobs (a request's files, or one reply's pictures) waiting for a free thread at most; the next is refused at
+once (RESOURCE_EXHAUSTED / 429) rather than let the pool's queue, and the bytes it holds, grow without bound."""
 
-    def __init__(self, max_pixels: int, threads: int | None = None) -> None:
+
+class ImageWorkers:
+    """A small thread pool for Pillow, so decoding never stalls the event loop that serves every other call; its
+    queue is bounded (MAX_WAITING_JOBS beyond the threads)."""
+
+    def __init__(self, max_pixels: int, threads: int | None = None, max_waiting: int = MAX_WAITING_JOBS) -> None:
         self.max_pixels = max_pixels
-        self._pool = ThreadPoolExecutor(threads or min(4, os.cpu_count() or 1), thread_name_prefix="images")
+        self.threads = threads or min(4, os.cpu_count() or 1)
+        self.max_jobs = self.threads + max_waiting
+        self.jobs = 0
+        """Jobs submitted and not yet finished (running or waiting); read and written on the event loop only."""
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="images")
 
     async def decode(self, files: npt.NDArray[Any], target: ImageInput, keep_pixels: bool = False) -> DecodedImages:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, decode, files, target, self.max_pixels, keep_pixels)
+        return await self.run(decode, files, target, self.max_pixels, keep_pixels)
 
     async def encode_png(self, images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, encode_png, images, target)
+        return await self.run(encode_png, images, target)
 
     async def run(self, work: Callable[..., Result], *args: Any) -> Result:
-        """Any other image work (a kind's own pictures) on the same pool."""
+        """Any image work on the pool; QueueFull at once when MAX_WAITING_JOBS already wait."""
+        if self.jobs >= self.max_jobs:
+            raise QueueFull(
+                f"image decoding is busy: {self.jobs - self.threads} jobs wait for its {self.threads} threads; "
+                "retry shortly"
+            )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, work, *args)
+        job = self._pool.submit(work, *args)
+        self.jobs += 1
+
+        def done(_: object) -> None:  # counted until the thread is done with it, even if its caller went away
+            with contextlib.suppress(RuntimeError):  # the loop closed first: nobody counts any more
+                loop.call_soon_threadsafe(self._finished)
+
+        job.add_done_callback(done)
+        return await asyncio.wrap_future(job)
+
+    def _finished(self) -> None:
+        self.jobs -= 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -6,9 +6,11 @@ in the test with Pillow directly, not with the server's own preprocessing code.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,8 @@ from tritonclient.utils import InferenceServerException
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.service.errors import ModelLoadError
+from cnnserve.service.errors import ModelLoadError, QueueFull
+from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.registry.model_config import read_config, resolve
 from cnnserve.service.types import ModelSpec, TensorSpec
 from tests import onnx_models
@@ -240,3 +243,24 @@ def test_image_input_recipe_must_fit_the_graph(tmp_path: Path) -> None:
         with pytest.raises(ModelLoadError) as info:
             spec_with(tmp_path, preprocessing)
         assert words in str(info.value), (preprocessing, str(info.value))
+
+
+def test_the_image_pool_queue_is_bounded() -> None:
+    """Past the threads and MAX_WAITING_JOBS waiting, the next job is refused at once (QueueFull:
+    RESOURCE_EXHAUSTED / 429); once jobs finish, new ones are taken again."""
+
+    async def main() -> None:
+        workers = ImageWorkers(max_pixels=1, threads=1, max_waiting=2)
+        release = threading.Event()
+        held = [asyncio.ensure_future(workers.run(release.wait, 5)) for _ in range(3)]  # 1 running, 2 waiting
+        await asyncio.sleep(0.05)
+        with pytest.raises(QueueFull, match="2 jobs wait for its 1 threads"):
+            await workers.run(release.wait, 5)
+        release.set()
+        await asyncio.gather(*held)
+        await asyncio.sleep(0.01)  # the threads' done callbacks reach the loop
+        assert workers.jobs == 0
+        assert await workers.run(len, b"taken") == 5
+        workers.close()
+
+    asyncio.run(main())
