@@ -193,7 +193,7 @@ def encode_png(images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any
     return files
 
 
-MAX_WAITING_JOBS = 64
+MAX_WAITING_JOBS = 256
 """Image jobs (a request's files, or one reply's pictures) waiting for a free thread at most; the next is refused at
 once (RESOURCE_EXHAUSTED / 429) rather than let the pool's queue, and the bytes it holds, grow without bound."""
 
