@@ -96,7 +96,10 @@ class LatencyBudget:
         if prediction is None:  # nothing measured yet: no grounds to refuse
             return 0.0
         mean, variance = prediction
-        wait = max(mean / 2, mean + self.residual) + TAIL_Z * math.sqrt(variance + self._residual_variance)
+        # With nothing queued ahead, only batch times predict: the learned lateness is what queues of ours added,
+        # and applied to an empty queue it refused perf_analyzer's arrivals on lateness gRPC's own queues had made.
+        residual, residual_variance = (self.residual, self._residual_variance) if queued_items else (0.0, 0.0)
+        wait = max(mean / 2, mean + residual) + TAIL_Z * math.sqrt(variance + residual_variance)
         if deadline is not None and deadline - now < self.seconds and wait > (deadline - now) * BUDGET_HEADROOM:
             raise DeadlineExceeded(
                 f"model '{self._name}': predicted to answer in {wait * 1e3:.1f} ms, after the request's deadline "

@@ -135,9 +135,7 @@ class Batcher:
         if idle and not self._wait_when_idle and self.placement.inline(items, outputs):
             return self._run_alone(inputs, items, outputs)
         predicted = 0.0
-        # Refused only for what its own queue predicts: with nothing queued ahead the request leaves with the next
-        # batch whatever the estimate says, so lateness learned from the RPC layer cannot lock an idle queue out.
-        if self.budget is not None and self._queued_items:
+        if self.budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
             predicted = self._admit(self.budget, items, deadline)
         wakeup = self._start()
         request = Request(inputs, items, signature, deadline, outputs,
