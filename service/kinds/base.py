@@ -28,7 +28,8 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts import wire
-from cnnserve.service.errors import InvalidInput, ModelNotFound
+from cnnserve.contracts.segmentation import STRIDE_PARAMETER
+from cnnserve.service.errors import InvalidInput, ModelLoadError, ModelNotFound
 from cnnserve.service.execution import images as image_codec
 from cnnserve.service.execution.images import DecodedImages, ImageWorkers
 from cnnserve.service.registry.served import ServedModel
@@ -116,7 +117,14 @@ class Kind:
         """The output that a request asking for PNG files gets them for."""
         self.file_elements: FileElements | None = None
         """What files cost before they are decoded, when the recipe leaves their size open (None: it does not)."""
-        if spec.image_input is not None and spec.image_input.preprocessing.padded:
+        image = spec.image_input
+        if image is not None and image.preprocessing.padded:  # any kind whose files pad: one stride, checked here
+            stride = spec.parameters.get(STRIDE_PARAMETER)
+            if stride not in (None, str(image.preprocessing.stride)):
+                raise ModelLoadError(
+                    f"{config_path}: key 'parameters.{STRIDE_PARAMETER}' is {stride!r}, but 'preprocessing.stride' "
+                    f"pads to {image.preprocessing.stride}; state one stride"
+                )
             self.file_elements = self._padded_file_elements
         # Which per-request hooks do anything for this model, so that the plain path does not call empty ones.
         own = type(self)

@@ -36,14 +36,7 @@ class SpatialOutputs:
 
 
 def from_spec(spec: ModelSpec, config_path: Path) -> SpatialOutputs | None:
-    """The spec's spatial outputs, and its stride parameter checked against the recipe that pads."""
-    image = spec.image_input
-    stride = spec.parameters.get(contract.STRIDE_PARAMETER)
-    if image is not None and image.preprocessing.padded and stride not in (None, str(image.preprocessing.stride)):
-        raise ModelLoadError(
-            f"{config_path}: key 'parameters.{contract.STRIDE_PARAMETER}' is {stride!r}, but 'preprocessing.stride' "
-            f"pads to {image.preprocessing.stride}; state one stride"
-        )
+    """The spec's spatial outputs (postprocessing mask, boxes, spatial), checked against its graph."""
     return spatial_outputs(config_path, spec.postprocessing, spec.outputs, spec.max_batch_size)
 
 

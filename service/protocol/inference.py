@@ -35,7 +35,6 @@ class InferResult(NamedTuple):
     model_name: str
     model_version: str
     tensors: list[OutputTensor]
-    spec: ModelSpec
     png: str | None
     """The output whose PNG file the REST door sends as its body when the client accepts image/png."""
 
@@ -98,7 +97,7 @@ class InferencePath:
                         tensors = select_outputs(spec, outputs, decoded.requested_outputs, spec.labels)
                     if extra:
                         tensors += extra
-                    return InferResult(spec.name, str(model.version), tensors, spec, plan.png_reply)
+                    return InferResult(spec.name, str(model.version), tensors, plan.png_reply)
             except ServiceError as err:
                 outcome = err.status.name.lower()
                 raise
