@@ -78,8 +78,12 @@ class Settings:
     """File of bearer tokens, one a line ('#' comments); re-read when it changes, so a token removed from it (rotated)
     stops working at once. Tokens here and in auth_tokens are all accepted; either turns authentication on."""
     auth_open_health: bool = True
-    """With authentication on, health (grpc.health.v1, ServerLive/Ready, ModelReady), reflection and the HTTP port
-    stay open without a token; false puts them behind it too. Inference and repository calls always need one."""
+    """With authentication on, health checks (grpc.health.v1 Check, ServerLive/Ready, ModelReady, the HTTP probes)
+    and /metrics stay open without a token; false puts them behind it too. Inference, repository calls and streams
+    (health Watch, reflection) always need one."""
+    auth_metrics: bool = False
+    """With authentication on, /metrics needs the token even while the probes are open (its labels name every
+    model and version)."""
     max_elements_per_request: int = 16 * 1024 * 1024
     """Most tensor elements one request may declare, summed over its inputs (checked before anything is allocated)."""
     max_request_tensor_bytes: int = 256 * 1024 * 1024
@@ -87,6 +91,16 @@ class Settings:
     holding it, so a tensor of millions of empty strings cannot make the server allocate without bound."""
     max_concurrent_streams: int = 1024
     """Most gRPC calls (HTTP/2 streams) served at once, server-wide; the next is refused with RESOURCE_EXHAUSTED."""
+    max_streams_per_connection: int = 128
+    """Most streaming gRPC calls (ModelStreamInfer, health Watch, reflection) one connection may hold open at once;
+    the next is refused with RESOURCE_EXHAUSTED, so no one connection holds the server-wide limit with streams."""
+    grpc_connection_idle_s: float = 300.0
+    """A gRPC connection with no call open for this long is closed (GOAWAY; clients reconnect on their next call)."""
+    grpc_connection_age_s: float = 3600.0
+    """A gRPC connection older than this is asked to go (GOAWAY) and gets grpc_connection_age_grace_s to finish
+    its calls: long-lived connections cannot pin a client to one replica, or hold a stream for ever."""
+    grpc_connection_age_grace_s: float = 300.0
+    """After grpc_connection_age_s, how long calls already open may still run before the connection is closed."""
     max_image_pixels: int = 4096 * 4096
     """Largest PNG/JPEG (width x height) an image input decodes; read from the file's header, so a larger one is
     refused (INVALID_ARGUMENT) before any pixel is decoded."""
@@ -119,6 +133,10 @@ class Settings:
             "rest_timeout_s",
             "rest_keepalive_s",
             "max_explain_copies",
+            "max_streams_per_connection",
+            "grpc_connection_idle_s",
+            "grpc_connection_age_s",
+            "grpc_connection_age_grace_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

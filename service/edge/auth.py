@@ -3,8 +3,8 @@ the gRPC server interceptor that refuses calls without a valid token with UNAUTH
 
 Tokens are kept only as SHA-256 digests and compared with hmac.compare_digest against every accepted digest, so
 neither the time taken nor a log line tells anything about them. Which methods answer without a token is decided by
-their operation (protocol/operations.py), the table the REST door uses too: health, readiness and reflection may
-stay open by a setting; inference, metadata and repository calls never do.
+their operation (protocol/operations.py), the table the REST door uses too: health checks and readiness may stay
+open by a setting; streams (health Watch, reflection), inference, metadata and repository calls never do.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from cnnserve.service.protocol.operations import GRPC_METHODS, needs_token
+from cnnserve.service.protocol.operations import GRPC_METHODS, AccessPolicy
 from cnnserve.service.settings import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -129,11 +129,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self,
         tokens: TokenStore,
         *,
-        open_health: bool = False,
+        policy: AccessPolicy,
         on_refused: Callable[[], None] | None = None,
     ) -> None:
-        """`open_health`: probe operations (operations.py) answer without a token."""
-        self._tokens, self._open_health, self._on_refused = tokens, open_health, on_refused
+        """`policy`: which operations (operations.py) answer without a token."""
+        self._tokens, self._policy, self._on_refused = tokens, policy, on_refused
         self._refused_since_log = 0
         self._last_log = 0.0
 
@@ -141,7 +141,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        if not needs_token(GRPC_METHODS.get(method), self._open_health) or self._tokens.check_header(
+        if not self._policy.needs_token(GRPC_METHODS.get(method)) or self._tokens.check_header(
             _authorization(handler_call_details.invocation_metadata)
         ):
             return await continuation(handler_call_details)

@@ -68,11 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--auth-open-health",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="with tokens on, leave health, reflection and the HTTP port open (default: yes)",
+        help="with tokens on, leave health checks and /metrics open (default: yes)",
+    )
+    security.add_argument(
+        "--auth-metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with tokens on, /metrics needs the token even while health checks are open (default: no)",
     )
     security.add_argument("--max-elements-per-request", type=int, help="most tensor elements in one request")
     security.add_argument("--max-request-tensor-bytes", type=int, help="most bytes a request's decoded inputs take")
     security.add_argument("--max-concurrent-streams", type=int, help="most gRPC calls served at once")
+    security.add_argument(
+        "--max-streams-per-connection", type=int, help="most streaming gRPC calls one connection holds open"
+    )
     security.add_argument("--max-image-pixels", type=int, help="largest PNG/JPEG (width x height) an image input takes")
     security.add_argument("--max-explain-copies", type=int, help="most occluded copies one explain request makes")
     return p

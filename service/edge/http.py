@@ -1,8 +1,8 @@
 """The listener on the metrics port: GET /metrics, /v2/health/live and /v2/health/ready; nothing else.
 
 aiohttp (service/edge/web.py) on the server's event loop, as the REST port: keep-alive, the request head bounded to
-8 KiB per line (431 past it), no body accepted. With an `authorize` check, a request without a valid
-`Authorization: Bearer` header gets 401.
+8 KiB per line (431 past it), no body accepted. With tokens on, what needs one follows the operations table
+(protocol/operations.py): the probes and /metrics are open while auth_open_health is, /metrics closed by auth_metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from cnnserve.service.edge.metrics import Metrics
 from cnnserve.service.edge.web import WebListener, start_listener
+from cnnserve.service.protocol.operations import AccessPolicy, Operation
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +33,20 @@ async def start_http_server(
     ready: Callable[[], bool],
     ssl_context: ssl.SSLContext | None = None,
     authorize: Callable[[str | None], bool] | None = None,
+    policy: AccessPolicy | None = None,
 ) -> WebListener:
-    """Listen on host:port (0 = an ephemeral port; read it from `.port`); HTTPS with `ssl_context`; `authorize`
-    receives each request's Authorization header (None when absent)."""
+    """Listen on host:port (0 = an ephemeral port; read it from `.port`); HTTPS with `ssl_context`. With `authorize`
+    (which receives each request's Authorization header, None when absent), the operations `policy` says need a
+    token get 401 without one."""
+    operations: dict[web.AbstractRoute, Operation] = {}
 
     @web.middleware
     async def guard(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if authorize is not None and not authorize(request.headers.get("Authorization")):
+        operation = operations.get(request.match_info.route)
+        closed = policy is None or policy.needs_token(operation)
+        if authorize is not None and closed and not authorize(request.headers.get("Authorization")):
             return web.Response(
                 status=401,
                 text="a valid bearer token is required\n",
@@ -73,7 +79,10 @@ async def start_http_server(
         return answer
 
     app = web.Application(middlewares=[guard], client_max_size=1024)  # probes and scrapes send no body
-    app.router.add_get("/metrics", scrape)
-    app.router.add_get("/v2/health/live", probe(live))
-    app.router.add_get("/v2/health/ready", probe(ready))
+    for path, handler, operation in (("/metrics", scrape, Operation.METRICS),
+                                     ("/v2/health/live", probe(live), Operation.LIVE),
+                                     ("/v2/health/ready", probe(ready), Operation.READY)):  # fmt: skip
+        resource = app.router.add_resource(path)
+        for method in ("HEAD", "GET"):
+            operations[resource.add_route(method, handler)] = operation
     return await start_listener(app, host, port, ssl_context=ssl_context, name="http")

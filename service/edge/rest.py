@@ -15,7 +15,7 @@ from aiohttp import web
 from cnnserve.service.edge.auth import TokenStore
 from cnnserve.service.edge.page_files import page_routes
 from cnnserve.service.edge.web import WebListener, start_listener
-from cnnserve.service.protocol.operations import Operation, needs_token
+from cnnserve.service.protocol.operations import AccessPolicy, Operation
 from cnnserve.service.protocol.rest import RestApi, Route, error_reply, errors_as_json
 from cnnserve.service.settings import Settings
 
@@ -33,7 +33,7 @@ def build_app(
     if settings.rest_cors_origins:
         middlewares.append(_cors(frozenset(settings.rest_cors_origins)))
     if tokens is not None:
-        middlewares.append(_auth(tokens, settings.auth_open_health, on_refused, operations))
+        middlewares.append(_auth(tokens, AccessPolicy.of(settings), on_refused, operations))
     middlewares.append(errors_as_json)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_message_bytes)
     page = [Route(d.method, d.path, d.handler, Operation.PAGE) for d in page_routes()]
@@ -51,7 +51,7 @@ def _register(router: web.UrlDispatcher, route: Route) -> RouteOperations:
 
 
 def _auth(
-    tokens: TokenStore, open_health: bool, on_refused: Callable[[], None], operations: RouteOperations
+    tokens: TokenStore, policy: AccessPolicy, on_refused: Callable[[], None], operations: RouteOperations
 ) -> Middleware:
     """Asks operations.py about the operation of the route the request matched. A request that matched no route
     performs no operation and is answered 404 or 405 with or without a token, as gRPC answers an unknown method
@@ -62,7 +62,7 @@ def _auth(
         if request.match_info.http_exception is not None:
             return await handler(request)  # aiohttp's handler for a failed match raises that 404 or 405
         operation = operations.get(request.match_info.route)  # None (never registered here): a token, to fail closed
-        if needs_token(operation, open_health) and not tokens.check_header(request.headers.get("Authorization")):
+        if policy.needs_token(operation) and not tokens.check_header(request.headers.get("Authorization")):
             on_refused()
             return error_reply(401, "a valid bearer token is required (Authorization: Bearer <token>)")
         return await handler(request)

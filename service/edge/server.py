@@ -28,8 +28,9 @@ from cnnserve.service.edge.rest import build_app, start_rest_server
 from cnnserve.service.edge.web import WebListener
 from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.protocol.dataplane import DataPlane
-from cnnserve.service.protocol.guard import guarded_service
+from cnnserve.service.protocol.guard import StreamsPerConnection, guarded_service
 from cnnserve.service.protocol.inference import InferencePath, kind_factory
+from cnnserve.service.protocol.operations import AccessPolicy
 from cnnserve.service.protocol.rest import RestApi
 from cnnserve.service.protocol.servicer import InferenceServicer
 from cnnserve.service.registry.registry import ModelManager
@@ -79,7 +80,6 @@ class InferenceServer:
         self._log_security()
         await self._start_grpc()
         if self.settings.http_port >= 0:
-            closed = self.tokens is not None and not self.settings.auth_open_health
             self._http = await start_http_server(
                 self.settings.host,
                 self.settings.http_port,
@@ -87,7 +87,8 @@ class InferenceServer:
                 live=self.plane.live,
                 ready=self.plane.ready,
                 ssl_context=self._http_tls,
-                authorize=self.tokens.check_header if closed and self.tokens else None,
+                authorize=self.tokens.check_header if self.tokens else None,
+                policy=AccessPolicy.of(self.settings),
             )
             self.http_port = self._http.port
         if self.settings.rest_port >= 0:
@@ -122,9 +123,9 @@ class InferenceServer:
             logger.warning("event=auth_off host=%s anyone who reaches the port may run inference; "
                            "set --auth-token-file or CNNSERVE_AUTH_TOKENS", s.host)  # fmt: skip
         logger.info("event=security tls=%s mutual_tls=%s auth=%s open_health=%s max_concurrent_streams=%d "
-                    "max_elements_per_request=%d max_request_tensor_bytes=%d", s.tls, s.tls_client_ca_file is not None,
-                    s.auth, s.auth_open_health, s.max_concurrent_streams, s.max_elements_per_request,
-                    s.max_request_tensor_bytes)  # fmt: skip
+                    "max_streams_per_connection=%d max_elements_per_request=%d max_request_tensor_bytes=%d", s.tls,
+                    s.tls_client_ca_file is not None, s.auth, s.auth_open_health, s.max_concurrent_streams,
+                    s.max_streams_per_connection, s.max_elements_per_request, s.max_request_tensor_bytes)  # fmt: skip
 
     def _refused(self) -> None:
         self.metrics.unauthenticated.inc()
@@ -134,7 +135,7 @@ class InferenceServer:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if self.tokens is not None:  # first: a caller without a token gets nothing else, not even a parse
             interceptors.append(
-                AuthInterceptor(self.tokens, open_health=self.settings.auth_open_health, on_refused=self._refused)
+                AuthInterceptor(self.tokens, policy=AccessPolicy.of(self.settings), on_refused=self._refused)
             )
         server = grpc.aio.server(
             interceptors=interceptors,
@@ -142,16 +143,19 @@ class InferenceServer:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_connection_idle_ms", _ms(self.settings.grpc_connection_idle_s)),
+                ("grpc.max_connection_age_ms", _ms(self.settings.grpc_connection_age_s)),
+                ("grpc.max_connection_age_grace_ms", _ms(self.settings.grpc_connection_age_grace_s)),
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_streams,
         )
         servicer = InferenceServicer(self.plane)
+        streams = StreamsPerConnection(self.settings.max_streams_per_connection)
         server.add_generic_rpc_handlers(
-            (guarded_service(pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer, pb),)
+            (guarded_service(pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], servicer, pb, streams),)
         )
-        server.add_generic_rpc_handlers(
-            (guarded_service(health_pb2.DESCRIPTOR.services_by_name["Health"], self.health.servicer, health_pb2),)
-        )
+        health = health_pb2.DESCRIPTOR.services_by_name["Health"]
+        server.add_generic_rpc_handlers((guarded_service(health, self.health.servicer, health_pb2, streams),))
         names = (
             pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -160,7 +164,7 @@ class InferenceServer:
         # The aio servicer is what enable_server_reflection() uses; registered by hand so that it gets the guard.
         reflector = reflection_aio.ReflectionServicer(names, pool=_reflection_pool())
         service = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
-        server.add_generic_rpc_handlers((guarded_service(service, reflector, reflection_pb2),))
+        server.add_generic_rpc_handlers((guarded_service(service, reflector, reflection_pb2, streams),))
         address = f"{self.settings.host}:{self.settings.grpc_port}"
         if self._grpc_credentials is not None:
             self.grpc_port = server.add_secure_port(address, self._grpc_credentials)
@@ -211,6 +215,10 @@ class InferenceServer:
             self._heap_frozen = False
         logger.info("event=stopped drained=%s admitted=%d unfinished=%d", drained, self.gate.admitted,
                     self.gate.in_progress)  # fmt: skip
+
+
+def _ms(seconds: float) -> int:
+    return min(int(seconds * 1000), 2**31 - 1)  # gRPC's channel arguments are C ints
 
 
 def _loopback(host: str) -> bool:

@@ -4,6 +4,12 @@ answer one that is not a valid protobuf of the method's type with INVALID_ARGUME
 Left to gRPC, such a message is answered UNKNOWN with the parser's exception text; here it gets the status every
 other bad input gets, and the parser's words stay in the server. The cost is one Python call per message around
 the same C++ parser.
+
+Streaming calls (ModelStreamInfer, health Watch, reflection) are also counted per connection: a stream lasts as long
+as its caller likes, so past `max_streams_per_connection` open on one connection the next is refused with
+RESOURCE_EXHAUSTED, and no one connection holds the server-wide call limit. gRPC's own per-connection setting
+(grpc.max_concurrent_streams) is not enforced by grpcio's server: five streams ran on one connection limited to two.
+Unary calls end by themselves and are not counted, which keeps the hot path (ModelInfer) as it was.
 """
 
 from __future__ import annotations
@@ -20,8 +26,32 @@ logger = logging.getLogger(__name__)
 Parse = Callable[[bytes], Any]
 
 
-def guarded_service(service: Any, servicer: object, messages: Any) -> grpc.GenericRpcHandler:
-    """The generic handler for `service` (a ServiceDescriptor) whose methods parse their own request bytes.
+class StreamsPerConnection:
+    """Streaming calls open on each connection (by gRPC's peer address, one per TCP connection), at most `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def enter(self, peer: str) -> bool:
+        """Counts one more stream on `peer`'s connection; False (nothing counted) when it holds `limit` already."""
+        held = self._open.get(peer, 0)
+        if held >= self.limit:
+            return False
+        self._open[peer] = held + 1
+        return True
+
+    def leave(self, peer: str) -> None:
+        held = self._open.pop(peer) - 1
+        if held:
+            self._open[peer] = held
+
+
+def guarded_service(
+    service: Any, servicer: object, messages: Any, streams: StreamsPerConnection | None = None
+) -> grpc.GenericRpcHandler:
+    """The generic handler for `service` (a ServiceDescriptor) whose methods parse their own request bytes, and whose
+    streaming methods count against `streams`.
 
     Built once at registration, so the per-call cost is one parse inside the handler's own coroutine (an
     interceptor would add a coroutine and a handler lookup to every call). `messages` is the generated module
@@ -37,7 +67,9 @@ def guarded_service(service: Any, servicer: object, messages: Any) -> grpc.Gener
             request_deserializer=request_type.FromString,
             response_serializer=response_type.SerializeToString,
         )
-        handlers[method.name] = _guarded(plain, f"/{service.full_name}/{method.name}")
+        guarded = _guarded(plain, f"/{service.full_name}/{method.name}")
+        streaming = method.client_streaming or method.server_streaming
+        handlers[method.name] = _counted(guarded, streams) if streams is not None and streaming else guarded
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
@@ -105,4 +137,45 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
 
         wrapped = unary
     make = _MAKERS[(streaming_in, streaming_out)]
+    return make(wrapped, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+def _counted(handler: grpc.RpcMethodHandler, streams: StreamsPerConnection) -> grpc.RpcMethodHandler:
+    """A streaming handler that holds one of its connection's stream slots while it runs."""
+    streaming_in = bool(handler.request_streaming)
+    behavior = handler.stream_stream if streaming_in else handler.unary_stream
+
+    async def admitted(context: grpc.aio.ServicerContext) -> str:
+        peer: str = context.peer()
+        if not streams.enter(peer):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this connection already holds {streams.limit} streaming calls (max_streams_per_connection); "
+                "end one, or open another connection",
+            )
+        return peer
+
+    wrapped: Callable[..., Any]
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generator(received: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            peer = await admitted(context)
+            try:
+                async for reply in behavior(received, context):
+                    yield reply
+            finally:
+                streams.leave(peer)
+
+        wrapped = generator
+    else:
+
+        async def coroutine(received: Any, context: grpc.aio.ServicerContext) -> Any:
+            peer = await admitted(context)
+            try:
+                return await behavior(received, context)
+            finally:
+                streams.leave(peer)
+
+        wrapped = coroutine
+    make = _MAKERS[(streaming_in, True)]
     return make(wrapped, request_deserializer=None, response_serializer=handler.response_serializer)

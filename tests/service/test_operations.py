@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.service.protocol.operations import ACCESS, GRPC_METHODS, Access, Operation, needs_token
+from cnnserve.service.protocol.operations import ACCESS, GRPC_METHODS, Access, AccessPolicy, Operation
 from tests import onnx_models
 
 TOKEN = "tok-operations-7c1d0e42"
@@ -45,10 +45,15 @@ def test_every_grpc_method_and_operation_is_in_the_table() -> None:
     methods = {f"/{service.full_name}/{method.name}" for service in services for method in service.methods}
     assert methods <= set(GRPC_METHODS)
     assert set(ACCESS) == set(Operation)
-    probes = {op for op in Operation if not needs_token(op, open_health=True)} - {Operation.PAGE}
-    assert probes == {Operation.LIVE, Operation.READY, Operation.MODEL_READY, Operation.HEALTH, Operation.REFLECTION}
-    assert {op for op in Operation if not needs_token(op, open_health=False)} == {Operation.PAGE}
-    assert ACCESS[Operation.PAGE] is Access.PUBLIC and needs_token(None, open_health=True)
+
+    def open_ones(policy: AccessPolicy) -> set[Operation]:
+        return {op for op in Operation if not policy.needs_token(op)} - {Operation.PAGE}
+
+    probes = {Operation.LIVE, Operation.READY, Operation.MODEL_READY, Operation.HEALTH}
+    assert open_ones(AccessPolicy()) == probes | {Operation.METRICS}  # streams (Watch, reflection) are not probes
+    assert open_ones(AccessPolicy(open_metrics=False)) == probes
+    assert open_ones(AccessPolicy(open_health=False)) == set()
+    assert ACCESS[Operation.PAGE] is Access.PUBLIC and AccessPolicy().needs_token(None)
 
 
 def test_rest_paths_that_merely_end_in_ready_need_a_token(repo: Path, start_server: Any) -> None:

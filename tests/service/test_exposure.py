@@ -1,0 +1,188 @@
+"""Hostile clients against a real server with tokens on (issue 26): each attack is sent as a careless or hostile
+client would send it, and each test asserts the status it gets and that a token holder is still answered within a
+second while it goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
+from tests import onnx_models
+from tests.service.processes import ServerProcess
+
+TOKEN = "tok-exposure-51f0a9c3"
+BEARER = (("authorization", f"Bearer {TOKEN}"),)
+ANSWER_WITHIN_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    onnx_models.write_classifier(root)
+    return root
+
+
+def infer_request() -> pb.ModelInferRequest:
+    batch = np.random.default_rng(0).random((1, 1, 4, 4), dtype=np.float32)
+    tensor = pb.ModelInferRequest.InferInputTensor(name="images", datatype="FP32", shape=list(batch.shape))
+    return pb.ModelInferRequest(model_name="classifier", inputs=[tensor], raw_input_contents=[batch.tobytes()])
+
+
+def token_holder_answered(address: str) -> float:
+    """Seconds a token holder's ModelInfer took, on a connection of its own; fails when it is refused."""
+    with grpc.insecure_channel(address) as channel:
+        started = time.monotonic()
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(), metadata=BEARER, timeout=10)
+        took = time.monotonic() - started
+    assert reply.outputs
+    return took
+
+
+@pytest.fixture
+def token_server(repo: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server process of its own (its CPU is not the attacker's), tokens on, health checks open."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKEN + "\n")
+    server = ServerProcess(repo, extra_args=["--auth-token-file", str(tokens), "--max-concurrent-streams", "1024"])
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.close()
+
+
+def test_streams_without_a_token_end_at_once_and_take_no_capacity(token_server: ServerProcess) -> None:
+    """1,100 health Watch streams held open with no token once took every concurrent-call slot (1,024), so a token
+    holder got RESOURCE_EXHAUSTED. Watch and reflection are streams, held as long as their caller likes: they need
+    the token, and end at once without one."""
+    server = token_server
+    opened = threading.Event()
+
+    async def hold(streams: int) -> list[grpc.StatusCode]:
+        async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            calls = [health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30) for _ in range(streams)]
+
+            async def outcome(call: Any) -> grpc.StatusCode:
+                try:
+                    async for _ in call:
+                        pass
+                except grpc.aio.AioRpcError as err:
+                    return err.code()
+                return grpc.StatusCode.OK
+
+            return await asyncio.gather(*(outcome(call) for call in calls))
+
+    async def connections() -> list[grpc.StatusCode]:
+        outcomes = asyncio.gather(*(hold(220) for _ in range(5)))
+        await asyncio.sleep(0.2)
+        opened.set()
+        return [code for codes in await outcomes for code in codes]
+
+    codes: list[grpc.StatusCode] = []
+    attacker = threading.Thread(target=lambda: codes.extend(asyncio.run(connections())))
+    attacker.start()
+    try:
+        opened.wait(10)
+        assert token_holder_answered(server.grpc_address) < ANSWER_WITHIN_S
+    finally:
+        attacker.join(60)
+    # Every stream ended at once: refused for want of a token, or by gRPC itself (REFUSED_STREAM: UNAVAILABLE)
+    # while more arrived at once than its pending-call queue takes. None was served, none stayed open.
+    assert len(codes) == 1_100 and set(codes) <= {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE}
+    assert grpc.StatusCode.UNAUTHENTICATED in codes
+    assert token_holder_answered(server.grpc_address) < ANSWER_WITHIN_S
+
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        asked = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        with pytest.raises(grpc.RpcError) as refused:
+            list(reflection.ServerReflectionInfo(asked, timeout=10))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        asked = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        [listing] = list(reflection.ServerReflectionInfo(asked, metadata=BEARER, timeout=10))
+        assert listing.list_services_response.service
+        health = health_pb2_grpc.HealthStub(channel)  # probes call Check, which stays open
+        assert health.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
+        watched = health.Watch(health_pb2.HealthCheckRequest(service=""), metadata=BEARER, timeout=10)
+        assert next(watched).status == health_pb2.HealthCheckResponse.SERVING
+        watched.cancel()
+
+
+def test_one_connection_cannot_take_the_servers_calls(repo: Path, start_server: Any) -> None:
+    """Past max_streams_per_connection a connection's next stream is refused, so with a server-wide limit of 6
+    calls a client holding streams on one connection leaves room for everyone else."""
+    server = start_server(repo, auth_tokens=(TOKEN,), max_concurrent_streams=6, max_streams_per_connection=4)
+    holder = grpc.insecure_channel(server.grpc_address)
+    health = health_pb2_grpc.HealthStub(holder)
+
+    def watch() -> Any:
+        return health.Watch(health_pb2.HealthCheckRequest(service=""), metadata=BEARER, timeout=30)
+
+    watches = [watch() for _ in range(4)]
+    try:
+        for held in watches:  # each stream is open at the server
+            assert next(held).status == health_pb2.HealthCheckResponse.SERVING
+        for _ in range(3):
+            refused = watch()
+            watches.append(refused)
+            with pytest.raises(grpc.RpcError) as error:
+                next(refused)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_streams_per_connection" in (error.value.details() or "")
+        assert token_holder_answered(server.grpc_address) < ANSWER_WITHIN_S
+        watches.pop(0).cancel()  # a slot comes back when a stream ends
+        time.sleep(0.2)
+        again = watch()
+        watches.append(again)
+        assert next(again).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        for held in watches:
+            held.cancel()
+        holder.close()
+
+
+def test_an_idle_connection_is_closed(repo: Path, start_server: Any) -> None:
+    """grpc_connection_idle_s: a connection with no call open is sent GOAWAY; the client reconnects on its next call."""
+    server = start_server(repo, grpc_connection_idle_s=0.5)
+    states: list[grpc.ChannelConnectivity] = []
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        channel.subscribe(states.append)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+        deadline = time.monotonic() + 10
+        while states[-1] is not grpc.ChannelConnectivity.IDLE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert grpc.ChannelConnectivity.READY in states and states[-1] is grpc.ChannelConnectivity.IDLE
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+
+
+def test_metrics_follow_the_token_rule_when_asked(repo: Path, start_server: Any) -> None:
+    def status(url: str, token: str | None = None) -> int:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    open_server = start_server(repo, auth_tokens=(TOKEN,))
+    assert status(f"{open_server.http_url}/metrics") == 200
+    closed = start_server(repo, auth_tokens=(TOKEN,), auth_metrics=True)
+    assert status(f"{closed.http_url}/metrics") == 401
+    assert status(f"{closed.http_url}/metrics", TOKEN) == 200
+    assert status(f"{closed.http_url}/v2/health/ready") == 200  # the probes stay open
