@@ -23,8 +23,9 @@ class ConfigError(ValueError):
 class Settings:
     model_repository: Path = Path("model_repository")
     """Folder of models: <name>/config.json, <name>/<version>/model.onnx."""
-    host: str = "0.0.0.0"
-    """Address both listeners bind to."""
+    host: str = "127.0.0.1"
+    """Address every listener binds to. Loopback by default, so a laptop's `make run` serves only itself; the
+    container images and the Kubernetes manifests set 0.0.0.0 (every interface) explicitly."""
     grpc_port: int = 8001
     """gRPC port (Open Inference Protocol, health, reflection); 0 picks a free one."""
     http_port: int = 8002

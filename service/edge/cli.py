@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Every flag can also be set by CNNSERVE_<FLAG> (upper case, '-' as '_').",
     )
     p.add_argument("--model-repository", type=Path, help="model repository folder (default: model_repository)")
-    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0: every interface)")
     p.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 = any free port)")
     p.add_argument("--http-port", type=int, help="HTTP metrics/health port (default 8002; -1 = off)")
     p.add_argument("--rest-port", type=int, help="HTTP/REST inference port (default 8000; 0 = any free; -1 = off)")

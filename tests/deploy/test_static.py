@@ -156,6 +156,18 @@ def test_container_environment_is_read_by_settings(where: str) -> None:
         assert settings.rest_port == REST
 
 
+def test_the_server_binds_loopback_unless_a_deployment_says_every_interface() -> None:
+    """A laptop's `make run` serves only itself; every container and pod binds all its interfaces, explicitly."""
+    assert DEFAULTS.host == "127.0.0.1"
+    for name in SERVER_IMAGES:
+        assert dockerfile_env(DOCKERFILES[name])["CNNSERVE_HOST"] == "0.0.0.0", name
+    assert compose()["services"]["server"]["environment"]["CNNSERVE_HOST"] == "0.0.0.0"
+    (container,) = k8s("Deployment", "cnnserve")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "CNNSERVE_HOST", "value": "0.0.0.0"} in container["env"]
+    (runtime,) = k8s("ServingRuntime")["spec"]["containers"]
+    assert serve_parser().parse_args(runtime["args"][1:]).host == "0.0.0.0"
+
+
 def test_images_expose_the_ports_and_volume_the_server_uses() -> None:
     for name in SERVER_IMAGES:
         path = DOCKERFILES[name]
