@@ -36,6 +36,9 @@ class Settings:
     rest_cors_origins: tuple[str, ...] = ()
     """Origins (e.g. https://app.example) a browser page may call the REST port from; "*" allows any; empty: CORS
     off, so browsers refuse cross-origin calls."""
+    rest_allowed_hosts: tuple[str, ...] = ()
+    """Host names (as in the Host header, no port) HTTP requests may be addressed to; empty: loopback names when the
+    server binds loopback (a page on a rebound DNS name cannot reach it), any name otherwise."""
     max_rest_json_bytes: int = 64 * 1024 * 1024
     """Largest JSON part of a REST request (the whole body without the binary extension): orjson builds a Python
     object per number, about 30 times the text, so JSON gets a tighter bound than binary tensors (413 past it)."""

@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=comma_list,
         help="comma-separated origins allowed to call the REST port from a browser ('*': any)",
     )
+    p.add_argument(
+        "--rest-allowed-hosts",
+        type=comma_list,
+        help="comma-separated host names HTTP requests may address (default: loopback names on a loopback bind)",
+    )
     p.add_argument("--max-rest-json-bytes", type=int, help="largest JSON part of a REST request (413 past it)")
     p.add_argument("--rest-timeout-s", type=float, help="time a REST client may take to send its body")
     p.add_argument("--rest-keepalive-s", type=float, help="idle keep-alive REST connections close after this")

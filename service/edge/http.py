@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from cnnserve.service.edge.browsers import host_check
 from cnnserve.service.edge.metrics import Metrics
 from cnnserve.service.edge.web import WebListener, start_listener
 from cnnserve.service.protocol.operations import AccessPolicy, Operation
@@ -34,10 +35,11 @@ async def start_http_server(
     ssl_context: ssl.SSLContext | None = None,
     authorize: Callable[[str | None], bool] | None = None,
     policy: AccessPolicy | None = None,
+    hosts: frozenset[str] | None = None,
 ) -> WebListener:
     """Listen on host:port (0 = an ephemeral port; read it from `.port`); HTTPS with `ssl_context`. With `authorize`
     (which receives each request's Authorization header, None when absent), the operations `policy` says need a
-    token get 401 without one."""
+    token get 401 without one. `hosts`: the names requests may address (browsers.py; None: any)."""
     operations: dict[web.AbstractRoute, Operation] = {}
 
     @web.middleware
@@ -78,7 +80,9 @@ async def start_http_server(
 
         return answer
 
-    app = web.Application(middlewares=[guard], client_max_size=1024)  # probes and scrapes send no body
+    checks = [] if hosts is None else [host_check(hosts, lambda status, message: web.Response(
+        status=status, text=message + "\n", content_type=TEXT))]  # fmt: skip
+    app = web.Application(middlewares=[*checks, guard], client_max_size=1024)  # probes and scrapes send no body
     for path, handler, operation in (("/metrics", scrape, Operation.METRICS),
                                      ("/v2/health/live", probe(live), Operation.LIVE),
                                      ("/v2/health/ready", probe(ready), Operation.READY)):  # fmt: skip

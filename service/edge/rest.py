@@ -2,7 +2,8 @@
 
 Same settings as gRPC: TLS and mutual TLS from one SSL context, the same token store, and the same table of which
 operations answer without a token (protocol/operations.py), looked up by the route a request matched. Request
-bodies are bounded by max_message_bytes, as gRPC messages are (413 past it).
+bodies are bounded by max_message_bytes, as gRPC messages are (413 past it). What a web page could make a browser
+send is checked first (browsers.py): the Host, the POST body's type and its origin.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from cnnserve.service.edge.auth import TokenStore
+from cnnserve.service.edge.browsers import allowed_hosts, host_check, post_checks
 from cnnserve.service.edge.page_files import page_routes
 from cnnserve.service.edge.web import WebListener, start_listener
 from cnnserve.service.protocol.operations import AccessPolicy, Operation
@@ -30,8 +32,12 @@ def build_app(
 ) -> web.Application:
     operations: RouteOperations = {}
     middlewares: list[Middleware] = []
+    hosts = allowed_hosts(settings)
+    if hosts is not None:
+        middlewares.append(host_check(hosts, error_reply))
     if settings.rest_cors_origins:
         middlewares.append(_cors(frozenset(settings.rest_cors_origins)))
+    middlewares.append(post_checks(frozenset(settings.rest_cors_origins), error_reply))
     if tokens is not None:
         middlewares.append(_auth(tokens, AccessPolicy.of(settings), on_refused, operations))
     middlewares.append(errors_as_json)

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.edge import heap, tls
 from cnnserve.service.edge.auth import AuthInterceptor, TokenStore
+from cnnserve.service.edge.browsers import allowed_hosts
 from cnnserve.service.edge.health import HealthReporter
 from cnnserve.service.edge.http import HttpServer, start_http_server
 from cnnserve.service.edge.metrics import Metrics, ModelMetrics
@@ -89,6 +90,7 @@ class InferenceServer:
                 ssl_context=self._http_tls,
                 authorize=self.tokens.check_header if self.tokens else None,
                 policy=AccessPolicy.of(self.settings),
+                hosts=allowed_hosts(self.settings),
             )
             self.http_port = self._http.port
         if self.settings.rest_port >= 0:

@@ -5,6 +5,7 @@ second while it goes on."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import threading
 import time
 import urllib.error
@@ -186,3 +187,53 @@ def test_metrics_follow_the_token_rule_when_asked(repo: Path, start_server: Any)
     assert status(f"{closed.http_url}/metrics") == 401
     assert status(f"{closed.http_url}/metrics", TOKEN) == 200
     assert status(f"{closed.http_url}/v2/health/ready") == 200  # the probes stay open
+
+
+def rest(port: int, method: str, path: str, body: bytes | None = None, **headers: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers={k.replace("_", "-"): v for k, v in headers.items()})
+        reply = connection.getresponse()
+        return reply.status, reply.read()
+    finally:
+        connection.close()
+
+
+INFER = b'{"inputs":[{"name":"images","datatype":"FP32","shape":[1,1,4,4],"data":[' + b",".join([b"0.5"] * 16) + b"]}]}"
+
+
+def test_a_web_page_cannot_make_a_browser_run_inference(repo: Path, start_server: Any) -> None:
+    """Forms and text/plain bodies cross sites without a preflight; so does a body with no type. A POST body must
+    say what it is (415 otherwise), and a POST from another site's page is refused (403) unless listed for CORS."""
+    port = start_server(repo).server.rest_port
+    path = "/v2/models/classifier/infer"
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        status, body = rest(port, "POST", path, INFER, Content_Type=content_type)
+        assert status == 415 and content_type.split(";")[0].encode() in body, content_type
+    evil = "https://evil.example"
+    assert rest(port, "POST", path, INFER, Origin=evil)[0] == 403  # no type at all: the origin decides
+    status, body = rest(port, "POST", path, INFER, Origin=evil, Content_Type="application/json")
+    assert status == 403 and b"evil.example" in body
+    assert rest(port, "GET", "/v2/models/classifier", Origin=evil)[0] == 200  # reading needs CORS, which says no
+    assert rest(port, "POST", path, INFER)[0] == 200  # tritonclient.http and perf_analyzer send no type, no origin
+    assert rest(port, "POST", path, INFER, Content_Type="application/json")[0] == 200
+    own = f"http://127.0.0.1:{port}"  # the server's own page
+    assert rest(port, "POST", path, INFER, Origin=own, Content_Type="application/json")[0] == 200
+    listed = start_server(repo, rest_cors_origins=(evil,)).server.rest_port
+    assert rest(listed, "POST", path, INFER, Origin=evil, Content_Type="application/json")[0] == 200
+
+
+def test_a_rebound_name_cannot_reach_a_loopback_server(repo: Path, start_server: Any) -> None:
+    """DNS rebinding: a page on evil.example, whose name now resolves to 127.0.0.1, is same-origin with the server
+    in the browser's eyes. The server bound to loopback answers only loopback names, on both HTTP ports."""
+    server = start_server(repo)
+    for port in (server.server.rest_port, server.server.http_port):
+        status, body = rest(port, "GET", "/v2/health/ready", Host="evil.example:8000")
+        assert status == 400 and b"evil.example" in body
+        for name in ("127.0.0.1", "localhost:8000", "[::1]:8000"):
+            assert rest(port, "GET", "/v2/health/ready", Host=name)[0] == 200, name
+    status, _ = rest(server.server.rest_port, "POST", "/v2/models/classifier/infer", INFER, Host="evil.example")
+    assert status == 400
+    named = start_server(repo, rest_allowed_hosts=("models.internal",)).server.rest_port
+    assert rest(named, "GET", "/v2/health/ready", Host="models.internal:8000")[0] == 200
+    assert rest(named, "GET", "/v2/health/ready", Host="evil.example")[0] == 400

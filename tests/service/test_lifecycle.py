@@ -247,7 +247,7 @@ def rest_infer(rest_url: str, batch: np.ndarray) -> tuple[int, bytes]:
     request = urllib.request.Request(
         f"{rest_url}/v2/models/slow/infer",
         data=header + batch.tobytes(),
-        headers={"Inference-Header-Content-Length": str(len(header))},
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
         method="POST",
     )
     try:

@@ -478,7 +478,7 @@ def test_malformed_and_oversized_heads_are_refused_as_json(server: ServerThread)
 def test_a_client_that_trickles_its_body_is_cut_off(repo: Path, start_server: Any) -> None:
     strict = start_server(repo, rest_timeout_s=0.5)
     head = (
-        b"POST /v2/models/quick/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v2/models/quick/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b'Content-Length: 1000\r\n\r\n{"inputs"'
     )
     reply = raw_exchange(strict.server.rest_port, head)
