@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--max-request-tensor-bytes", type=int, help="most bytes a request's decoded inputs take")
     security.add_argument("--max-concurrent-streams", type=int, help="most gRPC calls served at once")
     security.add_argument("--max-image-pixels", type=int, help="largest PNG/JPEG (width x height) an image input takes")
+    security.add_argument("--max-jpeg-scans", type=int, help="most scans a JPEG file may hold (progressive JPEGs)")
     security.add_argument("--max-explain-copies", type=int, help="most occluded copies one explain request makes")
     return p
 

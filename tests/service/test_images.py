@@ -11,9 +11,11 @@ import io
 import json
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -30,6 +32,7 @@ from cnnserve.service.registry.model_config import read_config, resolve
 from cnnserve.service.types import ModelSpec, TensorSpec
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
+from tests.service.test_style import post_file
 
 MAX_PIXELS = 64 * 64
 
@@ -150,6 +153,46 @@ def test_bad_files_are_refused_naming_the_item(
     assert classify_files(client, [encode(np.zeros((4, 4), np.uint8))]).shape == (1, 10)
 
 
+def progressive_jpeg(pixels: np.ndarray, extra_scans: int = 0, comment: bytes = b"") -> bytes:
+    """A progressive JPEG (Pillow writes 10 scans for RGB) with its last scan repeated `extra_scans` times before
+    EOI: libjpeg warns but decodes it, walking every block of the image once more for each repeat."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", progressive=True, comment=comment)
+    data = buffer.getvalue()
+    last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")  # scan data stuffs FF as FF 00
+    return data[:end] + data[last_scan:end] * extra_scans + data[end:]
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_it_is_decoded(tmp_path: Path, start_server: Any) -> None:
+    """5,000 scans of a 2048 x 2048 image take libjpeg about 15 s; refused at once on both doors, at the default
+    max_jpeg_scans (64), while the same image with an ordinary 10 scans is served."""
+    onnx_models.write_classifier(tmp_path)
+    running = start_server(tmp_path)
+    flat = np.full((2048, 2048, 3), 128, np.uint8)
+    bomb = progressive_jpeg(flat, extra_scans=4990)
+    with triton.InferenceServerClient(running.grpc_address) as client:
+        started = time.monotonic()
+        with pytest.raises(InferenceServerException) as info:
+            classify_files(client, [bomb])
+        assert time.monotonic() - started < 2.0
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "item 0: JPEG with 5000 scans is more than max_jpeg_scans 64" in str(info.value.message())
+        started = time.monotonic()
+        status, _, body = post_file(running, "classifier", bomb, content_type="image/jpeg")
+        assert time.monotonic() - started < 2.0
+        assert status == 400 and b"5000 scans" in body
+        assert classify_files(client, [progressive_jpeg(flat)]).shape == (1, 10)
+        assert post_file(running, "classifier", progressive_jpeg(flat), content_type="image/jpeg")[0] == 200
+
+
+def test_only_real_scans_count(client: triton.InferenceServerClient) -> None:
+    """Scan markers inside a segment's payload (a comment here, an EXIF thumbnail's own scans in a photo) are
+    skipped with the segment, so an ordinary progressive JPEG that carries them is not refused."""
+    pixels = np.random.default_rng(6).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    file = progressive_jpeg(pixels, comment=b"\xff\xda\x00\x08" * 1000)
+    assert classify_files(client, [file]).shape == (1, 10)
+
+
 @pytest.mark.parametrize("shape", [[2, 2], [0], [33]], ids=["rank", "empty", "over-max-batch"])
 def test_files_in_the_wrong_shape_are_refused(client: triton.InferenceServerClient, shape: list[int]) -> None:
     count = int(np.prod(shape))
@@ -250,7 +293,7 @@ def test_the_image_pool_queue_is_bounded() -> None:
     RESOURCE_EXHAUSTED / 429); once jobs finish, new ones are taken again."""
 
     async def main() -> None:
-        workers = ImageWorkers(max_pixels=1, threads=1, max_waiting=2)
+        workers = ImageWorkers(max_pixels=1, max_jpeg_scans=1, threads=1, max_waiting=2)
         release = threading.Event()
         held = [asyncio.ensure_future(workers.run(release.wait, 5)) for _ in range(3)]  # 1 running, 2 waiting
         await asyncio.sleep(0.05)
