@@ -6,8 +6,8 @@ files of one request then share one size) and scaled the way the client SDK does
 the model sees its usual FP32 tensor: [0, 1] pixels for models cnnserve exports
 (they normalise in their graph), with the config's mean/std applied for models that declare them (brought from
 elsewhere, or published before the pixel contract). Decoding is bounded: only PNG and JPEG, the
-pixel count read from the header and a JPEG's scans counted before anything is decoded, and a corrupt file refused
-naming its item.
+pixel count read from the header (against the model's own cap, then the server's) and a JPEG's scans counted before
+anything is decoded, and a corrupt file refused naming its item.
 
 Out: an image output (config `postprocessing.output`) comes back as PNG files when a request asks for them
 (contracts/wire.py); a model kind may send its own pictures through the same pool (`run`).
@@ -126,15 +126,37 @@ class DecodedImages(NamedTuple):
     """When asked for: each item's uint8 pixels [h, w, c] before scaling and padding (to draw over)."""
 
 
-def decode(files: npt.NDArray[Any], target: ImageInput, max_pixels: int, max_jpeg_scans: int,
-           keep_pixels: bool = False) -> DecodedImages:  # fmt: skip
+class PixelCap(NamedTuple):
+    """The most pixels (width x height) one file sent to a model may have: the model's own cap (its config's
+    `preprocessing.max_pixels`) under the server's max_image_pixels, the ceiling for every model."""
+
+    model: str
+    server: int
+    own: int | None
+
+    def check(self, name: str, index: int, width: int, height: int) -> None:
+        """InvalidInput naming the item, its size and the cap it is over; the model's first, the smaller where set."""
+        if self.own is not None and width * height > self.own:
+            raise InvalidInput(
+                f"input {name!r} item {index}: {width}x{height} pixels is more than model {self.model!r} accepts "
+                f"(max_pixels {self.own} in its config); send a smaller image"
+            )
+        if width * height > self.server:
+            raise InvalidInput(
+                f"input {name!r} item {index}: {width}x{height} pixels is more than max_image_pixels {self.server}; "
+                "send a smaller image"
+            )
+
+
+def decode(files: npt.NDArray[Any], target: ImageInput, cap: PixelCap, max_jpeg_scans: int, keep_pixels: bool = False
+           ) -> DecodedImages:  # fmt: skip
     """Encoded files (object array of bytes) -> the input's tensor. InvalidInput names the item."""
     recipe = target.preprocessing
     batch: npt.NDArray[Any] | None = None
     first: tuple[int, int] = (0, 0)
     kept = []
     for index, data in enumerate(files):
-        pixels = recipe.pixels(_open(target.name, index, data, max_pixels, max_jpeg_scans))
+        pixels = recipe.pixels(_open(target.name, index, data, cap, max_jpeg_scans))
         size = (pixels.shape[0], pixels.shape[1])
         if index == 0:
             first = size
@@ -153,20 +175,16 @@ def decode(files: npt.NDArray[Any], target: ImageInput, max_pixels: int, max_jpe
     return DecodedImages(batch, first if recipe.padded else None, kept)
 
 
-def _open(name: str, index: int, data: bytes, max_pixels: int, max_jpeg_scans: int) -> Image.Image:
+def _open(name: str, index: int, data: bytes, cap: PixelCap, max_jpeg_scans: int) -> Image.Image:
     where = f"input {name!r} item {index}"
     kind = "image"
     # No warnings.catch_warnings here: it swaps process-wide state and this runs on several threads. Pillow's own
     # bomb check raises past twice its limit (2 x 89 M pixels) and only warns below; our header check, at
-    # max_pixels (16.7 M by default), refuses first.
+    # max_image_pixels (16.7 M by default), refuses first.
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
         kind = image.format or kind
-        width, height = image.size
-        if width * height > max_pixels:
-            raise InvalidInput(
-                f"{where}: {width}x{height} pixels is more than max_image_pixels {max_pixels}; send a smaller image"
-            )
+        cap.check(name, index, *image.size)
         if kind == "JPEG":
             scans = jpeg_scans(data)
             if scans > max_jpeg_scans:
@@ -248,8 +266,11 @@ class ImageWorkers:
         """Jobs submitted and not yet finished (running or waiting); read and written on the event loop only."""
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="images")
 
-    async def decode(self, files: npt.NDArray[Any], target: ImageInput, keep_pixels: bool = False) -> DecodedImages:
-        return await self.run(decode, files, target, self.max_pixels, self.max_jpeg_scans, keep_pixels)
+    async def decode(self, files: npt.NDArray[Any], target: ImageInput, model: str, keep_pixels: bool = False
+                     ) -> DecodedImages:  # fmt: skip
+        """`model`: the name the model's own pixel cap is refused under."""
+        cap = PixelCap(model, self.max_pixels, target.preprocessing.max_pixels)
+        return await self.run(decode, files, target, cap, self.max_jpeg_scans, keep_pixels)
 
     async def encode_png(self, images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any]:
         return await self.run(encode_png, images, target)
