@@ -108,6 +108,10 @@ class Settings:
     max_image_pixels: int = 4096 * 4096
     """Largest PNG/JPEG (width x height) an image input decodes; read from the file's header, so a larger one is
     refused (INVALID_ARGUMENT) before any pixel is decoded."""
+    max_jpeg_scans: int = 64
+    """Most scans a JPEG file may hold; counted before any pixel is decoded, a file with more is refused
+    (INVALID_ARGUMENT). libjpeg walks all of an image's coefficients once per scan, so decode time grows with the
+    count (about 12 ms a scan at 4096 x 4096); encoders write 1 (baseline) or 4-10 (progressive)."""
     max_explain_copies: int = 2048
     """Most occluded copies one explain request may make (items x patch positions); past it, INVALID_ARGUMENT
     naming the count. A 16x16 digit at the default patch and stride makes 49, a 224x224 image at patch 16 and
@@ -133,6 +137,7 @@ class Settings:
             "max_request_tensor_bytes",
             "max_concurrent_streams",
             "max_image_pixels",
+            "max_jpeg_scans",
             "max_rest_json_bytes",
             "rest_timeout_s",
             "rest_keepalive_s",

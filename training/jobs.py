@@ -317,6 +317,11 @@ def _intra_op_threads(split: DataSplit) -> int:
 
 
 SEGMENTER_BATCH_SIZE = 32  # the server's max_batch_size: 32 scenes of 64 x 64 are ~6 MB of logits
+SEGMENTER_MAX_PIXELS = 512 * 512
+"""The largest scene (width x height) the server takes for the model, unless its own scenes are larger (a user's
+folder): trained on 64 x 64 scenes (tested on 96 x 128) with digits 10 to 34 pixels wide and at most max_boxes (8)
+found per scene, a 512 x 512 scene already holds more digits than it reports; one takes about 0.1 s on 2 CPU cores
+(2048 x 2048: 2-3 s and 1.5 GB)."""
 SEGMENTER_DYNAMIC_AXES = {
     "images": {2: "height", 3: "width"}, segmentation.MASK: {1: "height", 2: "width"},
     segmentation.LOGITS: {2: "height", 3: "width"},
@@ -366,17 +371,20 @@ def run_segmenter(options: JobOptions) -> JobResult:
         segmentation.OPTIONAL_OUTPUTS_PARAMETER: segmentation.optional_outputs_parameter([segmentation.LOGITS]),
     }  # fmt: skip
     config = model_config(name, exported.inputs, exported.outputs, parameters, labels_file=True,
-                          preprocessing=_segmenter_preprocessing(data.channels),
+                          preprocessing=_segmenter_preprocessing(data),
                           postprocessing=segmentation.postprocessing(), max_batch_size=SEGMENTER_BATCH_SIZE,
                           intra_op_threads=0)  # fmt: skip  # 0 (a thread per core): 2.7 vs 3.5 ms at 64x64, see docs
     version_dir = publish(options.repository, name, exported.model.SerializeToString(), config, data.classes)
     return JobResult(name, version_dir, report, time.monotonic() - started)
 
 
-def _segmenter_preprocessing(channels: int) -> dict[str, Any]:
-    """No height / width: the server pads a file bottom / right with 0 up to the stride and crops the answer back."""
-    return {"input": "images", "input_format": "image", "channels": channels, "layout": "NCHW",
-            "scale": 1.0 / 255.0, "resize": "pad", "stride": STRIDE}  # fmt: skip
+def _segmenter_preprocessing(data: SegmenterData) -> dict[str, Any]:
+    """No height / width: the server pads a file bottom / right with 0 up to the stride and crops the answer back;
+    it refuses a file larger than SEGMENTER_MAX_PIXELS or than the model's own test scenes, whichever is more."""
+    height, width = data.test.images.shape[-2:]
+    return {"input": "images", "input_format": "image", "channels": data.channels, "layout": "NCHW",
+            "scale": 1.0 / 255.0, "resize": "pad", "stride": STRIDE,
+            "max_pixels": max(SEGMENTER_MAX_PIXELS, height * width)}  # fmt: skip
 
 
 def _export_segmenter(served: ExportedSegmenter, name: str, data: SegmenterData, model_cfg: SegmenterConfig,
@@ -392,7 +400,7 @@ def _export_segmenter(served: ExportedSegmenter, name: str, data: SegmenterData,
     )  # fmt: skip
     metadata = build_metadata(
         data.classes,
-        _segmenter_preprocessing(data.channels),
+        _segmenter_preprocessing(data),
         report,
         {"model_config": model_cfg.to_dict(), "postprocessing": segmentation.postprocessing()},
     )

@@ -38,6 +38,10 @@ from cnnserve.training.train_style import StyleTrainConfig, train_style
 DEFAULT_STYLE_MODEL = "stylize_brushstrokes"
 PAINTED = "painted"  # --style value: the procedural brush-stroke painting (training/style_image.py)
 STYLE_BATCH_SIZE = 8  # the server's max_batch_size: 8 photos of 512 x 512 are ~100 MB of activations per layer
+STYLE_MAX_PIXELS = 1024 * 1024
+"""The largest photo (width x height) the server takes for the model: on 2 CPU cores one 1024 x 1024 photo takes
+1.2-1.4 s and 0.7 GB, one 2048 x 2048 3.5-6 s and 2.4 GB (and a batch holds 8). The strokes are learnt at a fixed
+size in pixels (128-pixel crops), so a larger photo gets finer strokes, not more style."""
 STYLE_DYNAMIC_AXES = {contract.INPUT: {2: "height", 3: "width"}, contract.OUTPUT: {2: "height", 3: "width"}}
 DRY_RUN_SIDE = 32  # a dry run trains on crops, and judges and draws the held-out photos, this small
 STYLE_TOLERANCE = 1e-3  # pixels in [0, 1]: a thousandth is a quarter of one 8-bit step
@@ -112,15 +116,16 @@ def run_style(options: StyleOptions) -> JobResult:
         real_inputs=(real[0].contiguous(),), more_real_inputs=((wide[-1].contiguous(),),),
         tolerance=STYLE_TOLERANCE, exporter=options.exporter, dynamic_axes=STYLE_DYNAMIC_AXES,
     )  # fmt: skip
+    preprocessing = contract.preprocessing(STRIDE, STYLE_MAX_PIXELS)
     metadata = build_metadata(
         [],
-        contract.preprocessing(STRIDE),
+        preprocessing,
         report,
         {"model_config": model_cfg.to_dict(), "postprocessing": contract.postprocessing()},
     )
     exported = export_model(run.model, spec, metadata)
     config = model_config(name, exported.inputs, exported.outputs, contract.parameters(STRIDE),
-                          preprocessing=contract.preprocessing(STRIDE), postprocessing=contract.postprocessing(),
+                          preprocessing=preprocessing, postprocessing=contract.postprocessing(),
                           max_batch_size=STYLE_BATCH_SIZE, intra_op_threads=0)  # fmt: skip
     version_dir = publish(options.repository, name, exported.model.SerializeToString(), config,
                           extra_files={contract.STYLE_IMAGE_FILE: _png(painting)})  # fmt: skip

@@ -51,6 +51,10 @@ class Preprocessing:
     """stretch: bilinear to height x width; pad: no resampling, 0 padding bottom/right to a multiple of stride."""
     stride: int = 1
     """With resize "pad": the padded height and width are multiples of it."""
+    max_pixels: int | None = None
+    """Most pixels (width x height) one file may have; the server refuses a larger one before decoding it. None: the
+    server's own max_image_pixels alone (it bounds every model, this cap included). For models that take files at
+    their own size (pad), where a file's size is what a request costs."""
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZES:
@@ -73,6 +77,8 @@ class Preprocessing:
                 raise ValueError(f"{key} needs one value per channel ({self.channels}), got {list(values)}")
         if any(s == 0 for s in self.std):
             raise ValueError(f"std values must not be 0, got {list(self.std)}")
+        if self.max_pixels is not None and (type(self.max_pixels) is not int or self.max_pixels < 1):
+            raise ValueError(f"max_pixels must be a positive integer (width x height), got {self.max_pixels!r}")
 
     @classmethod
     def from_hints(cls, hints: Mapping[str, Any]) -> Preprocessing:
@@ -91,6 +97,7 @@ class Preprocessing:
                 std=tuple(float(v) for v in hints.get("std", [1.0] * channels)),
                 resize=resize,
                 stride=int(hints.get("stride", 1)),
+                max_pixels=hints.get("max_pixels"),  # not int(): 1.5 or "big" is refused, not rounded or read
             )
         except KeyError as err:
             raise ValueError(f"key {err.args[0]!r} is missing") from None

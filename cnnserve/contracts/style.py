@@ -25,10 +25,12 @@ STYLE_IMAGE_PARAMETER = "style_image"
 """config parameter naming that file (relative to the version folder)."""
 
 
-def preprocessing(stride: int) -> dict[str, Any]:
-    """The `preprocessing` block: files decoded to RGB [0, 1] pixels at their own size, padded up to `stride`."""
-    return {"input": INPUT, "input_format": "image", "channels": 3, "layout": "NCHW", "scale": 1.0 / 255.0,
-            "resize": "pad", "stride": stride}  # fmt: skip
+def preprocessing(stride: int, max_pixels: int | None = None) -> dict[str, Any]:
+    """The `preprocessing` block: files decoded to RGB [0, 1] pixels at their own size, padded up to `stride`;
+    `max_pixels` (width x height): the largest file the server takes for the model (absent: its own limit alone)."""
+    block = {"input": INPUT, "input_format": "image", "channels": 3, "layout": "NCHW", "scale": 1.0 / 255.0,
+             "resize": "pad", "stride": stride}  # fmt: skip
+    return block if max_pixels is None else {**block, "max_pixels": max_pixels}
 
 
 def postprocessing() -> dict[str, Any]:

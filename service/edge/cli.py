@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-streams-per-connection", type=int, help="most streaming gRPC calls one connection holds open"
     )
     security.add_argument("--max-image-pixels", type=int, help="largest PNG/JPEG (width x height) an image input takes")
+    security.add_argument("--max-jpeg-scans", type=int, help="most scans a JPEG file may hold (progressive JPEGs)")
     security.add_argument("--max-explain-copies", type=int, help="most occluded copies one explain request makes")
     return p
 

@@ -57,7 +57,7 @@ class InferenceServer:
         self._heap_frozen = False  # heap.freeze_long_lived() ran once the startup models were loaded
         self.gate = RequestGate()
         self.health = HealthReporter()
-        self.images = ImageWorkers(settings.max_image_pixels)
+        self.images = ImageWorkers(settings.max_image_pixels, settings.max_jpeg_scans)
         self.models = ModelManager(settings, on_model_event=self._on_model_event, observer_factory=self._observer_for,
                                    kind_factory=kind_factory(settings))  # fmt: skip
         self.metrics.attach_models(self.models)

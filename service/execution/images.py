@@ -6,7 +6,8 @@ files of one request then share one size) and scaled the way the client SDK does
 the model sees its usual FP32 tensor: [0, 1] pixels for models cnnserve exports
 (they normalise in their graph), with the config's mean/std applied for models that declare them (brought from
 elsewhere, or published before the pixel contract). Decoding is bounded: only PNG and JPEG, the
-pixel count read from the header before anything is decoded, and a corrupt file refused naming its item.
+pixel count read from the header (against the model's own cap, then the server's) and a JPEG's scans counted before
+anything is decoded, and a corrupt file refused naming its item.
 
 Out: an image output (config `postprocessing.output`) comes back as PNG files when a request asks for them
 (contracts/wire.py); a model kind may send its own pictures through the same pool (`run`).
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +40,11 @@ Result = TypeVar("Result")
 FORMATS = ("PNG", "JPEG")
 FLOAT_DATATYPES = ("FP16", "FP32", "FP64")
 PNG_CHANNELS = (1, 3, 4)
+JPEG_MARKER = re.compile(rb"\xff[^\x00\xff]")
+"""A JPEG marker: 0xFF and its code. Entropy-coded data stuffs every 0xFF byte as FF 00 and fill bytes are 0xFF, so
+outside segment payloads (skipped by their lengths) this finds the markers libjpeg finds."""
+JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
+JPEG_STANDALONE = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})  # TEM, SOI, RST0-7: markers with no length after them
 
 
 # --- configuration, checked when a model loads ------------------------------------------------------------------
@@ -119,14 +126,37 @@ class DecodedImages(NamedTuple):
     """When asked for: each item's uint8 pixels [h, w, c] before scaling and padding (to draw over)."""
 
 
-def decode(files: npt.NDArray[Any], target: ImageInput, max_pixels: int, keep_pixels: bool = False) -> DecodedImages:
+class PixelCap(NamedTuple):
+    """The most pixels (width x height) one file sent to a model may have: the model's own cap (its config's
+    `preprocessing.max_pixels`) under the server's max_image_pixels, the ceiling for every model."""
+
+    model: str
+    server: int
+    own: int | None
+
+    def check(self, name: str, index: int, width: int, height: int) -> None:
+        """InvalidInput naming the item, its size and the cap it is over; the model's first, the smaller where set."""
+        if self.own is not None and width * height > self.own:
+            raise InvalidInput(
+                f"input {name!r} item {index}: {width}x{height} pixels is more than model {self.model!r} accepts "
+                f"(max_pixels {self.own} in its config); send a smaller image"
+            )
+        if width * height > self.server:
+            raise InvalidInput(
+                f"input {name!r} item {index}: {width}x{height} pixels is more than max_image_pixels {self.server}; "
+                "send a smaller image"
+            )
+
+
+def decode(files: npt.NDArray[Any], target: ImageInput, cap: PixelCap, max_jpeg_scans: int, keep_pixels: bool = False
+           ) -> DecodedImages:  # fmt: skip
     """Encoded files (object array of bytes) -> the input's tensor. InvalidInput names the item."""
     recipe = target.preprocessing
     batch: npt.NDArray[Any] | None = None
     first: tuple[int, int] = (0, 0)
     kept = []
     for index, data in enumerate(files):
-        pixels = recipe.pixels(_open(target.name, index, data, max_pixels))
+        pixels = recipe.pixels(_open(target.name, index, data, cap, max_jpeg_scans))
         size = (pixels.shape[0], pixels.shape[1])
         if index == 0:
             first = size
@@ -145,20 +175,23 @@ def decode(files: npt.NDArray[Any], target: ImageInput, max_pixels: int, keep_pi
     return DecodedImages(batch, first if recipe.padded else None, kept)
 
 
-def _open(name: str, index: int, data: bytes, max_pixels: int) -> Image.Image:
+def _open(name: str, index: int, data: bytes, cap: PixelCap, max_jpeg_scans: int) -> Image.Image:
     where = f"input {name!r} item {index}"
     kind = "image"
     # No warnings.catch_warnings here: it swaps process-wide state and this runs on several threads. Pillow's own
     # bomb check raises past twice its limit (2 x 89 M pixels) and only warns below; our header check, at
-    # max_pixels (16.7 M by default), refuses first.
+    # max_image_pixels (16.7 M by default), refuses first.
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
         kind = image.format or kind
-        width, height = image.size
-        if width * height > max_pixels:
-            raise InvalidInput(
-                f"{where}: {width}x{height} pixels is more than max_image_pixels {max_pixels}; send a smaller image"
-            )
+        cap.check(name, index, *image.size)
+        if kind == "JPEG":
+            scans = jpeg_scans(data)
+            if scans > max_jpeg_scans:
+                raise InvalidInput(
+                    f"{where}: JPEG with {scans} scans is more than max_jpeg_scans {max_jpeg_scans}; send a baseline "
+                    "or ordinarily progressive JPEG"
+                )
         image.load()
     except InvalidInput:
         raise
@@ -169,6 +202,25 @@ def _open(name: str, index: int, data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as err:  # Pillow's words for cut-short and corrupt files
         raise InvalidInput(f"{where}: corrupt {kind} file: {err}") from None
     return image
+
+
+def jpeg_scans(data: bytes) -> int:
+    """The scans (SOS segments) of a JPEG up to its end (EOI), found by walking its marker segments as libjpeg reads
+    them: payloads skipped by their lengths (so an APPn or COM segment, or the EXIF thumbnail's own scans, never
+    count), entropy-coded data up to the next marker. Nothing is decoded: about 2 ms for a 5 MB file."""
+    scans = 0
+    position = 2  # past SOI
+    while (marker := JPEG_MARKER.search(data, position)) is not None:
+        code = data[marker.start() + 1]
+        if code == JPEG_EOI:
+            break
+        position = marker.end()
+        if code in JPEG_STANDALONE:
+            continue
+        if code == JPEG_SOS:
+            scans += 1
+        position += int.from_bytes(data[position : position + 2], "big")  # the length counts its own two bytes
+    return scans
 
 
 def header_sizes(files: npt.NDArray[Any]) -> list[tuple[int, int]]:
@@ -202,16 +254,23 @@ class ImageWorkers:
     """A small thread pool for Pillow, so decoding never stalls the event loop that serves every other call; its
     queue is bounded (MAX_WAITING_JOBS beyond the threads)."""
 
-    def __init__(self, max_pixels: int, threads: int | None = None, max_waiting: int = MAX_WAITING_JOBS) -> None:
+    def __init__(self, max_pixels: int, max_jpeg_scans: int, threads: int | None = None,
+                 max_waiting: int = MAX_WAITING_JOBS) -> None:  # fmt: skip
+        """`max_pixels`, `max_jpeg_scans`: the server's bounds on any file (Settings.max_image_pixels and
+        max_jpeg_scans)."""
         self.max_pixels = max_pixels
+        self.max_jpeg_scans = max_jpeg_scans
         self.threads = threads or min(4, os.cpu_count() or 1)
         self.max_jobs = self.threads + max_waiting
         self.jobs = 0
         """Jobs submitted and not yet finished (running or waiting); read and written on the event loop only."""
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="images")
 
-    async def decode(self, files: npt.NDArray[Any], target: ImageInput, keep_pixels: bool = False) -> DecodedImages:
-        return await self.run(decode, files, target, self.max_pixels, keep_pixels)
+    async def decode(self, files: npt.NDArray[Any], target: ImageInput, model: str, keep_pixels: bool = False
+                     ) -> DecodedImages:  # fmt: skip
+        """`model`: the name the model's own pixel cap is refused under."""
+        cap = PixelCap(model, self.max_pixels, target.preprocessing.max_pixels)
+        return await self.run(decode, files, target, cap, self.max_jpeg_scans, keep_pixels)
 
     async def encode_png(self, images: npt.NDArray[Any], target: ImageOutput) -> npt.NDArray[Any]:
         return await self.run(encode_png, images, target)

@@ -126,6 +126,7 @@ class Kind:
                     f"pads to {image.preprocessing.stride}; state one stride"
                 )
             self.file_elements = self._padded_file_elements
+            self._pixel_cap = image_codec.PixelCap(spec.name, settings.max_image_pixels, image.preprocessing.max_pixels)
         # Which per-request hooks do anything for this model, so that the plain path does not call empty ones.
         own = type(self)
         self.prepares = own.prepare is not Kind.prepare
@@ -171,12 +172,14 @@ class Kind:
         return {**outputs, target.name: await workers.encode_png(outputs[target.name], target)}
 
     def _padded_file_elements(self, name: str, files: Array) -> int:
-        """Each file at its own size padded to the stride, times the channels: read from the headers alone."""
+        """Each file at its own size padded to the stride, times the channels: read from the headers alone. A file
+        over the pixel cap is refused here, naming the cap rather than the element count it would make."""
         image = self.spec.image_input
         assert image is not None
         recipe = image.preprocessing
         total = 0
-        for height, width in image_codec.header_sizes(files):
+        for index, (height, width) in enumerate(image_codec.header_sizes(files)):
+            self._pixel_cap.check(name, index, width, height)
             padded_height, padded_width = recipe.padded_size(height, width)
             total += padded_height * padded_width * recipe.channels
         return total

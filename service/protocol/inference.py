@@ -114,6 +114,6 @@ class InferencePath:
                              ) -> tuple[dict[str, Array], DecodedImages]:  # fmt: skip
         target = spec.image_input
         assert target is not None  # decode takes files only for a model's image input
-        images = await self._images.decode(decoded.encoded_images[target.name], target, keep_pixels=keep_pixels)
+        images = await self._images.decode(decoded.encoded_images[target.name], target, spec.name, keep_pixels)
         batch = images.batch
         return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}, images

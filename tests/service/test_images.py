@@ -11,9 +11,11 @@ import io
 import json
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -24,14 +26,18 @@ from tritonclient.utils import InferenceServerException
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.contracts import style
 from cnnserve.service.errors import ModelLoadError, QueueFull
 from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.registry.model_config import read_config, resolve
 from cnnserve.service.types import ModelSpec, TensorSpec
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
+from tests.service.test_style import post_file
+from tests.style_models import STRIDE, write_stylizer
 
 MAX_PIXELS = 64 * 64
+CAP = 32 * 32  # max_pixels in the config of the models named "capped_*"
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +45,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     repo = tmp_path_factory.mktemp("repo")
     onnx_models.write_classifier(repo)
     onnx_models.write_conditional_generator(repo)
+    write_stylizer(repo, "capped_stylizer", preprocessing=style.preprocessing(STRIDE, max_pixels=CAP))
+    write_stylizer(repo, "roomy_stylizer", preprocessing=style.preprocessing(STRIDE, max_pixels=100 * MAX_PIXELS))
+    onnx_models.write_classifier(repo, "capped_classifier",
+                                 preprocessing={**onnx_models.CLASSIFIER_PREPROCESSING, "max_pixels": CAP})  # fmt: skip
     with ServerThread(loopback_settings(repo, max_image_pixels=MAX_PIXELS)) as running:
         yield running
 
@@ -150,6 +160,86 @@ def test_bad_files_are_refused_naming_the_item(
     assert classify_files(client, [encode(np.zeros((4, 4), np.uint8))]).shape == (1, 10)
 
 
+def progressive_jpeg(pixels: np.ndarray, extra_scans: int = 0, comment: bytes = b"") -> bytes:
+    """A progressive JPEG (Pillow writes 10 scans for RGB) with its last scan repeated `extra_scans` times before
+    EOI: libjpeg warns but decodes it, walking every block of the image once more for each repeat."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", progressive=True, comment=comment)
+    data = buffer.getvalue()
+    last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")  # scan data stuffs FF as FF 00
+    return data[:end] + data[last_scan:end] * extra_scans + data[end:]
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_it_is_decoded(tmp_path: Path, start_server: Any) -> None:
+    """5,000 scans of a 2048 x 2048 image take libjpeg about 15 s; refused at once on both doors, at the default
+    max_jpeg_scans (64), while the same image with an ordinary 10 scans is served."""
+    onnx_models.write_classifier(tmp_path)
+    running = start_server(tmp_path)
+    flat = np.full((2048, 2048, 3), 128, np.uint8)
+    bomb = progressive_jpeg(flat, extra_scans=4990)
+    with triton.InferenceServerClient(running.grpc_address) as client:
+        started = time.monotonic()
+        with pytest.raises(InferenceServerException) as info:
+            classify_files(client, [bomb])
+        assert time.monotonic() - started < 2.0
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "item 0: JPEG with 5000 scans is more than max_jpeg_scans 64" in str(info.value.message())
+        started = time.monotonic()
+        status, _, body = post_file(running, "classifier", bomb, content_type="image/jpeg")
+        assert time.monotonic() - started < 2.0
+        assert status == 400 and b"5000 scans" in body
+        assert classify_files(client, [progressive_jpeg(flat)]).shape == (1, 10)
+        assert post_file(running, "classifier", progressive_jpeg(flat), content_type="image/jpeg")[0] == 200
+
+
+def test_only_real_scans_count(client: triton.InferenceServerClient) -> None:
+    """Scan markers inside a segment's payload (a comment here, an EXIF thumbnail's own scans in a photo) are
+    skipped with the segment, so an ordinary progressive JPEG that carries them is not refused."""
+    pixels = np.random.default_rng(6).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    file = progressive_jpeg(pixels, comment=b"\xff\xda\x00\x08" * 1000)
+    assert classify_files(client, [file]).shape == (1, 10)
+
+
+def rgb_png(height: int, width: int) -> bytes:
+    return encode(np.random.default_rng(7).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("model", ["capped_stylizer", "capped_classifier"])
+def test_a_models_own_max_pixels_refuses_larger_files_on_both_doors(server: ServerThread, model: str) -> None:
+    """A padded model refuses by the headers while costing the request (the 4096 x 4096 file is named for the cap,
+    not for the 50 M elements it would make), a resized one as it opens the file; both before decoding (a header-only
+    PNG is refused for its size, not as cut short), and a file at the cap is served."""
+    named = f"more than model '{model}' accepts (max_pixels {CAP} in its config); send a smaller image"
+    with triton.InferenceServerClient(server.grpc_address) as client:
+        for file, size in ((rgb_png(32, 33), "33x32"), (huge_png_header(4096, 4096), "4096x4096")):
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(model, [files_input([file])])
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+            assert f"input 'images' item 0: {size} pixels is {named}" in str(info.value.message())
+            status, _, body = post_file(server, model, file)
+            assert status == 400 and named in json.loads(body)["error"]
+        client.infer(model, [files_input([rgb_png(32, 32)])])  # at the cap: served
+        assert post_file(server, model, rgb_png(32, 32))[0] == 200
+
+
+def test_the_servers_max_image_pixels_stays_the_ceiling(client: triton.InferenceServerClient) -> None:
+    """A config may state a cap above the server's: the server's max_image_pixels still refuses past it."""
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("roomy_stylizer", [files_input([rgb_png(80, 80)])])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert f"80x80 pixels is more than max_image_pixels {MAX_PIXELS}" in str(info.value.message())
+
+
+def test_a_bad_max_pixels_fails_the_models_load_naming_the_key(tmp_path: Path, start_server: Any) -> None:
+    write_stylizer(tmp_path, "bad", preprocessing={**style.preprocessing(STRIDE), "max_pixels": -1})
+    write_stylizer(tmp_path, "good", preprocessing=style.preprocessing(STRIDE, max_pixels=CAP))
+    running = start_server(tmp_path)
+    with triton.InferenceServerClient(running.grpc_address) as client:
+        assert client.is_model_ready("good") and not client.is_model_ready("bad")
+        reason = {row.name: row.reason for row in client.get_model_repository_index().models}["bad"]
+        assert "key 'preprocessing': max_pixels must be a positive integer" in reason, reason
+
+
 @pytest.mark.parametrize("shape", [[2, 2], [0], [33]], ids=["rank", "empty", "over-max-batch"])
 def test_files_in_the_wrong_shape_are_refused(client: triton.InferenceServerClient, shape: list[int]) -> None:
     count = int(np.prod(shape))
@@ -238,6 +328,10 @@ def test_image_input_recipe_must_fit_the_graph(tmp_path: Path) -> None:
         ({**good, "input": "nope"}, "'preprocessing.input' must name the image input"),
         ({**good, "std": [0.0]}, "std values must not be 0"),
         ({key: v for key, v in good.items() if key != "width"}, "key 'width' is missing"),
+        ({**good, "max_pixels": 0}, "key 'preprocessing': max_pixels must be a positive integer (width x height)"),
+        ({**good, "max_pixels": 1024.5}, "max_pixels must be a positive integer (width x height), got 1024.5"),
+        ({**good, "max_pixels": "1024"}, "max_pixels must be a positive integer (width x height), got '1024'"),
+        ({**good, "max_pixels": True}, "max_pixels must be a positive integer (width x height), got True"),
     ]
     for preprocessing, words in cases:
         with pytest.raises(ModelLoadError) as info:
@@ -250,7 +344,7 @@ def test_the_image_pool_queue_is_bounded() -> None:
     RESOURCE_EXHAUSTED / 429); once jobs finish, new ones are taken again."""
 
     async def main() -> None:
-        workers = ImageWorkers(max_pixels=1, threads=1, max_waiting=2)
+        workers = ImageWorkers(max_pixels=1, max_jpeg_scans=1, threads=1, max_waiting=2)
         release = threading.Event()
         held = [asyncio.ensure_future(workers.run(release.wait, 5)) for _ in range(3)]  # 1 running, 2 waiting
         await asyncio.sleep(0.05)

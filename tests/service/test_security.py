@@ -131,6 +131,7 @@ def test_security_settings_from_environment_and_flags(tmp_path: Path) -> None:
         pytest.param({"allow_insecure": False}, id="plaintext-not-allowed"),
         pytest.param({"max_concurrent_streams": 0}, id="no-streams"),
         pytest.param({"max_request_tensor_bytes": -1}, id="negative-bytes"),
+        pytest.param({"max_jpeg_scans": 0}, id="no-jpeg-scans"),
     ],
 )
 def test_unusable_security_settings_are_refused(overrides: dict[str, Any]) -> None:

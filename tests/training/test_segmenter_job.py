@@ -15,7 +15,7 @@ from PIL import Image
 from cnnserve.contracts import segmentation
 from cnnserve.training.cli import main
 from cnnserve.training.data import DatasetError
-from cnnserve.training.jobs import JobOptions, run_segmenter
+from cnnserve.training.jobs import SEGMENTER_MAX_PIXELS, JobOptions, run_segmenter
 from cnnserve.training.mask_folder import load_mask_folder
 from cnnserve.training.publish import versions
 from cnnserve.training.segmenter_report import BelowFloor
@@ -105,5 +105,7 @@ def test_digits_dry_run_publishes_digits_segmenter(tmp_path: Path) -> None:
     assert result.name == "digits_segmenter" and result.report["passed"] is False  # a dry run publishes anyway
     labels = (tmp_path / "repo" / "digits_segmenter" / "labels.txt").read_text().split()
     assert labels == ["background", *"0123456789"]
+    config = json.loads((tmp_path / "repo" / "digits_segmenter" / "config.json").read_text())
+    assert config["preprocessing"]["max_pixels"] == SEGMENTER_MAX_PIXELS  # the server's cap for this model's files
     metrics = result.report["metrics"]
     assert {"miou", "found", "false_box_rate"} <= set(metrics["test"]) and "other_recipe" in metrics

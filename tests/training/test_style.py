@@ -18,6 +18,7 @@ from cnnserve.training.models.stylizer import STRIDE, Stylizer, StylizerConfig
 from cnnserve.training.style_data import ContentCrops
 from cnnserve.training.style_features import RandomFeatures, gram_distance, style_grams
 from cnnserve.training.style_image import brushstrokes
+from cnnserve.training.style_job import STYLE_MAX_PIXELS
 from cnnserve.training.style_report import edge_correlation
 
 
@@ -64,7 +65,7 @@ def test_a_dry_run_exports_and_publishes_with_style_png(tmp_path: Path) -> None:
     assert main(["style", "--dry-run", "--model-repository", str(repo), "--out-dir", str(run), "--name", "s"]) == 0
     config = json.loads((repo / "s" / "config.json").read_text())
     assert config["parameters"] == style.parameters(STRIDE)
-    assert config["preprocessing"] == style.preprocessing(STRIDE)
+    assert config["preprocessing"] == style.preprocessing(STRIDE, STYLE_MAX_PIXELS)
     assert config["postprocessing"] == style.postprocessing()
     assert config["inputs"][0]["dims"] == [-1, 3, -1, -1] and config["outputs"][0]["dims"] == [-1, 3, -1, -1]
     assert (repo / "s" / "1" / style.STYLE_IMAGE_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
