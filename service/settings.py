@@ -39,12 +39,16 @@ class Settings:
     rest_allowed_hosts: tuple[str, ...] = ()
     """Host names (as in the Host header, no port) HTTP requests may be addressed to; empty: loopback names when the
     server binds loopback (a page on a rebound DNS name cannot reach it), any name otherwise."""
-    max_rest_json_bytes: int = 64 * 1024 * 1024
-    """Largest JSON part of a REST request (the whole body without the binary extension): orjson builds a Python
-    object per number, about 30 times the text, so JSON gets a tighter bound than binary tensors (413 past it)."""
+    max_rest_json_bytes: int = 4 * 1024 * 1024
+    """Largest JSON part of a REST request (the whole body without the binary extension), 413 past it: JSON is
+    parsed on the event loop at about 5 ms a MiB and builds a Python object per number, so it gets a tight bound;
+    tensors of any size travel in binary (tritonclient.http's default) or as files."""
     rest_timeout_s: float = 60.0
     """How long a REST client may take to send its request body; a slower one is cut off (a slow client cannot hold
     a connection and a buffer for ever). Idle keep-alive connections close after rest_keepalive_s."""
+    rest_head_timeout_s: float = 10.0
+    """How long an HTTP client may take to send a request's head (line and headers), from its first byte or the
+    connection's start; a slower one is disconnected, so trickled heads cannot hold connections (slowloris)."""
     rest_keepalive_s: float = 75.0
     """Idle time after which a keep-alive REST connection is closed."""
     model_control_mode: str = "none"
@@ -93,6 +97,10 @@ class Settings:
     max_request_tensor_bytes: int = 256 * 1024 * 1024
     """Most memory a request's decoded inputs may take; each BYTES element counts its length plus the object
     holding it, so a tensor of millions of empty strings cannot make the server allocate without bound."""
+    max_inflight_bytes: int = 1024 * 1024 * 1024
+    """Most bytes all requests in progress may hold at once, on both doors: each is charged from the moment it is
+    costed (a REST body before it is read) until it is answered, at what its inputs take decoded; the next one that
+    does not fit is refused with RESOURCE_EXHAUSTED / 429 at once. At least max_request_tensor_bytes."""
     max_concurrent_streams: int = 1024
     """Most gRPC calls (HTTP/2 streams) served at once, server-wide; the next is refused with RESOURCE_EXHAUSTED."""
     max_streams_per_connection: int = 128
@@ -141,7 +149,9 @@ class Settings:
             "max_rest_json_bytes",
             "rest_timeout_s",
             "rest_keepalive_s",
+            "rest_head_timeout_s",
             "max_explain_copies",
+            "max_inflight_bytes",
             "max_streams_per_connection",
             "grpc_connection_idle_s",
             "grpc_connection_age_s",
@@ -149,6 +159,11 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_inflight_bytes < self.max_request_tensor_bytes:
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_request_tensor_bytes "
+                f"({self.max_request_tensor_bytes}), or a request the limits allow could never run"
+            )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: give both, or neither for plaintext")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-rest-json-bytes", type=int, help="largest JSON part of a REST request (413 past it)")
     p.add_argument("--rest-timeout-s", type=float, help="time a REST client may take to send its body")
+    p.add_argument("--rest-head-timeout-s", type=float, help="time an HTTP client may take to send a request head")
     p.add_argument("--rest-keepalive-s", type=float, help="idle keep-alive REST connections close after this")
     p.add_argument("--model-control-mode", choices=CONTROL_MODES, help="none | poll | explicit (default none)")
     p.add_argument("--poll-interval-s", type=float, help="repository rescan interval in poll mode")
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     security.add_argument("--max-elements-per-request", type=int, help="most tensor elements in one request")
     security.add_argument("--max-request-tensor-bytes", type=int, help="most bytes a request's decoded inputs take")
+    security.add_argument("--max-inflight-bytes", type=int, help="most bytes all requests in progress may hold")
     security.add_argument("--max-concurrent-streams", type=int, help="most gRPC calls served at once")
     security.add_argument(
         "--max-streams-per-connection", type=int, help="most streaming gRPC calls one connection holds open"

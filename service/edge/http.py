@@ -36,6 +36,7 @@ async def start_http_server(
     authorize: Callable[[str | None], bool] | None = None,
     policy: AccessPolicy | None = None,
     hosts: frozenset[str] | None = None,
+    head_timeout_s: float = 10.0,
 ) -> WebListener:
     """Listen on host:port (0 = an ephemeral port; read it from `.port`); HTTPS with `ssl_context`. With `authorize`
     (which receives each request's Authorization header, None when absent), the operations `policy` says need a
@@ -89,4 +90,4 @@ async def start_http_server(
         resource = app.router.add_resource(path)
         for method in ("HEAD", "GET"):
             operations[resource.add_route(method, handler)] = operation
-    return await start_listener(app, host, port, ssl_context=ssl_context, name="http")
+    return await start_listener(app, host, port, ssl_context=ssl_context, name="http", head_timeout_s=head_timeout_s)

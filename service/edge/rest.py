@@ -110,5 +110,6 @@ async def start_rest_server(
         ssl_context=ssl_context,
         name="rest",
         keepalive_s=settings.rest_keepalive_s,
+        head_timeout_s=settings.rest_head_timeout_s,
         error_reply=error_reply,
     )

@@ -37,6 +37,7 @@ from cnnserve.service.protocol.servicer import InferenceServicer
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.scheduling.memory import MemoryBudget
 from cnnserve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class InferenceServer:
                                    kind_factory=kind_factory(settings))  # fmt: skip
         self.metrics.attach_models(self.models)
         # One request path for both doors: a REST and a gRPC request reach the same batcher and may share a batch.
-        self.path = InferencePath(settings, self.models, self.gate, self.images)
+        self.memory = MemoryBudget(settings.max_inflight_bytes)
+        self.path = InferencePath(settings, self.models, self.gate, self.images, self.memory)
         # Every operation of both doors, readiness included, answered once; the listeners are its only input here.
         self.plane = DataPlane(settings, self.models, self.gate, self.path, listening=self.is_live)
         self._grpc: grpc.aio.Server | None = None
@@ -91,6 +93,7 @@ class InferenceServer:
                 authorize=self.tokens.check_header if self.tokens else None,
                 policy=AccessPolicy.of(self.settings),
                 hosts=allowed_hosts(self.settings),
+                head_timeout_s=self.settings.rest_head_timeout_s,
             )
             self.http_port = self._http.port
         if self.settings.rest_port >= 0:

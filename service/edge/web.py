@@ -8,6 +8,7 @@ own error format, without echoing the caller's bytes and logged at INFO (a stran
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Callable
@@ -33,11 +34,47 @@ def text_error(status: int, message: str) -> web.Response:
 
 
 class _Handler(RequestHandler):
-    """aiohttp's per-connection protocol with our answer to a request head it could not parse."""
+    """aiohttp's per-connection protocol with our answer to a request head it could not parse, and a deadline for
+    each request head: from the connection's start, or from the first byte of a later request, the whole head must
+    arrive within `head_timeout_s` or the connection is closed. aiohttp's keep-alive timer counts a head that
+    trickles in as idle time, so alone it lets a client hold a connection for the whole keep-alive period by
+    sending a byte now and then; the body has its own bound (rest_timeout_s, protocol/rest.py)."""
 
-    def __init__(self, manager: web.Server, *, error_reply: ErrorReply, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, error_reply: ErrorReply, head_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._error_reply = error_reply
+        self._head_timeout_s = head_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._request_count  # aiohttp counts each request head it has parsed
+        super().data_received(data)
+        if self._request_count != heads:
+            self._disarm_head_timer()
+        elif self._head_timer is None and not self._request_in_progress:
+            self._arm_head_timer()  # the first bytes of the next request
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = asyncio.get_running_loop().call_later(self._head_timeout_s, self._head_late)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if not self._request_in_progress and not self._messages:
+            logger.info("event=http_head_timeout seconds=%g", self._head_timeout_s)
+            self.force_close()
 
     def handle_error(
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -57,21 +94,26 @@ class _Handler(RequestHandler):
 
 class _Server(web.Server):
     error_reply: ErrorReply = staticmethod(text_error)  # type: ignore[assignment]
+    head_timeout_s: float = 10.0
 
     def __call__(self) -> RequestHandler:
-        return _Handler(self, loop=self._loop, error_reply=self.error_reply, **self._kwargs)
+        return _Handler(
+            self, loop=self._loop, error_reply=self.error_reply, head_timeout_s=self.head_timeout_s, **self._kwargs
+        )
 
 
 class _Runner(web.AppRunner):
-    def __init__(self, app: web.Application, error_reply: ErrorReply, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, error_reply: ErrorReply, head_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._error_reply = error_reply
+        self._head_timeout_s = head_timeout_s
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # The app builds a plain Server; ours differs only in the protocol it makes for each connection.
         server.__class__ = _Server
         server.error_reply = self._error_reply  # type: ignore[attr-defined]
+        server.head_timeout_s = self._head_timeout_s  # type: ignore[attr-defined]
         return server
 
 
@@ -93,11 +135,12 @@ async def start_listener(
     ssl_context: ssl.SSLContext | None,
     name: str,
     keepalive_s: float = 75.0,
+    head_timeout_s: float = 10.0,
     error_reply: ErrorReply = text_error,
 ) -> WebListener:
     """Serve `app` on host:port (0: an ephemeral port, read it from `.port`); HTTPS with `ssl_context`."""
     runner = _Runner(
-        app, error_reply, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_S,
+        app, error_reply, head_timeout_s, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_S,
         keepalive_timeout=keepalive_s, max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
         lingering_time=LINGER_S,
     )  # fmt: skip

@@ -19,6 +19,7 @@ from cnnserve.service.protocol import describe, statistics
 from cnnserve.service.protocol.inference import InferencePath, InferResult, kind_of
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.scheduling.memory import Reservation
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Buffer, RequestLimits
@@ -115,11 +116,20 @@ class DataPlane:
     # -- inference ---------------------------------------------------------------------------------------------
 
     def infer(
-        self, request: pb.ModelInferRequest, deadline: float | None, raw_inputs: Sequence[Buffer] | None = None
+        self,
+        request: pb.ModelInferRequest,
+        deadline: float | None,
+        raw_inputs: Sequence[Buffer] | None = None,
+        held: Reservation | None = None,
     ) -> Awaitable[InferResult]:
         """The inference path's own coroutine, handed back unawaited: no extra frame on the hot path.
-        `deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents."""
-        return self._path.infer(request, deadline, raw_inputs)
+        `deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents; `held` is the
+        byte budget a door reserved for the request already."""
+        return self._path.infer(request, deadline, raw_inputs, held)
+
+    def reservation(self) -> Reservation:
+        """A share of the byte budget, for a door to hold what it reads before the path costs it."""
+        return self._path.memory.reservation()
 
     @property
     def limits(self) -> RequestLimits:

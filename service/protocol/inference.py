@@ -21,6 +21,7 @@ from cnnserve.service.kinds.base import Kind
 from cnnserve.service.registry.registry import KindFactory, ModelManager
 from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.scheduling.gate import RequestGate
+from cnnserve.service.scheduling.memory import MemoryBudget, Reservation
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Array, Buffer, DecodedRequest, RequestLimits, decode_inputs
@@ -60,19 +61,26 @@ def kind_factory(settings: Settings) -> KindFactory:
 
 
 class InferencePath:
-    def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, images: ImageWorkers) -> None:
+    def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, images: ImageWorkers,
+                 memory: MemoryBudget) -> None:  # fmt: skip
         self._models = models
         self._gate = gate
         self._images = images
+        self.memory = memory
         self.limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
 
     async def infer(
-        self, request: pb.ModelInferRequest, deadline: float | None, raw_inputs: Sequence[Buffer] | None = None
+        self,
+        request: pb.ModelInferRequest,
+        deadline: float | None,
+        raw_inputs: Sequence[Buffer] | None = None,
+        held: Reservation | None = None,
     ) -> InferResult:
-        """`deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents (decode.py).
-        The model's kind is asked at each step (kinds/base.py draws them); the path itself names no kind."""
+        """`deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents (decode.py);
+        `held` is the request's share of the byte budget when its door took one already (REST: the body), else the
+        path takes one. The model's kind is asked at each step (kinds/base.py draws them); the path names no kind."""
         started = time.monotonic()
-        with self._gate.admit():
+        with self._gate.admit(), held or self.memory.reservation() as reservation:
             model = self._models.get(request.model_name, request.model_version)
             observer = model.observer
             outcome = "success"
@@ -82,7 +90,8 @@ class InferencePath:
                     kind: Kind = model.kind  # type: ignore[assignment]  # always one (kind_factory); no checking call per request
                     plan = kind.plan(request, raw_inputs)
                     decoded = decode_inputs(plan.request, spec, self.limits, plan.raw_inputs,
-                                            png_output=kind.png_output, file_elements=kind.file_elements)  # fmt: skip
+                                            png_output=kind.png_output, file_elements=kind.file_elements,
+                                            reserve=reservation.hold_at_least)  # fmt: skip
                     if kind.prepares:
                         plan = kind.prepare(plan, decoded)
                     inputs, images = decoded.inputs, None

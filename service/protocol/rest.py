@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -21,10 +21,11 @@ from google.protobuf.message import Message
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts.wire import pack_bytes
 from cnnserve.service.errors import InvalidInput, ServiceError, Status
-from cnnserve.service.kinds.base import INFER, PNG_PARAMETERS, Kind, first_png
+from cnnserve.service.kinds.base import INFER, PNG_PARAMETERS, Kind, ParameterValue, first_png
 from cnnserve.service.protocol import rest_codec
 from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.protocol.operations import Operation
+from cnnserve.service.scheduling.memory import Reservation
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 
@@ -118,16 +119,21 @@ class RestApi:
         self.max_json_bytes = settings.max_rest_json_bytes
         self._body_timeout_s = settings.rest_timeout_s
 
-    async def _read(self, request: web.Request) -> bytes:
-        """The whole body, bounded by the app's client_max_size (413) and by rest_timeout_s (408): a client that
-        trickles its body cannot hold a connection and a growing buffer for ever."""
+    async def _read(self, request: web.Request, held: Reservation) -> bytes:
+        """The whole body, bounded by the app's client_max_size (413), by rest_timeout_s (408): a client that
+        trickles its body cannot hold a connection and a growing buffer for ever, and by the byte budget, which
+        `held` takes the declared length from before a byte is read (429 when it is short)."""
+        if request.content_length:
+            held.hold_at_least(request.content_length)
         try:
             async with asyncio.timeout(self._body_timeout_s):
-                return await request.read()
+                body = await request.read()
         except TimeoutError:
             raise web.HTTPRequestTimeout(
                 reason=f"request body not received within {self._body_timeout_s:g} s"
             ) from None
+        held.hold_at_least(len(body))  # a chunked body says its length only once read
+        return body
 
     def routes(self) -> list[Route]:
         """Fixed paths before /v2/models/{model}, so that 'stats' is not taken for a model's name."""
@@ -182,7 +188,8 @@ class RestApi:
     # -- repository -------------------------------------------------------------------------------------------
 
     async def repository_index(self, request: web.Request) -> web.Response:
-        body = await self._read(request)
+        with self._plane.reservation() as held:
+            body = await self._read(request, held)
         options = rest_codec.loads(body, "request body") if body.strip() else {}
         ready_only = isinstance(options, dict) and options.get("ready") is True
         index = await self._plane.repository_index(ready_only=ready_only)
@@ -211,20 +218,27 @@ class RestApi:
             raise web.HTTPMethodNotAllowed("POST", ["GET", "HEAD"])
         spec, kind = self._plane.model_kind(name, version)
         implied = kind.implied_parameters(operation)
-        body = await self._read(request)
-        wants_png = "image/png" in request.headers.get("Accept", "")
-        if request.content_type in IMAGE_TYPES:
-            return await self._infer_file(request, spec, kind, operation, body, wants_png)
+        if request.content_type not in IMAGE_TYPES and rest_codec.HEADER_LENGTH not in request.headers:
+            self._check_json_size(request.content_length or 0)  # all JSON: refused before a byte of it is read
+        with self._plane.reservation() as held:
+            body = await self._read(request, held)
+            wants_png = "image/png" in request.headers.get("Accept", "")
+            if request.content_type in IMAGE_TYPES:
+                return await self._infer_file(request, spec, kind, operation, body, wants_png, held)
+            return await self._infer_tensors(request, name, version, implied, body, wants_png, held)
+
+    async def _infer_tensors(self, request: web.Request, name: str, version: str,
+                             implied: Mapping[str, ParameterValue], body: bytes, wants_png: bool, held: Reservation
+                             ) -> web.Response:  # fmt: skip
+        """A KServe v2 JSON or binary-extension body."""
         header_length = request.headers.get(rest_codec.HEADER_LENGTH)
-        json_part = len(body) if header_length is None else _int_or(header_length, len(body))
-        if json_part > self.max_json_bytes:
-            raise web.HTTPRequestEntityTooLarge(max_size=self.max_json_bytes, actual_size=json_part)
+        self._check_json_size(len(body) if header_length is None else _int_or(header_length, len(body)))
         parsed = rest_codec.parse_infer(body, header_length, name, version, self._plane.limits)
         parameters = parsed.request.parameters
         implied = {**implied, **(PNG_PARAMETERS if wants_png else {})}
         absent = {key: value for key, value in implied.items() if key not in parameters}  # the request's own win
         rest_codec.set_parameters(parameters, absent, "request")
-        result = await self._plane.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs)
+        result = await self._plane.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs, held)
         if wants_png:
             png = first_png(result.tensors, result.png)
             if png is not None:
@@ -236,8 +250,18 @@ class RestApi:
         reply.headers[rest_codec.HEADER_LENGTH] = str(header_size)
         return reply
 
+    def _check_json_size(self, json_part: int) -> None:
+        """413 past max_rest_json_bytes. Parsing runs on the event loop (orjson holds the GIL, so a thread would not
+        free it), about 5 ms a MiB here: the bound is also how long one request may hold every other caller."""
+        if json_part > self.max_json_bytes:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self.max_json_bytes, actual_size=json_part,
+                text=f"the request's JSON is {json_part} bytes, more than max_rest_json_bytes {self.max_json_bytes}; "
+                     "send tensors in binary (the binary tensor extension, as tritonclient.http does) or as files",
+            )  # fmt: skip
+
     async def _infer_file(self, request: web.Request, spec: ModelSpec, kind: Kind, operation: str, body: bytes,
-                          wants_png: bool) -> web.Response:  # fmt: skip
+                          wants_png: bool, held: Reservation) -> web.Response:  # fmt: skip
         """One PNG/JPEG file for the model's image input; the kind names the outputs and parameters, and its answer."""
         if spec.image_input is None:
             raise InvalidInput(f"model {spec.name!r} takes no image input; send a JSON or binary tensor request")
@@ -248,7 +272,7 @@ class RestApi:
         for output in asked.outputs:
             message.outputs.add(name=output)
         rest_codec.set_parameters(message.parameters, asked.parameters, "request")
-        result = await self._plane.infer(message, None, [pack_bytes((body,))])
+        result = await self._plane.infer(message, None, [pack_bytes((body,))], held)
         answer = kind.file_answer(operation, result.tensors, query, wants_png)
         if isinstance(answer, bytes):
             return web.Response(body=answer, content_type="image/png")

@@ -98,13 +98,16 @@ def decode_inputs(
     *,
     png_output: str | None = None,
     file_elements: FileElements | None = None,
+    reserve: Callable[[int], None] | None = None,
 ) -> DecodedRequest:
     """Validate a request against the model's spec and the limits, then turn its inputs into numpy arrays.
 
     Two passes: every input's name, datatype, shape and cost is checked before any of them is decoded.
     `raw_inputs` stands in for request.raw_input_contents: the REST door passes views of its body here, so its
     binary tensors become numpy views of the bytes received, with no copy into a protobuf message. `png_output` is
-    the output a PNG reply applies to (requested.py); `file_elements` charges files by their headers."""
+    the output a PNG reply applies to (requested.py); `file_elements` charges files by their headers. `reserve`
+    is told the request's decoded bytes once they are costed and before anything is decoded (and again with its
+    files at their decoded size): the server's byte budget, which may refuse."""
     parameters = request.parameters
     if parameters:
         _check_parameters(parameters)
@@ -169,6 +172,8 @@ def decode_inputs(
                     f"input {needed.name!r}: missing; model {spec.name!r} needs {tensor_names(spec.inputs)}"
                 )
     wanted = requested_outputs(request.outputs, parameters, spec, png_output)
+    if reserve is not None:
+        reserve(cost)
     inputs: dict[str, Array] = {}
     encoded_images: dict[str, Array] = {}
     for name, (index, shape, count, data) in checked.items():
@@ -184,14 +189,16 @@ def decode_inputs(
     if file_elements is not None:
         for name, files_of_input in encoded_images.items():
             info = DATATYPES[declared[name].datatype]
-            _charge_files(name, file_elements(name, files_of_input), info, elements, cost, limits)
+            decoded_bytes = _charge_files(name, file_elements(name, files_of_input), info, elements, cost, limits)
+            if reserve is not None:
+                reserve(cost + decoded_bytes)
     batch_size = batch[0] if batch is not None else 0
     return DecodedRequest(inputs, batch_size, wanted.outputs, encoded_images, wanted.compute)
 
 
 def _charge_files(name: str, decoded_elements: int, info: DataTypeInfo, elements: int, cost: int,
-                  limits: RequestLimits) -> None:  # fmt: skip
-    """Files whose decoded size only their headers tell, against the request's limits, naming both."""
+                  limits: RequestLimits) -> int:  # fmt: skip
+    """Files whose decoded size only their headers tell, against the request's limits, naming both; their bytes."""
     if elements + decoded_elements > limits.max_elements:
         raise InvalidInput(
             f"input {name!r}: the files decode to {decoded_elements} tensor elements, more than "
@@ -204,6 +211,7 @@ def _charge_files(name: str, decoded_elements: int, info: DataTypeInfo, elements
             f"input {name!r}: the files decode to {decoded_bytes} bytes, more than max_request_tensor_bytes "
             f"{limits.max_tensor_bytes} with the rest of the request; send smaller images or fewer per request"
         )
+    return decoded_bytes
 
 
 def _decoded_bytes(info: DataTypeInfo, count: int, raw: Buffer | None, contents: pb.InferTensorContents) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
 import threading
 import time
 import urllib.error
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from onnx import TensorProto, helper
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
@@ -125,9 +127,9 @@ def test_streams_without_a_token_end_at_once_and_take_no_capacity(token_server: 
 
 
 def test_one_connection_cannot_take_the_servers_calls(repo: Path, start_server: Any) -> None:
-    """Past max_streams_per_connection a connection's next stream is refused, so with a server-wide limit of 6
+    """Past max_streams_per_connection a connection's next stream is refused, so with a server-wide limit of 10
     calls a client holding streams on one connection leaves room for everyone else."""
-    server = start_server(repo, auth_tokens=(TOKEN,), max_concurrent_streams=6, max_streams_per_connection=4)
+    server = start_server(repo, auth_tokens=(TOKEN,), max_concurrent_streams=10, max_streams_per_connection=4)
     holder = grpc.insecure_channel(server.grpc_address)
     health = health_pb2_grpc.HealthStub(holder)
 
@@ -237,3 +239,143 @@ def test_a_rebound_name_cannot_reach_a_loopback_server(repo: Path, start_server:
     named = start_server(repo, rest_allowed_hosts=("models.internal",)).server.rest_port
     assert rest(named, "GET", "/v2/health/ready", Host="models.internal:8000")[0] == 200
     assert rest(named, "GET", "/v2/health/ready", Host="evil.example")[0] == 400
+
+
+WIDE = 256 * 1024  # FP32 elements an item: 1 MiB
+
+
+def write_wide(repo: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", WIDE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", WIDE])],
+    )  # fmt: skip
+    onnx_models._save(graph, repo / "wide" / "1" / "model.onnx")
+    (repo / "wide" / "config.json").write_text('{"max_batch_size": 4}')
+
+
+def wide_request(items: int) -> pb.ModelInferRequest:
+    data = np.ones((items, WIDE), np.float32)
+    tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=list(data.shape))
+    return pb.ModelInferRequest(model_name="wide", inputs=[tensor], raw_input_contents=[data.tobytes()])
+
+
+def held_rest_body(port: int, length: int) -> socket.socket:
+    """A REST request whose head says `length` bytes of body, of which it sends a few: read and held by the server."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    header = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,%d],"parameters":{"binary_data_size":%d}}]}' % (
+        WIDE, WIDE * 4)  # fmt: skip
+    head = (b"POST /v2/models/wide/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+            b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(header), length))  # fmt: skip
+    sock.sendall(head + header)
+    return sock
+
+
+def test_one_byte_budget_covers_both_doors(tmp_path: Path, start_server: Any) -> None:
+    """Bodies being read on the REST door and tensors on gRPC share max_inflight_bytes: past it, the next request is
+    refused at once (429 / RESOURCE_EXHAUSTED, before its body is read), and a request that fits is still served."""
+    write_wide(tmp_path)
+    mib = 1024 * 1024
+    running = start_server(tmp_path, max_request_tensor_bytes=4 * mib, max_inflight_bytes=8 * mib)
+    budget = running.server.memory
+    holders = [held_rest_body(running.server.rest_port, 3 * mib) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 5
+        while budget.held < 6 * mib and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert budget.held == 6 * mib  # each body reserved as declared, before it arrived
+        with grpc.insecure_channel(running.grpc_address, options=[("grpc.max_receive_message_length", -1)]) as chan:
+            stub = pb_grpc.GRPCInferenceServiceStub(chan)
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelInfer(wide_request(3), timeout=10)
+            assert time.monotonic() - started < ANSWER_WITHIN_S
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_inflight_bytes" in (refused.value.details() or "")
+            started = time.monotonic()
+            assert stub.ModelInfer(wide_request(1), timeout=10).outputs  # 1 MiB fits beside the held 6
+            assert time.monotonic() - started < ANSWER_WITHIN_S
+            third = held_rest_body(running.server.rest_port, 3 * mib)
+            holders.append(third)
+            reply = third.recv(4096)  # answered from the head alone
+            assert reply.startswith(b"HTTP/1.1 429 ") and b"max_inflight_bytes" in reply
+            for sock in holders:
+                sock.close()
+            deadline = time.monotonic() + 5
+            while budget.held and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert budget.held == 0  # a client that went away gave its share back
+            assert stub.ModelInfer(wide_request(3), timeout=10).outputs
+    finally:
+        for sock in holders:
+            sock.close()
+    assert budget.held == 0
+
+
+def test_large_json_is_refused_before_it_is_read_or_parsed(repo: Path, start_server: Any) -> None:
+    """Eight 60 MB JSON bodies at once once held a token holder 9.2 s: JSON is parsed on the event loop. Past
+    max_rest_json_bytes (4 MiB) a JSON body is 413 from its head alone."""
+    server = start_server(repo)
+    port = server.server.rest_port
+    socks = []
+    try:
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            head = (b"POST /v2/models/classifier/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: 60000000\r\n\r\n")  # fmt: skip
+            sock.sendall(head + b'{"inputs":[' + b" " * 65536)
+            socks.append(sock)
+        for sock in socks:
+            reply = sock.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 413 ") and b"max_rest_json_bytes" in reply
+        assert token_holder_answered(server.grpc_address) < ANSWER_WITHIN_S
+    finally:
+        for sock in socks:
+            sock.close()
+    status, body = rest(port, "POST", "/v2/models/classifier/infer", INFER, Content_Type="application/json")
+    assert status == 200, body
+
+
+def closed_after(sock: socket.socket, trickle: bytes, limit_s: float) -> float | None:
+    """Sends `trickle` a byte every 0.1 s; seconds until the server hung up, None if it did not within `limit_s`."""
+    started = time.monotonic()
+    sock.settimeout(0.1)
+    for byte in trickle * 1000:
+        if time.monotonic() - started > limit_s:
+            return None
+        try:
+            sock.sendall(bytes([byte]))
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:  # reset: hung up
+            return time.monotonic() - started
+    return None
+
+
+def test_slow_heads_are_cut_off(repo: Path, start_server: Any) -> None:
+    """A head trickled a byte at a time (slowloris) is cut at rest_head_timeout_s, on a new connection and on a
+    kept-alive one; a token holder is answered meanwhile, on both HTTP ports."""
+    server = start_server(repo, rest_head_timeout_s=1.0, auth_tokens=(TOKEN,))
+    for port in (server.server.rest_port, server.server.http_port):
+        crowd = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(100)]
+        try:
+            for sock in crowd:
+                sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\n")
+            fresh = socket.create_connection(("127.0.0.1", port), timeout=10)
+            took = closed_after(fresh, b"X-Slow: a\r\n", limit_s=5.0)
+            assert took is not None and took < 2.0, (port, took)
+            assert token_holder_answered(server.grpc_address) < ANSWER_WITHIN_S
+            assert rest(port, "GET", "/v2/health/ready")[0] == 200
+            kept = socket.create_connection(("127.0.0.1", port), timeout=10)
+            kept.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert kept.recv(4096).startswith(b"HTTP/1.1 200 ")
+            took = closed_after(kept, b"GET /v2/health/live HTTP/1.1\r\nX: y\r\n", limit_s=5.0)
+            assert took is not None and took < 2.0, (port, took)
+            for sock in crowd:  # every trickler was cut too
+                sock.settimeout(5)
+                assert sock.recv(4096) == b""
+        finally:
+            for sock in crowd:
+                sock.close()
