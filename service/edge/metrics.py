@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -110,6 +110,10 @@ class Metrics:
         )
         self.models_loaded.set_function(lambda: len(self._loaded))
         self._source: ModelSource | None = None
+
+    def attach_memory(self, held: Callable[[], int], refused: Callable[[], int]) -> None:
+        """Read the byte budget's use (scheduling/memory.py) at every scrape."""
+        self.registry.register(_MemoryFamilies(held, refused))
 
     def for_model(self, model: str, version: str) -> ModelMetrics:
         key = (model, version)
@@ -339,3 +343,19 @@ def _load_nvml() -> Any | None:
     except Exception:
         return None
     return nvml
+
+
+class _MemoryFamilies:
+    """The byte budget for requests in flight: what is held now, and how many requests it refused."""
+
+    def __init__(self, held: Callable[[], int], refused: Callable[[], int]) -> None:
+        self._held, self._refused = held, refused
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "cnnserve_inflight_bytes", "Bytes that requests in progress hold of max_inflight_bytes.", value=self._held()
+        )
+        yield CounterMetricFamily(
+            "cnnserve_inflight_bytes_refusals", "Requests refused because max_inflight_bytes was in use.",
+            value=self._refused(),
+        )  # fmt: skip

@@ -64,6 +64,7 @@ class InferenceServer:
         self.metrics.attach_models(self.models)
         # One request path for both doors: a REST and a gRPC request reach the same batcher and may share a batch.
         self.memory = MemoryBudget(settings.max_inflight_bytes)
+        self.metrics.attach_memory(lambda: self.memory.held, lambda: self.memory.refused)
         self.path = InferencePath(settings, self.models, self.gate, self.images, self.memory)
         # Every operation of both doors, readiness included, answered once; the listeners are its only input here.
         self.plane = DataPlane(settings, self.models, self.gate, self.path, listening=self.is_live)

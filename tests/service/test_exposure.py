@@ -25,7 +25,7 @@ from onnx import TensorProto, helper
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from tests import onnx_models
-from tests.service.processes import ServerProcess
+from tests.service.processes import ServerProcess, scrape
 
 TOKEN = "tok-exposure-51f0a9c3"
 BEARER = (("authorization", f"Bearer {TOKEN}"),)
@@ -299,6 +299,8 @@ def test_one_byte_budget_covers_both_doors(tmp_path: Path, start_server: Any) ->
             holders.append(third)
             reply = third.recv(4096)  # answered from the head alone
             assert reply.startswith(b"HTTP/1.1 429 ") and b"max_inflight_bytes" in reply
+            assert scrape(running.http_url, "cnnserve_inflight_bytes") == 6 * mib
+            assert scrape(running.http_url, "cnnserve_inflight_bytes_refusals_total") == 2
             for sock in holders:
                 sock.close()
             deadline = time.monotonic() + 5
