@@ -26,7 +26,9 @@ DATATYPES = tuple(datatypes.DATATYPES)
 PROVIDERS = ("tensorrt", "cuda", "cpu")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 DEFAULT_MAX_BATCH_SIZE = 4
-"""max_batch_size when config.json omits it and every graph tensor has a dynamic first axis (Triton's default)."""
+"""max_batch_size when config.json omits it (or is absent) and every graph tensor has a dynamic first axis: Triton's
+default-max-batch-size, which its ONNX Runtime backend fills in when it completes a config (AutoCompleteMaxBatch),
+also turning dynamic batching on."""
 
 _KEYS = layout.CONFIG_KEYS
 
@@ -115,7 +117,8 @@ class _Reader:
 
 
 def read_config(model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS) -> ModelConfig:
-    """Parse `<model_dir>/config.json`. `allowed_providers` (the server's) filters the model's preference."""
+    """Parse `<model_dir>/config.json`; a folder without one reads as `{}`, completed from the graph by `resolve`.
+    `allowed_providers` (the server's) filters the model's preference."""
     path = model_dir / CONFIG_FILE
     if path.is_symlink() and not path.resolve().is_relative_to(model_dir.resolve()):
         # as model files are: a link out of the model folder could make the server read any file it can open
@@ -123,7 +126,8 @@ def read_config(model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelLoadError(f"{path}: missing; every model folder needs a config.json (it may be {{}})") from None
+        # As Triton completes an ONNX model's config: a folder of versions alone serves as if config.json were {}.
+        obj = {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
     if not isinstance(obj, dict):
@@ -273,6 +277,8 @@ def resolve(
     if max_batch_size is None:
         batchable = all(t.shape and t.shape[0] == -1 for t in (*graph_inputs, *graph_outputs))
         max_batch_size = DEFAULT_MAX_BATCH_SIZE if batchable else 0
+        logger.info("event=max_batch_size_from_graph model=%s version=%d max_batch_size=%d", config.name, version,
+                    max_batch_size)  # fmt: skip
     inputs = _merge(where, "input", config.inputs, graph_inputs, max_batch_size)
     outputs = _merge(where, "output", config.outputs, graph_outputs, max_batch_size)
 

@@ -192,11 +192,18 @@ def test_bad_values_are_refused_naming_the_file(tmp_path: Path, config: dict[str
     assert "config.json" in str(info.value)
 
 
+def test_a_missing_config_json_reads_as_empty(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    config = read_config(folder)
+    assert config.name == "m" and config.max_batch_size is None and config.inputs == () and config.outputs == ()
+    (folder / "config.json").write_text("{}")
+    assert read_config(folder).spec == config.spec
+
+
 def test_unreadable_files_are_refused(tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()
-    with pytest.raises(ModelLoadError, match="missing"):
-        read_config(folder)
     for text in ("{not json", "[1, 2]", "\xff"):
         (folder / "config.json").write_text(text, encoding="latin-1")
         with pytest.raises(ModelLoadError):
