@@ -442,3 +442,26 @@ def write_zoo_model(
     if config is not None:
         (repo / name / "config.json").write_text(json.dumps(config, indent=2))
     return path
+
+
+def write_planes(repo: Path, name: str = "planes", **config: Any) -> Path:
+    """x FP32 [N,2,3,W] -> y = x * 2 [N,2,3,W] and total = sum per item [N]: a variable dimension for reshape
+    tests, and a per-item scalar output."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "two"], ["y"]),
+            helper.make_node("ReduceSum", ["x", "all_axes"], ["total"], keepdims=0),
+        ],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, "W"])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3, "W"]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N"]),
+        ],
+        [
+            numpy_helper.from_array(np.array(2, np.float32), "two"),
+            numpy_helper.from_array(np.array([1, 2, 3], np.int64), "all_axes"),
+        ],
+    )
+    _save(graph, repo / name / "1" / "model.onnx")
+    return _entry(repo, name, {"max_batch_size": 8, **config})

@@ -40,6 +40,7 @@ class TensorConfig:
     name: str
     datatype: str | None = None
     dims: tuple[int, ...] | None = None  # with the batch axis as -1 when max_batch_size > 0
+    reshape: tuple[int, ...] | None = None  # Triton's reshape.shape: the graph's shape per item, no batch axis
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,24 @@ def _tensors(top: _Reader, key: str) -> tuple[TensorConfig, ...]:
         if any(t.name == name for t in result):
             raise ModelLoadError(f"{top.path}: key '{key}' lists '{name}' twice")
         assert name is not None
-        result.append(TensorConfig(name, datatype, dims))
+        result.append(TensorConfig(name, datatype, dims, _reshape(tensor, dims)))
     return tuple(result)
+
+
+def _reshape(tensor: _Reader, dims: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """`reshape: {"shape": [...]}` as Triton writes it; it says what `dims` become, so it needs them."""
+    reader = tensor.object("reshape")
+    if reader is None:
+        return None
+    reader.refuse_unknown(("shape",))
+    if not isinstance(reader.obj.get("shape"), list):
+        raise reader.error("shape", "a list of the graph's dims per item (without the batch axis)")
+    shape = reader.ints("shape", -1)
+    if 0 in shape:
+        raise reader.error("shape", "a list of -1 (variable) or sizes >= 1")
+    if dims is None:
+        raise tensor.error("reshape", "given with 'dims' (the shape clients send or get, which it reshapes)")
+    return shape
 
 
 def _dynamic_batching(top: _Reader) -> DynamicBatching | None:
@@ -337,6 +354,7 @@ def _merge(
 ) -> tuple[TensorSpec, ...]:
     by_name = {t.name: t for t in graph}
     given = {t.name: t for t in configured}
+    batching = max_batch_size > 0
     for c in configured:
         g = by_name.get(c.name)
         if g is None:
@@ -346,10 +364,10 @@ def _merge(
             raise ModelLoadError(
                 f"{where}: config {kind} '{c.name}' datatype {c.datatype} contradicts the graph's {g.datatype}"
             )
-        # A config may fix a dimension the graph leaves variable, never the other way round.
-        if c.dims is not None and (
-            len(c.dims) != len(g.shape) or any(gd != -1 and cd != gd for cd, gd in zip(c.dims, g.shape, strict=True))
-        ):
+        if c.reshape is not None:
+            assert c.dims is not None  # read_config refuses a reshape without dims
+            _check_reshape(where, kind, c.name, c.dims, c.reshape, g.shape, batching)
+        elif c.dims is not None and not _fits(c.dims, g.shape):
             raise ModelLoadError(
                 f"{where}: config {kind} '{c.name}' dims {_dims(c.dims)} contradict the graph's {_dims(g.shape)}"
             )
@@ -357,13 +375,60 @@ def _merge(
     for g in graph:
         own = given.get(g.name)
         shape = own.dims if own is not None and own.dims is not None else g.shape
-        if max_batch_size > 0 and (not g.shape or g.shape[0] != -1 or shape[0] != -1):
+        if batching and (not g.shape or g.shape[0] != -1 or not shape or shape[0] != -1):
             raise ModelLoadError(
                 f"{where}: {kind} '{g.name}' dims {_dims(shape)} (graph {_dims(g.shape)}) have no variable batch "
                 f"axis, but max_batch_size is {max_batch_size}; batching needs a first dimension of -1"
             )
-        merged.append(TensorSpec(g.name, g.datatype, shape))
+        model_shape = None
+        if own is not None and own.reshape is not None:
+            model_shape = ((-1,) if batching else ()) + own.reshape
+        elif len(shape) == (1 if batching else 0):
+            # A scalar per item: clients send and get it with a unit axis, dims [1] with reshape [] (Triton's
+            # completion of such a tensor, and what perf_analyzer needs: it refuses an empty per-item shape).
+            shape, model_shape = (*shape, 1), shape
+        merged.append(TensorSpec(g.name, g.datatype, shape, model_shape))
     return tuple(merged)
+
+
+def _fits(dims: Sequence[int], graph: Sequence[int]) -> bool:
+    """A config may fix a dimension the graph leaves variable, never the other way round."""
+    return len(dims) == len(graph) and all(gd == -1 or cd == gd for cd, gd in zip(dims, graph, strict=True))
+
+
+def _check_reshape(where: str, kind: str, name: str, dims: tuple[int, ...], reshape: tuple[int, ...],
+                   graph: tuple[int, ...], batching: bool) -> None:  # fmt: skip
+    """Triton's rules (model_config_utils.cc, ValidateIOShape; its ONNX Runtime backend compares the reshape, not
+    the dims, with the graph): the reshape fits the graph, and dims and reshape hold the same elements, run by run
+    between variable dimensions ([2,4,-1,6] -> [8,-1,1,6]: 2*4 = 8 and 6 = 1*6)."""
+    prefix = f"{where}: config {kind} '{name}'"
+    if batching and dims[:1] != (-1,):
+        return  # no batch axis to set apart: _merge refuses that, naming it
+    if not batching and not reshape:
+        raise ModelLoadError(f"{prefix} reshape [] (a scalar) needs a batch axis: max_batch_size 0 leaves it no data")
+    model = ((-1,) if batching else ()) + reshape
+    if not _fits(model, graph):
+        raise ModelLoadError(
+            f"{prefix} reshape {_dims(reshape)} (the graph's shape per item"
+            f"{', after the batch axis' if batching else ''}) contradicts the graph's {_dims(graph)}"
+        )
+    item = dims[1:] if batching else dims
+    if _runs(item) != _runs(reshape):
+        raise ModelLoadError(
+            f"{prefix} dims {_dims(item)} per item and reshape {_dims(reshape)} hold different numbers of elements "
+            "(each run of fixed dimensions between variable ones must match)"
+        )
+
+
+def _runs(shape: Sequence[int]) -> list[int]:
+    """Element counts of the runs of fixed dimensions, split at each variable one."""
+    runs = [1]
+    for dim in shape:
+        if dim == -1:
+            runs.append(1)
+        else:
+            runs[-1] *= dim
+    return runs
 
 
 def _dims(shape: Sequence[int]) -> str:

@@ -90,7 +90,8 @@ def test_empty_config_is_filled_in_from_the_graph(tmp_path: Path) -> None:
 def test_partial_tensor_entries_take_the_rest_from_the_graph(tmp_path: Path) -> None:
     config = read_config(config_dir(tmp_path, {"max_batch_size": 8, "inputs": [{"name": "images"}]}))
     spec = resolve(config, [IMAGES, TensorSpec("class", "INT64", (-1,))], [LOGITS], version=1)
-    assert spec.inputs == (IMAGES, TensorSpec("class", "INT64", (-1,)))
+    # A per-item scalar: clients send [b, 1] (Triton's dims [1] with reshape []), the graph takes [b].
+    assert spec.inputs == (IMAGES, TensorSpec("class", "INT64", (-1, 1), model_shape=(-1,)))
 
 
 def test_config_may_fix_a_dimension_the_graph_leaves_open(tmp_path: Path) -> None:
