@@ -199,7 +199,15 @@ class RestApi:
         ])  # fmt: skip
 
     async def load(self, request: web.Request) -> web.Response:
-        await self._plane.load(request.match_info["model"])
+        """Body (optional): {"parameters": {"config": "<config.json document>"}}, as tritonclient.http sends it."""
+        with self._plane.reservation() as held:
+            body = await self._read(request, held)
+        self._check_json_size(len(body))
+        document = rest_codec.loads(body, "request body") if body.strip() else {}
+        parameters = document.get("parameters", {}) if isinstance(document, dict) else None
+        if not isinstance(parameters, dict):
+            raise InvalidInput('request body must be a JSON object, with "parameters" an object when present')
+        await self._plane.load(request.match_info["model"], parameters)
         return json_reply({})
 
     async def unload(self, request: web.Request) -> web.Response:

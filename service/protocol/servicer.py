@@ -63,6 +63,12 @@ def _refusal(message: str) -> Any:  # Any: it stands in for methods of several g
     return refuse
 
 
+def _parameter(value: pb.ModelRepositoryParameter) -> object:
+    """The value a repository parameter holds (None when it holds none)."""
+    choice = value.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(value, choice)
+
+
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -112,7 +118,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
-        await self._plane.load(request.model_name)
+        parameters = {key: _parameter(value) for key, value in request.parameters.items()}
+        await self._plane.load(request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
     @unary

@@ -31,6 +31,8 @@ default-max-batch-size, which its ONNX Runtime backend fills in when it complete
 also turning dynamic batching on."""
 
 _KEYS = layout.CONFIG_KEYS
+OVERRIDE = "(config of the load request)"
+"""What errors name for a config sent with a load request: `<model>/(config of the load request): key ...`."""
 
 
 @dataclass(frozen=True)
@@ -117,24 +119,35 @@ class _Reader:
         return _Reader(self.path, value, f"{self.prefix}{key}.")
 
 
-def read_config(model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS) -> ModelConfig:
+def read_config(
+    model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS, override: str | None = None
+) -> ModelConfig:
     """Parse `<model_dir>/config.json`; a folder without one reads as `{}`, completed from the graph by `resolve`.
-    `allowed_providers` (the server's) filters the model's preference."""
-    path = model_dir / CONFIG_FILE
-    if path.is_symlink() and not path.resolve().is_relative_to(model_dir.resolve()):
-        # as model files are: a link out of the model folder could make the server read any file it can open
-        raise ModelLoadError(f"{path}: a link that leads out of the model folder; put config.json itself there")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        # As Triton completes an ONNX model's config: a folder of versions alone serves as if config.json were {}.
-        obj = {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
-    if not isinstance(obj, dict):
-        raise ModelLoadError(f"{path}: must hold a JSON object, got {type(obj).__name__}")
+    `allowed_providers` (the server's) filters the model's preference. `override`: a config.json document sent with
+    a load request, read in the file's place (the file is neither read nor written); errors name it instead."""
+    if override is not None:
+        path = model_dir / OVERRIDE
+        obj = _parse(path, override)
+    else:
+        path = model_dir / CONFIG_FILE
+        if path.is_symlink() and not path.resolve().is_relative_to(model_dir.resolve()):
+            # as model files are: a link out of the model folder could make the server read any file it can open
+            raise ModelLoadError(f"{path}: a link that leads out of the model folder; put config.json itself there")
+        try:
+            obj = _parse(path, path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            # As Triton completes an ONNX model's config: a folder of versions alone serves as if it held {}.
+            obj = {}
+        except (OSError, UnicodeDecodeError) as err:
+            raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
     top = _Reader(path, obj)
     unknown = sorted(set(obj) - _KEYS)
+    if unknown and override is not None:
+        # A file may come from a newer trainer; a client's document at run time should be understood whole.
+        raise ModelLoadError(
+            f"{path}: unknown key '{unknown[0]}'; it is a config.json document (docs/model-repository.md), whose "
+            f"keys are {', '.join(sorted(_KEYS))}"
+        )
     if unknown:
         logger.warning("event=config_unknown_keys file=%s keys=%s", path, ",".join(unknown))
 
@@ -170,6 +183,18 @@ def read_config(model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS
         outputs=_tensors(top, "outputs"),
         dynamic_batching_given="dynamic_batching" in obj,
     )
+
+
+def _parse(path: Path, text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
+    except RecursionError:  # a client's document nested thousands deep
+        raise ModelLoadError(f"{path}: cannot read it as JSON: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: must hold a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _tensors(top: _Reader, key: str) -> tuple[TensorConfig, ...]:
