@@ -17,6 +17,7 @@ from cnnserve.service.errors import FailedPrecondition, InvalidInput, NotSupport
 from cnnserve.service.kinds.base import Kind
 from cnnserve.service.protocol import describe, statistics
 from cnnserve.service.protocol.inference import InferencePath, InferResult, kind_of
+from cnnserve.service.protocol.log_settings import LogSettings
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.scheduling.memory import Reservation
@@ -25,7 +26,7 @@ from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Buffer, RequestLimits
 
 # Only what really works: perf_analyzer asks ModelStatistics only when "statistics" is listed.
-EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics")
+EXTENSIONS = ("classification", "logging", "model_configuration", "model_repository", "statistics")
 
 LOAD_CONFIG = "config"
 """Load parameter: a config.json document (JSON text) to load the model with instead of its folder's (Triton's)."""
@@ -42,9 +43,12 @@ class DataPlane:
         path: InferencePath,
         *,
         listening: Callable[[], bool],
+        logs: LogSettings | None = None,
     ) -> None:
-        """`listening` says whether the server's listeners are up: the one part of liveness the plane cannot see."""
+        """`listening` says whether the server's listeners are up: the one part of liveness the plane cannot see.
+        `logs`: the server's log settings (the logging extension)."""
         self._settings = settings
+        self._logs = logs or LogSettings()
         self._models = models
         self._gate = gate
         self._path = path
@@ -118,6 +122,22 @@ class DataPlane:
             raise FailedPrecondition(
                 f"model {action} is only allowed in 'explicit' model control mode; this server runs in '{mode}'"
             )
+
+    # -- logging ------------------------------------------------------------------------------------------------
+
+    def log_settings(self, changes: Mapping[str, object] | None = None) -> pb.LogSettingsResponse:
+        """The log settings after `changes` (None values leave a setting as it is); log_settings.py maps them."""
+        values = self._logs.update(changes) if changes else self._logs.current()
+        response = pb.LogSettingsResponse()
+        for name, value in values.items():
+            entry = response.settings[name]
+            if isinstance(value, bool):
+                entry.bool_param = value
+            elif isinstance(value, int):
+                entry.uint32_param = value
+            else:
+                entry.string_param = value
+        return response
 
     # -- inference ---------------------------------------------------------------------------------------------
 

@@ -69,6 +69,12 @@ def _parameter(value: pb.ModelRepositoryParameter) -> object:
     return None if choice is None else getattr(value, choice)
 
 
+def _setting(value: pb.LogSettingsRequest.SettingValue) -> object:
+    """The value a log setting holds (None when it holds none: the setting stays as it is)."""
+    choice = value.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(value, choice)
+
+
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -128,6 +134,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         await self._plane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    # -- logging ----------------------------------------------------------------------------------------------
+
+    @unary
+    async def LogSettings(self, request: pb.LogSettingsRequest, context: Any) -> pb.LogSettingsResponse:
+        changes = {name: _setting(value) for name, value in request.settings.items()}
+        return self._plane.log_settings(changes)
 
     # -- inference --------------------------------------------------------------------------------------------
 
@@ -189,4 +202,3 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     CudaSharedMemoryRegister = _refusal("CUDA shared memory is not supported: send tensors in the request")
     CudaSharedMemoryUnregister = _refusal("CUDA shared memory is not supported: send tensors in the request")
     TraceSetting = _refusal("tracing is not supported; use the Prometheus metrics on the HTTP port")
-    LogSettings = _refusal("log settings cannot be changed at run time; use --log-level")
