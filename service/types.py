@@ -20,6 +20,27 @@ class TensorSpec:
     name: str
     datatype: str  # Open Inference Protocol name: "FP32", "INT64", "BYTES", ...
     shape: tuple[int, ...]  # -1 marks a variable dimension; the first is the batch axis when batching
+    model_shape: tuple[int, ...] | None = None
+    """The graph's shape where clients see another (`shape`): Triton's reshape, from the config's `reshape` or for a
+    per-item scalar (graph [-1], clients [-1, 1]). None: the same. The batch axis as in `shape`. The served model
+    (registry/served.py) turns request tensors into this shape and answers back into `shape`; everything above it
+    (metadata, validation, kinds) sees `shape` only."""
+
+    @property
+    def runtime_shape(self) -> tuple[int, ...]:
+        """The shape ONNX Runtime is fed or answers."""
+        return self.shape if self.model_shape is None else self.model_shape
+
+
+def reshaped(
+    shape: tuple[int, ...], source: tuple[int, ...], target: tuple[int, ...], batched: bool
+) -> tuple[int, ...]:
+    """An array's `shape`, which follows `source`, as `target` says (Triton's reshape, either way): each variable
+    (-1) dimension of the target takes the array's value at the source's next variable dimension; the batch axis
+    stays. The config check (registry/model_config.py) made both sides hold the same elements."""
+    start = 1 if batched else 0
+    variable = iter([dim for dim, declared in zip(shape[start:], source[start:], strict=True) if declared == -1])
+    return shape[:start] + tuple(next(variable) if dim == -1 else dim for dim in target[start:])
 
 
 @dataclass(frozen=True)

@@ -385,3 +385,83 @@ def segmenter_reference(images: np.ndarray) -> dict[str, np.ndarray]:
         "mask": ceiled[:, 0].astype(np.uint8),
         "logits": logits,
     }
+
+
+# -- real architectures from the onnx package -------------------------------------------------------------------------
+# onnx ships ImageNet CNNs (Caffe2 conversions, opset 9, input [1,3,224,224]) with every weight made in the graph by
+# ConstantOfShape from one value, so any input gives the same answer. zoo_model swaps those nodes for random weights
+# (He-scaled, seeded), which makes the answers depend on the input and so worth comparing.
+
+ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+ZOO_INPUT = (3, 224, 224)  # per item, NCHW
+
+
+def zoo_model(architecture: str, seed: int = 0, batch_axis: bool = False) -> onnx.ModelProto:
+    """`architecture`: a file of ZOO without its prefix (squeezenet, inception_v1, densenet121, ...). `batch_axis`:
+    the graph's first input and output dimension becomes symbolic ('N'), as an exporter with dynamic axes writes."""
+    model = onnx.load(str(ZOO / f"light_{architecture}.onnx"))
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    rng = np.random.default_rng(seed)
+    nodes, weights = [], []
+    for node in graph.node:
+        if node.op_type != "ConstantOfShape" or node.input[0] not in constants:
+            nodes.append(node)
+            continue
+        shape = numpy_helper.to_array(constants[node.input[0]]).astype(int)
+        if len(shape) >= 2:  # conv and gemm weights
+            values = rng.standard_normal(shape) * np.sqrt(2.0 / int(np.prod(shape[1:])))
+        else:  # biases and batch-norm parameters (variances among them: positive)
+            values = rng.uniform(0.5, 1.5, shape)
+        weights.append(numpy_helper.from_array(values.astype(np.float32), node.output[0]))
+    used = {name for node in nodes for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *weights])
+    inputs = [i for i in graph.input if i.name not in constants and i.name not in {w.name for w in weights}]
+    del graph.input[:]  # IR 3 lists initializers as inputs too; IR 4 lets them be constants alone
+    graph.input.extend(inputs)
+    del graph.value_info[:]
+    if batch_axis:
+        for tensor in (*graph.input, *graph.output):
+            tensor.type.tensor_type.shape.dim[0].dim_param = "N"
+    model.ir_version = max(model.ir_version, 4)
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_zoo_model(
+    repo: Path, name: str, architecture: str, *, batch_axis: bool = False, config: dict[str, Any] | None = None
+) -> Path:
+    """`name`/1/model.onnx from zoo_model; config.json only when `config` is given. Returns the model file."""
+    path = repo / name / "1" / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(zoo_model(architecture, batch_axis=batch_axis), str(path))
+    if config is not None:
+        (repo / name / "config.json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+def write_planes(repo: Path, name: str = "planes", **config: Any) -> Path:
+    """x FP32 [N,2,3,W] -> y = x * 2 [N,2,3,W] and total = sum per item [N]: a variable dimension for reshape
+    tests, and a per-item scalar output."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "two"], ["y"]),
+            helper.make_node("ReduceSum", ["x", "all_axes"], ["total"], keepdims=0),
+        ],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, "W"])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3, "W"]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N"]),
+        ],
+        [
+            numpy_helper.from_array(np.array(2, np.float32), "two"),
+            numpy_helper.from_array(np.array([1, 2, 3], np.int64), "all_axes"),
+        ],
+    )
+    _save(graph, repo / name / "1" / "model.onnx")
+    return _entry(repo, name, {"max_batch_size": 8, **config})

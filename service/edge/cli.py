@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cnnserve.service.protocol import log_settings
 from cnnserve.service.settings import CONTROL_MODES, ConfigError, Settings
 
 
@@ -105,7 +106,7 @@ def main(argv: Sequence[str]) -> int:
         settings = settings_from_args(argv)
     except ValueError as err:
         raise SystemExit(f"cnnserve serve: {err}") from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format=log_settings.LOG_FORMAT)
     from cnnserve.service.edge.server import serve  # onnxruntime is imported only once settings are valid
 
     try:

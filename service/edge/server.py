@@ -31,6 +31,7 @@ from cnnserve.service.execution.images import ImageWorkers
 from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.protocol.guard import StreamsPerConnection, guarded_service
 from cnnserve.service.protocol.inference import InferencePath, kind_factory
+from cnnserve.service.protocol.log_settings import LogSettings
 from cnnserve.service.protocol.operations import AccessPolicy
 from cnnserve.service.protocol.rest import RestApi
 from cnnserve.service.protocol.servicer import InferenceServicer
@@ -67,7 +68,8 @@ class InferenceServer:
         self.metrics.attach_memory(lambda: self.memory.held, lambda: self.memory.refused)
         self.path = InferencePath(settings, self.models, self.gate, self.images, self.memory)
         # Every operation of both doors, readiness included, answered once; the listeners are its only input here.
-        self.plane = DataPlane(settings, self.models, self.gate, self.path, listening=self.is_live)
+        self.logs = LogSettings()  # the logging extension's; what clients set is undone at stop
+        self.plane = DataPlane(settings, self.models, self.gate, self.path, listening=self.is_live, logs=self.logs)
         self._grpc: grpc.aio.Server | None = None
         self._http: HttpServer | None = None
         self._rest: WebListener | None = None
@@ -219,6 +221,7 @@ class InferenceServer:
         if self._heap_frozen:
             heap.unfreeze()
             self._heap_frozen = False
+        self.logs.close()
         logger.info("event=stopped drained=%s admitted=%d unfinished=%d", drained, self.gate.admitted,
                     self.gate.in_progress)  # fmt: skip
 

@@ -221,7 +221,7 @@ class Runtime:
             guessed = False
             feed: Tensors = {}
             for tensor in spec.inputs:
-                dims = list(tensor.shape)
+                dims = list(tensor.runtime_shape)  # the graph's: a config reshape applies above
                 if spec.max_batch_size > 0 and dims:
                     dims[0] = batch
                 guessed = guessed or -1 in dims

@@ -9,14 +9,15 @@ step. Readiness is defined here and nowhere else; the health service and the met
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.service.errors import FailedPrecondition
+from cnnserve.service.errors import FailedPrecondition, InvalidInput, NotSupported
 from cnnserve.service.kinds.base import Kind
 from cnnserve.service.protocol import describe, statistics
 from cnnserve.service.protocol.inference import InferencePath, InferResult, kind_of
+from cnnserve.service.protocol.log_settings import LogSettings
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.scheduling.memory import Reservation
@@ -25,7 +26,12 @@ from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Buffer, RequestLimits
 
 # Only what really works: perf_analyzer asks ModelStatistics only when "statistics" is listed.
-EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics")
+EXTENSIONS = ("classification", "logging", "model_configuration", "model_repository", "statistics")
+
+LOAD_CONFIG = "config"
+"""Load parameter: a config.json document (JSON text) to load the model with instead of its folder's (Triton's)."""
+LOAD_FILE_PREFIX = "file:"
+"""Triton's load parameters that carry model files (file:<version>/<name>); refused here."""
 
 
 class DataPlane:
@@ -37,9 +43,12 @@ class DataPlane:
         path: InferencePath,
         *,
         listening: Callable[[], bool],
+        logs: LogSettings | None = None,
     ) -> None:
-        """`listening` says whether the server's listeners are up: the one part of liveness the plane cannot see."""
+        """`listening` says whether the server's listeners are up: the one part of liveness the plane cannot see.
+        `logs`: the server's log settings (the logging extension)."""
         self._settings = settings
+        self._logs = logs or LogSettings()
         self._models = models
         self._gate = gate
         self._path = path
@@ -98,9 +107,10 @@ class DataPlane:
             ]
         )
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
+        """`parameters`: the request's, as plain values; `config` overrides the folder's config.json for this load."""
         self._require_explicit_mode("load")
-        await self._models.load(name)
+        await self._models.load(name, config=_load_config(parameters or {}))
 
     async def unload(self, name: str) -> None:
         self._require_explicit_mode("unload")
@@ -112,6 +122,22 @@ class DataPlane:
             raise FailedPrecondition(
                 f"model {action} is only allowed in 'explicit' model control mode; this server runs in '{mode}'"
             )
+
+    # -- logging ------------------------------------------------------------------------------------------------
+
+    def log_settings(self, changes: Mapping[str, object] | None = None) -> pb.LogSettingsResponse:
+        """The log settings after `changes` (None values leave a setting as it is); log_settings.py maps them."""
+        values = self._logs.update(changes) if changes else self._logs.current()
+        response = pb.LogSettingsResponse()
+        for name, value in values.items():
+            entry = response.settings[name]
+            if isinstance(value, bool):
+                entry.bool_param = value
+            elif isinstance(value, int):
+                entry.uint32_param = value
+            else:
+                entry.string_param = value
+        return response
 
     # -- inference ---------------------------------------------------------------------------------------------
 
@@ -145,3 +171,20 @@ class DataPlane:
         model = self._models.get(name, version)  # ModelNotFound or ModelNotReady before the disk is touched
         folder = self._models.repository.model_dir(name) / str(model.version)
         return await asyncio.to_thread(kind_of(model).read_file, operation, folder, file)
+
+
+def _load_config(parameters: Mapping[str, object]) -> str | None:
+    """The `config` load parameter, or None. Triton's `file:` parameters are refused, not ignored: taking them would
+    mean writing a client's bytes into the model repository (and loading them as a model, in this process)."""
+    for key in parameters:
+        if key.startswith(LOAD_FILE_PREFIX):
+            raise NotSupported(
+                f"load parameter {key!r}: model files sent with a load request are not taken, since the server would "
+                "write a client's bytes into its model repository; put the files in the repository and load by name"
+            )
+        if key != LOAD_CONFIG:
+            raise InvalidInput(f"load parameter {key!r}: unknown; a load takes {LOAD_CONFIG!r} alone")
+    config = parameters.get(LOAD_CONFIG)
+    if config is not None and not isinstance(config, str):
+        raise InvalidInput(f"load parameter {LOAD_CONFIG!r} must be a string: a config.json document, as JSON text")
+    return config

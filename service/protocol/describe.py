@@ -1,11 +1,11 @@
 """Describes loaded models in the protocol's terms: ModelMetadata, Triton's ModelConfig, repository index entries.
 
 Two shape conventions meet here: ModelMetadata keeps the batch axis as -1 (perf_analyzer drops it when
-max_batch_size > 0), ModelConfig omits it (Triton's `dims`). A per-item scalar (shape [-1]) has no dims left, which
-Triton's config cannot express; it is reported as dims [1] with a reshape to [] the way Triton models do, and its
-input metadata says [-1, 1] as Triton's does (metadata shows the config's dims, before the reshape). perf_analyzer
-needs that: it refuses an input whose per-item shape is empty ("unable to set shape for the input"). The codec accepts
-such an input as [b, 1] or [b].
+max_batch_size > 0), ModelConfig omits it (Triton's `dims`). Both show the shape clients send and get; where the
+graph's differs (a config `reshape`, or a per-item scalar: graph [-1], clients [-1, 1]), ModelConfig adds Triton's
+`reshape` with the graph's shape per item, as Triton reports it (reshape [] for a scalar; none for a non-batching
+model's scalar, whose empty reshape Triton refuses). perf_analyzer needs the unit axis: it refuses an input whose
+per-item shape is empty ("unable to set shape for the input").
 
 Value ranges: ModelConfig's parameters state `input_range` (the image input's values, derived from the preprocessing
 recipe: "0,1" for pixels, or a note that mean/std normalise them) and `output_range` (a generator's image output,
@@ -30,29 +30,24 @@ def tensor_metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetada
     return pb.ModelMetadataResponse.TensorMetadata(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
 
 
-def _input_metadata(spec: ModelSpec, tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
-    metadata = tensor_metadata(tensor)
-    if _item_dims(spec, tensor)[1] is not None:  # per-item scalar: the config's dims [1], before its reshape []
-        metadata.shape.append(1)
-    return metadata
-
-
 def model_metadata(spec: ModelSpec, versions: list[int]) -> pb.ModelMetadataResponse:
     return pb.ModelMetadataResponse(
         name=spec.name,
         versions=[str(v) for v in sorted(versions)],
         platform=spec.platform or layout.PLATFORM,
-        inputs=[_input_metadata(spec, t) for t in spec.inputs],
+        inputs=[tensor_metadata(t) for t in spec.inputs],
         outputs=[tensor_metadata(t) for t in spec.outputs],
     )
 
 
 def _item_dims(spec: ModelSpec, tensor: TensorSpec) -> tuple[list[int], list[int] | None]:
-    """Per-item dims for Triton's config, plus a reshape target when the item is a scalar."""
-    dims = list(tensor.shape[1:] if spec.max_batch_size > 0 else tensor.shape)
-    if not dims:
-        return [1], []
-    return dims, None
+    """Per-item dims for Triton's config, and its reshape: the graph's shape per item, where it differs."""
+    batching = spec.max_batch_size > 0
+    dims = list(tensor.shape[1:] if batching else tensor.shape)
+    if tensor.model_shape is None:
+        return dims, None
+    reshape = list(tensor.model_shape[1:] if batching else tensor.model_shape)
+    return dims, reshape if reshape or batching else None
 
 
 def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.ModelConfig:

@@ -147,6 +147,8 @@ class RestApi:
             Route("POST", "/v2/repository/index", self.repository_index, op.REPOSITORY_INDEX),
             Route("POST", "/v2/repository/models/{model}/load", self.load, op.LOAD),
             Route("POST", "/v2/repository/models/{model}/unload", self.unload, op.UNLOAD),
+            Route("GET", "/v2/logging", self.log_settings, op.LOG_SETTINGS),
+            Route("POST", "/v2/logging", self.log_settings, op.LOG_SETTINGS),
             *[route for base in (model, version) for route in (
                 Route("GET", base, self.model_metadata, op.MODEL_METADATA),
                 Route("GET", base + "/ready", self.model_ready, op.MODEL_READY),
@@ -199,12 +201,37 @@ class RestApi:
         ])  # fmt: skip
 
     async def load(self, request: web.Request) -> web.Response:
-        await self._plane.load(request.match_info["model"])
+        """Body (optional): {"parameters": {"config": "<config.json document>"}}, as tritonclient.http sends it."""
+        with self._plane.reservation() as held:
+            body = await self._read(request, held)
+        self._check_json_size(len(body))
+        document = rest_codec.loads(body, "request body") if body.strip() else {}
+        parameters = document.get("parameters", {}) if isinstance(document, dict) else None
+        if not isinstance(parameters, dict):
+            raise InvalidInput('request body must be a JSON object, with "parameters" an object when present')
+        await self._plane.load(request.match_info["model"], parameters)
         return json_reply({})
 
     async def unload(self, request: web.Request) -> web.Response:
         await self._plane.unload(request.match_info["model"])
         return json_reply({})
+
+    # -- logging ----------------------------------------------------------------------------------------------
+
+    async def log_settings(self, request: web.Request) -> web.Response:
+        """GET: the settings; POST: {setting: value, ...} changed (null leaves one as it is), then the settings.
+        Triton's JSON: each setting's value itself, not the protobuf's oneof."""
+        changes: dict[str, object] = {}
+        if request.method == "POST":
+            with self._plane.reservation() as held:
+                body = await self._read(request, held)
+            self._check_json_size(len(body))
+            document = rest_codec.loads(body, "request body") if body.strip() else {}
+            if not isinstance(document, dict):
+                raise InvalidInput("request body must be a JSON object of log settings")
+            changes = document
+        settings = self._plane.log_settings(changes).settings
+        return json_reply({name: _setting_value(value) for name, value in settings.items()})
 
     # -- inference --------------------------------------------------------------------------------------------
 
@@ -293,6 +320,11 @@ class RestApi:
 
 def _model(request: web.Request) -> tuple[str, str]:
     return request.match_info["model"], request.match_info.get("version", "")
+
+
+def _setting_value(value: pb.LogSettingsResponse.SettingValue) -> object:
+    choice = value.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(value, choice)
 
 
 def _int_or(text: str, fallback: int) -> int:

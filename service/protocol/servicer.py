@@ -63,6 +63,18 @@ def _refusal(message: str) -> Any:  # Any: it stands in for methods of several g
     return refuse
 
 
+def _parameter(value: pb.ModelRepositoryParameter) -> object:
+    """The value a repository parameter holds (None when it holds none)."""
+    choice = value.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(value, choice)
+
+
+def _setting(value: pb.LogSettingsRequest.SettingValue) -> object:
+    """The value a log setting holds (None when it holds none: the setting stays as it is)."""
+    choice = value.WhichOneof("parameter_choice")
+    return None if choice is None else getattr(value, choice)
+
+
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -112,7 +124,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
-        await self._plane.load(request.model_name)
+        parameters = {key: _parameter(value) for key, value in request.parameters.items()}
+        await self._plane.load(request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
     @unary
@@ -121,6 +134,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryModelUnloadResponse:
         await self._plane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    # -- logging ----------------------------------------------------------------------------------------------
+
+    @unary
+    async def LogSettings(self, request: pb.LogSettingsRequest, context: Any) -> pb.LogSettingsResponse:
+        changes = {name: _setting(value) for name, value in request.settings.items()}
+        return self._plane.log_settings(changes)
 
     # -- inference --------------------------------------------------------------------------------------------
 
@@ -182,4 +202,3 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     CudaSharedMemoryRegister = _refusal("CUDA shared memory is not supported: send tensors in the request")
     CudaSharedMemoryUnregister = _refusal("CUDA shared memory is not supported: send tensors in the request")
     TraceSetting = _refusal("tracing is not supported; use the Prometheus metrics on the HTTP port")
-    LogSettings = _refusal("log settings cannot be changed at run time; use --log-level")

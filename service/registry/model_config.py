@@ -26,9 +26,13 @@ DATATYPES = tuple(datatypes.DATATYPES)
 PROVIDERS = ("tensorrt", "cuda", "cpu")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 DEFAULT_MAX_BATCH_SIZE = 4
-"""max_batch_size when config.json omits it and every graph tensor has a dynamic first axis (Triton's default)."""
+"""max_batch_size when config.json omits it (or is absent) and every graph tensor has a dynamic first axis: Triton's
+default-max-batch-size, which its ONNX Runtime backend fills in when it completes a config (AutoCompleteMaxBatch),
+also turning dynamic batching on."""
 
 _KEYS = layout.CONFIG_KEYS
+OVERRIDE = "(config of the load request)"
+"""What errors name for a config sent with a load request: `<model>/(config of the load request): key ...`."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class TensorConfig:
     name: str
     datatype: str | None = None
     dims: tuple[int, ...] | None = None  # with the batch axis as -1 when max_batch_size > 0
+    reshape: tuple[int, ...] | None = None  # Triton's reshape.shape: the graph's shape per item, no batch axis
 
 
 @dataclass(frozen=True)
@@ -114,22 +119,35 @@ class _Reader:
         return _Reader(self.path, value, f"{self.prefix}{key}.")
 
 
-def read_config(model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS) -> ModelConfig:
-    """Parse `<model_dir>/config.json`. `allowed_providers` (the server's) filters the model's preference."""
-    path = model_dir / CONFIG_FILE
-    if path.is_symlink() and not path.resolve().is_relative_to(model_dir.resolve()):
-        # as model files are: a link out of the model folder could make the server read any file it can open
-        raise ModelLoadError(f"{path}: a link that leads out of the model folder; put config.json itself there")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path}: missing; every model folder needs a config.json (it may be {{}})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
-    if not isinstance(obj, dict):
-        raise ModelLoadError(f"{path}: must hold a JSON object, got {type(obj).__name__}")
+def read_config(
+    model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS, override: str | None = None
+) -> ModelConfig:
+    """Parse `<model_dir>/config.json`; a folder without one reads as `{}`, completed from the graph by `resolve`.
+    `allowed_providers` (the server's) filters the model's preference. `override`: a config.json document sent with
+    a load request, read in the file's place (the file is neither read nor written); errors name it instead."""
+    if override is not None:
+        path = model_dir / OVERRIDE
+        obj = _parse(path, override)
+    else:
+        path = model_dir / CONFIG_FILE
+        if path.is_symlink() and not path.resolve().is_relative_to(model_dir.resolve()):
+            # as model files are: a link out of the model folder could make the server read any file it can open
+            raise ModelLoadError(f"{path}: a link that leads out of the model folder; put config.json itself there")
+        try:
+            obj = _parse(path, path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            # As Triton completes an ONNX model's config: a folder of versions alone serves as if it held {}.
+            obj = {}
+        except (OSError, UnicodeDecodeError) as err:
+            raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
     top = _Reader(path, obj)
     unknown = sorted(set(obj) - _KEYS)
+    if unknown and override is not None:
+        # A file may come from a newer trainer; a client's document at run time should be understood whole.
+        raise ModelLoadError(
+            f"{path}: unknown key '{unknown[0]}'; it is a config.json document (docs/model-repository.md), whose "
+            f"keys are {', '.join(sorted(_KEYS))}"
+        )
     if unknown:
         logger.warning("event=config_unknown_keys file=%s keys=%s", path, ",".join(unknown))
 
@@ -167,6 +185,18 @@ def read_config(model_dir: Path, *, allowed_providers: Sequence[str] = PROVIDERS
     )
 
 
+def _parse(path: Path, text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
+    except RecursionError:  # a client's document nested thousands deep
+        raise ModelLoadError(f"{path}: cannot read it as JSON: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise ModelLoadError(f"{path}: must hold a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _tensors(top: _Reader, key: str) -> tuple[TensorConfig, ...]:
     entries = top.list_(key, []) or []
     result: list[TensorConfig] = []
@@ -183,8 +213,24 @@ def _tensors(top: _Reader, key: str) -> tuple[TensorConfig, ...]:
         if any(t.name == name for t in result):
             raise ModelLoadError(f"{top.path}: key '{key}' lists '{name}' twice")
         assert name is not None
-        result.append(TensorConfig(name, datatype, dims))
+        result.append(TensorConfig(name, datatype, dims, _reshape(tensor, dims)))
     return tuple(result)
+
+
+def _reshape(tensor: _Reader, dims: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """`reshape: {"shape": [...]}` as Triton writes it; it says what `dims` become, so it needs them."""
+    reader = tensor.object("reshape")
+    if reader is None:
+        return None
+    reader.refuse_unknown(("shape",))
+    if not isinstance(reader.obj.get("shape"), list):
+        raise reader.error("shape", "a list of the graph's dims per item (without the batch axis)")
+    shape = reader.ints("shape", -1)
+    if 0 in shape:
+        raise reader.error("shape", "a list of -1 (variable) or sizes >= 1")
+    if dims is None:
+        raise tensor.error("reshape", "given with 'dims' (the shape clients send or get, which it reshapes)")
+    return shape
 
 
 def _dynamic_batching(top: _Reader) -> DynamicBatching | None:
@@ -273,6 +319,8 @@ def resolve(
     if max_batch_size is None:
         batchable = all(t.shape and t.shape[0] == -1 for t in (*graph_inputs, *graph_outputs))
         max_batch_size = DEFAULT_MAX_BATCH_SIZE if batchable else 0
+        logger.info("event=max_batch_size_from_graph model=%s version=%d max_batch_size=%d", config.name, version,
+                    max_batch_size)  # fmt: skip
     inputs = _merge(where, "input", config.inputs, graph_inputs, max_batch_size)
     outputs = _merge(where, "output", config.outputs, graph_outputs, max_batch_size)
 
@@ -331,6 +379,7 @@ def _merge(
 ) -> tuple[TensorSpec, ...]:
     by_name = {t.name: t for t in graph}
     given = {t.name: t for t in configured}
+    batching = max_batch_size > 0
     for c in configured:
         g = by_name.get(c.name)
         if g is None:
@@ -340,10 +389,10 @@ def _merge(
             raise ModelLoadError(
                 f"{where}: config {kind} '{c.name}' datatype {c.datatype} contradicts the graph's {g.datatype}"
             )
-        # A config may fix a dimension the graph leaves variable, never the other way round.
-        if c.dims is not None and (
-            len(c.dims) != len(g.shape) or any(gd != -1 and cd != gd for cd, gd in zip(c.dims, g.shape, strict=True))
-        ):
+        if c.reshape is not None:
+            assert c.dims is not None  # read_config refuses a reshape without dims
+            _check_reshape(where, kind, c.name, c.dims, c.reshape, g.shape, batching)
+        elif c.dims is not None and not _fits(c.dims, g.shape):
             raise ModelLoadError(
                 f"{where}: config {kind} '{c.name}' dims {_dims(c.dims)} contradict the graph's {_dims(g.shape)}"
             )
@@ -351,13 +400,60 @@ def _merge(
     for g in graph:
         own = given.get(g.name)
         shape = own.dims if own is not None and own.dims is not None else g.shape
-        if max_batch_size > 0 and (not g.shape or g.shape[0] != -1 or shape[0] != -1):
+        if batching and (not g.shape or g.shape[0] != -1 or not shape or shape[0] != -1):
             raise ModelLoadError(
                 f"{where}: {kind} '{g.name}' dims {_dims(shape)} (graph {_dims(g.shape)}) have no variable batch "
                 f"axis, but max_batch_size is {max_batch_size}; batching needs a first dimension of -1"
             )
-        merged.append(TensorSpec(g.name, g.datatype, shape))
+        model_shape = None
+        if own is not None and own.reshape is not None:
+            model_shape = ((-1,) if batching else ()) + own.reshape
+        elif len(shape) == (1 if batching else 0):
+            # A scalar per item: clients send and get it with a unit axis, dims [1] with reshape [] (Triton's
+            # completion of such a tensor, and what perf_analyzer needs: it refuses an empty per-item shape).
+            shape, model_shape = (*shape, 1), shape
+        merged.append(TensorSpec(g.name, g.datatype, shape, model_shape))
     return tuple(merged)
+
+
+def _fits(dims: Sequence[int], graph: Sequence[int]) -> bool:
+    """A config may fix a dimension the graph leaves variable, never the other way round."""
+    return len(dims) == len(graph) and all(gd == -1 or cd == gd for cd, gd in zip(dims, graph, strict=True))
+
+
+def _check_reshape(where: str, kind: str, name: str, dims: tuple[int, ...], reshape: tuple[int, ...],
+                   graph: tuple[int, ...], batching: bool) -> None:  # fmt: skip
+    """Triton's rules (model_config_utils.cc, ValidateIOShape; its ONNX Runtime backend compares the reshape, not
+    the dims, with the graph): the reshape fits the graph, and dims and reshape hold the same elements, run by run
+    between variable dimensions ([2,4,-1,6] -> [8,-1,1,6]: 2*4 = 8 and 6 = 1*6)."""
+    prefix = f"{where}: config {kind} '{name}'"
+    if batching and dims[:1] != (-1,):
+        return  # no batch axis to set apart: _merge refuses that, naming it
+    if not batching and not reshape:
+        raise ModelLoadError(f"{prefix} reshape [] (a scalar) needs a batch axis: max_batch_size 0 leaves it no data")
+    model = ((-1,) if batching else ()) + reshape
+    if not _fits(model, graph):
+        raise ModelLoadError(
+            f"{prefix} reshape {_dims(reshape)} (the graph's shape per item"
+            f"{', after the batch axis' if batching else ''}) contradicts the graph's {_dims(graph)}"
+        )
+    item = dims[1:] if batching else dims
+    if _runs(item) != _runs(reshape):
+        raise ModelLoadError(
+            f"{prefix} dims {_dims(item)} per item and reshape {_dims(reshape)} hold different numbers of elements "
+            "(each run of fixed dimensions between variable ones must match)"
+        )
+
+
+def _runs(shape: Sequence[int]) -> list[int]:
+    """Element counts of the runs of fixed dimensions, split at each variable one."""
+    runs = [1]
+    for dim in shape:
+        if dim == -1:
+            runs.append(1)
+        else:
+            runs[-1] *= dim
+    return runs
 
 
 def _dims(shape: Sequence[int]) -> str:

@@ -54,6 +54,7 @@ class _Model:
     versions: dict[int, _Version] = field(default_factory=dict)
     error: str = ""  # a failure of the whole model (config.json, no versions)
     fingerprint: Fingerprint | None = None  # what the last sync saw on disk
+    overridden: bool = False  # versions were last loaded with a load request's config: the next load reloads all
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -136,11 +137,15 @@ class ModelManager:
 
     # -- explicit control ---------------------------------------------------------------------------------------
 
-    async def load(self, name: str) -> None:
-        """(Re)load a model from disk: new, changed or failed versions load; others keep serving."""
+    async def load(self, name: str, config: str | None = None) -> None:
+        """(Re)load a model from disk: new, changed or failed versions load; others keep serving.
+
+        `config`: a config.json document (JSON text) to load with instead of the folder's config.json, as Triton's
+        load `config` parameter; every selected version reloads with it. It is kept nowhere: it lasts until the next
+        load, and a load without one reloads every version with the folder's config again (as Triton does)."""
         await asyncio.to_thread(self.repository.model_dir, name)  # ModelNotFound for unsafe or unknown names
         self._wanted.add(name)
-        await self._sync(name, force=True, quiet=False)
+        await self._sync(name, force=True, quiet=False, override=config)
 
     async def unload(self, name: str) -> None:
         """Stop serving every version of a model: new requests are refused, accepted ones finish."""
@@ -151,7 +156,7 @@ class ModelManager:
         self._wanted.discard(name)
         async with model.lock:
             await self._retire(name, model, list(model.versions), reason="unloaded")
-            model.fingerprint = None
+            model.fingerprint, model.overridden = None, False
 
     # -- lookups (event loop, no I/O; index scans in a thread) -----------------------------------------------------
 
@@ -219,9 +224,10 @@ class ModelManager:
 
     # -- syncing one model with the disk --------------------------------------------------------------------------
 
-    async def _sync(self, name: str, *, force: bool, quiet: bool) -> None:
+    async def _sync(self, name: str, *, force: bool, quiet: bool, override: str | None = None) -> None:
         """Load new or changed versions the policy selects, swap each in once warm, then retire the rest.
-        `quiet`: failures are only recorded (poll, start); otherwise the first is raised (explicit load)."""
+        `quiet`: failures are only recorded (poll, start); otherwise the first is raised (explicit load).
+        `override`: a load request's config, read instead of config.json (load)."""
         model = self._models.setdefault(name, _Model())
         async with model.lock:
             if self._stopping:
@@ -237,7 +243,7 @@ class ModelManager:
                 return
             previous, model.fingerprint = model.fingerprint, fingerprint
             try:
-                config = await asyncio.to_thread(self._read_config, name)
+                config = await asyncio.to_thread(self._read_config, name, override)
                 available = [v for v, _, _ in fingerprint.versions]
                 wanted = select_versions(available, config.spec.version_policy)
                 if not wanted:
@@ -249,13 +255,18 @@ class ModelManager:
             except ModelLoadError as err:
                 logger.error("event=model_config_failed model=%s error=%s", name, err)
                 public = self._public(err)
+                if override is not None:  # a refused request: the model stays as it was
+                    model.fingerprint = previous
+                    raise public from None
                 model.error = str(public)
                 await self._retire(name, model, [v for v in model.versions if v not in _versions(fingerprint)])
                 if not quiet:
                     raise public from None
                 return
             model.error = ""
-            files_changed = previous is None or previous.files != fingerprint.files
+            # A config from the request, or the folder's after one: every version reloads with it.
+            config_changed = override is not None or model.overridden
+            files_changed = config_changed or previous is None or previous.files != fingerprint.files
             errors: list[ServiceError] = []
             for version in wanted:
                 entry = model.versions.get(version)
@@ -274,6 +285,8 @@ class ModelManager:
             await self._retire(
                 name, model, [v for v in model.versions if v not in wanted and (wanted_ready or v not in on_disk)]
             )
+            # Versions that failed to reload with the folder's config still serve the request's: reload them next time.
+            model.overridden = override is not None or (model.overridden and bool(errors))
             if errors and not quiet:
                 raise errors[0]
 
@@ -315,9 +328,12 @@ class ModelManager:
         public = text.replace(root + os.sep, "").replace(root, "the repository")
         return err if public == text else type(err)(public)
 
-    def _read_config(self, name: str) -> ModelConfig:
-        """Runs in a worker thread: resolving the folder and reading config.json both touch the disk."""
-        return read_config(self.repository.model_dir(name), allowed_providers=self.settings.execution_providers)
+    def _read_config(self, name: str, override: str | None = None) -> ModelConfig:
+        """Runs in a worker thread: resolving the folder and reading config.json both touch the disk (and a load
+        request's config, which may be large, is parsed off the event loop)."""
+        return read_config(
+            self.repository.model_dir(name), allowed_providers=self.settings.execution_providers, override=override
+        )
 
     def _build(self, config: ModelConfig, version: int) -> tuple[Runtime, ModelSpec, object]:
         """Sessions, the merged spec, its kind, warm-up. Runs in a worker thread."""

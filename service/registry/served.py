@@ -1,5 +1,8 @@
 """One loaded, warm model version: its batcher in front of its runtime, and the one observer of its batches.
 
+It is also where Triton's reshape happens (TensorSpec.model_shape): request tensors arrive in the shapes clients
+send and leave in the shapes they get; the batcher and the runtime see the graph's.
+
 A request goes in once (`infer` -> the batcher -> the runtime) and its answer comes back the same way; the batcher
 reports each batch, with the phases its run returned, to `_observe_batch`, and the door that timed the request
 reports its outcome to `observe_request`: each feeds both the version's statistics (ModelStatistics) and its
@@ -14,10 +17,11 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cnnserve.service.errors import InferenceFailed
 from cnnserve.service.execution.runtime import Runtime, Tensors
 from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
 from cnnserve.service.scheduling.placement import Placement
-from cnnserve.service.types import DynamicBatching, ModelSpec
+from cnnserve.service.types import DynamicBatching, ModelSpec, TensorSpec, reshaped
 
 
 class VersionObserver(Protocol):
@@ -112,6 +116,9 @@ class ServedModel:
         self.observer: VersionObserver = observer or NoObserver()
         self._runtime = runtime
         self._failed_at_model = 0  # infer calls that raised, whose requests' outcomes are not observed yet
+        self._to_graph = _reshapes(spec.inputs, to_graph=True)
+        self._to_client = _reshapes(spec.outputs, to_graph=False)
+        self._batched = spec.max_batch_size > 0
         merging = spec.max_batch_size > 0 and spec.dynamic_batching is not None
         batching = spec.dynamic_batching or DynamicBatching(max_queue_delay_us=0)
         placement = Placement(runtime.run_on_loop, runtime.loop_ready, inline_run_max_us=spec.session.inline_run_max_us)
@@ -160,10 +167,30 @@ class ServedModel:
         """The outputs one request asks for (None: all), computed only those where the graph allows.
         `deadline` is a time.monotonic() value. The request's outcome is for its caller to report (observe_request)."""
         try:
-            return await self._batcher.submit(inputs, outputs=outputs, deadline=deadline)
+            if self._to_graph:
+                inputs = self._reshape("input", inputs, self._to_graph)
+            answer = await self._batcher.submit(inputs, outputs=outputs, deadline=deadline)
+            return self._reshape("output", answer, self._to_client) if self._to_client else answer
         except (Exception, asyncio.CancelledError):  # a request cancelled while queued failed too (as in Triton)
             self._failed_at_model += 1
             raise
+
+    def _reshape(self, kind: str, tensors: Tensors, shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
+                 ) -> Tensors:  # fmt: skip
+        """Views of `tensors` in the other side's shapes (no copy: a reshape of a contiguous array)."""
+        out = dict(tensors)
+        for name, (source, target) in shapes.items():
+            array = tensors.get(name)
+            if array is None:
+                continue
+            try:
+                out[name] = array.reshape(reshaped(array.shape, source, target, self._batched))
+            except ValueError:  # a graph output the config fixed, which came back another size
+                raise InferenceFailed(
+                    f"model {self.name!r}: {kind} {name!r} came as {list(array.shape)}, which the config's reshape "
+                    f"{list(source)} -> {list(target)} does not take"
+                ) from None
+        return out
 
     def observe_request(self, outcome: str, seconds: float) -> None:
         """One request's outcome ("success", or its status name in lower case) and how long its door took over it:
@@ -188,3 +215,12 @@ class ServedModel:
     def _observe_batch(self, record: BatchRecord) -> None:
         self.stats.record_batch(record)
         self.observer.observe_batch(record)
+
+
+def _reshapes(tensors: tuple[TensorSpec, ...], *, to_graph: bool) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(from, to) shapes of the tensors whose graph shape differs from what clients see."""
+    return {
+        t.name: (t.shape, t.model_shape) if to_graph else (t.model_shape, t.shape)
+        for t in tensors
+        if t.model_shape is not None
+    }

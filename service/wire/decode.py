@@ -137,7 +137,7 @@ def decode_inputs(
             count = shape[0]
             files.add(name)
         else:
-            shape = _without_scalar_axis(tuple(tensor.shape), expected, spec.max_batch_size)
+            shape = _with_unit_axis(tuple(tensor.shape), expected, spec.max_batch_size)
             count = _check_tensor(name, tensor.datatype, shape, expected, spec.max_batch_size)
             if name == padded:
                 _check_stride(name, shape, spec)
@@ -235,13 +235,14 @@ def _check_parameters(parameters: Mapping[str, pb.InferParameter]) -> None:
             raise InvalidInput(f"parameter {key!r}: model is not stateful: sequence batching is not supported")
 
 
-def _without_scalar_axis(shape: tuple[int, ...], expected: TensorSpec, max_batch_size: int) -> tuple[int, ...]:
-    """A per-item scalar is declared to Triton clients as dims [1] with reshape [] (see describe.py), so clients that
-    follow the metadata (perf_analyzer) send [b, 1]: that trailing 1 is dropped here, as Triton's reshape does. The
-    model's own shape [b] stays accepted too."""
-    item_rank = len(expected.shape) - (1 if max_batch_size > 0 else 0)
-    if item_rank == 0 and len(shape) == len(expected.shape) + 1 and shape[-1] == 1:
-        return shape[:-1]
+def _with_unit_axis(shape: tuple[int, ...], expected: TensorSpec, max_batch_size: int) -> tuple[int, ...]:
+    """A per-item scalar (graph [b]) is declared to clients as [b, 1], dims [1] with reshape [] (describe.py), and
+    clients that follow the metadata (perf_analyzer) send that; the graph's own [b] stays accepted too, given its
+    unit axis here. The served model reshapes to the graph's shape (registry/served.py)."""
+    model = expected.model_shape
+    scalar = model is not None and len(model) == (1 if max_batch_size > 0 else 0)
+    if scalar and len(shape) == len(expected.shape) - 1:
+        return (*shape, 1)
     return shape
 
 

@@ -167,7 +167,8 @@ def test_infer_matches_onnxruntime_and_fills_statistics(tmp_path: Path) -> None:
         direct = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         latent = np.random.default_rng(2).standard_normal((5, 8)).astype(np.float32)
         classes = np.arange(5, dtype=np.int64)
-        answer = await manager.get("cgen").infer({"latent": latent, "class": classes})
+        # A served model takes what clients send: the per-item scalar with its unit axis (describe.py).
+        answer = await manager.get("cgen").infer({"latent": latent, "class": classes[:, np.newaxis]})
         np.testing.assert_array_equal(answer["images"], direct.run(None, {"latent": latent, "class": classes})[0])
 
     run(manager, body)

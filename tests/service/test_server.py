@@ -383,7 +383,6 @@ def test_unsupported_extensions_answer_unimplemented(stub: pb_grpc.GRPCInference
         lambda: stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()),
         lambda: stub.CudaSharedMemoryRegister(pb.CudaSharedMemoryRegisterRequest(name="x")),
         lambda: stub.TraceSetting(pb.TraceSettingRequest()),
-        lambda: stub.LogSettings(pb.LogSettingsRequest()),
     ]
     assert [status_of(call) for call in calls] == [grpc.StatusCode.UNIMPLEMENTED] * len(calls)
 
