@@ -20,6 +20,7 @@ from pathlib import Path
 from cnnserve.contracts import variants
 from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
 from cnnserve.service.execution.runtime import Runtime
+from cnnserve.service.registry import warmup
 from cnnserve.service.registry.model_config import ModelConfig, read_config, resolve
 from cnnserve.service.registry.repository import NAME_PATTERN, VERSION_PATTERN, Fingerprint, Repository, select_versions
 from cnnserve.service.registry.served import ServedModel, VersionObserver
@@ -333,7 +334,7 @@ class ModelManager:
         try:
             merged = resolve(config, runtime.inputs, runtime.outputs, version=version)
             kind = self.kind_factory(merged, config.path) if self.kind_factory is not None else None
-            runtime.warm_up(merged)
+            runtime.warm_up(merged, warmup.feeds(merged, config.path.parent))
         except BaseException:
             runtime.close()
             raise
