@@ -22,7 +22,14 @@ from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from cnnserve.service.execution.runtime import Runtime
 from cnnserve.service.registry import warmup
 from cnnserve.service.registry.model_config import ModelConfig, read_config, resolve
-from cnnserve.service.registry.repository import NAME_PATTERN, VERSION_PATTERN, Fingerprint, Repository, select_versions
+from cnnserve.service.registry.repository import (
+    NAME_PATTERN,
+    VERSION_PATTERN,
+    VERSION_RULE,
+    Fingerprint,
+    Repository,
+    select_versions,
+)
 from cnnserve.service.registry.served import ServedModel, VersionObserver
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec, ModelState
@@ -139,7 +146,10 @@ class ModelManager:
 
     async def load(self, name: str) -> None:
         """(Re)load a model from disk: new, changed or failed versions load; others keep serving."""
-        await asyncio.to_thread(self.repository.model_dir, name)  # ModelNotFound for unsafe or unknown names
+        try:
+            await asyncio.to_thread(self.repository.model_dir, name)
+        except ModelNotFound as err:  # an unsafe or unknown name, in Triton's words, which its clients look for
+            raise ModelNotFound(f"failed to load {name!r}, failed to poll from model repository: {err}") from None
         self._wanted.add(name)
         await self._sync(name, force=True, quiet=False)
 
@@ -161,7 +171,7 @@ class ModelManager:
         known but not loaded, loading or failed."""
         model = self._models.get(name)
         if model is None:
-            raise ModelNotFound(f"model '{name}' is not in the repository")
+            raise ModelNotFound(unknown_model(name, "is not found"))
         if version == "":  # every request that names no version: a plain loop, no list, no key function
             newest: ServedModel | None = None
             for candidate in model.versions.values():
@@ -170,13 +180,18 @@ class ModelManager:
                     newest = served
             if newest is None:
                 reason = model.error or "; ".join(e.reason for e in model.versions.values() if e.reason)
-                raise ModelNotReady(f"model '{name}' has no ready version" + (f": {reason}" if reason else ""))
+                raise ModelNotReady(unknown_model(name, "has no available versions", reason))
             return newest
-        entry = model.versions.get(int(version)) if VERSION_PATTERN.fullmatch(version) else None
+        if not VERSION_PATTERN.fullmatch(version):
+            raise ModelNotFound(
+                f"failed to get model version from specified version string '{version}', version should be an "
+                f"integral value > 0 ({VERSION_RULE})"
+            )
+        entry = model.versions.get(int(version))
         if entry is None:
-            raise ModelNotFound(f"model '{name}' has no version '{version}'")
+            raise ModelNotFound(unknown_model(name, f"version {version} is not found"))
         if entry.served is None:
-            raise ModelNotReady(f"model '{name}' version {version} is {entry.state}: {entry.reason}")
+            raise ModelNotReady(unknown_model(name, f"version {version} is not at ready state", entry.reason))
         return entry.served
 
     def is_ready(self, name: str, version: str = "") -> bool:
@@ -374,6 +389,12 @@ class ModelManager:
             self.on_model_event(served, loaded)
         except Exception:
             logger.exception("event=model_event_failed model=%s version=%d", served.name, served.version)
+
+
+def unknown_model(name: str, what: str, reason: str = "") -> str:
+    """Triton's words for a model or version that cannot serve (core src/model_repository_manager), which clients
+    match ("Request for unknown model"); the reason, when there is one, follows them."""
+    return f"Request for unknown model: {name!r} {what}" + (f" ({reason})" if reason else "")
 
 
 def _versions(fingerprint: Fingerprint) -> set[int]:
