@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cnnserve.service.execution.runtime import Runtime, Tensors
+from cnnserve.service.execution.runtime import Runtime, Tensors, check_text
 from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
 from cnnserve.service.scheduling.placement import Placement
 from cnnserve.service.types import DynamicBatching, ModelSpec
@@ -112,6 +112,7 @@ class ServedModel:
         self.observer: VersionObserver = observer or NoObserver()
         self._runtime = runtime
         self._failed_at_model = 0  # infer calls that raised, whose requests' outcomes are not observed yet
+        self._text_inputs = tuple(t.name for t in spec.inputs if t.datatype == "BYTES")
         merging = spec.max_batch_size > 0 and spec.dynamic_batching is not None
         batching = spec.dynamic_batching or DynamicBatching(max_queue_delay_us=0)
         placement = Placement(runtime.run_on_loop, runtime.loop_ready, inline_run_max_us=spec.session.inline_run_max_us)
@@ -159,6 +160,10 @@ class ServedModel:
                     ) -> Tensors:  # fmt: skip
         """The outputs one request asks for (None: all), computed only those where the graph allows.
         `deadline` is a time.monotonic() value. The request's outcome is for its caller to report (observe_request)."""
+        for name in self._text_inputs:  # refused here, before the queue, rather than splitting a batch it joined
+            text = inputs.get(name)
+            if text is not None:
+                check_text(name, text)
         try:
             return await self._batcher.submit(inputs, outputs=outputs, deadline=deadline)
         except (Exception, asyncio.CancelledError):  # a request cancelled while queued failed too (as in Triton)
