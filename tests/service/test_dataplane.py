@@ -205,6 +205,14 @@ def test_metadata_config_and_statistics_are_the_same_on_both_doors(
         "version": metadata.version,
         "extensions": list(metadata.extensions),
     }
+    # Every extension served, and only those (the binary tensor extension is REST's: gRPC tensors are always raw).
+    assert set(metadata.extensions) == {
+        "binary_tensor_data",
+        "classification",
+        "model_configuration",
+        "model_repository",
+        "statistics",
+    }
 
     model = stub.ModelMetadata(pb.ModelMetadataRequest(name="classifier"), timeout=10)
     rest_model = json.loads(request(port, "GET", "/v2/models/classifier")[1])
