@@ -96,6 +96,28 @@ class ImageOutput:
 
 
 @dataclass(frozen=True)
+class WarmupInput:
+    """One input of a `model_warmup` sample, as Triton's ModelWarmup.Input: its datatype and per-item dims (no batch
+    axis, every dimension given), and where its data comes from."""
+
+    datatype: str  # protocol name ("FP32", "BYTES"); Triton's "TYPE_FP32" / "TYPE_STRING" are read as these
+    dims: tuple[int, ...]
+    source: str  # "zero_data" | "random_data" | "input_data_file"
+    file: str = ""  # input_data_file: a path below the model folder's warmup/, in the protocol's raw form
+
+
+@dataclass(frozen=True)
+class WarmupSample:
+    """One request sample of config `model_warmup` (Triton's ModelWarmup): run `count` times (at least once) at
+    `batch_size` items, the inputs repeated for each item, before the version may report ready."""
+
+    name: str
+    batch_size: int  # 0: skipped, as Triton skips it
+    inputs: tuple[tuple[str, WarmupInput], ...]
+    count: int = 1
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model's configuration: config.json merged with what the ONNX graph says."""
 
@@ -117,6 +139,7 @@ class ModelSpec:
     image_input: ImageInput | None = None  # from preprocessing, checked against the graph when the model loads
     image_output: ImageOutput | None = None  # from postprocessing, when that output holds images
     optional_outputs: frozenset[str] = frozenset()  # parameter optional_outputs: sent only when a request names them
+    model_warmup: tuple[WarmupSample, ...] = ()  # the user's own warm-up samples; none: the server makes its own
 
     # Looked up on every request; built once per loaded spec.
     @cached_property

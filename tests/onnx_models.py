@@ -150,6 +150,73 @@ def write_identity(repo: Path, name: str = "identity", version: int = 1) -> Path
     return _entry(repo, name, {"max_batch_size": 8, "dynamic_batching": None})
 
 
+def write_typed_identity(repo: Path, datatype: str, name: str | None = None, version: int = 1, **config: Any) -> Path:
+    """`identity_<datatype>` (lower case): INPUT0 [N,4] of one datatype copied to OUTPUT0; batching up to 8."""
+    name = name or f"identity_{datatype.lower()}"
+    elem = IDENTITY_TYPES[datatype]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])],
+        name,
+        [helper.make_tensor_value_info("INPUT0", elem, ["N", 4])],
+        [helper.make_tensor_value_info("OUTPUT0", elem, ["N", 4])],
+    )
+    _save(graph, repo / name / str(version) / "model.onnx")
+    return _entry(repo, name, {"max_batch_size": 8, **config})
+
+
+# Triton's example models (triton-inference-server/server docs/examples/model_repository), rebuilt in ONNX: what
+# its example clients (tritonclient's src/python/examples) call by name, with the same tensor names and shapes.
+
+
+def _sum_and_difference(name: str, elem: int, repo: Path, as_text: bool) -> Path:
+    """INPUT0, INPUT1 [N,16] -> OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1; with `as_text`, BYTES tensors
+    holding decimal numbers, cast to INT32 for the arithmetic and back to strings (Triton's simple_string)."""
+    number = "INPUT0", "INPUT1"
+    nodes = []
+    if as_text:
+        nodes += [helper.make_node("Cast", [f"INPUT{i}"], [f"n{i}"], to=TensorProto.INT32) for i in range(2)]
+        number = "n0", "n1"
+    results = ("sum", "difference") if as_text else ("OUTPUT0", "OUTPUT1")
+    nodes += [helper.make_node("Add", list(number), [results[0]]), helper.make_node("Sub", list(number), [results[1]])]
+    if as_text:
+        nodes += [helper.make_node("Cast", [r], [f"OUTPUT{i}"], to=TensorProto.STRING) for i, r in enumerate(results)]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info(f"INPUT{i}", elem, ["N", 16]) for i in range(2)],
+        [helper.make_tensor_value_info(f"OUTPUT{i}", elem, ["N", 16]) for i in range(2)],
+    )
+    _save(graph, repo / name / "1" / "model.onnx")
+    return _entry(repo, name, {"max_batch_size": 8})
+
+
+def write_simple_string(repo: Path, name: str = "simple_string") -> Path:
+    """Triton's simple_string: BYTES [N,16] of decimal numbers; a graph that refuses any other string (Cast)."""
+    return _sum_and_difference(name, TensorProto.STRING, repo, as_text=True)
+
+
+def write_simple(repo: Path, name: str = "simple") -> Path:
+    """Triton's simple: INT32 [N,16] sum and difference (simple_*_infer_client.py, grpc_explicit_int_content_client)."""
+    return _sum_and_difference(name, TensorProto.INT32, repo, as_text=False)
+
+
+def write_simple_int8(repo: Path, name: str = "simple_int8") -> Path:
+    """Triton's simple_int8: INT8 [N,16] sum and difference (grpc_explicit_int8_content_client.py)."""
+    return _sum_and_difference(name, TensorProto.INT8, repo, as_text=False)
+
+
+def write_simple_identity(repo: Path, name: str = "simple_identity") -> Path:
+    """Triton's simple_identity: INPUT0 BYTES [N,-1] copied to OUTPUT0 (strings with null bytes in its clients)."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])],
+        name,
+        [helper.make_tensor_value_info("INPUT0", TensorProto.STRING, ["N", "L"])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.STRING, ["N", "L"])],
+    )
+    _save(graph, repo / name / "1" / "model.onnx")
+    return _entry(repo, name, {"max_batch_size": 8})
+
+
 def write_corrupt(repo: Path, name: str = "broken", version: int = 1) -> Path:
     path = repo / name / str(version) / "model.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ CONFIG_KEYS = frozenset(
     {
         "name", "platform", "backend", "max_batch_size", "inputs", "outputs", "labels_file", "label_output",
         "dynamic_batching", "instance_count", "preprocessing", "postprocessing", "parameters", "session",
-        "execution_providers", "version_policy",
+        "execution_providers", "version_policy", "model_warmup",
     }
 )  # fmt: skip
 """Top-level config.json keys the server reads; others are logged and ignored (a newer trainer may add some)."""

@@ -1,4 +1,5 @@
-"""The listener on the metrics port: GET /metrics, /v2/health/live and /v2/health/ready; nothing else.
+"""The listener on the metrics port: GET /metrics, /v2/health/live and /v2/health/ready (as the REST port answers
+them); nothing else.
 
 aiohttp (service/edge/web.py) on the server's event loop, as the REST port: keep-alive, the request head bounded to
 8 KiB per line (431 past it), no body accepted. With tokens on, what needs one follows the operations table
@@ -8,6 +9,7 @@ aiohttp (service/edge/web.py) on the server's event loop, as the REST port: keep
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,7 @@ from cnnserve.service.protocol.operations import AccessPolicy, Operation
 logger = logging.getLogger(__name__)
 
 TEXT = "text/plain"
+JSON = "application/json"
 HttpServer = WebListener  # the name tests and the server know this listener by
 
 
@@ -75,9 +78,12 @@ async def start_http_server(
         reply.headers["Content-Type"] = metrics.content_type  # with its version parameter, as prometheus_client says
         return reply
 
-    def probe(check: Callable[[], bool]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def probe(key: str, check: Callable[[], bool]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """200 or 503, and the REST port's body: {"live": ...} or {"ready": ...} (protocol/rest.py)."""
+
         async def answer(request: web.Request) -> web.Response:
-            return web.Response(status=200 if check() else 503, content_type=TEXT)
+            ok = check()
+            return web.Response(status=200 if ok else 503, text=json.dumps({key: ok}), content_type=JSON)
 
         return answer
 
@@ -85,8 +91,8 @@ async def start_http_server(
         status=status, text=message + "\n", content_type=TEXT))]  # fmt: skip
     app = web.Application(middlewares=[*checks, guard], client_max_size=1024)  # probes and scrapes send no body
     for path, handler, operation in (("/metrics", scrape, Operation.METRICS),
-                                     ("/v2/health/live", probe(live), Operation.LIVE),
-                                     ("/v2/health/ready", probe(ready), Operation.READY)):  # fmt: skip
+                                     ("/v2/health/live", probe("live", live), Operation.LIVE),
+                                     ("/v2/health/ready", probe("ready", ready), Operation.READY)):  # fmt: skip
         resource = app.router.add_resource(path)
         for method in ("HEAD", "GET"):
             operations[resource.add_route(method, handler)] = operation

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +82,21 @@ def graph_tensors(node_args: Sequence[Any]) -> tuple[TensorSpec, ...]:
         shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
         specs.append(TensorSpec(arg.name, datatype, shape))
     return tuple(specs)
+
+
+class WarmupFeed(NamedTuple):
+    """One warm-up sample the model's config gives (registry/warmup.py): its inputs at `batch_size`, run `runs`
+    times on every instance."""
+
+    name: str
+    batch_size: int
+    inputs: Tensors
+    runs: int = 1
+
+
+GENERIC_TEXT = "0"
+"""What the server's own warm-up puts in each BYTES element: a string most graphs accept, numbers (a Cast to a
+number) included, where an empty one is refused."""
 
 
 def warm_up_batch_sizes(spec: ModelSpec) -> list[int]:
@@ -206,44 +221,62 @@ class Runtime:
             raise ModelLoadError(f"{refusal}: ONNX Runtime fell back to {session.get_providers()[0]}")
         return session, wanted
 
-    def warm_up(self, spec: ModelSpec) -> None:
-        """Run every instance on zeros at every batch size the batcher aims at: 1, each preferred batch size and
-        max_batch_size, before the model reports ready, so no request pays for ONNX Runtime's first run at a new
-        shape (its allocations and kernel choices). Blocks; call from a thread.
+    def warm_up(self, spec: ModelSpec, samples: Sequence[WarmupFeed] = ()) -> None:
+        """Run every instance before the model reports ready, so no request pays for ONNX Runtime's first run at a
+        shape, and time a steady run per batch size for the first estimates (`warm_up_times`). Blocks.
 
-        A padded image input's variable height and width are guessed as its stride, other variable non-batch
-        dimensions as 1; when such a guess fails the warm-up is skipped with a warning rather than refusing a model
-        that may work with real shapes. A model with optional outputs also builds and runs, on every instance, the
-        pruned session that requests naming no outputs take, so the first such request does not pay for it.
+        `samples` (the config's model_warmup) run as given, and one that fails fails the load naming it, as in
+        Triton. Without, the server makes its own: zeros, and "0" for strings, at each batch size the batcher aims
+        at; a padded image's variable height and width guessed as its stride, other variable dimensions as 1. Such
+        data may not suit a graph that serves real requests well (a size it cannot take, a string it cannot parse),
+        so its failure only warns: the model loads, and sizes that did not run are estimated from those that did.
+        A model with optional outputs also builds, on every instance, the pruned session of requests naming none.
         """
-        batches = warm_up_batch_sizes(spec)
-        for batch in batches:
-            guessed = False
-            feed: Tensors = {}
-            for tensor in spec.inputs:
-                dims = list(tensor.runtime_shape)  # the graph's: a config reshape applies above
-                if spec.max_batch_size > 0 and dims:
-                    dims[0] = batch
-                guessed = guessed or -1 in dims
-                dims = [guess if d == -1 else d for d, guess in zip(dims, _guesses(spec, tensor.name, dims),
-                                                                    strict=True)]  # fmt: skip
-                dtype = self._input_dtypes[tensor.name]
-                feed[tensor.name] = np.full(dims, "", dtype=object) if dtype.kind == "O" else np.zeros(dims, dtype)
+        if samples:
+            for sample in samples:
+                for _ in range(max(1, sample.runs)):
+                    error = self._warm_run(spec, sample.batch_size, sample.inputs)
+                    if error is not None:
+                        raise ModelLoadError(f"{self.label}: failed to run warmup sample '{sample.name}': {error}")
+            return
+        for batch in warm_up_batch_sizes(spec):
+            error = self._warm_run(spec, batch, self._generic_feed(spec, batch))
+            if error is not None:
+                logger.warning("event=warmup_failed model=%s batch=%d error=%s consequence=%s", self.label, batch,
+                               error, "ready without warming this and larger batch sizes; the first such requests "
+                               "pay for the first run")  # fmt: skip
+                return
+
+    def _generic_feed(self, spec: ModelSpec, batch: int) -> Tensors:
+        feed: Tensors = {}
+        for tensor in spec.inputs:
+            dims = list(tensor.runtime_shape)  # the graph's: a config reshape applies above
+            if spec.max_batch_size > 0 and dims:
+                dims[0] = batch
+            dims = [guess if d == -1 else d for d, guess in zip(dims, _guesses(spec, tensor.name, dims), strict=True)]
+            dtype = self._input_dtypes[tensor.name]
+            feed[tensor.name] = (
+                np.full(dims, GENERIC_TEXT, dtype=object) if dtype.kind == "O" else np.zeros(dims, dtype)
+            )
+        return feed
+
+    def _warm_run(self, spec: ModelSpec, batch: int, feed: Tensors) -> str | None:
+        """Every instance runs `feed` (the full session, then the one requests naming no outputs take, twice: the
+        second run timed); why it failed, or None."""
+        try:
+            feed = {name: _as_text(name, array) if array.dtype.kind == "O" else array for name, array in feed.items()}
             for instance in self._instances:
-                try:
-                    session, names = self._session_for(instance, spec.default_compute)
-                    runs = [(instance.session, self._output_names)]
-                    runs += [(session, names)] if session is not instance.session else []
-                    for to_run, output_names in runs:
-                        to_run.run(output_names, feed)
-                    started = time.monotonic()
-                    session.run(names, feed)  # what a request naming no outputs costs, now that the shape is warm
-                    self.warm_up_times[batch] = time.monotonic() - started
-                except Exception as err:
-                    if not guessed:
-                        raise ModelLoadError(f"{self.label}: warm-up run failed: {err}") from None
-                    logger.warning("event=warmup_skipped model=%s batch=%d error=%s", self.label, batch, err)
-                    return
+                session, names = self._session_for(instance, spec.default_compute)
+                runs = [(instance.session, self._output_names)]
+                runs += [(session, names)] if session is not instance.session else []
+                for to_run, output_names in runs:
+                    to_run.run(output_names, feed)
+                started = time.monotonic()
+                session.run(names, feed)  # what a request naming no outputs costs, now that the shape is warm
+                self.warm_up_times[batch] = time.monotonic() - started
+        except Exception as err:  # ORT's own classes; InvalidInput for strings that are not UTF-8
+            return str(err)
+        return None
 
     def run_on_thread(self, inputs: Tensors, outputs: frozenset[str] | None = None
                       ) -> Coroutine[Any, Any, tuple[Tensors, ComputeTimes]]:  # fmt: skip
@@ -342,6 +375,17 @@ class Runtime:
         for instance in self._instances:
             instance.pruned.clear()
         self._graph = None
+
+
+def check_text(name: str, items: npt.NDArray[Any]) -> None:
+    """InvalidInput unless every bytes element of a BYTES input is UTF-8 text, which is all ONNX Runtime's Python API
+    takes for a string tensor: for callers to ask before a request joins a batch."""
+    try:
+        # One pass in C: joined by NUL (a whole character), the elements are valid UTF-8 exactly when each one is.
+        b"\0".join(item for item in items.flat if isinstance(item, bytes)).decode("utf-8")
+    except UnicodeDecodeError:
+        _as_text(name, items)  # finds the element and names it
+        raise AssertionError("unreachable: some element is not UTF-8") from None
 
 
 def _as_text(name: str, array: npt.NDArray[Any]) -> npt.NDArray[Any]:

@@ -25,8 +25,16 @@ from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Buffer, RequestLimits
 
-# Only what really works: perf_analyzer asks ModelStatistics only when "statistics" is listed.
-EXTENSIONS = ("classification", "logging", "model_configuration", "model_repository", "statistics")
+# Only what really works, each on both doors unless it says otherwise: perf_analyzer asks ModelStatistics only when
+# "statistics" is listed, and clients choose binary tensors by "binary_tensor_data".
+EXTENSIONS = (
+    "binary_tensor_data",  # REST only, as in Triton: tensors after the JSON header (rest_codec.py)
+    "classification",
+    "logging",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+)
 
 LOAD_CONFIG = "config"
 """Load parameter: a config.json document (JSON text) to load the model with instead of its folder's (Triton's)."""

@@ -165,14 +165,21 @@ class RestApi:
 
     # -- health and metadata -------------------------------------------------------------------------------
 
+    # The status says it (200 or 503, what tritonclient reads); the body says it too, as KServe's servers answer and
+    # its InferenceRESTClient reads: {"live": ...}, {"ready": ...}, {"name": ..., "ready": ...}.
+
     async def live(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if self._plane.live() else 503)
+        live = self._plane.live()
+        return json_reply({"live": live}, 200 if live else 503)
 
     async def ready(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if self._plane.ready() else 503)
+        ready = self._plane.ready()
+        return json_reply({"ready": ready}, 200 if ready else 503)
 
     async def model_ready(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if self._plane.model_ready(*_model(request)) else 503)
+        name, version = _model(request)
+        ready = self._plane.model_ready(name, version)
+        return json_reply({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return json_reply(message_dict(self._plane.server_metadata()))

@@ -8,7 +8,9 @@ datatypes, shapes, limits) is decode.py's, so both doors refuse the same things 
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from cnnserve.service.wire.encode import OutputTensor, tensor_to_raw
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_ONLY_BINARY = frozenset({"FP16", "BF16"})  # no JSON form (the KServe v2 spec): binary only, both ways
+_NON_FINITE = re.compile(rb"NaN|Infinity")
 
 
 @dataclass
@@ -45,10 +48,20 @@ def error_body(message: str) -> bytes:
 
 
 def loads(data: bytes | memoryview, what: str) -> Any:
+    """JSON, plus the bare tokens NaN, Infinity and -Infinity, which Triton reads and writes for floats that JSON
+    cannot spell and tritonclient.http sends; orjson refuses them, so only a body it refused that holds one of
+    them is read again by Python's json."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as err:  # also nesting past orjson's depth limit
-        raise InvalidInput(f"{what} is not valid JSON: {err}") from None
+        if _NON_FINITE.search(data) is None:
+            raise InvalidInput(f"{what} is not valid JSON: {err}") from None
+        try:
+            document = json.loads(bytes(data))
+            json.dumps(document, ensure_ascii=False).encode()  # lone surrogate escapes, which orjson refuses too
+        except (ValueError, RecursionError) as again:  # UnicodeEncodeError is a ValueError
+            raise InvalidInput(f"{what} is not valid JSON: {again}") from None
+        return document
 
 
 def parse_infer(
@@ -220,7 +233,11 @@ def _json_data(tensor: OutputTensor) -> Any:
         except UnicodeDecodeError:
             return None
     info = DATATYPES[tensor.datatype]
-    return np.ascontiguousarray(tensor.array, dtype=info.numpy).reshape(-1)
+    flat = np.ascontiguousarray(tensor.array, dtype=info.numpy).reshape(-1)
+    if info.numpy.kind == "f" and not np.isfinite(flat).all():
+        # orjson writes NaN and Infinity as null; Triton writes the bare tokens, which tritonclient.http reads back
+        return orjson.Fragment(json.dumps(flat.tolist(), separators=(",", ":")))
+    return flat
 
 
 # -- small readers ---------------------------------------------------------------------------------------------------

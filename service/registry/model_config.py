@@ -16,6 +16,7 @@ from typing import Any
 from cnnserve.contracts import datatypes, layout
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.execution import images
+from cnnserve.service.registry import warmup
 from cnnserve.service.types import DynamicBatching, ModelSpec, SessionOptions, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def read_config(
         session=_session(top),
         execution_providers=_providers(top, allowed_providers),
         version_policy=_version_policy(top),
+        model_warmup=warmup.read_samples(path, obj.get("model_warmup")),
     )
     return ModelConfig(
         path=path,

@@ -20,8 +20,16 @@ from pathlib import Path
 from cnnserve.contracts import variants
 from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
 from cnnserve.service.execution.runtime import Runtime
+from cnnserve.service.registry import warmup
 from cnnserve.service.registry.model_config import ModelConfig, read_config, resolve
-from cnnserve.service.registry.repository import NAME_PATTERN, VERSION_PATTERN, Fingerprint, Repository, select_versions
+from cnnserve.service.registry.repository import (
+    NAME_PATTERN,
+    VERSION_PATTERN,
+    VERSION_RULE,
+    Fingerprint,
+    Repository,
+    select_versions,
+)
 from cnnserve.service.registry.served import ServedModel, VersionObserver
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec, ModelState
@@ -143,7 +151,10 @@ class ModelManager:
         `config`: a config.json document (JSON text) to load with instead of the folder's config.json, as Triton's
         load `config` parameter; every selected version reloads with it. It is kept nowhere: it lasts until the next
         load, and a load without one reloads every version with the folder's config again (as Triton does)."""
-        await asyncio.to_thread(self.repository.model_dir, name)  # ModelNotFound for unsafe or unknown names
+        try:
+            await asyncio.to_thread(self.repository.model_dir, name)
+        except ModelNotFound as err:  # an unsafe or unknown name, in Triton's words, which its clients look for
+            raise ModelNotFound(f"failed to load {name!r}, failed to poll from model repository: {err}") from None
         self._wanted.add(name)
         await self._sync(name, force=True, quiet=False, override=config)
 
@@ -165,7 +176,7 @@ class ModelManager:
         known but not loaded, loading or failed."""
         model = self._models.get(name)
         if model is None:
-            raise ModelNotFound(f"model '{name}' is not in the repository")
+            raise ModelNotFound(unknown_model(name, "is not found"))
         if version == "":  # every request that names no version: a plain loop, no list, no key function
             newest: ServedModel | None = None
             for candidate in model.versions.values():
@@ -174,13 +185,18 @@ class ModelManager:
                     newest = served
             if newest is None:
                 reason = model.error or "; ".join(e.reason for e in model.versions.values() if e.reason)
-                raise ModelNotReady(f"model '{name}' has no ready version" + (f": {reason}" if reason else ""))
+                raise ModelNotReady(unknown_model(name, "has no available versions", reason))
             return newest
-        entry = model.versions.get(int(version)) if VERSION_PATTERN.fullmatch(version) else None
+        if not VERSION_PATTERN.fullmatch(version):
+            raise ModelNotFound(
+                f"failed to get model version from specified version string '{version}', version should be an "
+                f"integral value > 0 ({VERSION_RULE})"
+            )
+        entry = model.versions.get(int(version))
         if entry is None:
-            raise ModelNotFound(f"model '{name}' has no version '{version}'")
+            raise ModelNotFound(unknown_model(name, f"version {version} is not found"))
         if entry.served is None:
-            raise ModelNotReady(f"model '{name}' version {version} is {entry.state}: {entry.reason}")
+            raise ModelNotReady(unknown_model(name, f"version {version} is not at ready state", entry.reason))
         return entry.served
 
     def is_ready(self, name: str, version: str = "") -> bool:
@@ -349,7 +365,7 @@ class ModelManager:
         try:
             merged = resolve(config, runtime.inputs, runtime.outputs, version=version)
             kind = self.kind_factory(merged, config.path) if self.kind_factory is not None else None
-            runtime.warm_up(merged)
+            runtime.warm_up(merged, warmup.feeds(merged, config.path.parent))
         except BaseException:
             runtime.close()
             raise
@@ -389,6 +405,12 @@ class ModelManager:
             self.on_model_event(served, loaded)
         except Exception:
             logger.exception("event=model_event_failed model=%s version=%d", served.name, served.version)
+
+
+def unknown_model(name: str, what: str, reason: str = "") -> str:
+    """Triton's words for a model or version that cannot serve (core src/model_repository_manager), which clients
+    match ("Request for unknown model"); the reason, when there is one, follows them."""
+    return f"Request for unknown model: {name!r} {what}" + (f" ({reason})" if reason else "")
 
 
 def _versions(fingerprint: Fingerprint) -> set[int]:

@@ -17,6 +17,7 @@ from cnnserve.contracts.layout import (
     NAME_PATTERN,
     NAME_RULE,
     VERSION_PATTERN,
+    VERSION_RULE,
     is_model_name,
     parse_version,
     select_versions,
@@ -24,7 +25,7 @@ from cnnserve.contracts.layout import (
 from cnnserve.service.errors import ModelNotFound
 
 # The registry imports these names from here; their one definition is the contract's.
-__all__ = ["NAME_PATTERN", "VERSION_PATTERN", "Fingerprint", "Repository", "select_versions"]
+__all__ = ["NAME_PATTERN", "VERSION_PATTERN", "VERSION_RULE", "Fingerprint", "Repository", "select_versions"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,12 @@ class Repository:
     def model_dir(self, name: str) -> Path:
         """The model's folder; ModelNotFound for an unsafe name, a folder outside the repository, or none."""
         if not is_model_name(name):
-            raise ModelNotFound(f"model name {name!r} is not valid: {NAME_RULE}")
+            raise ModelNotFound(
+                f"Request for unknown model: {name!r} is not found (the name is not valid: {NAME_RULE})"
+            )
         path = self.root / name
         if not self._inside(path) or not path.is_dir():
-            raise ModelNotFound(f"model '{name}' is not in the repository")
+            raise ModelNotFound(f"Request for unknown model: {name!r} is not found (no such folder in the repository)")
         return path
 
     def versions(self, name: str) -> list[int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cnnserve.service.errors import InferenceFailed
-from cnnserve.service.execution.runtime import Runtime, Tensors
+from cnnserve.service.execution.runtime import Runtime, Tensors, check_text
 from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
 from cnnserve.service.scheduling.placement import Placement
 from cnnserve.service.types import DynamicBatching, ModelSpec, TensorSpec, reshaped
@@ -119,6 +119,7 @@ class ServedModel:
         self._to_graph = _reshapes(spec.inputs, to_graph=True)
         self._to_client = _reshapes(spec.outputs, to_graph=False)
         self._batched = spec.max_batch_size > 0
+        self._text_inputs = tuple(t.name for t in spec.inputs if t.datatype == "BYTES")
         merging = spec.max_batch_size > 0 and spec.dynamic_batching is not None
         batching = spec.dynamic_batching or DynamicBatching(max_queue_delay_us=0)
         placement = Placement(runtime.run_on_loop, runtime.loop_ready, inline_run_max_us=spec.session.inline_run_max_us)
@@ -166,6 +167,10 @@ class ServedModel:
                     ) -> Tensors:  # fmt: skip
         """The outputs one request asks for (None: all), computed only those where the graph allows.
         `deadline` is a time.monotonic() value. The request's outcome is for its caller to report (observe_request)."""
+        for name in self._text_inputs:  # refused here, before the queue, rather than splitting a batch it joined
+            text = inputs.get(name)
+            if text is not None:
+                check_text(name, text)
         try:
             if self._to_graph:
                 inputs = self._reshape("input", inputs, self._to_graph)

@@ -113,6 +113,9 @@ def decode_inputs(
         _check_parameters(parameters)
     raw: Sequence[Buffer] = request.raw_input_contents if raw_inputs is None else raw_inputs
     if raw and len(raw) != len(request.inputs):
+        for tensor in request.inputs:  # Triton names this mistake first, and its clients look for those words
+            if tensor.contents.ListFields():
+                raise _both_forms(tensor.name, request.model_name)
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: send one per input, in order"
         )
@@ -127,8 +130,10 @@ def decode_inputs(
     for index, tensor in enumerate(request.inputs):
         name = tensor.name
         expected = declared.get(name)
-        if expected is None:
-            raise InvalidInput(f"input {name!r}: unknown; model {spec.name!r} takes {tensor_names(spec.inputs)}")
+        if expected is None:  # Triton's words first: clients match them
+            raise InvalidInput(
+                f"unexpected inference input '{name}' for model '{spec.name}'; it takes {tensor_names(spec.inputs)}"
+            )
         if name in checked:
             raise InvalidInput(f"input {name!r}: given twice")
         encoded = _is_encoded_image(tensor, expected, spec)
@@ -148,7 +153,7 @@ def decode_inputs(
                 raise InvalidInput(f"input {name!r}: batch size {shape[0]}, but input {batch[1]!r} has {batch[0]}")
         data = raw[index] if raw else None
         if data is not None and tensor.contents.ListFields():
-            raise InvalidInput(f"input {name!r}: data in both raw_input_contents and contents; a request uses one form")
+            raise _both_forms(name, request.model_name)
         item_elements = _image_item_elements(spec) if encoded else 1
         elements += count * item_elements
         if elements > limits.max_elements:
@@ -233,6 +238,14 @@ def _check_parameters(parameters: Mapping[str, pb.InferParameter]) -> None:
         # `in` first: indexing a protobuf map inserts the key into the caller's message.
         if key in parameters and parameter_value(parameters[key]):
             raise InvalidInput(f"parameter {key!r}: model is not stateful: sequence batching is not supported")
+
+
+def _both_forms(name: str, model: str) -> InvalidInput:
+    """Triton's words (server src/grpc/infer_handler.cc), which its example clients look for."""
+    return InvalidInput(
+        f"contents field must not be specified when using raw_input_contents for '{name}' for model '{model}'; "
+        "a request sends every input in raw_input_contents or every input in contents"
+    )
 
 
 def _with_unit_axis(shape: tuple[int, ...], expected: TensorSpec, max_batch_size: int) -> tuple[int, ...]:

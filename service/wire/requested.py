@@ -114,7 +114,10 @@ def parameter_value(parameter: pb.InferParameter) -> bool | int | str | float | 
 
 
 def unknown_output(name: str, spec: ModelSpec) -> InvalidInput:
-    return InvalidInput(f"output {name!r}: unknown; model {spec.name!r} offers {tensor_names(spec.outputs)}")
+    """Triton's words first (core src/model.cc), which clients match; then what the model offers."""
+    return InvalidInput(
+        f"unexpected inference output '{name}' for model '{spec.name}'; it offers {tensor_names(spec.outputs)}"
+    )
 
 
 def tensor_names(tensors: Iterable[TensorSpec]) -> str:

@@ -4,7 +4,10 @@ whichever door asks, and readiness is one definition for gRPC, REST, the metrics
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,73 @@ def test_readiness_is_one_answer_on_every_door(tmp_path: Path, start_server: Any
     assert request(ready.server.rest_port, "GET", "/v2/models/nope/ready")[0] == 503
 
 
+def body_of(port: int, path: str) -> tuple[int, Any]:
+    status, body = request(port, "GET", path)
+    return status, json.loads(body)
+
+
+def test_health_answers_carry_kserve_json_bodies(tmp_path: Path, start_server: Any) -> None:
+    """The status says it, as Triton's clients read it; the body says it too, as KServe's InferenceRESTClient reads
+    it (`response.json().get("ready")`), on the REST port and the metrics port alike."""
+    repo = tmp_path / "repo"
+    onnx_models.write_classifier(repo)
+    onnx_models.write_corrupt(repo)  # meant to load, never loads: the server is not ready
+    server = start_server(repo)
+    for port in (server.server.rest_port, server.server.http_port):
+        assert body_of(port, "/v2/health/live") == (200, {"live": True})
+        assert body_of(port, "/v2/health/ready") == (503, {"ready": False})
+    rest = server.server.rest_port
+    assert body_of(rest, "/v2/models/classifier/ready") == (200, {"name": "classifier", "ready": True})
+    assert body_of(rest, "/v2/models/classifier/versions/1/ready") == (200, {"name": "classifier", "ready": True})
+    assert body_of(rest, "/v2/models/broken/ready") == (503, {"name": "broken", "ready": False})
+    assert body_of(rest, "/v2/models/nope/ready") == (503, {"name": "nope", "ready": False})
+
+    good = tmp_path / "good"
+    onnx_models.write_classifier(good)
+    ready = start_server(good)
+    for port in (ready.server.rest_port, ready.server.http_port):
+        assert body_of(port, "/v2/health/ready") == (200, {"ready": True})
+
+
+KSERVE_CLIENT = """
+import asyncio, sys
+import numpy as np
+from kserve import InferenceRESTClient, RESTConfig
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+async def main(url: str) -> None:
+    client = InferenceRESTClient(RESTConfig(protocol="v2"))
+    try:
+        assert await client.is_server_live(url) is True
+        assert await client.is_server_ready(url) is True
+        assert await client.is_model_ready(url, "classifier") is True
+        assert await client.is_model_ready(url, "nope") is False
+        batch = np.zeros((2, 1, 4, 4), np.float32)
+        for binary in (True, False):
+            tensor = InferInput("images", list(batch.shape), "FP32")
+            tensor.set_data_from_numpy(batch, binary_data=binary)
+            reply = await client.infer(url, InferRequest("classifier", [tensor]), model_name="classifier")
+            assert reply.outputs[0].as_numpy().shape == (2, 10)
+    finally:
+        await client.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+"""KServe's own client in its own process: its protos and tritonclient's define the same message names, which one
+process cannot hold."""
+
+
+def test_kserve_rest_client_reads_health_and_infers(tmp_path: Path, start_server: Any) -> None:
+    """Where KServe's client is installed (it is no dependency of this project: its install is heavy)."""
+    if importlib.util.find_spec("kserve") is None:
+        pytest.skip("kserve is not installed")
+    repo = tmp_path / "repo"
+    onnx_models.write_classifier(repo)
+    server = start_server(repo)
+    done = subprocess.run([sys.executable, "-c", KSERVE_CLIENT, server.rest_url], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+
+
 def test_repository_operations_answer_alike_on_both_doors(tmp_path: Path, start_server: Any, stub_for: Any) -> None:
     repo = tmp_path / "repo"
     onnx_models.write_classifier(repo)
@@ -134,6 +204,15 @@ def test_metadata_config_and_statistics_are_the_same_on_both_doors(
         "name": metadata.name,
         "version": metadata.version,
         "extensions": list(metadata.extensions),
+    }
+    # Every extension served, and only those (the binary tensor extension is REST's: gRPC tensors are always raw).
+    assert set(metadata.extensions) == {
+        "binary_tensor_data",
+        "classification",
+        "logging",
+        "model_configuration",
+        "model_repository",
+        "statistics",
     }
 
     model = stub.ModelMetadata(pb.ModelMetadataRequest(name="classifier"), timeout=10)

@@ -17,6 +17,7 @@ from cnnserve.service.execution.runtime import (
     CPU,
     Runtime,
     Tensors,
+    WarmupFeed,
     session_options,
     warm_up_batch_sizes,
 )
@@ -105,12 +106,37 @@ def test_non_contiguous_inputs_are_accepted(repo: Path) -> None:
     runtime.close()
 
 
-def test_warm_up_runs_batch_one_and_the_largest_batch(tmp_path: Path) -> None:
+def test_warm_up_runs_batch_one_and_the_largest_batch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     runtime = Runtime(fixed_batch(tmp_path / "model.onnx"))  # accepts batch 1 only
     batching = replace(spec_of(runtime), inputs=(TensorSpec("x", "FP32", (-1, 3)),))
     runtime.warm_up(replace(batching, max_batch_size=1))
-    with pytest.raises(ModelLoadError, match="warm-up"):
-        runtime.warm_up(batching)  # max_batch_size 8 is tried too, so a model failing there never gets ready
+    assert set(runtime.warm_up_times) == {1} and "warmup_failed" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        runtime.warm_up(batching)  # max_batch_size 8 is tried too: it fails, which only warns
+    assert "event=warmup_failed" in caplog.text and "batch=8" in caplog.text
+    assert set(runtime.warm_up_times) == {1}  # estimates only from what ran
+    runtime.close()
+
+
+def test_warm_up_feeds_strings_a_number_cast_accepts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Triton's simple_string casts its BYTES inputs to INT32: an empty string would stop it ("stoll")."""
+    onnx_models.write_simple_string(tmp_path)
+    runtime = Runtime(tmp_path / "simple_string" / "1" / "model.onnx")
+    with caplog.at_level(logging.WARNING):
+        runtime.warm_up(spec_of(runtime))
+    assert "warmup_failed" not in caplog.text and set(runtime.warm_up_times) == {1, 8}
+    runtime.close()
+
+
+def test_warm_up_samples_run_as_given_and_fail_the_load_naming_the_sample(tmp_path: Path) -> None:
+    onnx_models.write_simple_string(tmp_path)
+    runtime = Runtime(tmp_path / "simple_string" / "1" / "model.onnx")
+    numbers = np.full((2, 16), b"7", dtype=object)
+    runtime.warm_up(spec_of(runtime), [WarmupFeed("sevens", 2, {"INPUT0": numbers, "INPUT1": numbers}, runs=2)])
+    assert set(runtime.warm_up_times) == {2}
+    empty = np.full((1, 16), b"", dtype=object)  # Triton's zero_data for strings: what a Cast cannot parse
+    with pytest.raises(ModelLoadError, match="failed to run warmup sample 'empty'"):
+        runtime.warm_up(spec_of(runtime), [WarmupFeed("empty", 1, {"INPUT0": empty, "INPUT1": empty})])
     runtime.close()
 
 
@@ -128,12 +154,12 @@ def test_warm_up_with_guessed_dims_only_warns(tmp_path: Path, caplog: pytest.Log
     runtime = Runtime(conv_any_size(tmp_path / "model.onnx"))
     with caplog.at_level(logging.WARNING):
         runtime.warm_up(spec_of(runtime))  # H and W guessed as 1: too small for the 3x3 kernel
-    assert "warmup_skipped" in caplog.text
+    assert "warmup_failed" in caplog.text
     sized = spec_of(runtime)
     sized = replace(sized, inputs=(TensorSpec("images", "FP32", (-1, 1, 8, 8)),))
     caplog.clear()
     runtime.warm_up(sized)  # the config's fixed sizes are used
-    assert "warmup_skipped" not in caplog.text
+    assert "warmup_failed" not in caplog.text
     runtime.close()
 
 

@@ -130,7 +130,7 @@ def test_warm_up_builds_the_default_pruned_session_at_a_stride_sized_input(
     with caplog.at_level(logging.INFO, logger="cnnserve.service.execution.runtime"):
         started = start_server(repo)
     messages = [r.getMessage() for r in caplog.records]
-    assert not [m for m in messages if "warmup_skipped" in m]
+    assert not [m for m in messages if "warmup_failed" in m]
     assert frozenset(DEFAULT) in started.server.models.get("segmenter").pruned_nodes  # before any request
 
 

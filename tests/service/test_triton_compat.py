@@ -1,22 +1,28 @@
-"""What Triton's perf_analyzer relies on, checked with tritonclient (perf_analyzer itself is not part of CI; see
-docs/perf_analyzer.md for the runs against the real binary).
+"""What Triton's perf_analyzer and example clients rely on, checked with tritonclient (perf_analyzer itself is not
+part of CI; see docs/perf_analyzer.md for the runs against the real binary).
 
 perf_analyzer takes each input's per-item shape from ModelMetadata (dropping the batch axis when max_batch_size > 0)
 and refuses an empty one ("unable to set shape for the input"), so a per-item scalar must be described the way Triton
 describes it: config dims [1] with reshape [], metadata [-1, 1]. It then sends [b, 1], which the server reshapes to the
 model's [b]; [b] itself stays accepted. Its default random data is arbitrary bit patterns: NaN and Inf included.
+
+Triton's example clients (tritonclient src/python/examples) match some error messages: "Request for unknown model"
+(simple_*_infer_client.py, simple_*_health_metadata.py), "failed to get model version from specified version
+string" (grpc_explicit_int8_content_client.py), "failed to load" (simple_*_model_control.py). Those words come
+first, in Triton's form (core src/model_repository_manager, server src/common.cc); statuses stay this server's.
 """
 
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from tests import onnx_models
@@ -100,3 +106,81 @@ def test_random_bit_patterns_pass_through(client: triton.InferenceServerClient) 
     logits = client.infer("classifier", [inp]).as_numpy("logits")
     assert logits.shape == (4, 10)
     assert np.isnan(logits[0]).all()  # NaN poisons the first item's sums; the answer carries it rather than failing
+
+
+# -- Triton's words where its clients read them ----------------------------------------------------------------------
+
+
+def refusal(call: Callable[..., object], *args: Any, **kwargs: Any) -> tuple[str, str]:
+    """(status, message) of a refused tritonclient call."""
+    with pytest.raises(InferenceServerException) as info:
+        call(*args, **kwargs)
+    return str(info.value.status()), str(info.value.message())
+
+
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    repo: Path = tmp_path_factory.mktemp("words")
+    onnx_models.write_classifier(repo)
+    onnx_models.write_corrupt(repo)  # never loads: "broken" has no available versions
+    with (
+        ServerThread(loopback_settings(repo)) as server,
+        triton.InferenceServerClient(server.grpc_address) as grpc_client,
+    ):
+        http_client = triton_http.InferenceServerClient(server.rest_address)
+        yield grpc_client, http_client
+        http_client.close()
+
+
+def images_input(module: Any, name: str = "images") -> Any:
+    tensor = module.InferInput(name, [1, 1, 4, 4], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 1, 4, 4), np.float32))
+    return tensor
+
+
+@pytest.mark.parametrize(
+    ("model", "version", "words", "status"),
+    [
+        ("wrong_model_name", "", "Request for unknown model: 'wrong_model_name' is not found", "NOT_FOUND"),
+        ("classifier", "3", "Request for unknown model: 'classifier' version 3 is not found", "NOT_FOUND"),
+        ("broken", "", "Request for unknown model: 'broken' has no available versions", "UNAVAILABLE"),
+        ("broken", "1", "Request for unknown model: 'broken' version 1 is not at ready state", "UNAVAILABLE"),
+        ("classifier", "wrong_specification",
+         "failed to get model version from specified version string 'wrong_specification'", "NOT_FOUND"),
+    ],
+    ids=["unknown-model", "unknown-version", "no-ready-version", "version-not-ready", "version-not-a-number"],
+)  # fmt: skip
+def test_models_that_cannot_serve_are_refused_in_tritons_words(
+    clients: tuple[Any, Any], model: str, version: str, words: str, status: str
+) -> None:
+    grpc_client, http_client = clients
+    http_status = {"NOT_FOUND": "404", "UNAVAILABLE": "503"}[status]
+    for module, client, expected in ((triton, grpc_client, f"StatusCode.{status}"),
+                                     (triton_http, http_client, http_status)):  # fmt: skip
+        for got_status, message in (
+            refusal(client.infer, model, [images_input(module)], model_version=version),
+            refusal(client.get_model_metadata, model, version),
+            refusal(client.get_model_config, model, version),
+        ):
+            assert message.startswith(words), message  # simple_http_infer_client.py: .startswith(...)
+            assert got_status == expected
+
+
+def test_unknown_inputs_and_outputs_in_tritons_words(clients: tuple[Any, Any]) -> None:
+    grpc_client, http_client = clients
+    for module, client in ((triton, grpc_client), (triton_http, http_client)):
+        _, message = refusal(client.infer, "classifier", [images_input(module, "pixels")])
+        assert message.startswith("unexpected inference input 'pixels' for model 'classifier'"), message
+        outputs = [module.InferRequestedOutput("scores")]
+        _, message = refusal(client.infer, "classifier", [images_input(module)], outputs=outputs)
+        assert message.startswith("unexpected inference output 'scores' for model 'classifier'"), message
+
+
+def test_loading_an_unknown_model_says_failed_to_load(tmp_path: Path, start_server: Any) -> None:
+    """simple_*_model_control.py: load_model("wrong_model_name") must say "failed to load"."""
+    onnx_models.write_classifier(tmp_path)
+    server = start_server(tmp_path, model_control_mode="explicit", startup_models=())
+    with triton.InferenceServerClient(server.grpc_address) as client:
+        status, message = refusal(client.load_model, "wrong_model_name")
+    assert status == "StatusCode.NOT_FOUND"
+    assert message.startswith("failed to load 'wrong_model_name', failed to poll from model repository"), message
