@@ -129,6 +129,7 @@ class ModelSpec:
     dynamic_batching: DynamicBatching | None = DynamicBatching()
     instance_count: int = 1
     labels: tuple[str, ...] = ()  # from the labels file; index -> label for the classification extension
+    labels_file: str | None = None  # that file's name in the model folder, as the config gives it (ModelConfig)
     label_output: str | None = None  # the output the labels describe
     preprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: size, channels, mean/std...
     parameters: dict[str, str] = field(default_factory=dict)  # free-form, reported in metadata and config

@@ -168,6 +168,7 @@ def read_config(
         dynamic_batching=_dynamic_batching(top),
         instance_count=top.int_("instance_count", 1, 1),
         labels=_labels(model_dir, labels_file, path) if labels_file else (),
+        labels_file=labels_file,
         label_output=top.str_("label_output", None),
         preprocessing=_free_form(top, "preprocessing"),
         postprocessing=_free_form(top, "postprocessing"),
