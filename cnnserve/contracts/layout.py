@@ -15,6 +15,7 @@ from typing import Any
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
+TRITON_CONFIG_FILE = "config.pbtxt"  # Triton's ModelConfig as text; read when config.json is absent
 LABELS_FILE = "labels.txt"
 TMP_PREFIX = ".tmp-"
 """Publishes in flight; a leading "." is neither a model nor a version name, so readers skip these."""
