@@ -25,6 +25,7 @@ class TensorSpec:
     per-item scalar (graph [-1], clients [-1, 1]). None: the same. The batch axis as in `shape`. The served model
     (registry/served.py) turns request tensors into this shape and answers back into `shape`; everything above it
     (metadata, validation, kinds) sees `shape` only."""
+    format: str | None = None  # inputs: "NCHW" | "NHWC", Triton's input format, a hint ModelConfig shows to clients
 
     @property
     def runtime_shape(self) -> tuple[int, ...]:

@@ -63,6 +63,8 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
     for tensor in spec.inputs:
         dims, reshape = _item_dims(spec, tensor)
         entry = config.input.add(name=tensor.name, data_type=triton_data_type(tensor.datatype), dims=dims)
+        if tensor.format is not None:
+            entry.format = pb.ModelInput.Format.Value(f"FORMAT_{tensor.format}")
         if reshape is not None:
             entry.reshape.shape.extend(reshape)
     for tensor in spec.outputs:

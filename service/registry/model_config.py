@@ -46,6 +46,7 @@ class TensorConfig:
     datatype: str | None = None
     dims: tuple[int, ...] | None = None  # with the batch axis as -1 when max_batch_size > 0
     reshape: tuple[int, ...] | None = None  # Triton's reshape.shape: the graph's shape per item, no batch axis
+    format: str | None = None  # inputs: Triton's input format, "NCHW" or "NHWC"
 
 
 @dataclass(frozen=True)
@@ -249,8 +250,11 @@ def _tensors(top: _Reader, key: str) -> tuple[TensorConfig, ...]:
             raise tensor.error("dims", "a list of -1 (variable) or sizes >= 1")
         if any(t.name == name for t in result):
             raise ModelLoadError(f"{top.path}: key '{key}' lists '{name}' twice")
+        if "format" in entry and key != "inputs":
+            raise ModelLoadError(f"{top.path}: key '{key}[{i}].format': only inputs have a format")
+        tensor_format = tensor.str_("format", None, layout.INPUT_FORMATS)
         assert name is not None
-        result.append(TensorConfig(name, datatype, dims, _reshape(tensor, dims)))
+        result.append(TensorConfig(name, datatype, dims, _reshape(tensor, dims), tensor_format))
     return tuple(result)
 
 
@@ -457,7 +461,14 @@ def _merge(
             # A scalar per item: clients send and get it with a unit axis, dims [1] with reshape [] (Triton's
             # completion of such a tensor, and what perf_analyzer needs: it refuses an empty per-item shape).
             shape, model_shape = (*shape, 1), shape
-        merged.append(TensorSpec(g.name, g.datatype, shape, model_shape))
+        tensor_format = own.format if own is not None else None
+        if tensor_format is not None and len(shape) - (1 if batching else 0) != 3:
+            # Triton's rule (ValidateModelInput): an image layout names three dims per item
+            raise ModelLoadError(
+                f"{where}: config {kind} '{g.name}' format {tensor_format} needs 3 dims per item, got "
+                f"{_dims(shape[1:] if batching else shape)}"
+            )
+        merged.append(TensorSpec(g.name, g.datatype, shape, model_shape, tensor_format))
     return tuple(merged)
 
 

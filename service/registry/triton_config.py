@@ -346,6 +346,8 @@ def _tensors(kind: str, entries: Any, where: Path, batching: bool | None) -> lis
         for flag, why in _FLAGS.items():
             if getattr(tensor, flag, False):
                 raise ModelLoadError(f"{label}: {flag} is not supported: {why}")
+        if getattr(tensor, "format", pb.ModelInput.FORMAT_NONE) != pb.ModelInput.FORMAT_NONE:
+            entry["format"] = pb.ModelInput.Format.Name(tensor.format).removeprefix("FORMAT_")
         result.append(entry)
     return result
 

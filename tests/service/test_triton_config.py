@@ -165,6 +165,7 @@ def test_tritons_densenet_folder_serves_as_onnx_runtime_answers(
     assert (config.platform, config.max_batch_size) == ("onnxruntime_onnx", 0)
     (data,) = config.input
     assert (data.name, list(data.dims), list(data.reshape.shape)) == ("data_0", [3, 224, 224], [1, 3, 224, 224])
+    assert data.format == triton_grpc.model_config_pb2.ModelInput.FORMAT_NCHW  # image_client.py reads the layout here
     (fc,) = config.output
     assert (list(fc.dims), list(fc.reshape.shape), fc.label_filename) == (
         [1000],
