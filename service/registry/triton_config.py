@@ -53,7 +53,9 @@ _UNOFFERED: Mapping[str, tuple[bool, str]] = {
     "model_metrics": (False, "metric histograms are not configured; cnnserve's own metrics apply"),
 }  # fmt: skip
 """Triton's ModelConfig fields our message leaves out: (refused, why). Refused ones change what the model answers or
-what runs; the others only tune how it runs."""
+what runs; the others only tune how it runs. Given empty they count as absent (Triton's own JSON writes
+`batch_input: []`), but for these two, which an empty message turns on:"""
+_PRESENCE_COUNTS = ("sequence_batching", "ensemble_scheduling")
 
 _FLAGS: Mapping[str, str] = {
     "is_shape_tensor": "shape tensors are TensorRT's",
@@ -128,7 +130,7 @@ def read_json(obj: Mapping[str, Any], where: Path, model_dir: Path) -> Translate
         name = _UNOFFERED_KEYS.get(key)
         if name is None:
             kept[key] = value
-        elif value is not None and value != []:  # Triton's own JSON lists batch_input: [] when there is none
+        elif value is not None and (name in _PRESENCE_COUNTS or not _vacant(value)):
             _unoffered(name, where, notes)
     config = pb.ModelConfig()
     try:
@@ -145,7 +147,7 @@ def read_text(text: str, where: Path, model_dir: Path) -> Translated:
     try:
         for name, start, end, empty in _top_level_fields(lines):
             if name in _UNOFFERED:
-                if not empty:
+                if name in _PRESENCE_COUNTS or not empty:
                     _unoffered(name, where, notes, line=start[0] + 1)
                 _blank(lines, start, end)
         config = text_format.Parse("\n".join(lines), pb.ModelConfig())
@@ -154,6 +156,15 @@ def read_text(text: str, where: Path, model_dir: Path) -> Translated:
     except RecursionError:
         raise ModelLoadError(f"{where}: cannot read it: nested too deeply") from None
     return _translate(config, where, model_dir, notes)
+
+
+def _vacant(value: Any) -> bool:
+    """Nothing but defaults: null, false, 0, "", or lists and objects of those."""
+    if isinstance(value, dict):
+        return all(_vacant(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_vacant(v) for v in value)
+    return not value
 
 
 def _unoffered(name: str, where: Path, notes: list[str], line: int | None = None) -> None:
@@ -176,7 +187,7 @@ Position = tuple[int, int]  # (line, column), from 0
 
 def _top_level_fields(lines: list[str]) -> list[tuple[str, Position, Position | None, bool]]:
     """Each top-level field of the text: (name, where its name starts, where the next one starts (None: at the end),
-    whether it is an empty list). Values are skipped the way protobuf's parser skips an unknown field."""
+    whether it is empty: `[]` or `{}`). Values are skipped the way protobuf's parser skips an unknown field."""
     tokenizer = text_format.Tokenizer(lines)
     fields: list[tuple[str, Position, Position | None, bool]] = []
     start = _here(tokenizer)
@@ -198,7 +209,8 @@ def _here(tokenizer: text_format.Tokenizer) -> Position:
 
 
 def _skip_value(tokenizer: text_format.Tokenizer) -> bool:
-    """Skips `: scalar`, `[list]` or `{message}` (the colon optional before the last two); True for an empty list."""
+    """Skips `: scalar`, `[list]` or `{message}` (the colon optional before the last two); True when it is `[]` or
+    `{}`."""
     colon = tokenizer.TryConsume(":")
     if tokenizer.TryConsume("["):
         if tokenizer.TryConsume("]"):
@@ -212,18 +224,20 @@ def _skip_value(tokenizer: text_format.Tokenizer) -> bool:
                 return False
             tokenizer.Consume(",")
     if tokenizer.LookingAt("{") or tokenizer.LookingAt("<"):
-        _skip_message(tokenizer)
-    elif colon:
-        _skip_scalar(tokenizer)
-    else:
+        return _skip_message(tokenizer)
+    if not colon:
         raise _error(tokenizer, 'Expected ":".')
+    _skip_scalar(tokenizer)
     return False
 
 
-def _skip_message(tokenizer: text_format.Tokenizer) -> None:
+def _skip_message(tokenizer: text_format.Tokenizer) -> bool:
+    """Skips `{...}` or `<...>`; True when it holds no field."""
     close = ">" if tokenizer.TryConsume("<") else "}"
     if close == "}":
         tokenizer.Consume("{")
+    if tokenizer.TryConsume(close):
+        return True
     while not tokenizer.TryConsume(close):
         if tokenizer.AtEnd():
             raise _error(tokenizer, f'Expected "{close}".')
@@ -231,6 +245,7 @@ def _skip_message(tokenizer: text_format.Tokenizer) -> None:
         _skip_value(tokenizer)
         if not tokenizer.TryConsume(","):
             tokenizer.TryConsume(";")
+    return False
 
 
 def _skip_scalar(tokenizer: text_format.Tokenizer) -> None:

@@ -369,6 +369,8 @@ def test_fields_that_only_tune_are_noted_and_the_rest_translated(tmp_path: Path)
         "session": {"intra_op_threads": 1},
     }
     assert [note.split(":")[0] for note in translated.notes] == ["optimization"]
+    empty = read_text(BATCHING_PBTXT + "batch_input [ ]\nmodel_operations { }\n", tmp_path / "config.pbtxt", tmp_path)
+    assert empty.document == translated.document
 
 
 def test_a_pbtxt_without_inputs_and_max_batch_size_0_leaves_batching_to_the_graph(tmp_path: Path) -> None:
@@ -389,10 +391,32 @@ def test_dynamic_batching_absent_means_each_request_runs_alone(tmp_path: Path) -
     assert read_text(text, tmp_path / "config.pbtxt", tmp_path).document["dynamic_batching"] is None
 
 
-def test_triton_json_with_empty_lists_of_unoffered_fields_is_taken(tmp_path: Path) -> None:
-    """Triton's own /config JSON lists batch_input: [] and batch_output: [] for models without them."""
-    translated = read_json({**TRITON_JSON, "batch_input": [], "batch_output": []}, tmp_path / "x", tmp_path)
-    assert translated.document["max_batch_size"] == 4
+def test_tritons_own_config_answer_is_taken(tmp_path: Path) -> None:
+    """What Triton's GET /v2/models/{m}/config answers for an ONNX model: every field written out, defaults included
+    (empty lists of the fields cnnserve does not offer, optimization's defaults)."""
+    tensor = {"format": "FORMAT_NONE", "is_shape_tensor": False, "allow_ragged_batch": False, "optional": False}
+    answer = {
+        **TRITON_JSON,
+        "backend": "onnxruntime",
+        "runtime": "",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "input": [{**TRITON_JSON["input"][0], **tensor}],
+        "output": [{**TRITON_JSON["output"][0], "label_filename": "", "is_shape_tensor": False}],
+        "batch_input": [],
+        "batch_output": [],
+        "optimization": {"priority": "PRIORITY_DEFAULT", "input_pinned_memory": {"enable": True}},
+        "instance_group": [{"name": "classifier_0", "kind": "KIND_CPU", "count": 1, "gpus": [], "passive": False}],
+        "default_model_filename": "model.onnx",
+        "cc_model_filenames": {},
+        "metric_tags": {},
+        "model_operations": {"op_library_filename": []},
+        "model_transaction_policy": {"decoupled": False},
+    }
+    translated = read_json(answer, tmp_path / "x", tmp_path)
+    assert translated.document["max_batch_size"] == 4 and translated.document["instance_count"] == 1
+    assert [note.split(":")[0] for note in translated.notes] == ["optimization"]
+    with pytest.raises(ModelLoadError, match="'sequence_batching' is not supported"):
+        read_json({**answer, "sequence_batching": {}}, tmp_path / "x", tmp_path)  # an empty one turns it on
 
 
 def test_a_syntax_error_names_the_line_and_column(tmp_path: Path) -> None:
