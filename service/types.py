@@ -25,6 +25,7 @@ class TensorSpec:
     per-item scalar (graph [-1], clients [-1, 1]). None: the same. The batch axis as in `shape`. The served model
     (registry/served.py) turns request tensors into this shape and answers back into `shape`; everything above it
     (metadata, validation, kinds) sees `shape` only."""
+    format: str | None = None  # inputs: "NCHW" | "NHWC", Triton's input format, a hint ModelConfig shows to clients
 
     @property
     def runtime_shape(self) -> tuple[int, ...]:
@@ -129,6 +130,7 @@ class ModelSpec:
     dynamic_batching: DynamicBatching | None = DynamicBatching()
     instance_count: int = 1
     labels: tuple[str, ...] = ()  # from the labels file; index -> label for the classification extension
+    labels_file: str | None = None  # that file's name in the model folder, as the config gives it (ModelConfig)
     label_output: str | None = None  # the output the labels describe
     preprocessing: dict[str, Any] = field(default_factory=dict)  # hints for clients: size, channels, mean/std...
     parameters: dict[str, str] = field(default_factory=dict)  # free-form, reported in metadata and config

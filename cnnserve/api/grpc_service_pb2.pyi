@@ -2344,6 +2344,93 @@ class ModelResponseCache(_message.Message):
 Global___ModelResponseCache: _TypeAlias = ModelResponseCache  # noqa: Y015
 
 @_typing.final
+class ModelWarmup(_message.Message):
+    """Samples the server runs before a version reports ready (registry/warmup.py reads them)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Input(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        DATA_TYPE_FIELD_NUMBER: _builtins.int
+        DIMS_FIELD_NUMBER: _builtins.int
+        ZERO_DATA_FIELD_NUMBER: _builtins.int
+        RANDOM_DATA_FIELD_NUMBER: _builtins.int
+        INPUT_DATA_FILE_FIELD_NUMBER: _builtins.int
+        data_type: Global___DataType.ValueType
+        zero_data: _builtins.bool
+        random_data: _builtins.bool
+        input_data_file: _builtins.str
+        """below the model folder's warmup/"""
+        @_builtins.property
+        def dims(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+            """without the batch axis; every variable dimension given"""
+
+        def __init__(
+            self,
+            *,
+            data_type: Global___DataType.ValueType = ...,
+            dims: _abc.Iterable[_builtins.int] | None = ...,
+            zero_data: _builtins.bool = ...,
+            random_data: _builtins.bool = ...,
+            input_data_file: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["input_data_file", b"input_data_file", "input_data_type", b"input_data_type", "random_data", b"random_data", "zero_data", b"zero_data"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["data_type", b"data_type", "dims", b"dims", "input_data_file", b"input_data_file", "input_data_type", b"input_data_type", "random_data", b"random_data", "zero_data", b"zero_data"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        _WhichOneofReturnType_input_data_type: _TypeAlias = _typing.Literal["zero_data", "random_data", "input_data_file"]  # noqa: Y015
+        _WhichOneofArgType_input_data_type: _TypeAlias = _typing.Literal["input_data_type", b"input_data_type"]  # noqa: Y015
+        def WhichOneof(self, oneof_group: _WhichOneofArgType_input_data_type) -> _WhichOneofReturnType_input_data_type | None: ...
+
+    @_typing.final
+    class InputsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___ModelWarmup.Input: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___ModelWarmup.Input | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    batch_size: _builtins.int
+    count: _builtins.int
+    @_builtins.property
+    def inputs(self) -> _containers.MessageMap[_builtins.str, Global___ModelWarmup.Input]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        batch_size: _builtins.int = ...,
+        inputs: _abc.Mapping[_builtins.str, Global___ModelWarmup.Input] | None = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "count", b"count", "inputs", b"inputs", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelWarmup: _TypeAlias = ModelWarmup  # noqa: Y015
+
+@_typing.final
 class ModelConfig(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2422,6 +2509,7 @@ class ModelConfig(_message.Message):
     CC_MODEL_FILENAMES_FIELD_NUMBER: _builtins.int
     METRIC_TAGS_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
+    MODEL_WARMUP_FIELD_NUMBER: _builtins.int
     MODEL_TRANSACTION_POLICY_FIELD_NUMBER: _builtins.int
     RESPONSE_CACHE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
@@ -2448,6 +2536,8 @@ class ModelConfig(_message.Message):
     @_builtins.property
     def parameters(self) -> _containers.MessageMap[_builtins.str, Global___ModelParameter]: ...
     @_builtins.property
+    def model_warmup(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelWarmup]: ...
+    @_builtins.property
     def model_transaction_policy(self) -> Global___ModelTransactionPolicy: ...
     @_builtins.property
     def response_cache(self) -> Global___ModelResponseCache: ...
@@ -2468,12 +2558,13 @@ class ModelConfig(_message.Message):
         cc_model_filenames: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         metric_tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         parameters: _abc.Mapping[_builtins.str, Global___ModelParameter] | None = ...,
+        model_warmup: _abc.Iterable[Global___ModelWarmup] | None = ...,
         model_transaction_policy: Global___ModelTransactionPolicy | None = ...,
         response_cache: Global___ModelResponseCache | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dynamic_batching", b"dynamic_batching", "model_transaction_policy", b"model_transaction_policy", "response_cache", b"response_cache", "scheduling_choice", b"scheduling_choice", "version_policy", b"version_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "cc_model_filenames", b"cc_model_filenames", "default_model_filename", b"default_model_filename", "dynamic_batching", b"dynamic_batching", "input", b"input", "instance_group", b"instance_group", "max_batch_size", b"max_batch_size", "metric_tags", b"metric_tags", "model_transaction_policy", b"model_transaction_policy", "name", b"name", "output", b"output", "parameters", b"parameters", "platform", b"platform", "response_cache", b"response_cache", "runtime", b"runtime", "scheduling_choice", b"scheduling_choice", "version_policy", b"version_policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "cc_model_filenames", b"cc_model_filenames", "default_model_filename", b"default_model_filename", "dynamic_batching", b"dynamic_batching", "input", b"input", "instance_group", b"instance_group", "max_batch_size", b"max_batch_size", "metric_tags", b"metric_tags", "model_transaction_policy", b"model_transaction_policy", "model_warmup", b"model_warmup", "name", b"name", "output", b"output", "parameters", b"parameters", "platform", b"platform", "response_cache", b"response_cache", "runtime", b"runtime", "scheduling_choice", b"scheduling_choice", "version_policy", b"version_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_scheduling_choice: _TypeAlias = _typing.Literal["dynamic_batching"]  # noqa: Y015
     _WhichOneofArgType_scheduling_choice: _TypeAlias = _typing.Literal["scheduling_choice", b"scheduling_choice"]  # noqa: Y015

@@ -15,6 +15,7 @@ from typing import Any
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
+TRITON_CONFIG_FILE = "config.pbtxt"  # Triton's ModelConfig as text; read when config.json is absent
 LABELS_FILE = "labels.txt"
 TMP_PREFIX = ".tmp-"
 """Publishes in flight; a leading "." is neither a model nor a version name, so readers skip these."""
@@ -41,8 +42,10 @@ CONFIG_KEYS = frozenset(
     }
 )  # fmt: skip
 """Top-level config.json keys the server reads; others are logged and ignored (a newer trainer may add some)."""
-TENSOR_KEYS = ("name", "datatype", "dims", "reshape")
-"""`reshape`: {"shape": [...]}, the graph's shape per item where clients send or get `dims` (Triton's reshape)."""
+TENSOR_KEYS = ("name", "datatype", "dims", "reshape", "format")
+"""`reshape`: {"shape": [...]}, the graph's shape per item where clients send or get `dims` (Triton's reshape).
+`format` (inputs only): "NCHW" or "NHWC", Triton's input format, a layout hint ModelConfig shows to clients."""
+INPUT_FORMATS = ("NCHW", "NHWC")
 DYNAMIC_BATCHING_KEYS = ("max_queue_delay_us", "preferred_batch_sizes", "max_queue_size", "wait_when_idle",
                          "latency_budget_ms")  # fmt: skip
 SESSION_KEYS = ("intra_op_threads", "inter_op_threads", "graph_optimization_level", "allow_spinning",

@@ -88,7 +88,7 @@ class DataPlane:
 
     def model_config(self, name: str, version: str = "") -> pb.ModelConfigResponse:
         model = self._models.get(name, version)
-        labels_file = "labels.txt" if model.spec.labels else None
+        labels_file = model.spec.labels_file if model.spec.labels else None
         return pb.ModelConfigResponse(config=describe.model_config(model.spec, model.provider, labels_file))
 
     def model_statistics(self, name: str = "", version: str = "") -> pb.ModelStatisticsResponse:

@@ -63,6 +63,8 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
     for tensor in spec.inputs:
         dims, reshape = _item_dims(spec, tensor)
         entry = config.input.add(name=tensor.name, data_type=triton_data_type(tensor.datatype), dims=dims)
+        if tensor.format is not None:
+            entry.format = pb.ModelInput.Format.Value(f"FORMAT_{tensor.format}")
         if reshape is not None:
             entry.reshape.shape.extend(reshape)
     for tensor in spec.outputs:
@@ -81,6 +83,7 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
         batching = spec.dynamic_batching
         config.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
+    _set_warmup(config, spec)
     # Pre- and postprocessing hints travel as JSON in the config's parameters, so clients never repeat them.
     hints = {
         key: json.dumps(value)
@@ -135,3 +138,17 @@ def _set_version_policy(config: pb.ModelConfig, spec: ModelSpec) -> None:
         config.version_policy.specific.versions.extend(policy["specific"]["versions"])
     else:
         config.version_policy.latest.num_versions = policy["latest"]["num_versions"]
+
+
+def _set_warmup(config: pb.ModelConfig, spec: ModelSpec) -> None:
+    """The config's own warm-up samples, as Triton shows them (not the server's own, made when there are none)."""
+    for sample in spec.model_warmup:
+        shown = config.model_warmup.add(name=sample.name, batch_size=sample.batch_size, count=sample.count)
+        for name, given in sample.inputs:
+            entry = shown.inputs[name]
+            entry.data_type = triton_data_type(given.datatype)
+            entry.dims.extend(given.dims)
+            if given.source == "input_data_file":
+                entry.input_data_file = given.file
+            else:
+                setattr(entry, given.source, True)

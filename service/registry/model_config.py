@@ -1,7 +1,9 @@
 """config.json -> ModelSpec: read and check the file, then merge it with what the ONNX graph says.
 
 Two steps because the graph is only known once a session exists: `read_config` (file only, every key checked,
-errors name the file and key) and `resolve` (fills tensors in from the graph, refuses contradictions).
+errors name the file and key) and `resolve` (fills tensors in from the graph, refuses contradictions). Triton's
+config.pbtxt, read when there is no config.json, and a load request's config in Triton's JSON form are translated
+into a config.json document first (triton_config.py) and then read like one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from cnnserve.contracts import datatypes, layout
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.execution import images
-from cnnserve.service.registry import warmup
+from cnnserve.service.registry import triton_config, warmup
 from cnnserve.service.types import DynamicBatching, ModelSpec, SessionOptions, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class TensorConfig:
     datatype: str | None = None
     dims: tuple[int, ...] | None = None  # with the batch axis as -1 when max_batch_size > 0
     reshape: tuple[int, ...] | None = None  # Triton's reshape.shape: the graph's shape per item, no batch axis
+    format: str | None = None  # inputs: Triton's input format, "NCHW" or "NHWC"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class ModelConfig:
     inputs: tuple[TensorConfig, ...]
     outputs: tuple[TensorConfig, ...]
     dynamic_batching_given: bool
+    dims_per_item: bool = False
+    """Tensor dims leave out the batch axis (Triton's form, from a config.pbtxt or a load request's Triton JSON):
+    `resolve` adds it once max_batch_size is known, which may come from the graph."""
 
     @property
     def name(self) -> str:
@@ -126,28 +132,15 @@ def read_config(
     """Parse `<model_dir>/config.json`; a folder without one reads as `{}`, completed from the graph by `resolve`.
     `allowed_providers` (the server's) filters the model's preference. `override`: a config.json document sent with
     a load request, read in the file's place (the file is neither read nor written); errors name it instead."""
-    if override is not None:
-        path = model_dir / OVERRIDE
-        obj = _parse(path, override)
-    else:
-        path = model_dir / CONFIG_FILE
-        if path.is_symlink() and not path.resolve().is_relative_to(model_dir.resolve()):
-            # as model files are: a link out of the model folder could make the server read any file it can open
-            raise ModelLoadError(f"{path}: a link that leads out of the model folder; put config.json itself there")
-        try:
-            obj = _parse(path, path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            # As Triton completes an ONNX model's config: a folder of versions alone serves as if it held {}.
-            obj = {}
-        except (OSError, UnicodeDecodeError) as err:
-            raise ModelLoadError(f"{path}: cannot read it as JSON: {err}") from None
+    path, obj, dims_per_item = _document(model_dir, override)
     top = _Reader(path, obj)
     unknown = sorted(set(obj) - _KEYS)
     if unknown and override is not None:
         # A file may come from a newer trainer; a client's document at run time should be understood whole.
         raise ModelLoadError(
-            f"{path}: unknown key '{unknown[0]}'; it is a config.json document (docs/model-repository.md), whose "
-            f"keys are {', '.join(sorted(_KEYS))}"
+            f"{path}: unknown key '{unknown[0]}'; a load's config is a config.json document (keys "
+            f"{', '.join(sorted(_KEYS))}) or Triton's ModelConfig as JSON (input, output, instance_group, ...), "
+            "docs/model-repository.md"
         )
     if unknown:
         logger.warning("event=config_unknown_keys file=%s keys=%s", path, ",".join(unknown))
@@ -168,6 +161,7 @@ def read_config(
         dynamic_batching=_dynamic_batching(top),
         instance_count=top.int_("instance_count", 1, 1),
         labels=_labels(model_dir, labels_file, path) if labels_file else (),
+        labels_file=labels_file,
         label_output=top.str_("label_output", None),
         preprocessing=_free_form(top, "preprocessing"),
         postprocessing=_free_form(top, "postprocessing"),
@@ -184,7 +178,49 @@ def read_config(
         inputs=_tensors(top, "inputs"),
         outputs=_tensors(top, "outputs"),
         dynamic_batching_given="dynamic_batching" in obj,
+        dims_per_item=dims_per_item,
     )
+
+
+def _document(model_dir: Path, override: str | None) -> tuple[Path, dict[str, Any], bool]:
+    """(where errors say it came from, the config.json document, whether its dims are per item): a load request's
+    config (config.json's form or Triton's JSON), else config.json, else config.pbtxt, else {}."""
+    if override is not None:
+        path = model_dir / OVERRIDE
+        obj = _parse(path, override)
+        if not triton_config.is_triton_document(obj, path):
+            return path, obj, False
+        return path, _logged(path, triton_config.read_json(obj, path, model_dir)), True
+    path, pbtxt = model_dir / CONFIG_FILE, model_dir / triton_config.FILE
+    text = _read_text(model_dir, path, "JSON")
+    if text is not None:
+        if pbtxt.exists():
+            logger.warning("event=config_pbtxt_ignored model=%s reason=config.json_wins", model_dir.name)
+        return path, _parse(path, text), False
+    text = _read_text(model_dir, pbtxt, "text")
+    if text is None:
+        # As Triton completes an ONNX model's config: a folder of versions alone serves as if it held {}.
+        return path, {}, False
+    return pbtxt, _logged(pbtxt, triton_config.read_text(text, pbtxt, model_dir)), True
+
+
+def _read_text(model_dir: Path, path: Path, form: str) -> str | None:
+    """The file's text; None when there is none."""
+    if path.is_symlink() and not path.resolve().is_relative_to(model_dir.resolve()):
+        # as model files are: a link out of the model folder could make the server read any file it can open
+        raise ModelLoadError(f"{path}: a link that leads out of the model folder; put {path.name} itself there")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{path}: cannot read it as {form}: {err}") from None
+
+
+def _logged(path: Path, translated: triton_config.Translated) -> dict[str, Any]:
+    for note in translated.notes:
+        logger.warning("event=triton_config_field_ignored file=%s note=%s", path, note)
+    return translated.document
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
@@ -214,8 +250,11 @@ def _tensors(top: _Reader, key: str) -> tuple[TensorConfig, ...]:
             raise tensor.error("dims", "a list of -1 (variable) or sizes >= 1")
         if any(t.name == name for t in result):
             raise ModelLoadError(f"{top.path}: key '{key}' lists '{name}' twice")
+        if "format" in entry and key != "inputs":
+            raise ModelLoadError(f"{top.path}: key '{key}[{i}].format': only inputs have a format")
+        tensor_format = tensor.str_("format", None, layout.INPUT_FORMATS)
         assert name is not None
-        result.append(TensorConfig(name, datatype, dims, _reshape(tensor, dims)))
+        result.append(TensorConfig(name, datatype, dims, _reshape(tensor, dims), tensor_format))
     return tuple(result)
 
 
@@ -323,8 +362,9 @@ def resolve(
         max_batch_size = DEFAULT_MAX_BATCH_SIZE if batchable else 0
         logger.info("event=max_batch_size_from_graph model=%s version=%d max_batch_size=%d", config.name, version,
                     max_batch_size)  # fmt: skip
-    inputs = _merge(where, "input", config.inputs, graph_inputs, max_batch_size)
-    outputs = _merge(where, "output", config.outputs, graph_outputs, max_batch_size)
+    inputs = _merge(where, "input", _batch_axis(config, config.inputs, max_batch_size), graph_inputs, max_batch_size)
+    outputs = _merge(where, "output", _batch_axis(config, config.outputs, max_batch_size), graph_outputs,
+                     max_batch_size)  # fmt: skip
 
     batching = config.spec.dynamic_batching
     if max_batch_size == 0 and not config.dynamic_batching_given:
@@ -359,6 +399,13 @@ def resolve(
         image_output=images.image_output(config.path, config.spec.postprocessing, outputs, max_batch_size),
         optional_outputs=_optional_outputs(config, outputs),
     )
+
+
+def _batch_axis(config: ModelConfig, tensors: Sequence[TensorConfig], max_batch_size: int) -> Sequence[TensorConfig]:
+    """Per-item dims (Triton's) as config.json's: the batch axis first, as -1, when the model batches."""
+    if not config.dims_per_item or max_batch_size == 0:
+        return tensors
+    return [t if t.dims is None else replace(t, dims=(-1, *t.dims)) for t in tensors]
 
 
 def _optional_outputs(config: ModelConfig, outputs: Sequence[TensorSpec]) -> frozenset[str]:
@@ -414,7 +461,14 @@ def _merge(
             # A scalar per item: clients send and get it with a unit axis, dims [1] with reshape [] (Triton's
             # completion of such a tensor, and what perf_analyzer needs: it refuses an empty per-item shape).
             shape, model_shape = (*shape, 1), shape
-        merged.append(TensorSpec(g.name, g.datatype, shape, model_shape))
+        tensor_format = own.format if own is not None else None
+        if tensor_format is not None and len(shape) - (1 if batching else 0) != 3:
+            # Triton's rule (ValidateModelInput): an image layout names three dims per item
+            raise ModelLoadError(
+                f"{where}: config {kind} '{g.name}' format {tensor_format} needs 3 dims per item, got "
+                f"{_dims(shape[1:] if batching else shape)}"
+            )
+        merged.append(TensorSpec(g.name, g.datatype, shape, model_shape, tensor_format))
     return tuple(merged)
 
 

@@ -16,6 +16,7 @@ from cnnserve.contracts.layout import (
     MODEL_FILE,
     NAME_PATTERN,
     NAME_RULE,
+    TRITON_CONFIG_FILE,
     VERSION_PATTERN,
     VERSION_RULE,
     is_model_name,
@@ -46,7 +47,8 @@ class Repository:
         self.root = root.resolve()
 
     def model_names(self) -> list[str]:
-        """Folders that hold a config.json or at least one version, sorted; unsafe names and escapes skipped."""
+        """Folders that hold a config.json, a config.pbtxt or at least one version, sorted; unsafe names and
+        escapes skipped."""
         if not self.root.is_dir():
             logger.warning("event=repository_missing path=%s", self.root)
             return []
@@ -54,7 +56,7 @@ class Repository:
         for entry in sorted(self.root.iterdir()):
             if not is_model_name(entry.name) or not self._inside(entry) or not entry.is_dir():
                 continue
-            if (entry / CONFIG_FILE).is_file() or self.versions(entry.name):
+            if any((entry / f).is_file() for f in (CONFIG_FILE, TRITON_CONFIG_FILE)) or self.versions(entry.name):
                 names.append(entry.name)
         return names
 

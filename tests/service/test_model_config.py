@@ -167,6 +167,8 @@ def test_mismatch_message_names_model_version_tensor_and_both_shapes(tmp_path: P
         {"inputs": [{"name": "images", "dims": [-1, 0]}]},
         {"inputs": [{"name": "images", "shape": [1]}]},
         {"inputs": [{"name": "images"}, {"name": "images"}]},
+        {"inputs": [{"name": "images", "format": "CHW"}]},
+        {"outputs": [{"name": "logits", "format": "NCHW"}]},
         {"inputs": {"name": "images"}},
         {"outputs": ["logits"]},
         {"session": {"graph_optimization_level": "max"}},
@@ -191,6 +193,17 @@ def test_bad_values_are_refused_naming_the_file(tmp_path: Path, config: dict[str
     with pytest.raises(ModelLoadError) as info:
         read_config(config_dir(tmp_path, config))
     assert "config.json" in str(info.value)
+
+
+def test_an_input_format_is_kept_and_needs_three_dims_per_item(tmp_path: Path) -> None:
+    """Triton's input format (FORMAT_NCHW / NHWC): a layout hint ModelConfig shows, as Triton's image_client.py reads
+    it; like Triton, only for an input of three dims per item."""
+    config = read_config(config_dir(tmp_path, {"inputs": [{"name": "images", "format": "NCHW"}]}))
+    spec = resolve(config, [IMAGES], [LOGITS], version=1)
+    assert spec.inputs[0].format == "NCHW" and spec.outputs[0].format is None
+    with pytest.raises(ModelLoadError, match="format NHWC needs 3 dims per item"):
+        resolve(read_config(config_dir(tmp_path, {"inputs": [{"name": "x", "format": "NHWC"}]}, name="m")),
+                [FIXED_X], [FIXED_Y], version=1)  # fmt: skip
 
 
 def test_a_missing_config_json_reads_as_empty(tmp_path: Path) -> None:
