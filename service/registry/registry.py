@@ -21,7 +21,8 @@ from cnnserve.contracts import variants
 from cnnserve.service.errors import ModelLoadError, ModelNotFound, ModelNotReady, ServiceError
 from cnnserve.service.execution.runtime import Runtime
 from cnnserve.service.registry import warmup
-from cnnserve.service.registry.model_config import ModelConfig, read_config, resolve
+from cnnserve.service.registry.completion import resolve
+from cnnserve.service.registry.model_config import ModelConfig, read_config
 from cnnserve.service.registry.repository import (
     NAME_PATTERN,
     VERSION_PATTERN,

@@ -29,7 +29,8 @@ from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.contracts import style
 from cnnserve.service.errors import ModelLoadError, QueueFull
 from cnnserve.service.execution.images import ImageWorkers
-from cnnserve.service.registry.model_config import read_config, resolve
+from cnnserve.service.registry.completion import resolve
+from cnnserve.service.registry.model_config import read_config
 from cnnserve.service.types import ModelSpec, TensorSpec
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings

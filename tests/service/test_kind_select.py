@@ -11,7 +11,8 @@ import pytest
 
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.kinds import select
-from cnnserve.service.registry.model_config import read_config, resolve
+from cnnserve.service.registry.completion import resolve
+from cnnserve.service.registry.model_config import read_config
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import TensorSpec
 

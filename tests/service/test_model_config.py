@@ -11,7 +11,8 @@ import pytest
 
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.execution.runtime import graph_tensors
-from cnnserve.service.registry.model_config import DEFAULT_MAX_BATCH_SIZE, read_config, resolve
+from cnnserve.service.registry.completion import resolve
+from cnnserve.service.registry.model_config import DEFAULT_MAX_BATCH_SIZE, read_config
 from cnnserve.service.types import DynamicBatching, SessionOptions, TensorSpec
 from tests import onnx_models
 from tests.service.graphs import write_config

@@ -21,7 +21,8 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
 from cnnserve.service.errors import ModelLoadError
-from cnnserve.service.registry.model_config import read_config, resolve
+from cnnserve.service.registry.completion import resolve
+from cnnserve.service.registry.model_config import read_config
 from cnnserve.service.types import TensorSpec
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings

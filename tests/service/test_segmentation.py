@@ -31,7 +31,8 @@ from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.contracts.imaging import PALETTE
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.kinds import select
-from cnnserve.service.registry.model_config import read_config, resolve
+from cnnserve.service.registry.completion import resolve
+from cnnserve.service.registry.model_config import read_config
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import TensorSpec
 from tests import onnx_models

@@ -22,7 +22,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
 from cnnserve.service.errors import ModelLoadError
-from cnnserve.service.registry.model_config import read_config, resolve
+from cnnserve.service.registry.completion import resolve
+from cnnserve.service.registry.model_config import read_config
 from cnnserve.service.registry.triton_config import read_json, read_text
 from cnnserve.service.types import TensorSpec
 from tests import onnx_models
