@@ -3,6 +3,8 @@
     ServiceError                 (INTERNAL unless a subclass says otherwise)
     +-- InvalidInput             INVALID_ARGUMENT  bad names, dtypes, shapes, byte counts, parameters
     +-- ModelNotFound            NOT_FOUND         unknown model or version
+    +-- RegionNotFound           NOT_FOUND         a shared memory region that is not registered
+    +-- AlreadyExists            ALREADY_EXISTS    a shared memory region registered under that name already
     +-- ModelNotReady            UNAVAILABLE       known but not loaded, loading, unloading, or server draining
     +-- QueueFull                RESOURCE_EXHAUSTED the model's queue is at max_queue_size
     |   +-- OverBudget           RESOURCE_EXHAUSTED its latency budget would be missed
@@ -29,6 +31,7 @@ class Status(enum.Enum):
     INVALID_ARGUMENT = 400
     UNAUTHENTICATED = 401
     NOT_FOUND = 404
+    ALREADY_EXISTS = 409
     FAILED_PRECONDITION = 412
     RESOURCE_EXHAUSTED = 429
     CANCELLED = 499  # nginx's "client closed request": the caller is gone, nobody reads it
@@ -48,6 +51,14 @@ class InvalidInput(ServiceError):
 
 class ModelNotFound(ServiceError):
     status = Status.NOT_FOUND
+
+
+class RegionNotFound(ServiceError):
+    status = Status.NOT_FOUND
+
+
+class AlreadyExists(ServiceError):
+    status = Status.ALREADY_EXISTS
 
 
 class ModelNotReady(ServiceError):

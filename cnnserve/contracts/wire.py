@@ -21,6 +21,13 @@ OUTPUT_FORMATS = (PNG, TENSOR)
 CLASSIFICATION_PARAMETER = "classification"
 """Requested-output parameter (Triton's classification extension): the top k classes as BYTES strings."""
 
+# Tensor parameters of Triton's shared-memory extension: an input read from, or a requested output written to, a
+# registered region. Offset defaults to 0; region and byte size go together.
+SHARED_MEMORY_REGION = "shared_memory_region"
+SHARED_MEMORY_OFFSET = "shared_memory_offset"
+SHARED_MEMORY_BYTE_SIZE = "shared_memory_byte_size"
+SHARED_MEMORY_PARAMETERS = (SHARED_MEMORY_REGION, SHARED_MEMORY_OFFSET, SHARED_MEMORY_BYTE_SIZE)
+
 LENGTH = struct.Struct("<I")
 """BYTES elements in raw form: a 4-byte little-endian length before each element's bytes."""
 

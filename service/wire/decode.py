@@ -26,6 +26,7 @@ from cnnserve.service.wire.requested import (
     tensor_names,
     unknown_output,
 )
+from cnnserve.service.wire.shared_memory import RegionUse, TensorRef
 
 __all__ = [
     "BYTES_ELEMENT_COST",
@@ -85,6 +86,8 @@ FileElements = Callable[[str, Array], int]
 """(input name, its files) -> the tensor elements they decode to, from their headers: a model kind's cost of files
 whose size the recipe leaves open (padded images). Called before any pixel is decoded."""
 
+_NONE_SHARED: dict[int, TensorRef] = {}
+
 BYTES_ELEMENT_COST = 64
 """What one BYTES element costs beyond its length: the array's pointer and the bytes object (~41 bytes), and the
 string ONNX Runtime is handed. Counted so a tensor of empty strings is charged for what it makes the server build."""
@@ -99,6 +102,7 @@ def decode_inputs(
     png_output: str | None = None,
     file_elements: FileElements | None = None,
     reserve: Callable[[int], None] | None = None,
+    shared: RegionUse | None = None,
 ) -> DecodedRequest:
     """Validate a request against the model's spec and the limits, then turn its inputs into numpy arrays.
 
@@ -107,22 +111,28 @@ def decode_inputs(
     binary tensors become numpy views of the bytes received, with no copy into a protobuf message. `png_output` is
     the output a PNG reply applies to (requested.py); `file_elements` charges files by their headers. `reserve`
     is told the request's decoded bytes once they are costed and before anything is decoded (and again with its
-    files at their decoded size): the server's byte budget, which may refuse."""
+    files at their decoded size): the server's byte budget, which may refuse. `shared` holds the inputs that lie in
+    shared memory regions (shared_memory.py): they are costed from the sizes they declare, like raw inputs, and
+    copied out of their regions only once the budget has them; `raw` then holds the other inputs only, in order."""
     parameters = request.parameters
     if parameters:
         _check_parameters(parameters)
     raw: Sequence[Buffer] = request.raw_input_contents if raw_inputs is None else raw_inputs
-    if raw and len(raw) != len(request.inputs):
-        for tensor in request.inputs:  # Triton names this mistake first, and its clients look for those words
-            if tensor.contents.ListFields():
+    in_regions = shared.inputs if shared is not None else _NONE_SHARED
+    if raw and len(raw) != len(request.inputs) - len(in_regions):
+        for index, tensor in enumerate(request.inputs):  # Triton names this mistake first, and its clients look for it
+            if index not in in_regions and tensor.contents.ListFields():
                 raise _both_forms(tensor.name, request.model_name)
         raise InvalidInput(
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: send one per input, in order"
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs) - len(in_regions)} inputs"
+            f"{' not in shared memory' if in_regions else ''}: send one per input, in order"
         )
+    raw_index = 0
     declared = spec.inputs_by_name
     batching = spec.max_batch_size > 0
-    # name -> (index, shape, element count, raw bytes or None); upb copies a raw entry on every access: once here
-    checked: dict[str, tuple[int, tuple[int, ...], int, Buffer | None]] = {}
+    # name -> (index, shape, element count, raw bytes or None, region range or None); upb copies a raw entry on every
+    # access: once here
+    checked: dict[str, tuple[int, tuple[int, ...], int, Buffer | None, TensorRef | None]] = {}
     files: set[str] = set()  # inputs sent as encoded images
     batch: tuple[int, str] | None = None  # (size, the input that set it)
     elements = cost = 0
@@ -151,9 +161,15 @@ def decode_inputs(
                 batch = (shape[0], name)
             elif shape[0] != batch[0]:
                 raise InvalidInput(f"input {name!r}: batch size {shape[0]}, but input {batch[1]!r} has {batch[0]}")
-        data = raw[index] if raw else None
-        if data is not None and tensor.contents.ListFields():
-            raise _both_forms(name, request.model_name)
+        ref = in_regions.get(index) if in_regions else None
+        if ref is None:
+            data = raw[raw_index] if raw else None
+            raw_index += 1
+            if data is not None and tensor.contents.ListFields():
+                raise _both_forms(name, request.model_name)
+        else:
+            data = None
+            _check_in_region(name, ref, tensor, DATATYPES["BYTES" if encoded else expected.datatype], shape, count)
         item_elements = _image_item_elements(spec) if encoded else 1
         elements += count * item_elements
         if elements > limits.max_elements:
@@ -161,7 +177,8 @@ def decode_inputs(
                 f"request declares more than {limits.max_elements} tensor elements (max_elements_per_request); "
                 "split it into smaller requests"
             )
-        cost += _decoded_bytes(DATATYPES["BYTES" if encoded else expected.datatype], count, data, tensor.contents)
+        payload = len(data) if data is not None else ref.byte_size if ref is not None else None
+        cost += _decoded_bytes(DATATYPES["BYTES" if encoded else expected.datatype], count, payload, tensor.contents)
         if encoded:  # the decoded tensor, too
             cost += count * item_elements * DATATYPES[expected.datatype].numpy.itemsize
         if cost > limits.max_tensor_bytes:
@@ -169,7 +186,7 @@ def decode_inputs(
                 f"request's inputs would take more than {limits.max_tensor_bytes} bytes decoded "
                 "(max_request_tensor_bytes); split it into smaller requests"
             )
-        checked[name] = (index, shape, count, data)
+        checked[name] = (index, shape, count, data, ref)
     if len(checked) != len(declared):
         for needed in spec.inputs:
             if needed.name not in checked:
@@ -181,8 +198,11 @@ def decode_inputs(
         reserve(cost)
     inputs: dict[str, Array] = {}
     encoded_images: dict[str, Array] = {}
-    for name, (index, shape, count, data) in checked.items():
+    for name, (index, shape, count, data, ref) in checked.items():
         info = DATATYPES["BYTES" if name in files else declared[name].datatype]
+        if ref is not None:
+            assert shared is not None
+            data = shared.read(ref, f"input {name!r}")  # a copy, read right after the object's size is checked
         if data is not None:
             array = _from_raw(name, data, info, shape, count)
         else:
@@ -219,13 +239,13 @@ def _charge_files(name: str, decoded_elements: int, info: DataTypeInfo, elements
     return decoded_bytes
 
 
-def _decoded_bytes(info: DataTypeInfo, count: int, raw: Buffer | None, contents: pb.InferTensorContents) -> int:
-    """Memory the decoded tensor takes (an upper estimate), from sizes alone: nothing is decoded here."""
+def _decoded_bytes(info: DataTypeInfo, count: int, payload: int | None, contents: pb.InferTensorContents) -> int:
+    """Memory the decoded tensor takes (an upper estimate), from sizes alone: nothing is decoded here. `payload`:
+    the raw form's bytes (None: the data is in `contents`)."""
     if info.name != "BYTES":
-        wire = _WIRE_DTYPES.get(info.contents_field or "", info.numpy) if raw is None else info.numpy
+        wire = _WIRE_DTYPES.get(info.contents_field or "", info.numpy) if payload is None else info.numpy
         return count * max(info.numpy.itemsize, wire.itemsize)
-    payload = len(raw) if raw is not None else contents.ByteSize()
-    return count * BYTES_ELEMENT_COST + payload
+    return count * BYTES_ELEMENT_COST + (contents.ByteSize() if payload is None else payload)
 
 
 # --- validation -------------------------------------------------------------------------------------------------
@@ -246,6 +266,23 @@ def _both_forms(name: str, model: str) -> InvalidInput:
         f"contents field must not be specified when using raw_input_contents for '{name}' for model '{model}'; "
         "a request sends every input in raw_input_contents or every input in contents"
     )
+
+
+def _check_in_region(name: str, ref: TensorRef, tensor: pb.ModelInferRequest.InferInputTensor, info: DataTypeInfo,
+                     shape: tuple[int, ...], count: int) -> None:  # fmt: skip
+    """An input in shared memory carries no data of its own, and declares exactly the bytes its shape takes (BYTES:
+    at least a length per element; unpacking checks the rest)."""
+    if tensor.contents.ListFields():
+        raise InvalidInput(f"input {name!r}: data in both a shared memory region and contents; a tensor uses one form")
+    if info.name == "BYTES":
+        needed, rule, fits = count * wire.LENGTH.size, "needs at least", ref.byte_size >= count * wire.LENGTH.size
+    else:
+        needed, rule, fits = count * info.numpy.itemsize, "needs", ref.byte_size == count * info.numpy.itemsize
+    if not fits:
+        raise InvalidInput(
+            f"input {name!r}: shared_memory_byte_size is {ref.byte_size} (region {ref.region.name!r}, offset "
+            f"{ref.offset}), but {info.name} {_shape(shape)} {rule} {needed}"
+        )
 
 
 def _with_unit_axis(shape: tuple[int, ...], expected: TensorSpec, max_batch_size: int) -> tuple[int, ...]:

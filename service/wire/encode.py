@@ -1,5 +1,6 @@
 """Replies on the wire: model outputs into a ModelInferResponse (always raw little-endian bytes, as tritonclient reads
-numeric outputs only from raw bytes), and the classification extension's top-k strings.
+numeric outputs only from raw bytes) or into the shared memory regions a request names, and the classification
+extension's top-k strings.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cnnserve.contracts.datatypes import datatype_info
 from cnnserve.service.errors import InferenceFailed
 from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Array, RequestedOutput, unknown_output
+from cnnserve.service.wire.shared_memory import Placement, RegionUse
 
 
 class OutputTensor(NamedTuple):
@@ -23,6 +25,9 @@ class OutputTensor(NamedTuple):
     name: str
     datatype: str
     array: Array
+    placement: Placement | None = None
+    """Set once the tensor was written to a shared memory region: the reply then carries its name, datatype, shape
+    and where it lies, but no data."""
 
 
 def select_outputs(
@@ -68,9 +73,38 @@ def grpc_reply(
     """Data always in raw_output_contents: tritonclient reads numeric outputs only from raw bytes."""
     response = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
     for tensor in tensors:
-        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=np.shape(tensor.array))
-        response.raw_output_contents.append(tensor_to_raw(tensor.array, tensor.datatype))
+        output = response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=np.shape(tensor.array))
+        if tensor.placement is None:
+            response.raw_output_contents.append(tensor_to_raw(tensor.array, tensor.datatype))
+        else:  # an empty entry, as Triton sends: clients find each output's raw bytes by its position
+            placement = tensor.placement
+            output.parameters[wire.SHARED_MEMORY_REGION].string_param = placement.region
+            output.parameters[wire.SHARED_MEMORY_OFFSET].int64_param = placement.offset
+            output.parameters[wire.SHARED_MEMORY_BYTE_SIZE].int64_param = placement.byte_size
+            response.raw_output_contents.append(b"")
     return response
+
+
+def into_shared_memory(tensors: list[OutputTensor], shared: RegionUse) -> list[OutputTensor]:
+    """The outputs the request asked for in shared memory written to their regions (each right after its object's
+    size is checked), and marked so that the reply carries no data for them."""
+    placed = []
+    for tensor in tensors:
+        ref = shared.outputs.get(tensor.name)
+        if ref is not None:
+            data = _raw_view(tensor.array, tensor.datatype)
+            tensor = tensor._replace(placement=shared.write(ref, data, f"output {tensor.name!r}"))
+        placed.append(tensor)
+    return placed
+
+
+def placement_parameters(placement: Placement) -> dict[str, str | int]:
+    """The shared-memory parameters of an output that was written to a region, as the reply states them."""
+    return {
+        wire.SHARED_MEMORY_REGION: placement.region,
+        wire.SHARED_MEMORY_OFFSET: placement.offset,
+        wire.SHARED_MEMORY_BYTE_SIZE: placement.byte_size,
+    }
 
 
 def tensor_to_raw(array: Array, datatype: str) -> bytes:
@@ -78,13 +112,25 @@ def tensor_to_raw(array: Array, datatype: str) -> bytes:
     info = datatype_info(datatype)
     if info.name == "BYTES":
         return _bytes_to_raw(np.asarray(array, dtype=object).flat)
+    return _contiguous(array, info.numpy, info.name).tobytes()
+
+
+def _raw_view(array: Array, datatype: str) -> memoryview:
+    """The raw form as a view of the array's own bytes where it already has them (no copy before the region's)."""
+    info = datatype_info(datatype)
+    if info.name == "BYTES":
+        return memoryview(tensor_to_raw(array, datatype))
+    return memoryview(_contiguous(array, info.numpy, info.name)).cast("B")  # type: ignore[arg-type]  # numpy's stubs
+
+
+def _contiguous(array: Array, dtype: np.dtype[Any], name: str) -> Array:
     contiguous = np.asarray(array)
-    if contiguous.dtype != info.numpy or not contiguous.flags.c_contiguous:
+    if contiguous.dtype != dtype or not contiguous.flags.c_contiguous:
         try:
-            contiguous = contiguous.astype(info.numpy, order="C", casting="same_kind")
+            contiguous = contiguous.astype(dtype, order="C", casting="same_kind")
         except TypeError:
-            raise InferenceFailed(f"a {contiguous.dtype} tensor cannot be sent as {info.name}") from None
-    return contiguous.tobytes()
+            raise InferenceFailed(f"a {contiguous.dtype} tensor cannot be sent as {name}") from None
+    return contiguous
 
 
 def classify(scores: Array, k: int, labels: Sequence[str], batched: bool) -> Array:
