@@ -92,6 +92,12 @@ class Settings:
     auth_metrics: bool = False
     """With authentication on, /metrics needs the token even while the probes are open (its labels name every
     model and version)."""
+    allow_client_shm: bool = False
+    """Triton's system shared memory extension (docs/shared-memory.md): clients register POSIX shared memory objects
+    of the server's own user (/dev/shm) and name them for inputs and outputs, which then skip the network. Off by
+    default, as Triton's --allow-client-shm: a client allowed it can make the server read and write any shared
+    memory object of the server's user. Registration needs a token like inference; off, every shared memory call
+    answers UNIMPLEMENTED / 501 saying how to turn it on."""
     max_elements_per_request: int = 16 * 1024 * 1024
     """Most tensor elements one request may declare, summed over its inputs (checked before anything is allocated)."""
     max_request_tensor_bytes: int = 256 * 1024 * 1024

@@ -18,6 +18,14 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(item for item in text.split(",") if item)
 
 
+def boolean(text: str) -> bool:
+    """A flag's true/false value, as Triton's boolean flags take it (--allow-client-shm=true)."""
+    value = text.strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("1", "true", "yes", "on")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cnnserve serve",
@@ -82,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="with tokens on, /metrics needs the token even while health checks are open (default: no)",
+    )
+    security.add_argument(
+        "--allow-client-shm",
+        type=boolean,
+        nargs="?",
+        const=True,
+        metavar="true|false",
+        help="let clients register system shared memory regions for inputs and outputs (Triton's flag; default: false)",
     )
     security.add_argument("--max-elements-per-request", type=int, help="most tensor elements in one request")
     security.add_argument("--max-request-tensor-bytes", type=int, help="most bytes a request's decoded inputs take")

@@ -40,6 +40,7 @@ from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.scheduling.memory import MemoryBudget
 from cnnserve.service.settings import Settings
+from cnnserve.service.wire.shared_memory import SharedMemoryRegions
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class InferenceServer:
         # One request path for both doors: a REST and a gRPC request reach the same batcher and may share a batch.
         self.memory = MemoryBudget(settings.max_inflight_bytes)
         self.metrics.attach_memory(lambda: self.memory.held, lambda: self.memory.refused)
-        self.path = InferencePath(settings, self.models, self.gate, self.images, self.memory)
+        self.shared_memory = SharedMemoryRegions(settings.allow_client_shm)
+        self.path = InferencePath(settings, self.models, self.gate, self.images, self.memory, self.shared_memory)
         # Every operation of both doors, readiness included, answered once; the listeners are its only input here.
         self.logs = LogSettings()  # the logging extension's; what clients set is undone at stop
         self.plane = DataPlane(settings, self.models, self.gate, self.path, listening=self.is_live, logs=self.logs)
@@ -134,6 +136,9 @@ class InferenceServer:
                     "max_streams_per_connection=%d max_elements_per_request=%d max_request_tensor_bytes=%d", s.tls,
                     s.tls_client_ca_file is not None, s.auth, s.auth_open_health, s.max_concurrent_streams,
                     s.max_streams_per_connection, s.max_elements_per_request, s.max_request_tensor_bytes)  # fmt: skip
+        if s.allow_client_shm:
+            logger.warning("event=client_shm_allowed clients may register this user's shared memory objects "
+                           "(/dev/shm) for inputs and outputs%s", "" if s.auth else "; no token is needed")  # fmt: skip
 
     def _refused(self) -> None:
         self.metrics.unauthenticated.inc()
@@ -209,6 +214,7 @@ class InferenceServer:
         drained = await self.gate.wait_idle(grace)
         await self.models.stop(drain=drained)
         self.images.close()
+        self.shared_memory.close()  # a region a request still uses is unmapped once that request is answered
         await self.health.shutting_down()
         if self._http is not None:
             await self._http.close()

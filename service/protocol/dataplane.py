@@ -24,6 +24,7 @@ from cnnserve.service.scheduling.memory import Reservation
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Buffer, RequestLimits
+from cnnserve.service.wire.shared_memory import SharedMemoryRegions
 
 # Only what really works, each on both doors unless it says otherwise: perf_analyzer asks ModelStatistics only when
 # "statistics" is listed, and clients choose binary tensors by "binary_tensor_data".
@@ -35,6 +36,17 @@ EXTENSIONS = (
     "model_repository",
     "statistics",
 )
+SYSTEM_SHARED_MEMORY = "system_shared_memory"  # listed only while settings.allow_client_shm is on
+NO_CUDA_SHARED_MEMORY = (
+    "CUDA shared memory is not supported: this server runs models on the CPU and maps no GPU memory; use system "
+    "shared memory (SystemSharedMemoryRegister, with --allow-client-shm)"
+)
+
+
+def extensions(settings: Settings) -> list[str]:
+    """The protocol extensions this server offers, as ServerMetadata lists them."""
+    return [*EXTENSIONS, *((SYSTEM_SHARED_MEMORY,) if settings.allow_client_shm else ())]
+
 
 LOAD_CONFIG = "config"
 """Load parameter: a config.json document (JSON text) to load the model with instead of its folder's (Triton's)."""
@@ -61,6 +73,8 @@ class DataPlane:
         self._gate = gate
         self._path = path
         self._listening = listening
+        self._extensions = extensions(settings)
+        self._regions: SharedMemoryRegions = path.shared_memory
 
     # -- health ------------------------------------------------------------------------------------------------
 
@@ -78,7 +92,7 @@ class DataPlane:
 
     def server_metadata(self) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(
-            name=self._settings.server_name, version=__version__, extensions=list(EXTENSIONS)
+            name=self._settings.server_name, version=__version__, extensions=self._extensions
         )
 
     def model_metadata(self, name: str, version: str = "") -> pb.ModelMetadataResponse:
@@ -146,6 +160,41 @@ class DataPlane:
             else:
                 entry.string_param = value
         return response
+
+    # -- shared memory (Triton's extension) ---------------------------------------------------------------------
+
+    def system_shared_memory_status(self, name: str = "") -> pb.SystemSharedMemoryStatusResponse:
+        """The region `name`, or every region; RegionNotFound for a name that is not registered."""
+        Status = pb.SystemSharedMemoryStatusResponse.RegionStatus  # noqa: N806  # a message class
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={
+                r.name: Status(name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size)
+                for r in self._regions.status(name)
+            }
+        )
+
+    def require_client_shm(self) -> None:
+        """NotSupported, saying how to turn it on, unless settings.allow_client_shm: for a door to ask first."""
+        self._regions.require_enabled()
+
+    def register_system_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        self._regions.register(name, key, offset, byte_size)
+
+    def unregister_system_shared_memory(self, name: str = "") -> None:
+        """The region `name`, or every region for ""; requests using it keep its mapping until they are answered."""
+        self._regions.unregister(name)
+
+    def cuda_shared_memory_status(self, name: str = "") -> pb.CudaSharedMemoryStatusResponse:
+        raise NotSupported(NO_CUDA_SHARED_MEMORY)
+
+    def register_cuda_shared_memory(self, name: str) -> None:
+        raise NotSupported(NO_CUDA_SHARED_MEMORY)
+
+    def unregister_cuda_shared_memory(self, name: str = "") -> None:
+        """Nothing to do: no CUDA region can be registered here. Answered OK (with client shared memory on), as
+        Triton built without GPUs answers it, because perf_analyzer's clean-up unregisters CUDA regions and system
+        regions alike, and would fail on an error."""
+        self._regions.require_enabled()
 
     # -- inference ---------------------------------------------------------------------------------------------
 

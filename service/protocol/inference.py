@@ -25,7 +25,8 @@ from cnnserve.service.scheduling.memory import MemoryBudget, Reservation
 from cnnserve.service.settings import Settings
 from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Array, Buffer, DecodedRequest, RequestLimits, decode_inputs
-from cnnserve.service.wire.encode import OutputTensor, select_outputs
+from cnnserve.service.wire.encode import OutputTensor, into_shared_memory, select_outputs
+from cnnserve.service.wire.shared_memory import SharedMemoryRegions
 
 # A cancellation this close to the deadline is the deadline: the one we hold is late by the moment between reading
 # time_remaining() and time.monotonic(), milliseconds on a busy machine.
@@ -62,11 +63,12 @@ def kind_factory(settings: Settings) -> KindFactory:
 
 class InferencePath:
     def __init__(self, settings: Settings, models: ModelManager, gate: RequestGate, images: ImageWorkers,
-                 memory: MemoryBudget) -> None:  # fmt: skip
+                 memory: MemoryBudget, shared_memory: SharedMemoryRegions) -> None:  # fmt: skip
         self._models = models
         self._gate = gate
         self._images = images
         self.memory = memory
+        self.shared_memory = shared_memory
         self.limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
 
     async def infer(
@@ -84,14 +86,16 @@ class InferencePath:
             model = self._models.get(request.model_name, request.model_version)
             observer = model.observer
             outcome = "success"
+            shared = None
             try:
                 with observer.track_inflight():
                     spec = model.spec
                     kind: Kind = model.kind  # type: ignore[assignment]  # always one (kind_factory); no checking call per request
+                    shared = self.shared_memory.use(request)  # regions named, ranges checked, held until answered
                     plan = kind.plan(request, raw_inputs)
                     decoded = decode_inputs(plan.request, spec, self.limits, plan.raw_inputs,
                                             png_output=kind.png_output, file_elements=kind.file_elements,
-                                            reserve=reservation.hold_at_least)  # fmt: skip
+                                            reserve=reservation.hold_at_least, shared=shared)  # fmt: skip
                     if kind.prepares:
                         plan = kind.prepare(plan, decoded)
                     inputs, images = decoded.inputs, None
@@ -106,6 +110,8 @@ class InferencePath:
                         tensors = select_outputs(spec, outputs, decoded.requested_outputs, spec.labels)
                     if extra:
                         tensors += extra
+                    if shared is not None and shared.outputs:
+                        tensors = into_shared_memory(tensors, shared)
                     return InferResult(spec.name, str(model.version), tensors, plan.png_reply)
             except ServiceError as err:
                 outcome = err.status.name.lower()
@@ -117,6 +123,8 @@ class InferencePath:
                 outcome = "internal"
                 raise
             finally:
+                if shared is not None:
+                    shared.release()
                 model.observe_request(outcome, time.monotonic() - started)
 
     async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec, keep_pixels: bool

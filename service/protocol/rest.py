@@ -149,6 +149,14 @@ class RestApi:
             Route("POST", "/v2/repository/models/{model}/unload", self.unload, op.UNLOAD),
             Route("GET", "/v2/logging", self.log_settings, op.LOG_SETTINGS),
             Route("POST", "/v2/logging", self.log_settings, op.LOG_SETTINGS),
+            *[Route(method, base + path, handler, op.SHARED_MEMORY)
+              for base, status, register, unregister in (
+                  ("/v2/systemsharedmemory", self.shm_status, self.shm_register, self.shm_unregister),
+                  ("/v2/cudasharedmemory", self.cuda_shm_status, self.cuda_shm_register, self.cuda_shm_unregister))
+              for method, path, handler in (
+                  ("GET", "/status", status), ("GET", "/region/{region}/status", status),
+                  ("POST", "/region/{region}/register", register),
+                  ("POST", "/unregister", unregister), ("POST", "/region/{region}/unregister", unregister))],
             *[route for base in (model, version) for route in (
                 Route("GET", base, self.model_metadata, op.MODEL_METADATA),
                 Route("GET", base + "/ready", self.model_ready, op.MODEL_READY),
@@ -239,6 +247,38 @@ class RestApi:
             changes = document
         settings = self._plane.log_settings(changes).settings
         return json_reply({name: _setting_value(value) for name, value in settings.items()})
+
+    # -- shared memory: Triton's system shared memory extension (the CUDA one is refused) ----------------------------
+
+    async def shm_status(self, request: web.Request) -> web.Response:
+        """A JSON list of regions, as Triton's: [{"name", "key", "offset", "byte_size"}], by name."""
+        status = self._plane.system_shared_memory_status(request.match_info.get("region", ""))
+        return json_reply([message_dict(region) for _, region in sorted(status.regions.items())])
+
+    async def shm_register(self, request: web.Request) -> web.Response:
+        """Body {"key": "/name", "offset": bytes, "byte_size": bytes}."""
+        self._plane.require_client_shm()  # "disabled" before anything about the body, as Triton answers
+        self._check_json_size(request.content_length or 0)
+        with self._plane.reservation() as held:
+            body = await self._read(request, held)
+        key, offset, byte_size = rest_codec.parse_register(rest_codec.loads(body, "request body") if body else {})
+        self._plane.register_system_shared_memory(request.match_info["region"], key, offset, byte_size)
+        return json_reply({})
+
+    async def shm_unregister(self, request: web.Request) -> web.Response:
+        self._plane.unregister_system_shared_memory(request.match_info.get("region", ""))
+        return json_reply({})
+
+    async def cuda_shm_status(self, request: web.Request) -> web.Response:
+        return json_reply(message_dict(self._plane.cuda_shared_memory_status(request.match_info.get("region", ""))))
+
+    async def cuda_shm_register(self, request: web.Request) -> web.Response:
+        self._plane.register_cuda_shared_memory(request.match_info["region"])
+        return json_reply({})
+
+    async def cuda_shm_unregister(self, request: web.Request) -> web.Response:
+        self._plane.unregister_cuda_shared_memory(request.match_info.get("region", ""))
+        return json_reply({})
 
     # -- inference --------------------------------------------------------------------------------------------
 

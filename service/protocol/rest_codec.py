@@ -19,11 +19,12 @@ import numpy as np
 import orjson
 
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.contracts import wire
 from cnnserve.contracts.datatypes import DATATYPES
 from cnnserve.contracts.wire import pack_bytes
 from cnnserve.service.errors import InvalidInput
 from cnnserve.service.wire.decode import Buffer, RequestLimits
-from cnnserve.service.wire.encode import OutputTensor, tensor_to_raw
+from cnnserve.service.wire.encode import OutputTensor, placement_parameters, tensor_to_raw
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_ONLY_BINARY = frozenset({"FP16", "BF16"})  # no JSON form (the KServe v2 spec): binary only, both ways
@@ -104,7 +105,11 @@ def parse_infer(
         params = _mapping(entry.get("parameters"), f"input {name!r}: parameters")
         size = params.pop("binary_data_size", None)
         set_parameters(tensor.parameters, params, f"input {name!r}")
-        if size is not None:
+        if wire.SHARED_MEMORY_REGION in params:  # its bytes are the region's (shared_memory.py): no raw entry
+            if size is not None or "data" in entry:
+                other = "data" if "data" in entry else "binary_data_size"
+                raise InvalidInput(f"input {name!r}: both {other!r} and shared_memory_region; a tensor uses one form")
+        elif size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count, got {size!r}")
             if "data" in entry:
@@ -130,6 +135,8 @@ def parse_infer(
         name = _text(entry.get("name"), f"outputs[{index}].name")
         params = _mapping(entry.get("parameters"), f"output {name!r}: parameters")
         binary_data = params.pop("binary_data", None)
+        if binary_data is True and wire.SHARED_MEMORY_REGION in params:
+            raise InvalidInput(f"output {name!r}: both binary_data and shared_memory_region; an output goes one way")
         if binary_data is not None:
             parsed.binary_outputs[name] = binary_data is True
         set_parameters(request.outputs.add(name=name).parameters, params, f"output {name!r}")
@@ -207,6 +214,10 @@ def encode_infer(
     for tensor in tensors:
         shape = list(np.shape(tensor.array))
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": shape}
+        if tensor.placement is not None:  # written to a shared memory region: where, and no data
+            entry["parameters"] = placement_parameters(tensor.placement)
+            outputs.append(entry)
+            continue
         binary = parsed.binary_outputs.get(tensor.name, parsed.binary_default) or tensor.datatype in JSON_ONLY_BINARY
         data = None if binary else _json_data(tensor)
         if data is None:  # binary asked, or BYTES that are not text (a PNG)
@@ -238,6 +249,25 @@ def _json_data(tensor: OutputTensor) -> Any:
         # orjson writes NaN and Infinity as null; Triton writes the bare tokens, which tritonclient.http reads back
         return orjson.Fragment(json.dumps(flat.tolist(), separators=(",", ":")))
     return flat
+
+
+# -- shared memory ---------------------------------------------------------------------------------------------------
+
+
+def parse_register(document: Any) -> tuple[str, int, int]:
+    """(key, offset, byte_size) of a system shared memory register body: {"key", "offset" (optional), "byte_size"}."""
+    if not isinstance(document, dict):
+        raise InvalidInput('a register request is a JSON object {"key": ..., "offset": ..., "byte_size": ...}')
+    if "key" not in document:
+        raise InvalidInput("Shared memory register request has no 'key' field")
+    if "byte_size" not in document:
+        raise InvalidInput("Shared memory register request has no 'byte_size' field")
+    key = _text(document["key"], "'key'")
+    offset, byte_size = document.get("offset", 0), document["byte_size"]
+    for field_name, value in (("offset", offset), ("byte_size", byte_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidInput(f"{field_name!r} must be a byte count (an integer >= 0), got {value!r:.40}")
+    return key, offset, byte_size
 
 
 # -- small readers ---------------------------------------------------------------------------------------------------

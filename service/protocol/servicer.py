@@ -192,13 +192,49 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             for task in tasks:
                 task.cancel()
 
+    # -- shared memory --------------------------------------------------------------------------------------------
+
+    @unary
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Any
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        return self._plane.system_shared_memory_status(request.name)
+
+    @unary
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Any
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self._plane.register_system_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @unary
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Any
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self._plane.unregister_system_shared_memory(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @unary
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: Any
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        return self._plane.cuda_shared_memory_status(request.name)
+
+    @unary
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: Any
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self._plane.register_cuda_shared_memory(request.name)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    @unary
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: Any
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self._plane.unregister_cuda_shared_memory(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     # -- extensions this server does not offer ---------------------------------------------------------------------
     # Explicit answers, so a client learns what is missing rather than meeting a bare UNIMPLEMENTED.
 
-    SystemSharedMemoryStatus = _refusal("system shared memory is not supported: send tensors in the request")
-    SystemSharedMemoryRegister = _refusal("system shared memory is not supported: send tensors in the request")
-    SystemSharedMemoryUnregister = _refusal("system shared memory is not supported: send tensors in the request")
-    CudaSharedMemoryStatus = _refusal("CUDA shared memory is not supported: send tensors in the request")
-    CudaSharedMemoryRegister = _refusal("CUDA shared memory is not supported: send tensors in the request")
-    CudaSharedMemoryUnregister = _refusal("CUDA shared memory is not supported: send tensors in the request")
     TraceSetting = _refusal("tracing is not supported; use the Prometheus metrics on the HTTP port")
