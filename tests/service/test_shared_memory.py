@@ -564,3 +564,24 @@ def test_the_switch_reads_as_triton_s_flag_and_from_the_environment() -> None:
     assert settings_from_args([], env={"CNNSERVE_ALLOW_CLIENT_SHM": "true"}).allow_client_shm
     with pytest.raises(SystemExit):
         settings_from_args(["--allow-client-shm=maybe"], env={})
+
+
+def test_a_stream_reads_and_writes_regions_too(server: ServerThread, regions: Regions) -> None:
+    """ModelStreamInfer takes the same path: inputs from a region, the output into one, the reply without its data."""
+    handle = regions.create("stream", BYTE_SIZE * 3)
+    shm.set_shared_memory_region(handle, [INPUT0, INPUT1])
+    answers: list[Any] = []
+    with grpcclient.InferenceServerClient(server.grpc_address) as client:
+        client.register_system_shared_memory("stream", regions.key("stream"), BYTE_SIZE * 3)
+        inputs = [grpcclient.InferInput("INPUT0", [1, 16], "INT32"), grpcclient.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_shared_memory("stream", BYTE_SIZE)
+        inputs[1].set_shared_memory("stream", BYTE_SIZE, offset=BYTE_SIZE)
+        output = grpcclient.InferRequestedOutput("OUTPUT0")
+        output.set_shared_memory("stream", BYTE_SIZE, offset=BYTE_SIZE * 2)
+        client.start_stream(callback=lambda result, error: answers.append(error or result))
+        client.async_stream_infer("simple", inputs, outputs=[output])
+        client.stop_stream()
+    assert len(answers) == 1 and not isinstance(answers[0], InferenceServerException), answers
+    assert answers[0].get_response().raw_output_contents == [b""]
+    written = shm.get_contents_as_numpy(handle, np.int32, [1, 16], offset=BYTE_SIZE * 2)
+    np.testing.assert_array_equal(written[0], INPUT0 + INPUT1)
