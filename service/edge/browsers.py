@@ -5,7 +5,9 @@ form or text/plain, or carries no Content-Type, and can read the answer when DNS
 behind the page's own name. Three checks, each before any route runs:
 
 - **Body types.** A POST body must say it is JSON, the binary extension's octet-stream, or a PNG/JPEG file, or say
-  nothing (tritonclient.http and perf_analyzer send no Content-Type): anything else gets 415.
+  nothing (tritonclient.http sends no Content-Type): anything else gets 415. One exception: a form type from a client
+  that names no origin, which no browser is; libcurl declares it by default, and so Triton's C++ client and
+  perf_analyzer do for their non-infer POSTs.
 - **Origin.** Browsers name the page's origin on every cross-origin POST; non-browser clients send none. A POST from
   an origin that is neither the server's own nor one of `rest_cors_origins` gets 403, so a body without a type from
   another site is refused too.
@@ -29,6 +31,7 @@ Middleware = Callable[..., Awaitable[web.StreamResponse]]
 ErrorReply = Callable[[int, str], web.Response]
 
 BODY_TYPES = ("application/json", "application/octet-stream", "image/png", "image/jpeg")
+FORM = "application/x-www-form-urlencoded"
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -71,16 +74,23 @@ def post_checks(cors_origins: frozenset[str], error_reply: ErrorReply) -> Middle
         if request.method != "POST":
             return await handler(request)
         declared = request.headers.get("Content-Type")
-        if declared is not None and request.content_type not in BODY_TYPES:
+        origin = request.headers.get("Origin")
+        if declared is not None and request.content_type not in _accepted(origin):
             return error_reply(415, f"request body of type {request.content_type[:64]!r} is not accepted; send "
                                     f"{', '.join(BODY_TYPES)}")  # fmt: skip
-        origin = request.headers.get("Origin")
         if origin is not None and not _same_origin(request, origin) and not _listed(origin, cors_origins):
             return error_reply(403, f"requests from pages at {origin[:100]!r} are refused; the server lists the "
                                     "origins it serves in rest_cors_origins")  # fmt: skip
         return await handler(request)
 
     return checks
+
+
+def _accepted(origin: str | None) -> tuple[str, ...]:
+    """The body types a POST may declare. A client that names no origin is no browser (browsers name one on every
+    POST), so the form type libcurl sends by default is taken from it: Triton's C++ HTTP client, perf_analyzer's
+    included, declares its load, unload and shared-memory bodies so."""
+    return BODY_TYPES if origin is not None else (*BODY_TYPES, FORM)
 
 
 def _same_origin(request: web.Request, origin: str) -> bool:
