@@ -24,7 +24,7 @@ from cnnserve.contracts.datatypes import DATATYPES
 from cnnserve.contracts.wire import pack_bytes
 from cnnserve.service.errors import InvalidInput
 from cnnserve.service.wire.decode import Buffer, RequestLimits
-from cnnserve.service.wire.encode import OutputTensor, placement_parameters, tensor_to_raw
+from cnnserve.service.wire.encode import OutputTensor, tensor_to_raw
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_ONLY_BINARY = frozenset({"FP16", "BF16"})  # no JSON form (the KServe v2 spec): binary only, both ways
@@ -214,9 +214,8 @@ def encode_infer(
     for tensor in tensors:
         shape = list(np.shape(tensor.array))
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": shape}
-        if tensor.placement is not None:  # written to a shared memory region: where, and no data
-            entry["parameters"] = placement_parameters(tensor.placement)
-            outputs.append(entry)
+        if tensor.placement is not None:  # written to a shared memory region: no data and, as Triton answers, no
+            outputs.append(entry)  # parameters (its C++ client reads binary_data_size from any it finds)
             continue
         binary = parsed.binary_outputs.get(tensor.name, parsed.binary_default) or tensor.datatype in JSON_ONLY_BINARY
         data = None if binary else _json_data(tensor)

@@ -73,15 +73,11 @@ def grpc_reply(
     """Data always in raw_output_contents: tritonclient reads numeric outputs only from raw bytes."""
     response = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
     for tensor in tensors:
-        output = response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=np.shape(tensor.array))
+        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=np.shape(tensor.array))
         if tensor.placement is None:
             response.raw_output_contents.append(tensor_to_raw(tensor.array, tensor.datatype))
         else:  # an empty entry, as Triton sends: clients find each output's raw bytes by its position
-            placement = tensor.placement
-            output.parameters[wire.SHARED_MEMORY_REGION].string_param = placement.region
-            output.parameters[wire.SHARED_MEMORY_OFFSET].int64_param = placement.offset
-            output.parameters[wire.SHARED_MEMORY_BYTE_SIZE].int64_param = placement.byte_size
-            response.raw_output_contents.append(b"")
+            response.raw_output_contents.append(b"")  # Triton's reply for an output in a region: no data, no parameters
     return response
 
 
@@ -96,15 +92,6 @@ def into_shared_memory(tensors: list[OutputTensor], shared: RegionUse) -> list[O
             tensor = tensor._replace(placement=shared.write(ref, data, f"output {tensor.name!r}"))
         placed.append(tensor)
     return placed
-
-
-def placement_parameters(placement: Placement) -> dict[str, str | int]:
-    """The shared-memory parameters of an output that was written to a region, as the reply states them."""
-    return {
-        wire.SHARED_MEMORY_REGION: placement.region,
-        wire.SHARED_MEMORY_OFFSET: placement.offset,
-        wire.SHARED_MEMORY_BYTE_SIZE: placement.byte_size,
-    }
 
 
 def tensor_to_raw(array: Array, datatype: str) -> bytes:

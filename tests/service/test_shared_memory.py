@@ -226,14 +226,13 @@ def test_output_reply_says_where_the_data_is_and_carries_none(
     written = shm.get_contents_as_numpy(out_handle, np.int32, [1, 16], offset=4036)
     np.testing.assert_array_equal(written[0], INPUT0 - 3)
     placed = results.get_output("OUTPUT1")
+    # As Triton answers: name, datatype and shape, no data and no parameters (Triton's C++ HTTP client, perf_analyzer's,
+    # reads binary_data_size from an output's parameters whenever it finds them).
     if door == "grpc":
-        parameters = {key: getattr(value, str(value.WhichOneof("parameter_choice")))
-                      for key, value in placed.parameters.items()}  # fmt: skip
-        assert results.get_response().raw_output_contents[1] == b""
+        assert not placed.parameters and results.get_response().raw_output_contents[1] == b""
     else:
-        parameters = placed["parameters"]
-        assert "data" not in placed
-    assert parameters == {"shared_memory_region": "out", "shared_memory_offset": 36, "shared_memory_byte_size": 64}
+        assert set(placed) == {"name", "datatype", "shape"}
+    assert list(placed.shape if door == "grpc" else placed["shape"]) == [1, 16]
     client.close()
 
 
