@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from opentelemetry.trace import Span
+
 from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.errors import FailedPrecondition, InvalidInput, NotSupported
@@ -204,11 +206,12 @@ class DataPlane:
         deadline: float | None,
         raw_inputs: Sequence[Buffer] | None = None,
         held: Reservation | None = None,
+        span: Span | None = None,
     ) -> Awaitable[InferResult]:
         """The inference path's own coroutine, handed back unawaited: no extra frame on the hot path.
         `deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents; `held` is the
-        byte budget a door reserved for the request already."""
-        return self._path.infer(request, deadline, raw_inputs, held)
+        byte budget a door reserved for the request already; `span` its trace span, when tracing is on."""
+        return self._path.infer(request, deadline, raw_inputs, held, span)
 
     def reservation(self) -> Reservation:
         """A share of the byte budget, for a door to hold what it reads before the path costs it."""

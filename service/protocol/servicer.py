@@ -17,6 +17,7 @@ import grpc
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
+from cnnserve.service import tracing
 from cnnserve.service.errors import NotSupported, ServiceError
 from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.wire.encode import grpc_reply
@@ -146,12 +147,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        if tracing.tracer is not None:
+            return await self._traced_infer("ModelInfer", request, context)
         result = await self._plane.infer(request, _deadline(context))  # _infer's two lines: one coroutine fewer
         return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        result = await self._plane.infer(request, deadline)
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        if tracing.tracer is not None:
+            return await self._traced_infer("ModelStreamInfer", request, context)
+        result = await self._plane.infer(request, _deadline(context))
         return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
+
+    async def _traced_infer(self, method: str, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.ModelInferResponse:  # fmt: skip
+        """An infer inside its request span, a child of the caller's when its metadata carries a `traceparent`."""
+        carrier = {k: v for k, v in context.invocation_metadata() or () if k in tracing.CARRIER_KEYS}
+        attributes = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": method}
+        with tracing.request(method, carrier, attributes) as span:
+            result = await self._plane.infer(request, _deadline(context), span=span)
+            with tracing.step(span, "encode"):
+                return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
 
     async def ModelStreamInfer(  # type: ignore[override]  # answers through context.write, not by yielding
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -167,7 +182,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
                 try:
-                    reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, _deadline(context)))
+                    reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
                 except ServiceError as err:
                     reply = pb.ModelStreamInferResponse(error_message=f"{err.status.name}: {err}")
                 except Exception:
