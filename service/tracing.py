@@ -9,7 +9,7 @@ request's SpanContext, opaque to it, into the BatchRecord its observer turns int
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -44,6 +44,27 @@ class Batch(Protocol):
     def queue_seconds(self) -> tuple[float, ...]: ...
     @property
     def traces(self) -> tuple[object, ...]: ...
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class InputTensor(Named, Protocol):
+    @property
+    def datatype(self) -> str: ...
+    @property
+    def shape(self) -> Sequence[int]: ...
+
+
+class RequestTensors(Protocol):
+    """What a ModelInferRequest says of its tensors, as far as traces record them."""
+
+    @property
+    def inputs(self) -> Sequence[InputTensor]: ...
+    @property
+    def outputs(self) -> Sequence[Named]: ...
 
 
 @contextmanager
@@ -94,6 +115,12 @@ def admitted(span: Span, model: str, version: int, provider: str) -> None:
         "cnnserve.model.version": str(version),
         "cnnserve.execution_provider": provider,
     })  # fmt: skip
+
+
+def tensors(span: Span, request: RequestTensors) -> None:
+    """trace_level TENSORS: the request's inputs (name, datatype, shape) and the outputs it asked for."""
+    span.set_attribute("cnnserve.request.inputs", [f"{t.name} {t.datatype} {list(t.shape)}" for t in request.inputs])
+    span.set_attribute("cnnserve.request.outputs", [t.name for t in request.outputs])
 
 
 def ended_step(parent: Span, name: str, started_ns: int) -> None:

@@ -21,6 +21,7 @@ from cnnserve.service.errors import ServiceError
 from cnnserve.service.execution.images import DecodedImages, ImageWorkers
 from cnnserve.service.kinds import select
 from cnnserve.service.kinds.base import Kind
+from cnnserve.service.protocol.trace_settings import TraceSettings
 from cnnserve.service.registry.registry import KindFactory, ModelManager
 from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.scheduling.gate import RequestGate
@@ -73,6 +74,8 @@ class InferencePath:
         self.memory = memory
         self.shared_memory = shared_memory
         self.limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
+        self.traces = TraceSettings(settings.trace)
+        """Which requests make a trace (the trace extension); the doors ask it before opening a request's span."""
 
     async def infer(
         self,
@@ -91,6 +94,8 @@ class InferencePath:
             model = self._models.get(request.model_name, request.model_version)
             if span is not None:
                 tracing.admitted(span, model.name, model.version, model.provider)
+                if self.traces.level(model.name) == "TENSORS":
+                    tracing.tensors(span, request)
             observer = model.observer
             outcome = "success"
             shared = None

@@ -18,7 +18,7 @@ import grpc
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.service import tracing
-from cnnserve.service.errors import NotSupported, ServiceError
+from cnnserve.service.errors import ServiceError
 from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.wire.encode import grpc_reply
 
@@ -52,16 +52,6 @@ def unary(method: Handler[Request, Response]) -> Handler[Request, Response]:
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
-
-
-def _refusal(message: str) -> Any:  # Any: it stands in for methods of several generated signatures
-    """An RPC method that answers UNIMPLEMENTED with `message`."""
-
-    @unary
-    async def refuse(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        raise NotSupported(message)
-
-    return refuse
 
 
 def _parameter(value: pb.ModelRepositoryParameter) -> object:
@@ -161,6 +151,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _traced_infer(self, method: str, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                             ) -> pb.ModelInferResponse:  # fmt: skip
         """An infer inside its request span, a child of the caller's when its metadata carries a `traceparent`."""
+        if not self._plane.traces.sample(request.model_name):
+            result = await self._plane.infer(request, _deadline(context))
+            return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
         carrier = {k: v for k, v in context.invocation_metadata() or () if k in tracing.CARRIER_KEYS}
         attributes = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": method}
         with tracing.request(method, carrier, attributes) as span:
@@ -249,7 +242,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._plane.unregister_cuda_shared_memory(request.name)
         return pb.CudaSharedMemoryUnregisterResponse()
 
-    # -- extensions this server does not offer ---------------------------------------------------------------------
-    # Explicit answers, so a client learns what is missing rather than meeting a bare UNIMPLEMENTED.
+    # -- traces ---------------------------------------------------------------------------------------------------
 
-    TraceSetting = _refusal("tracing is not supported; use the Prometheus metrics on the HTTP port")
+    @unary
+    async def TraceSetting(self, request: pb.TraceSettingRequest, context: Any) -> pb.TraceSettingResponse:
+        changes = {name: list(setting.value) for name, setting in request.settings.items()}
+        response = pb.TraceSettingResponse()
+        for name, values in self._plane.trace_setting(request.model_name, changes).items():
+            response.settings[name].value.extend(values)
+        return response

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.service import tracing
 from cnnserve.service.edge import tracing as edge_tracing
+from cnnserve.service.errors import FailedPrecondition, InvalidInput
+from cnnserve.service.protocol.trace_settings import TraceSettings
 from cnnserve.service.settings import ConfigError, Settings
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
@@ -313,3 +316,79 @@ def test_an_unknown_exporter_or_protocol_is_refused_at_start(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="http/json"):
         edge_tracing.start(on, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
     assert tracing.tracer is before
+
+
+def rest_json(url: str, document: object | None = None) -> tuple[int, dict[str, object]]:
+    data = None if document is None else json.dumps(document).encode()
+    call = urllib.request.Request(
+        url, data, {"Content-Type": "application/json"}, method="GET" if data is None else "POST"
+    )
+    try:
+        with urllib.request.urlopen(call, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_trace_settings_choose_which_requests_trace_over_both_doors(server: ServerThread, receiver: Receiver) -> None:
+    status, settings = rest_json(f"{server.rest_url}/v2/trace/setting")
+    assert status == 200
+    assert settings == {"trace_level": ["TIMESTAMPS"], "trace_rate": "1", "trace_count": "-1",
+                        "trace_mode": "opentelemetry"}  # fmt: skip
+    (first, _, first_parent), (second, _, second_parent), (third, _, third_parent) = (caller(300 + i) for i in range(3))
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        once = pb.TraceSettingRequest(
+            model_name="classifier", settings={"trace_count": pb.TraceSettingRequest.SettingValue(value=["1"])}
+        )
+        assert list(stub.TraceSetting(once, timeout=10).settings["trace_count"].value) == ["1"]
+        try:
+            for traceparent in (first_parent, second_parent):
+                stub.ModelInfer(infer_request("classifier", images(1, 3)), metadata=(("traceparent", traceparent),))
+            status, used = rest_json(f"{server.rest_url}/v2/models/classifier/trace/setting")
+            assert (status, used["trace_count"]) == (200, "0")
+            assert rest_json(f"{server.rest_url}/v2/trace/setting")[1]["trace_count"] == "-1"  # the global one
+        finally:
+            status, reset = rest_json(f"{server.rest_url}/v2/models/classifier/trace/setting", {"trace_count": None})
+        assert (status, reset["trace_count"]) == (200, "-1")  # the model follows the global setting again
+        stub.ModelInfer(infer_request("classifier", images(1, 3)), metadata=(("traceparent", third_parent),))
+    spans = receiver.wait_for(lambda spans: request_span(spans, third) is not None)
+    assert request_span(spans, first) is not None
+    assert request_span(spans, second) is None  # trace_count 1: the first request took it
+
+
+def test_trace_settings_refuse_what_they_cannot_do(server: ServerThread) -> None:
+    model_url = f"{server.rest_url}/v2/models/classifier/trace/setting"
+    assert rest_json(model_url, {"trace_level": "VERBOSE"})[0] == 400
+    assert rest_json(model_url, {"trace_rate": "0"})[0] == 400
+    assert rest_json(model_url, {"trace_file": "/tmp/trace.json"})[0] == 400
+    assert rest_json(f"{server.rest_url}/v2/models/nonexistent/trace/setting")[0] == 404
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        bad = pb.TraceSettingRequest(settings={"log_frequency": pb.TraceSettingRequest.SettingValue(value=["10"])})
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.TraceSetting(bad, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert rest_json(model_url)[1]["trace_level"] == ["TIMESTAMPS"]  # nothing changed
+
+
+def test_trace_rate_count_and_levels_per_model() -> None:
+    traces = TraceSettings(on=True)
+    assert [traces.sample("a") for _ in range(3)] == [True] * 3
+    traces.update({"trace_rate": ["3"]})
+    assert [traces.sample("a") for _ in range(6)] == [True, False, False] * 2
+    traces.update({"trace_level": ["OFF"]}, model="b")
+    assert not traces.sample("b") and traces.sample("c")
+    traces.update({"trace_count": ["2"], "trace_rate": ["1"], "trace_level": ["TENSORS"]}, model="b")
+    assert [traces.sample("b") for _ in range(3)] == [True, True, False]
+    assert traces.current("b")["trace_count"] == ["0"] and traces.level("b") == "TENSORS"
+    traces.update({"trace_count": [], "trace_level": [], "trace_rate": []}, model="b")
+    assert traces.current("b") == traces.current()
+    traces.update({"trace_rate": []})
+    assert traces.current()["trace_rate"] == ["1"]
+    with pytest.raises(InvalidInput):
+        traces.update({"trace_count": ["-2"]})
+    with pytest.raises(InvalidInput):
+        traces.update({"trace_rate": ["1", "2"]})
+    with pytest.raises(FailedPrecondition):
+        TraceSettings(on=False).update({"trace_level": ["TIMESTAMPS"]})
