@@ -95,7 +95,7 @@ def failed(span: Span, exc: BaseException) -> None:
 
 @contextmanager
 def step(parent: Span, name: str) -> Iterator[Span]:
-    """A child span of one request: decode, image decode, encode."""
+    """A child span of one request's, around a step: image decode."""
     assert tracer is not None
     span = tracer.start_span(name, context=trace.set_span_in_context(parent))
     try:
@@ -121,13 +121,6 @@ def tensors(span: Span, request: RequestTensors) -> None:
     """trace_level TENSORS: the request's inputs (name, datatype, shape) and the outputs it asked for."""
     span.set_attribute("cnnserve.request.inputs", [f"{t.name} {t.datatype} {list(t.shape)}" for t in request.inputs])
     span.set_attribute("cnnserve.request.outputs", [t.name for t in request.outputs])
-
-
-def ended_step(parent: Span, name: str, started_ns: int) -> None:
-    """A child span of one request that began at `started_ns` (time.time_ns()) and ends now: a step timed without a
-    `with`, so that with tracing off it costs nothing but the check of its span."""
-    assert tracer is not None
-    tracer.start_span(name, context=trace.set_span_in_context(parent), start_time=started_ns).end()
 
 
 def context_of(span: Span | None) -> SpanContext | None:

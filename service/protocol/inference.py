@@ -105,12 +105,11 @@ class InferencePath:
                     kind: Kind = model.kind  # type: ignore[assignment]  # always one (kind_factory); no checking call per request
                     shared = self.shared_memory.use(request)  # regions named, ranges checked, held until answered
                     plan = kind.plan(request, raw_inputs)
-                    decode_started = 0 if span is None else time.time_ns()
                     decoded = decode_inputs(plan.request, spec, self.limits, plan.raw_inputs,
                                             png_output=kind.png_output, file_elements=kind.file_elements,
                                             reserve=reservation.hold_at_least, shared=shared)  # fmt: skip
                     if span is not None:
-                        tracing.ended_step(span, "decode", decode_started)
+                        span.add_event("decoded")
                     if kind.prepares:
                         plan = kind.prepare(plan, decoded)
                     inputs, images = decoded.inputs, None

@@ -352,10 +352,9 @@ class RestApi:
             png = first_png(result.tensors, result.png)
             if png is not None:
                 return web.Response(body=png, content_type="image/png")
-        encode_started = 0 if span is None else time.time_ns()
-        body_out, header_size = rest_codec.encode_infer(parsed, result.model_name, result.model_version, result.tensors)
         if span is not None:
-            tracing.ended_step(span, "encode", encode_started)
+            span.add_event("answered")  # the outputs are ready; from here to the span's end, the reply's encoding
+        body_out, header_size = rest_codec.encode_infer(parsed, result.model_name, result.model_version, result.tensors)
         if header_size is None:
             return web.Response(body=body_out, content_type=JSON)
         reply = web.Response(body=body_out, content_type="application/octet-stream")

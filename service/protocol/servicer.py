@@ -158,8 +158,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         attributes = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": method}
         with tracing.request(method, carrier, attributes) as span:
             result = await self._plane.infer(request, _deadline(context), span=span)
-            with tracing.step(span, "encode"):
-                return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
+            span.add_event("answered")  # the outputs are ready; from here to the span's end, the reply's encoding
+            return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
 
     async def ModelStreamInfer(  # type: ignore[override]  # answers through context.write, not by yielding
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
