@@ -8,6 +8,7 @@ request's SpanContext, opaque to it, into the BatchRecord its observer turns int
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -85,7 +86,11 @@ def request(name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
 
 
 def failed(span: Span, exc: BaseException) -> None:
-    outcome = exc.status.name.lower() if isinstance(exc, ServiceError) else type(exc).__name__
+    """The outcome as the metrics name it: the status in lower case, `cancelled`, or `internal` for a bug."""
+    if isinstance(exc, ServiceError):
+        outcome = exc.status.name.lower()
+    else:
+        outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "internal"
     span.set_attribute("cnnserve.outcome", outcome)
     refusal = exc.refusal if isinstance(exc, ServiceError) else None
     if refusal is not None:
