@@ -3,6 +3,7 @@ doors, the queue wait apart from the run, one run span linked to every request i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -399,3 +400,17 @@ def test_trace_rate_count_and_levels_per_model() -> None:
         traces.update({"trace_rate": ["1", "2"]})
     with pytest.raises(FailedPrecondition):
         TraceSettings(on=False).update({"trace_level": ["TIMESTAMPS"]})
+
+
+def test_the_grpc_protocol_and_the_console_exporter_start_and_stop(tmp_path: Path) -> None:
+    before = tracing.tracer  # the module's server's: put back, as this test turns tracing on and off process-wide
+    on = Settings(model_repository=tmp_path, trace=True)
+    env = {"OTEL_TRACES_EXPORTER": "otlp, console", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_SERVICE_NAME": "x"}
+    try:
+        provider = edge_tracing.start(on, env)
+        assert provider is not None and tracing.tracer is not None
+        assert provider.resource.attributes["service.name"] == "x"
+        asyncio.run(edge_tracing.stop(provider))  # nothing recorded: nothing to send, so no collector is needed
+        assert tracing.tracer is None
+    finally:
+        tracing.tracer = before
