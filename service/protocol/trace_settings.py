@@ -8,14 +8,14 @@ one, before OpenTelemetry's own sampler sees them:
 - trace_count: how many more requests to trace, then none (-1: no limit); it counts down as they are traced.
 As in Triton, values are lists of strings; a model's setting set to an empty list follows the global one again, a
 global one goes back to its default. trace_mode reads "opentelemetry". Triton's trace_file and log_frequency belong
-to its file mode, which this server does not have: setting them is refused.
+to its file mode, which this server does not have: setting them is refused (UNIMPLEMENTED, as setting log_file is).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cnnserve.service.errors import FailedPrecondition, InvalidInput
+from cnnserve.service.errors import FailedPrecondition, InvalidInput, NotSupported
 
 LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
 OWN = ("trace_level", "trace_rate", "trace_count")  # what a model may set for itself
@@ -62,7 +62,7 @@ class TraceSettings:
         parsed: dict[str, Setting | None] = {}
         for name, values in changes.items():
             if name in FILE_MODE:
-                raise InvalidInput(f"trace setting {name!r} belongs to Triton's file mode; traces here go to "
+                raise NotSupported(f"trace setting {name!r} belongs to Triton's file mode; traces here go to "
                                    "OpenTelemetry's exporter (OTEL_* variables)")  # fmt: skip
             if name not in OWN:
                 raise InvalidInput(f"unknown trace setting {name!r}; expected one of {', '.join(OWN)}")
