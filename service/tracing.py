@@ -86,9 +86,13 @@ def request(name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
 
 
 def failed(span: Span, exc: BaseException) -> None:
-    """The outcome as the metrics name it: the status in lower case, `cancelled`, or `internal` for a bug."""
+    """The outcome as the metrics name it: the status in lower case, `cancelled`, or `internal` for a bug; a REST
+    refusal by aiohttp's own exceptions (413, 405) as `http_<status>`."""
+    http_status = getattr(exc, "status_code", None)
     if isinstance(exc, ServiceError):
         outcome = exc.status.name.lower()
+    elif isinstance(http_status, int):
+        outcome = f"http_{http_status}"
     else:
         outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "internal"
     span.set_attribute("cnnserve.outcome", outcome)

@@ -414,3 +414,16 @@ def test_the_grpc_protocol_and_the_console_exporter_start_and_stop(tmp_path: Pat
         assert tracing.tracer is None
     finally:
         tracing.tracer = before
+
+
+def test_a_rest_request_refused_by_the_door_is_an_error_span(server: ServerThread, receiver: Receiver) -> None:
+    trace_id, _, traceparent = caller(400)
+    headers = {"Content-Type": "application/json", "traceparent": traceparent}
+    post = urllib.request.Request(f"{server.rest_url}/v2/models/classifier/infer", b"{not json", headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(post, timeout=10)
+    assert refused.value.code == 400
+    spans = receiver.wait_for(lambda spans: request_span(spans, trace_id) is not None)
+    request = request_span(spans, trace_id)
+    assert request is not None and request.error
+    assert request.attributes["cnnserve.outcome"] == "invalid_argument"
