@@ -43,6 +43,8 @@ class Status(enum.Enum):
 
 class ServiceError(Exception):
     status: Status = Status.INTERNAL
+    refusal: str | None = None
+    """Why a request was refused on arrival, for its trace's event; None for an error that is not a refusal."""
 
 
 class InvalidInput(ServiceError):
@@ -67,14 +69,24 @@ class ModelNotReady(ServiceError):
 
 class QueueFull(ServiceError):
     status = Status.RESOURCE_EXHAUSTED
+    refusal = "queue_full"
 
 
 class OverBudget(QueueFull):
     """Refused on arrival: the model's latency budget would be missed (RESOURCE_EXHAUSTED, like a full queue)."""
 
+    refusal = "latency_budget"
+
+
+class MemoryFull(QueueFull):
+    """Refused: the server's byte budget for requests in flight (max_inflight_bytes) lacks this one's bytes."""
+
+    refusal = "byte_budget"
+
 
 class DeadlineExceeded(ServiceError):
     status = Status.DEADLINE_EXCEEDED
+    refusal = "deadline"
 
 
 class Cancelled(ServiceError):

@@ -64,6 +64,10 @@ class Settings:
     grace_period_s: float = 30.0
     """On SIGTERM/SIGINT, how long accepted requests may take to finish before the process exits."""
     log_level: str = "INFO"
+    trace: bool = False
+    """OpenTelemetry traces of inference requests (docs/tracing.md). Off by default: off, no span object is made.
+    Where they go, and which are kept, is OpenTelemetry's own environment: OTEL_TRACES_EXPORTER (otlp, console,
+    none), OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT and _PROTOCOL, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER[_ARG]."""
     event_loop: str = "auto"
     """auto: uvloop where installed (it cut the server's CPU per request by about an eighth here), else asyncio;
     asyncio: the standard loop."""

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with tokens on, /metrics needs the token even while health checks are open (default: no)",
     )
+    p.add_argument(
+        "--trace",
+        type=boolean,
+        nargs="?",
+        const=True,
+        metavar="true|false",
+        help="OpenTelemetry traces of inference requests, sent where the OTEL_* variables say (default: false)",
+    )
     security.add_argument(
         "--allow-client-shm",
         type=boolean,

@@ -17,9 +17,10 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+from opentelemetry.sdk.trace import TracerProvider
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.service.edge import heap, tls
+from cnnserve.service.edge import heap, tls, tracing
 from cnnserve.service.edge.auth import AuthInterceptor, TokenStore
 from cnnserve.service.edge.browsers import allowed_hosts
 from cnnserve.service.edge.health import HealthReporter
@@ -76,6 +77,7 @@ class InferenceServer:
         self._http: HttpServer | None = None
         self._rest: WebListener | None = None
         self._health_tasks: set[asyncio.Task[None]] = set()
+        self._traces: TracerProvider | None = None
         self.grpc_port = 0
         self.http_port = 0
         self.rest_port = 0
@@ -86,6 +88,7 @@ class InferenceServer:
 
     async def start(self) -> None:
         self._log_security()
+        self._traces = tracing.start(self.settings)
         await self._start_grpc()
         if self.settings.http_port >= 0:
             self._http = await start_http_server(
@@ -228,6 +231,8 @@ class InferenceServer:
             heap.unfreeze()
             self._heap_frozen = False
         self.logs.close()
+        await tracing.stop(self._traces)  # after the drain: the last requests' spans are exported too
+        self._traces = None
         logger.info("event=stopped drained=%s admitted=%d unfinished=%d", drained, self.gate.admitted,
                     self.gate.in_progress)  # fmt: skip
 

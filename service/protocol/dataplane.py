@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from opentelemetry.trace import Span
+
 from cnnserve import __version__
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.service.errors import FailedPrecondition, InvalidInput, NotSupported
@@ -18,6 +20,7 @@ from cnnserve.service.kinds.base import Kind
 from cnnserve.service.protocol import describe, statistics
 from cnnserve.service.protocol.inference import InferencePath, InferResult, kind_of
 from cnnserve.service.protocol.log_settings import LogSettings
+from cnnserve.service.protocol.trace_settings import TraceSettings
 from cnnserve.service.registry.registry import ModelManager
 from cnnserve.service.scheduling.gate import RequestGate
 from cnnserve.service.scheduling.memory import Reservation
@@ -204,11 +207,25 @@ class DataPlane:
         deadline: float | None,
         raw_inputs: Sequence[Buffer] | None = None,
         held: Reservation | None = None,
+        span: Span | None = None,
     ) -> Awaitable[InferResult]:
         """The inference path's own coroutine, handed back unawaited: no extra frame on the hot path.
         `deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents; `held` is the
-        byte budget a door reserved for the request already."""
-        return self._path.infer(request, deadline, raw_inputs, held)
+        byte budget a door reserved for the request already; `span` its trace span, when tracing is on."""
+        return self._path.infer(request, deadline, raw_inputs, held, span)
+
+    # -- traces ---------------------------------------------------------------------------------------------------
+
+    @property
+    def traces(self) -> TraceSettings:
+        """Which requests make a trace; the doors ask it per request while tracing is on."""
+        return self._path.traces
+
+    def trace_setting(self, model: str | None, changes: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """The trace settings (a model's, or the global ones) after `changes` (trace_settings.py); none: read."""
+        if model:
+            self._models.get(model, "")  # NOT_FOUND for a model the server does not know
+        return self._path.traces.update(changes, model) if changes else self._path.traces.current(model)
 
     def reservation(self) -> Reservation:
         """A share of the byte budget, for a door to hold what it reads before the path costs it."""

@@ -13,11 +13,15 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from opentelemetry.trace import Span
+
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.service import tracing
 from cnnserve.service.errors import ServiceError
 from cnnserve.service.execution.images import DecodedImages, ImageWorkers
 from cnnserve.service.kinds import select
 from cnnserve.service.kinds.base import Kind
+from cnnserve.service.protocol.trace_settings import TraceSettings
 from cnnserve.service.registry.registry import KindFactory, ModelManager
 from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.scheduling.gate import RequestGate
@@ -70,6 +74,8 @@ class InferencePath:
         self.memory = memory
         self.shared_memory = shared_memory
         self.limits = RequestLimits(settings.max_elements_per_request, settings.max_request_tensor_bytes)
+        self.traces = TraceSettings(settings.trace)
+        """Which requests make a trace (the trace extension); the doors ask it before opening a request's span."""
 
     async def infer(
         self,
@@ -77,13 +83,19 @@ class InferencePath:
         deadline: float | None,
         raw_inputs: Sequence[Buffer] | None = None,
         held: Reservation | None = None,
+        span: Span | None = None,
     ) -> InferResult:
         """`deadline` is a time.monotonic() instant; `raw_inputs` replaces request.raw_input_contents (decode.py);
         `held` is the request's share of the byte budget when its door took one already (REST: the body), else the
-        path takes one. The model's kind is asked at each step (kinds/base.py draws them); the path names no kind."""
+        path takes one; `span` is the request's trace span when tracing is on (service/tracing.py), which the door
+        opened and ends. The model's kind is asked at each step (kinds/base.py draws them); the path names no kind."""
         started = time.monotonic()
         with self._gate.admit(), held or self.memory.reservation() as reservation:
             model = self._models.get(request.model_name, request.model_version)
+            if span is not None:
+                tracing.admitted(span, model.name, model.version, model.provider)
+                if self.traces.level(model.name) == "TENSORS":
+                    tracing.tensors(span, request)
             observer = model.observer
             outcome = "success"
             shared = None
@@ -96,15 +108,21 @@ class InferencePath:
                     decoded = decode_inputs(plan.request, spec, self.limits, plan.raw_inputs,
                                             png_output=kind.png_output, file_elements=kind.file_elements,
                                             reserve=reservation.hold_at_least, shared=shared)  # fmt: skip
+                    if span is not None:
+                        span.add_event("decoded")
                     if kind.prepares:
                         plan = kind.prepare(plan, decoded)
                     inputs, images = decoded.inputs, None
                     if decoded.encoded_images:
-                        inputs, images = await self._decode_images(decoded, spec, plan.keep_pixels)
+                        inputs, images = await self._decode_images(decoded, spec, plan.keep_pixels, span)
                     extra = await kind.extra_outputs(plan, model, inputs, images, deadline) if plan.extra else []
                     tensors = []
                     if plan.model_outputs:
-                        outputs = await model.infer(inputs, outputs=decoded.compute, deadline=deadline)
+                        trace = None
+                        if span is not None:
+                            trace = tracing.context_of(span)
+                            span.set_attribute("cnnserve.request.items", _items(inputs, spec))
+                        outputs = await model.infer(inputs, outputs=decoded.compute, deadline=deadline, trace=trace)
                         if kind.finishes:
                             outputs = await kind.finish(plan, outputs, decoded, images, self._images)
                         tensors = select_outputs(spec, outputs, decoded.requested_outputs, spec.labels)
@@ -127,10 +145,24 @@ class InferencePath:
                     shared.release()
                 model.observe_request(outcome, time.monotonic() - started)
 
-    async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec, keep_pixels: bool
+    async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec, keep_pixels: bool, span: Span | None
                              ) -> tuple[dict[str, Array], DecodedImages]:  # fmt: skip
         target = spec.image_input
         assert target is not None  # decode takes files only for a model's image input
-        images = await self._images.decode(decoded.encoded_images[target.name], target, spec.name, keep_pixels)
+        files = decoded.encoded_images[target.name]
+        if span is None:
+            images = await self._images.decode(files, target, spec.name, keep_pixels)
+        else:
+            with tracing.step(span, "image decode") as step:
+                step.set_attribute("cnnserve.images", len(files))
+                images = await self._images.decode(files, target, spec.name, keep_pixels)
         batch = images.batch
         return {**decoded.inputs, target.name: batch if spec.max_batch_size > 0 else batch[0]}, images
+
+
+def _items(inputs: dict[str, Array], spec: ModelSpec) -> int:
+    """The request's items: its leading dimension where the model batches, else 1."""
+    if spec.max_batch_size == 0 or not inputs:
+        return 1
+    first = next(iter(inputs.values()))
+    return int(first.shape[0]) if first.ndim else 1

@@ -17,9 +17,11 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 from google.protobuf.message import Message
+from opentelemetry.trace import Span
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts.wire import pack_bytes
+from cnnserve.service import tracing
 from cnnserve.service.errors import InvalidInput, ServiceError, Status
 from cnnserve.service.kinds.base import INFER, PNG_PARAMETERS, Kind, ParameterValue, first_png
 from cnnserve.service.protocol import rest_codec
@@ -149,6 +151,8 @@ class RestApi:
             Route("POST", "/v2/repository/models/{model}/unload", self.unload, op.UNLOAD),
             Route("GET", "/v2/logging", self.log_settings, op.LOG_SETTINGS),
             Route("POST", "/v2/logging", self.log_settings, op.LOG_SETTINGS),
+            *[Route(method, path, self.trace_setting, op.TRACE)
+              for path in ("/v2/trace/setting", model + "/trace/setting") for method in ("GET", "POST")],
             *[Route(method, base + path, handler, op.SHARED_MEMORY)
               for base, status, register, unregister in (
                   ("/v2/systemsharedmemory", self.shm_status, self.shm_register, self.shm_unregister),
@@ -248,6 +252,23 @@ class RestApi:
         settings = self._plane.log_settings(changes).settings
         return json_reply({name: _setting_value(value) for name, value in settings.items()})
 
+    # -- traces -------------------------------------------------------------------------------------------------
+
+    async def trace_setting(self, request: web.Request) -> web.Response:
+        """GET: the trace settings (global, or the model's); POST: {setting: value, ...} changed, then the settings.
+        Triton's JSON: a value is a string or a list of strings, null or [] clears it; trace_level answers a list."""
+        changes: dict[str, list[str]] = {}
+        if request.method == "POST":
+            with self._plane.reservation() as held:
+                body = await self._read(request, held)
+            self._check_json_size(len(body))
+            document = rest_codec.loads(body, "request body") if body.strip() else {}
+            if not isinstance(document, dict):
+                raise InvalidInput("request body must be a JSON object of trace settings")
+            changes = {name: _strings(name, value) for name, value in document.items()}
+        settings = self._plane.trace_setting(request.match_info.get("model"), changes)
+        return json_reply({name: values if name == "trace_level" else values[0] for name, values in settings.items()})
+
     # -- shared memory: Triton's system shared memory extension (the CUDA one is refused) ----------------------------
 
     async def shm_status(self, request: web.Request) -> web.Response:
@@ -282,10 +303,13 @@ class RestApi:
 
     # -- inference --------------------------------------------------------------------------------------------
 
-    async def infer(self, request: web.Request) -> web.Response:
+    async def infer(self, request: web.Request, span: Span | None = None, decided: bool = False) -> web.Response:
         """POST .../infer, or .../{operation} for an operation the model's kind adds (an infer with the parameters
         it implies). A JSON or binary tensor body is a KServe v2 request; a PNG/JPEG body is one request of one file,
-        answered as the kind says (kinds/base.py). With Accept: image/png, the request's PNG file as the body."""
+        answered as the kind says (kinds/base.py). With Accept: image/png, the request's PNG file as the body.
+        `span`: the request's trace span (_traced_infer opens it when tracing is on and the request is sampled)."""
+        if not decided and tracing.tracer is not None:
+            return await self._traced_infer(request)
         name, version = _model(request)
         operation = request.match_info.get("operation", INFER)
         if operation in GET_ONLY:  # a model's own GET path, posted to: 405 as before kinds had operations
@@ -298,12 +322,23 @@ class RestApi:
             body = await self._read(request, held)
             wants_png = "image/png" in request.headers.get("Accept", "")
             if request.content_type in IMAGE_TYPES:
-                return await self._infer_file(request, spec, kind, operation, body, wants_png, held)
-            return await self._infer_tensors(request, name, version, implied, body, wants_png, held)
+                return await self._infer_file(request, spec, kind, operation, body, wants_png, held, span)
+            return await self._infer_tensors(request, name, version, implied, body, wants_png, held, span)
+
+    async def _traced_infer(self, request: web.Request) -> web.Response:
+        """An infer inside its request span, a child of the caller's when its headers carry a `traceparent`."""
+        if not self._plane.traces.sample(request.match_info["model"]):
+            return await self.infer(request, None, decided=True)
+        resource = request.match_info.route.resource
+        route = request.path if resource is None else resource.canonical  # the template: one name for every model
+        carrier = {key: request.headers[key] for key in tracing.CARRIER_KEYS if key in request.headers}
+        attributes = {"http.request.method": "POST", "http.route": route}
+        with tracing.request(f"POST {route}", carrier, attributes) as span:
+            return await self.infer(request, span, decided=True)
 
     async def _infer_tensors(self, request: web.Request, name: str, version: str,
-                             implied: Mapping[str, ParameterValue], body: bytes, wants_png: bool, held: Reservation
-                             ) -> web.Response:  # fmt: skip
+                             implied: Mapping[str, ParameterValue], body: bytes, wants_png: bool, held: Reservation,
+                             span: Span | None) -> web.Response:  # fmt: skip
         """A KServe v2 JSON or binary-extension body."""
         header_length = request.headers.get(rest_codec.HEADER_LENGTH)
         self._check_json_size(len(body) if header_length is None else _int_or(header_length, len(body)))
@@ -312,11 +347,13 @@ class RestApi:
         implied = {**implied, **(PNG_PARAMETERS if wants_png else {})}
         absent = {key: value for key, value in implied.items() if key not in parameters}  # the request's own win
         rest_codec.set_parameters(parameters, absent, "request")
-        result = await self._plane.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs, held)
+        result = await self._plane.infer(parsed.request, _deadline(parsed.parameters), parsed.raw_inputs, held, span)
         if wants_png:
             png = first_png(result.tensors, result.png)
             if png is not None:
                 return web.Response(body=png, content_type="image/png")
+        if span is not None:
+            span.add_event("answered")  # the outputs are ready; from here to the span's end, the reply's encoding
         body_out, header_size = rest_codec.encode_infer(parsed, result.model_name, result.model_version, result.tensors)
         if header_size is None:
             return web.Response(body=body_out, content_type=JSON)
@@ -335,7 +372,7 @@ class RestApi:
             )  # fmt: skip
 
     async def _infer_file(self, request: web.Request, spec: ModelSpec, kind: Kind, operation: str, body: bytes,
-                          wants_png: bool, held: Reservation) -> web.Response:  # fmt: skip
+                          wants_png: bool, held: Reservation, span: Span | None) -> web.Response:  # fmt: skip
         """One PNG/JPEG file for the model's image input; the kind names the outputs and parameters, and its answer."""
         if spec.image_input is None:
             raise InvalidInput(f"model {spec.name!r} takes no image input; send a JSON or binary tensor request")
@@ -346,7 +383,7 @@ class RestApi:
         for output in asked.outputs:
             message.outputs.add(name=output)
         rest_codec.set_parameters(message.parameters, asked.parameters, "request")
-        result = await self._plane.infer(message, None, [pack_bytes((body,))], held)
+        result = await self._plane.infer(message, None, [pack_bytes((body,))], held, span)
         answer = kind.file_answer(operation, result.tensors, query, wants_png)
         if isinstance(answer, bytes):
             return web.Response(body=answer, content_type="image/png")
@@ -379,6 +416,17 @@ def _int_or(text: str, fallback: int) -> int:
         return int(text)
     except ValueError:
         return fallback
+
+
+def _strings(name: str, value: object) -> list[str]:
+    """A trace setting's JSON value as the protocol's list of strings (null: [], which clears it)."""
+    if value is None:
+        return []
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return [str(value)]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise InvalidInput(f"trace setting {name!r}: expected a string or a list of strings, got {value!r}")
 
 
 def _deadline(parameters: dict[str, Any]) -> float | None:

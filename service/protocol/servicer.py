@@ -17,7 +17,8 @@ import grpc
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.service.errors import NotSupported, ServiceError
+from cnnserve.service import tracing
+from cnnserve.service.errors import ServiceError
 from cnnserve.service.protocol.dataplane import DataPlane
 from cnnserve.service.wire.encode import grpc_reply
 
@@ -51,16 +52,6 @@ def unary(method: Handler[Request, Response]) -> Handler[Request, Response]:
         raise AssertionError("unreachable: context.abort raises")
 
     return wrapper
-
-
-def _refusal(message: str) -> Any:  # Any: it stands in for methods of several generated signatures
-    """An RPC method that answers UNIMPLEMENTED with `message`."""
-
-    @unary
-    async def refuse(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        raise NotSupported(message)
-
-    return refuse
 
 
 def _parameter(value: pb.ModelRepositoryParameter) -> object:
@@ -146,12 +137,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        if tracing.tracer is not None:
+            return await self._traced_infer("ModelInfer", request, context)
         result = await self._plane.infer(request, _deadline(context))  # _infer's two lines: one coroutine fewer
         return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        result = await self._plane.infer(request, deadline)
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        if tracing.tracer is not None:
+            return await self._traced_infer("ModelStreamInfer", request, context)
+        result = await self._plane.infer(request, _deadline(context))
         return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
+
+    async def _traced_infer(self, method: str, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.ModelInferResponse:  # fmt: skip
+        """An infer inside its request span, a child of the caller's when its metadata carries a `traceparent`."""
+        if not self._plane.traces.sample(request.model_name):
+            result = await self._plane.infer(request, _deadline(context))
+            return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
+        carrier = {k: v for k, v in context.invocation_metadata() or () if k in tracing.CARRIER_KEYS}
+        attributes = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": method}
+        with tracing.request(method, carrier, attributes) as span:
+            result = await self._plane.infer(request, _deadline(context), span=span)
+            span.add_event("answered")  # the outputs are ready; from here to the span's end, the reply's encoding
+            return grpc_reply(request.id, result.model_name, result.model_version, result.tensors)
 
     async def ModelStreamInfer(  # type: ignore[override]  # answers through context.write, not by yielding
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -167,7 +175,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
                 try:
-                    reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, _deadline(context)))
+                    reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
                 except ServiceError as err:
                     reply = pb.ModelStreamInferResponse(error_message=f"{err.status.name}: {err}")
                 except Exception:
@@ -234,7 +242,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._plane.unregister_cuda_shared_memory(request.name)
         return pb.CudaSharedMemoryUnregisterResponse()
 
-    # -- extensions this server does not offer ---------------------------------------------------------------------
-    # Explicit answers, so a client learns what is missing rather than meeting a bare UNIMPLEMENTED.
+    # -- traces ---------------------------------------------------------------------------------------------------
 
-    TraceSetting = _refusal("tracing is not supported; use the Prometheus metrics on the HTTP port")
+    @unary
+    async def TraceSetting(self, request: pb.TraceSettingRequest, context: Any) -> pb.TraceSettingResponse:
+        changes = {name: list(setting.value) for name, setting in request.settings.items()}
+        response = pb.TraceSettingResponse()
+        for name, values in self._plane.trace_setting(request.model_name, changes).items():
+            response.settings[name].value.extend(values)
+        return response

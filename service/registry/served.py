@@ -6,7 +6,8 @@ send and leave in the shapes they get; the batcher and the runtime see the graph
 A request goes in once (`infer` -> the batcher -> the runtime) and its answer comes back the same way; the batcher
 reports each batch, with the phases its run returned, to `_observe_batch`, and the door that timed the request
 reports its outcome to `observe_request`: each feeds both the version's statistics (ModelStatistics) and its
-observer (Prometheus metrics), so the two count the same requests by the same clock.
+observer (Prometheus metrics), so the two count the same requests by the same clock. With tracing on, each batch
+also becomes its trace spans there (service/tracing.py: one run span, a queue wait span under each request).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cnnserve.service import tracing
 from cnnserve.service.errors import InferenceFailed
 from cnnserve.service.execution.runtime import Runtime, Tensors, check_text
 from cnnserve.service.scheduling.batcher import Batcher, BatchRecord
@@ -163,10 +165,11 @@ class ServedModel:
     def in_flight_requests(self) -> int:
         return self._batcher.in_flight_requests
 
-    async def infer(self, inputs: Tensors, *, outputs: frozenset[str] | None = None, deadline: float | None = None
-                    ) -> Tensors:  # fmt: skip
+    async def infer(self, inputs: Tensors, *, outputs: frozenset[str] | None = None, deadline: float | None = None,
+                    trace: object = None) -> Tensors:  # fmt: skip
         """The outputs one request asks for (None: all), computed only those where the graph allows.
-        `deadline` is a time.monotonic() value. The request's outcome is for its caller to report (observe_request)."""
+        `deadline` is a time.monotonic() value; `trace` the request's span context (tracing.context_of), or None.
+        The request's outcome is for its caller to report (observe_request)."""
         for name in self._text_inputs:  # refused here, before the queue, rather than splitting a batch it joined
             text = inputs.get(name)
             if text is not None:
@@ -174,7 +177,7 @@ class ServedModel:
         try:
             if self._to_graph:
                 inputs = self._reshape("input", inputs, self._to_graph)
-            answer = await self._batcher.submit(inputs, outputs=outputs, deadline=deadline)
+            answer = await self._batcher.submit(inputs, outputs=outputs, deadline=deadline, trace=trace)
             return self._reshape("output", answer, self._to_client) if self._to_client else answer
         except (Exception, asyncio.CancelledError):  # a request cancelled while queued failed too (as in Triton)
             self._failed_at_model += 1
@@ -220,6 +223,8 @@ class ServedModel:
     def _observe_batch(self, record: BatchRecord) -> None:
         self.stats.record_batch(record)
         self.observer.observe_batch(record)
+        if tracing.tracer is not None:
+            tracing.record_batch(record, self.name, self.version, self.provider)
 
 
 def _reshapes(tensors: tuple[TensorSpec, ...], *, to_graph: bool) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:

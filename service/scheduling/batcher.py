@@ -47,6 +47,8 @@ class BatchRecord:
     run_seconds: float  # time inside the run, on the loop or in a thread
     failed: bool
     compute: ComputeTimes | None = None  # the run's own phases; None when it failed
+    started: float = 0.0  # time.monotonic() when the run began
+    traces: tuple[object, ...] = ()  # per request, as queue_seconds: what submit(trace=...) carried (None: untraced)
 
 
 REFUSAL_REASONS = ("queue_full", "budget", "deadline")
@@ -117,9 +119,10 @@ class Batcher:
         """Requests whose batch is executing now."""
         return self._in_flight
 
-    async def submit(self, inputs: Tensors, *, outputs: OutputNames = None, deadline: float | None = None) -> Tensors:
+    async def submit(self, inputs: Tensors, *, outputs: OutputNames = None, deadline: float | None = None,
+                     trace: object = None) -> Tensors:  # fmt: skip
         """Queue one request; return its rows of the batch outputs it asked for (`outputs`; None: all).
-        `deadline`: a time.monotonic() value."""
+        `deadline`: a time.monotonic() value; `trace`: opaque here, handed to the observer in the batch's record."""
         if self._closing or self._stopped:
             raise ModelNotReady(self._stopped or f"model '{self._name}' is unloading")
         items, signature = measure(inputs, self._max_batch_size, self._name)
@@ -133,7 +136,7 @@ class Batcher:
             )
         idle = not self._queue and not self._running
         if idle and not self._wait_when_idle and self.placement.inline(items, outputs):
-            return self._run_alone(inputs, items, outputs)
+            return self._run_alone(inputs, items, outputs, trace)
         predicted = 0.0
         if self.budget is not None and not idle:  # an idle model is never refused: nothing could answer sooner
             predicted = self._admit(self.budget, items, deadline)
@@ -141,6 +144,7 @@ class Batcher:
         request = Request(inputs, items, signature, deadline, outputs,
                           None if self.budget is None else self.budget.seconds)  # fmt: skip
         request.predicted = predicted
+        request.trace = trace
         self._queue.append(request)
         self._queued_items += items
         wakeup.set()
@@ -170,7 +174,7 @@ class Batcher:
             self.refusals["deadline"] += 1
             raise
 
-    def _run_alone(self, inputs: Tensors, items: int, outputs: OutputNames) -> Tensors:
+    def _run_alone(self, inputs: Tensors, items: int, outputs: OutputNames, trace: object) -> Tensors:
         """An idle model whose batch runs on the loop: the request is its own batch, run in the caller's task and
         answered by its return. No queue, no future, no wake-up of the batcher's task, no task of its own, no deadline
         timer, no await: nothing can happen between its arrival and its answer, so it is a batch of one that started
@@ -199,7 +203,8 @@ class Batcher:
                 raise
             raise error from exc
         finally:
-            self._report(BatchRecord(items, 1, (0.0,), run_seconds, failed, None if failed else compute))
+            self._report(BatchRecord(items, 1, (0.0,), run_seconds, failed, None if failed else compute, started,
+                                     (trace,)))  # fmt: skip
 
     def _expire(self, request: Request) -> None:
         """Deadline reached: a request still queued is answered now and never run; a running one finishes."""
@@ -325,7 +330,7 @@ class Batcher:
         alone = len(batch) == 1
         queue_seconds = (started - batch[0].enqueued,) if alone else tuple(started - r.enqueued for r in batch)
         total = batch[0].items if alone else sum(r.items for r in batch)
-        run_seconds, failed, split, compute = 0.0, True, False, None
+        run_seconds, failed, split, compute, run_started = 0.0, True, False, None, started
         try:
             if alone:
                 inputs = batch[0].inputs
@@ -361,8 +366,9 @@ class Batcher:
                 fail(r.future, error)
         finally:
             if not split:  # a split batch is reported by the runs that follow
+                traces = (batch[0].trace,) if alone else tuple(r.trace for r in batch)
                 self._report(BatchRecord(total, len(batch), queue_seconds, run_seconds, failed,
-                                         None if failed else compute))  # fmt: skip
+                                         None if failed else compute, run_started, traces))  # fmt: skip
         if split:
             logger.info("event=batch_split model=%s requests=%d reason=input_refused", self._name, len(batch))
             for r in batch:

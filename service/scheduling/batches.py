@@ -31,6 +31,7 @@ class Request:
         "predicted",
         "queued",
         "signature",
+        "trace",
     )
 
     def __init__(self, inputs: Tensors, items: int, signature: object, deadline: float | None,
@@ -40,6 +41,7 @@ class Request:
         self.future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self.enqueued = time.monotonic()
         self.queued = True  # False once taken into a batch or removed
+        self.trace: object = None  # the request's trace context, for the batch's record (batcher.BatchRecord)
         self.predicted = 0.0  # seconds from enqueued to answered, as admission predicted it (0: no prediction)
         # When it must be answered: its budget, or its own deadline when sooner; None without a budget.
         self.due = None if budget is None else min(self.enqueued + budget, deadline or float("inf"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from cnnserve.service.errors import QueueFull
+from cnnserve.service.errors import MemoryFull
 
 
 class MemoryBudget:
@@ -37,14 +37,15 @@ class Reservation:
         self.bytes = 0
 
     def hold_at_least(self, wanted: int) -> None:
-        """Raises the reservation to `wanted` bytes; QueueFull, with nothing more held, when the budget lacks them."""
+        """Raises the reservation to `wanted` bytes; MemoryFull (a QueueFull), with nothing more held, when the budget
+        lacks them."""
         more = wanted - self.bytes
         if more <= 0:
             return
         budget = self._budget
         if budget.held + more > budget.limit:
             budget.refused += 1
-            raise QueueFull(
+            raise MemoryFull(
                 f"server memory for requests in flight is in use: this request needs {wanted} bytes and "
                 f"{budget.limit - budget.held + self.bytes} of max_inflight_bytes {budget.limit} are free; retry "
                 "shortly or send smaller requests"

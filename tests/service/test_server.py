@@ -382,9 +382,16 @@ def test_unsupported_extensions_answer_unimplemented(stub: pb_grpc.GRPCInference
     calls = [
         lambda: stub.SystemSharedMemoryStatus(pb.SystemSharedMemoryStatusRequest()),
         lambda: stub.CudaSharedMemoryRegister(pb.CudaSharedMemoryRegisterRequest(name="x")),
-        lambda: stub.TraceSetting(pb.TraceSettingRequest()),
     ]
     assert [status_of(call) for call in calls] == [grpc.StatusCode.UNIMPLEMENTED] * len(calls)
+
+
+def test_trace_settings_read_off_and_refuse_turning_on_without_trace(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    """A server started without --trace answers the trace extension (trace_level OFF) and refuses to turn it on."""
+    settings = stub.TraceSetting(pb.TraceSettingRequest(), timeout=10).settings
+    assert list(settings["trace_level"].value) == ["OFF"]
+    on = pb.TraceSettingRequest(settings={"trace_level": pb.TraceSettingRequest.SettingValue(value=["TIMESTAMPS"])})
+    assert status_of(lambda: stub.TraceSetting(on, timeout=10)) == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_the_loaded_heap_is_kept_out_of_full_collections_until_shutdown(tmp_path: Path) -> None:
