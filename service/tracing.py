@@ -140,6 +140,15 @@ def context_of(span: Span | None) -> SpanContext | None:
     return context if context.trace_flags.sampled else None
 
 
+def trace_id(span: Span | SpanContext | object) -> str | None:
+    """A sampled span's (or span context's) trace id in 32 hex digits, as exemplars and trace back ends write it;
+    None when not sampled. Takes the opaque objects BatchRecord.traces carries too."""
+    context = span.get_span_context() if isinstance(span, Span) else span
+    if isinstance(context, SpanContext) and context.trace_flags.sampled:
+        return format(context.trace_id, "032x")
+    return None
+
+
 def record_batch(batch: Batch, model: str, version: int, provider: str) -> None:
     """One span for the batch run, linked to every request it served (and the child of the first, so a sampler that
     follows the parent keeps it with that trace); one `queue wait` span under each request, ending as the run starts."""

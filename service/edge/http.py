@@ -74,8 +74,9 @@ async def start_http_server(
             return web.Response(status=500, text="internal error\n", content_type=TEXT)
 
     async def scrape(request: web.Request) -> web.Response:
-        reply = web.Response(body=metrics.render())
-        reply.headers["Content-Type"] = metrics.content_type  # with its version parameter, as prometheus_client says
+        body, content_type = metrics.render(request.headers.get("Accept", ""))
+        reply = web.Response(body=body)
+        reply.headers["Content-Type"] = content_type  # with its version parameter, as prometheus_client says
         return reply
 
     def probe(key: str, check: Callable[[], bool]) -> Callable[[web.Request], Awaitable[web.Response]]:

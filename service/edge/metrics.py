@@ -6,6 +6,10 @@ and the servicer calls `track_inflight`. Pull side: gauges
 that mirror state (queue depth, loaded models) are refreshed from an attached model source at scrape time, so the
 hot path never writes them. docs/metrics.md maps every metric to Triton's.
 
+Exemplars: a request whose trace span was sampled leaves its trace id on the request- and queue-duration bucket it
+fell in (the latest such per bucket); only the OpenMetrics exposition carries them, served when the scraper's Accept
+asks for it (`render`). Untraced requests take the plain path, unchanged.
+
 The per-model counters and histograms are plain numbers owned by the event loop (every observation and every scrape
 runs on it), turned into metric families at scrape time: prometheus_client's own take a lock and walk the buckets in
 Python on each of the ~10 observations a request makes (about 10 us of CPU per request, 7% of the in-process request
@@ -17,6 +21,7 @@ from __future__ import annotations
 import bisect
 import importlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -30,9 +35,11 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
+from cnnserve.service import tracing
 from cnnserve.service.scheduling.batcher import BatchRecord
 
 logger = logging.getLogger(__name__)
@@ -87,6 +94,7 @@ class Metrics:
     """All metrics of one server instance, in a registry of its own (several servers can share a process)."""
 
     content_type = CONTENT_TYPE_LATEST
+    openmetrics_type = openmetrics.CONTENT_TYPE_LATEST
 
     def __init__(self, *, process: bool = True, gpu: bool = True) -> None:
         self.registry = r = CollectorRegistry()
@@ -125,11 +133,15 @@ class Metrics:
         """Read queue depth and loaded state from `source` at every scrape (instead of pushing them)."""
         self._source = source
 
-    def render(self) -> bytes:
-        """The text exposition of everything; runs on the event loop (a refresh reads live model state)."""
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """Everything, and its content type: OpenMetrics (with exemplars) when the `accept` header names
+        application/openmetrics-text, as Prometheus's does, else the classic text format. Runs on the event loop (a
+        refresh reads live model state)."""
         if self._source is not None:
             self._refresh(self._source)
-        return generate_latest(self.registry)
+        if wants_openmetrics(accept):
+            return openmetrics.generate_latest(self.registry), self.openmetrics_type  # type: ignore[no-untyped-call]
+        return generate_latest(self.registry), self.content_type
 
     def set_loaded(self, model: str, version: str, provider: str, loaded: bool) -> None:
         self.model_loaded.labels(model, version, provider).set(1 if loaded else 0)
@@ -153,25 +165,51 @@ class Metrics:
             self.set_loaded(model, version, provider, True)
 
 
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an Accept header lists application/openmetrics-text (any version) with a q above 0."""
+    for entry in accept.split(","):
+        kind, *params = (part.strip() for part in entry.split(";"))
+        if kind.lower() != "application/openmetrics-text":
+            continue
+        q = next((p.partition("=")[2] for p in params if p.lower().startswith("q=")), "1")
+        try:
+            if float(q) > 0:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 class LoopHistogram:
     """A histogram for one thread (the event loop's): an observation is a bisect and two additions, no lock."""
 
-    __slots__ = ("bounds", "counts", "sum")
+    __slots__ = ("bounds", "counts", "exemplars", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; the last is +Inf
         self.sum = 0.0
+        self.exemplars: dict[int, Exemplar] = {}  # bucket index -> the latest traced observation in it
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1  # bucket `le` holds values <= its bound
         self.sum += value
 
-    def cumulative(self) -> list[tuple[str, float]]:
+    def observe_traced(self, value: float, trace_id: str) -> None:
+        """`observe`, and the observation kept as its bucket's exemplar, naming the request's trace."""
+        index = bisect.bisect_left(self.bounds, value)
+        self.counts[index] += 1
+        self.sum += value
+        self.exemplars[index] = Exemplar({"trace_id": trace_id}, value, time.time())
+
+    def cumulative(self) -> list[tuple[str, float] | tuple[str, float, Exemplar]]:
         running, buckets = 0, []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+        bounds = (*self.bounds, float("inf"))
+        for index, (bound, count) in enumerate(zip(bounds, self.counts, strict=True)):
             running += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(running)))
+            le = "+Inf" if bound == float("inf") else repr(float(bound))
+            exemplar = self.exemplars.get(index)
+            buckets.append((le, float(running)) if exemplar is None else (le, float(running), exemplar))
         return buckets
 
 
@@ -191,17 +229,28 @@ class ModelMetrics:
         self.refusals: dict[str, int] = {}  # read from the batcher at scrape time, as the queue depth is
         self.batch_time_estimates: dict[int, float] = {}
 
-    def observe_request(self, outcome: str, seconds: float) -> None:
+    def observe_request(self, outcome: str, seconds: float, trace_id: str | None = None) -> None:
         """One finished request; `outcome` is "success" or a lower-case gRPC status name. Only successes are
-        timed (as Triton does), so fast refusals do not flatter the latency histogram."""
+        timed (as Triton does), so fast refusals do not flatter the latency histogram. `trace_id`: the request's
+        sampled trace, kept as an exemplar."""
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if outcome == SUCCESS:
-            self.request_seconds.observe(seconds)
+            if trace_id is None:
+                self.request_seconds.observe(seconds)
+            else:
+                self.request_seconds.observe_traced(seconds, trace_id)
 
     def observe_batch(self, record: BatchRecord) -> None:
         """Queue times of every request; items, executions, size and compute phases of good batches."""
-        for seconds in record.queue_seconds:
-            self.queue_seconds.observe(seconds)
+        if any(record.traces):  # a sampled request's span context; all None with tracing off or unsampled
+            for seconds, trace in zip(record.queue_seconds, record.traces, strict=False):
+                if (trace_id := tracing.trace_id(trace)) is None:
+                    self.queue_seconds.observe(seconds)
+                else:
+                    self.queue_seconds.observe_traced(seconds, trace_id)
+        else:
+            for seconds in record.queue_seconds:
+                self.queue_seconds.observe(seconds)
         if record.failed:
             return
         self.items += record.items

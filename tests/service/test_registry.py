@@ -204,7 +204,7 @@ def test_one_request_record_feeds_statistics_and_the_observer(tmp_path: Path) ->
     outcomes: list[tuple[str, float]] = []
 
     class Recorder(NoObserver):
-        def observe_request(self, outcome: str, seconds: float) -> None:
+        def observe_request(self, outcome: str, seconds: float, trace_id: str | None = None) -> None:
             outcomes.append((outcome, seconds))
 
     manager = ModelManager(settings(tmp_path), observer_factory=lambda name, version: Recorder())

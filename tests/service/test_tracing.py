@@ -20,6 +20,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
@@ -427,3 +428,33 @@ def test_a_rest_request_refused_by_the_door_is_an_error_span(server: ServerThrea
     request = request_span(spans, trace_id)
     assert request is not None and request.error
     assert request.attributes["cnnserve.outcome"] == "invalid_argument"
+
+
+def test_a_sampled_request_is_the_exemplar_of_its_latency_buckets(server: ServerThread, receiver: Receiver) -> None:
+    """Scraped as OpenMetrics (Prometheus's Accept), the request- and queue-duration buckets a sampled request fell
+    in name its trace; an unsampled one leaves none; the classic text format carries no exemplars."""
+    trace_id, _, traceparent = caller(7)
+    unsampled_id, _, unsampled = caller(8)
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        stub.ModelInfer(infer_request("classifier", images(1, 8)), metadata=(("traceparent", unsampled[:-2] + "00"),),
+                        timeout=10)  # fmt: skip
+        stub.ModelInfer(infer_request("classifier", images(1, 7)), metadata=(("traceparent", traceparent),), timeout=10)
+
+    accept = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    scrape = urllib.request.Request(f"{server.http_url}/metrics", headers={"Accept": accept})
+    with urllib.request.urlopen(scrape, timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+        text = reply.read().decode()
+    exemplars: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.exemplar is not None and sample.labels.get("model") == "classifier":
+                exemplars.setdefault(family.name, set()).add(sample.exemplar.labels["trace_id"])
+    assert trace_id in exemplars["cnnserve_request_duration_seconds"]
+    assert trace_id in exemplars["cnnserve_queue_duration_seconds"]
+    assert unsampled_id not in set().union(*exemplars.values())
+
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain; version=")
+        assert "trace_id" not in reply.read().decode()
