@@ -235,20 +235,22 @@ class RestApi:
         await self._plane.unload(request.match_info["model"])
         return json_reply({})
 
+    async def _settings_body(self, request: web.Request, what: str) -> dict[str, object]:
+        """A settings POST's body: a JSON object (empty body: no change), read and sized as every body is."""
+        with self._plane.reservation() as held:
+            body = await self._read(request, held)
+        self._check_json_size(len(body))
+        document = rest_codec.loads(body, "request body") if body.strip() else {}
+        if not isinstance(document, dict):
+            raise InvalidInput(f"request body must be a JSON object of {what} settings")
+        return document
+
     # -- logging ----------------------------------------------------------------------------------------------
 
     async def log_settings(self, request: web.Request) -> web.Response:
         """GET: the settings; POST: {setting: value, ...} changed (null leaves one as it is), then the settings.
         Triton's JSON: each setting's value itself, not the protobuf's oneof."""
-        changes: dict[str, object] = {}
-        if request.method == "POST":
-            with self._plane.reservation() as held:
-                body = await self._read(request, held)
-            self._check_json_size(len(body))
-            document = rest_codec.loads(body, "request body") if body.strip() else {}
-            if not isinstance(document, dict):
-                raise InvalidInput("request body must be a JSON object of log settings")
-            changes = document
+        changes: dict[str, object] = await self._settings_body(request, "log") if request.method == "POST" else {}
         settings = self._plane.log_settings(changes).settings
         return json_reply({name: _setting_value(value) for name, value in settings.items()})
 
@@ -259,12 +261,7 @@ class RestApi:
         Triton's JSON: a value is a string or a list of strings, null or [] clears it; trace_level answers a list."""
         changes: dict[str, list[str]] = {}
         if request.method == "POST":
-            with self._plane.reservation() as held:
-                body = await self._read(request, held)
-            self._check_json_size(len(body))
-            document = rest_codec.loads(body, "request body") if body.strip() else {}
-            if not isinstance(document, dict):
-                raise InvalidInput("request body must be a JSON object of trace settings")
+            document = await self._settings_body(request, "trace")
             changes = {name: _strings(name, value) for name, value in document.items()}
         settings = self._plane.trace_setting(request.match_info.get("model"), changes)
         return json_reply({name: values if name == "trace_level" else values[0] for name, values in settings.items()})
