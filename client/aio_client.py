@@ -29,6 +29,7 @@ from cnnserve.client.explain import Explanation
 from cnnserve.client.images import ImageLike, open_image
 from cnnserve.client.protocol import Health, ModelEntry
 from cnnserve.client.segment import Segmentation
+from cnnserve.contracts.scores import softmax
 
 T = TypeVar("T")
 
@@ -125,7 +126,7 @@ class AsyncClient:
         # file reads (and resizing, when preprocessing here) stay off the loop
         inputs = await asyncio.to_thread(protocol.classify_inputs, images, hints, input_name, send_files)
         logits = next(iter((await self.infer(model, inputs)).values()))
-        probabilities = protocol.softmax(logits)
+        probabilities = softmax(logits, axis=1)
         return protocol.rank(probabilities, await self._labels(model, probabilities.shape[1]), top_k)
 
     async def _labels(self, model: str, count: int) -> list[str]:

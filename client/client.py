@@ -36,6 +36,7 @@ from cnnserve.client.explain import Explanation
 from cnnserve.client.images import ImageLike, open_image
 from cnnserve.client.protocol import DATATYPES, NUMPY_TYPES, Health, ModelEntry
 from cnnserve.client.segment import Detection, Segmentation
+from cnnserve.contracts.scores import softmax
 
 __all__ = ["DATATYPES", "NUMPY_TYPES", "Client", "Detection", "Explanation", "Health", "ModelEntry", "Segmentation"]
 
@@ -130,7 +131,7 @@ class Client:
         input_name = protocol.image_input(hints, self.metadata(model))
         inputs = protocol.classify_inputs(images, hints, input_name, send_files)
         logits = next(iter(self.infer(model, inputs).values()))
-        probabilities = protocol.softmax(logits)
+        probabilities = softmax(logits, axis=1)
         return protocol.rank(probabilities, self._labels(model, probabilities.shape[1]), top_k)
 
     def _labels(self, model: str, count: int) -> list[str]:

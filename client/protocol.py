@@ -146,13 +146,6 @@ def classify_inputs(
     return {input_name: files}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax over [n, classes]."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
-    return probabilities
-
-
 def rank(probabilities: np.ndarray, labels: Sequence[str], top_k: int) -> list[list[tuple[str, float]]]:
     """[n, classes] probabilities -> per row the top_k (label, probability), best first."""
     ranked = np.argsort(-probabilities, axis=1)[:, :top_k]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +14,16 @@ from cnnserve.contracts.imaging import (
     PALETTE,
     Preprocessing,
     as_displayed,
+    is_image_file,
     overlay,
     palette_colours,
     palette_png,
     png,
     range_parameter,
+    read_image,
     to_uint8,
 )
+from cnnserve.contracts.scores import softmax
 
 GREY_4 = Preprocessing(height=4, width=4, channels=1, scale=1 / 255, mean=(0.0,), std=(1.0,))
 
@@ -39,6 +43,33 @@ def test_exif_orientation_is_applied() -> None:
     shown = np.asarray(as_displayed(Image.open(io.BytesIO(jpeg_with_orientation(stored, 6)))))
     assert shown.shape == (16, 8)  # portrait once turned
     assert shown[:4].mean() > 200 and shown[-4:].mean() < 50  # the band is now on top
+
+
+def test_read_image_turns_a_file_as_displayed_and_closes_it(tmp_path: Path) -> None:
+    """Every folder reader (training sets, style content, calibration) goes through read_image: same orientation."""
+    stored = np.zeros((8, 16), np.uint8)
+    stored[:, :4] = 255
+    path = tmp_path / "photo.JPG"
+    path.write_bytes(jpeg_with_orientation(stored, 6))
+    shown = read_image(path, "RGB")
+    assert shown.mode == "RGB" and shown.size == (8, 16)
+    assert np.asarray(shown)[:4].mean() > 200
+    path.unlink()  # the file was read and closed: the image stays usable
+    assert np.asarray(shown).shape == (16, 8, 3)
+
+
+def test_image_files_are_known_by_suffix_in_any_case(tmp_path: Path) -> None:
+    for name in ("a.PNG", "b.jpeg", "c.webp", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.png").mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir() if is_image_file(p)) == ["a.PNG", "b.jpeg", "c.webp"]
+
+
+def test_softmax_rows_sum_to_one_without_overflow_and_keep_their_float_type() -> None:
+    probabilities = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]], np.float32), axis=1)
+    np.testing.assert_allclose(probabilities, [[1.0, 0.0], [0.5, 0.5]])
+    assert probabilities.dtype == np.float32
+    assert softmax(np.array([1, 1])).dtype == np.float64
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:

@@ -14,9 +14,8 @@ import torch
 from PIL import Image
 from torch.nn import functional
 
-from cnnserve.contracts.imaging import as_displayed
+from cnnserve.contracts.imaging import read_image
 from cnnserve.training.image_sources import (
-    IMAGE_SUFFIXES,
     VAL_FRACTION,
     DatasetError,
     class_folders,
@@ -26,7 +25,7 @@ from cnnserve.training.image_sources import (
 logger = logging.getLogger(__name__)
 
 DIGITS = "digits"
-__all__ = ["IMAGE_SUFFIXES", "DatasetError", "stratified_split"]  # defined torch-free in image_sources.py
+__all__ = ["DatasetError", "stratified_split"]  # defined torch-free in image_sources.py
 
 
 @dataclass(frozen=True)
@@ -118,9 +117,8 @@ def load_image_folder(root: Path, image_size: int, channels: int) -> tuple[torch
 
 def _read_image(path: Path, image_size: int, mode: str) -> np.ndarray:
     try:
-        with Image.open(path) as img:  # as_displayed: the same orientation and bit depth the server and SDK use
-            shown = as_displayed(img).convert(mode)
-            return np.asarray(shown.resize((image_size, image_size), Image.Resampling.BILINEAR))
+        shown = read_image(path, mode)  # the same orientation and bit depth the server and SDK use
+        return np.asarray(shown.resize((image_size, image_size), Image.Resampling.BILINEAR))
     except OSError as err:
         raise DatasetError(f"cannot read image {path}: {err}") from err
 

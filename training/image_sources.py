@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+from cnnserve.contracts.imaging import IMAGE_SUFFIXES, is_image_file
+
 VAL_FRACTION = 0.2
 """The validation share of every split training makes (and the quantiser's held-out share)."""
 
@@ -19,7 +20,7 @@ class DatasetError(ValueError):
 
 def image_files(folder: Path) -> list[Path]:
     """The image files directly inside `folder`, by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def class_folders(root: Path) -> list[tuple[str, list[Path]]]:

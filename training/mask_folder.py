@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from cnnserve.contracts.imaging import as_displayed
+from cnnserve.contracts.imaging import read_image
 from cnnserve.training.data import DatasetError
 from cnnserve.training.scenes import Scenes
 
@@ -103,11 +102,10 @@ def subset(scenes: Scenes, index: torch.Tensor) -> Scenes:
 
 def _read(path: Path, mode: str | None) -> np.ndarray:
     try:
-        with Image.open(path) as img:
-            shown = as_displayed(img)
-            # a palette mask's pixels are its indices already; anything else converts to one grey channel
-            if mode is None:
-                return np.asarray(shown if shown.mode in ("L", "P") else shown.convert("L"))
-            return np.asarray(shown.convert(mode))
+        shown = read_image(path)
+        # a palette mask's pixels are its indices already; anything else converts to one grey channel
+        if mode is None:
+            return np.asarray(shown if shown.mode in ("L", "P") else shown.convert("L"))
+        return np.asarray(shown.convert(mode))
     except OSError as err:
         raise DatasetError(f"cannot read {path}: {err}") from err

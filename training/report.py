@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cnnserve.contracts.imaging import Preprocessing
+from cnnserve.contracts.scores import softmax
 from cnnserve.training.data import DIGITS, DataSplit
 from cnnserve.training.publish import latest_model
 
@@ -145,7 +146,7 @@ class Judge:
         parts = [session.run(names, {self.input_name: x[i : i + 256]}) for i in range(0, len(x), 256)]
         logits = np.concatenate([p[0] for p in parts])
         features = np.concatenate([np.asarray(p[1]).reshape(len(p[1]), -1) for p in parts])
-        return _softmax(logits), features
+        return softmax(logits, axis=1), features
 
     def _check_shape(self, images: np.ndarray) -> None:
         if tuple(images.shape[1:]) != self.shape:
@@ -168,13 +169,7 @@ class Judge:
         x = ((images - self.mean) / self.std).astype(np.float32)
         logits = np.concatenate([self.session.run(None, {self.input_name: x[i : i + 256]})[0]
                                  for i in range(0, len(x), 256)])  # fmt: skip
-        return _softmax(logits)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
+        return softmax(logits, axis=1)
 
 
 def gan_checks(probabilities: np.ndarray) -> tuple[list[Check], dict[str, Any]]:

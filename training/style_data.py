@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional
 
+from cnnserve.contracts.imaging import IMAGE_SUFFIXES, is_image_file, read_image
+
 BUNDLED = "bundled"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def _sklearn(name: str) -> Callable[[], np.ndarray]:
@@ -56,10 +56,10 @@ def load_folder(folder: Path) -> list[np.ndarray]:
     """Every PNG / JPEG under `folder`, as RGB uint8 [H, W, 3], in path order."""
     if not folder.is_dir():
         raise FileNotFoundError(f"--content {folder}: not a folder (or say 'bundled')")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.rglob("*") if is_image_file(p))
     if not paths:
-        raise ValueError(f"--content {folder}: no .png or .jpg images in it")
-    return [np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in paths]
+        raise ValueError(f"--content {folder}: no images in it ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return [np.asarray(read_image(p, "RGB"), dtype=np.uint8) for p in paths]
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

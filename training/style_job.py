@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from cnnserve.contracts import style as contract
+from cnnserve.contracts.imaging import read_image
 from cnnserve.training.export import Exporter, ExportSpec, build_metadata, export_model
 from cnnserve.training.jobs import JobResult
 from cnnserve.training.models.stylizer import STRIDE, StylizerConfig
@@ -72,7 +73,7 @@ def style_image(reference: str) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(f"--style {reference}: no such image file (or say '{PAINTED}')")
     try:
-        return Image.open(path).convert("RGB")
+        return read_image(path, "RGB")
     except OSError as err:
         raise ValueError(f"--style {reference}: not an image Pillow can read: {err}") from None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ RESIZES = ("stretch", "pad")
 MODES = {1: "L", 3: "RGB"}  # channels -> the Pillow mode an image is converted to
 PNG_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # how Pillow opens 16-bit grey PNGs
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+"""Which files in a folder are images, wherever a folder is read (training sets, style content, calibration)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,19 @@ def as_displayed(image: Image.Image) -> Image.Image:
         pixels = np.asarray(image, dtype=np.float64) / 257.0  # 65535 -> 255
         image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
     return image
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def read_image(path: Path | str, mode: str | None = None) -> Image.Image:
+    """An image file as displayed (`as_displayed`), loaded and closed; converted to `mode` when given. Raises
+    OSError for a file Pillow cannot read."""
+    with Image.open(path) as opened:
+        shown = as_displayed(opened)
+        shown.load()  # exif_transpose may return the opened image itself: read it before the file closes
+        return shown.convert(mode) if mode is not None else shown.copy()
 
 
 def to_uint8(batch: npt.NDArray[Any], value_range: Sequence[float] = (-1.0, 1.0)) -> npt.NDArray[np.uint8]:

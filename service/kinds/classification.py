@@ -14,6 +14,7 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts import features
+from cnnserve.contracts.scores import softmax
 from cnnserve.service.errors import InvalidInput, ModelNotFound
 from cnnserve.service.execution.images import DecodedImages
 from cnnserve.service.kinds.base import (
@@ -153,9 +154,7 @@ def _top_k(query: Mapping[str, str]) -> int:
 
 def predictions(scores: Array, labels: Sequence[str], k: int) -> list[dict[str, object]]:
     """One item's top k of softmax(scores), best first."""
-    row = np.asarray(scores, dtype=np.float64).reshape(-1)
-    shifted = np.exp(row - row.max())
-    probabilities = shifted / shifted.sum()
+    probabilities = softmax(np.asarray(scores, dtype=np.float64).reshape(-1))
     order = np.argsort(-probabilities, kind="stable")[:k]
     return [
         {"label": labels[i] if i < len(labels) else str(i), "index": int(i), "score": float(probabilities[i])}

@@ -16,10 +16,11 @@ import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts import features, wire
+from cnnserve.contracts.scores import softmax
 from cnnserve.service.errors import InvalidInput
 from cnnserve.service.kinds import heatmap_image
 from cnnserve.service.kinds.base import integer_parameter
-from cnnserve.service.kinds.occlusion import OcclusionGrid, heatmap, occluded_copies, softmax
+from cnnserve.service.kinds.occlusion import OcclusionGrid, heatmap, occluded_copies
 from cnnserve.service.registry.served import ServedModel
 from cnnserve.service.types import ModelSpec
 from cnnserve.service.wire.decode import Array, Buffer
@@ -129,7 +130,8 @@ class Explainer:
         images = _channels_first(batch, spec)
         logits = await self._scores(model, images, grid, deadline)
         per_item = 1 + grid.count  # the unoccluded item, then its copies
-        probabilities = softmax(logits).reshape(len(images), per_item, -1)
+        # float64: small drops in a near-certain class still show
+        probabilities = softmax(np.asarray(logits, dtype=np.float64), axis=1).reshape(len(images), per_item, -1)
         classes = np.empty(len(images), dtype=np.int64)
         maps = np.empty((len(images), grid.height, grid.width), dtype=np.float32)
         for index, scores in enumerate(probabilities):

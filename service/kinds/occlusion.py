@@ -81,11 +81,3 @@ def heatmap(base_score: float, scores: npt.NDArray[np.floating[Any]], grid: Occl
         total[top : top + patch, left : left + patch] += drop
         covered[top : top + patch, left : left + patch] += 1
     return (total / covered).astype(np.float32)  # every pixel is covered: the last position is flush with the edge
-
-
-def softmax(logits: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-    """Row-wise softmax of [n, K] logits, in float64 so that small drops in a near-certain class still show."""
-    values = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(values - values.max(axis=1, keepdims=True))
-    probabilities: npt.NDArray[np.float64] = shifted / shifted.sum(axis=1, keepdims=True)
-    return probabilities
