@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 import onnx
-from local_server import LocalServer  # benchmarks/ is the script's own folder
 
+from cnnserve.benchmarks.local_server import LocalServer
 from cnnserve.contracts import features, segmentation
 
 MODEL = "digits_cnn"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as triton
-from local_server import LocalServer  # benchmarks/ is the script's own folder
+
+from cnnserve.benchmarks.local_server import LocalServer
 
 
 def timed(client: triton.InferenceServerClient, model: str, inputs: list[triton.InferInput], n: int) -> np.ndarray:

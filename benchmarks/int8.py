@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from local_server import LocalServer  # benchmarks/ is the script's own folder
 from PIL import Image
 
-from cnnserve.client.bench import drive, fetch_metadata, serialized_request
-from cnnserve.client.measurement import Measurement
-from cnnserve.in_process import in_process
+from cnnserve.benchmarks.grpc_load import drive, fetch_metadata, serialized_request
+from cnnserve.benchmarks.in_process import in_process
+from cnnserve.benchmarks.local_server import LocalServer
+from cnnserve.benchmarks.measurement import Measurement
 from cnnserve.training.calibration import gate_images
 from cnnserve.training.publish import latest_model
 from cnnserve.training.variant_gate import scores_only

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from local_server import LocalServer  # benchmarks/ is the script's own folder
 
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.benchmarks.local_server import LocalServer
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 

@@ -277,7 +277,7 @@ class Cell(NamedTuple):
 
 
 def in_process_cell(model: Model, clients: int, seconds: float) -> Cell:
-    from cnnserve.in_process import in_process
+    from cnnserve.benchmarks.in_process import in_process
 
     batch = np.random.default_rng(0).random((clients, *model.item_shape), dtype=np.float32)
     measured = in_process(model.file, {model.input: batch}, seconds, model.threads, allow_spinning=False)

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "explain": ("cnnserve.client.cli", "", "show where a classifier looks in image files (occlusion heatmaps)"),
     "models": ("cnnserve.client.cli", "", "list the models of a running server"),
     "health": ("cnnserve.client.cli", "", "check a server's health (exit code 0 when ready)"),
-    "bench": ("cnnserve.bench", "cpu", "benchmark a running server against in-process ONNX Runtime"),
+    "bench": ("cnnserve.benchmarks.bench", "cpu", "benchmark a running server against in-process ONNX Runtime"),
 }
 
 

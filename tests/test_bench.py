@@ -13,8 +13,8 @@ import grpc
 import numpy as np
 import pytest
 
-from cnnserve.bench import main as bench_main
-from cnnserve.in_process import paced_in_process
+from cnnserve.benchmarks.bench import main as bench_main
+from cnnserve.benchmarks.in_process import paced_in_process
 from tests import onnx_models
 from tests.conftest import ServerThread
 

@@ -38,6 +38,7 @@ def test_the_wheel_holds_only_the_cnnserve_package(tmp_path: Path) -> None:
         "cnnserve/service/scheduling/batcher.py",
         "cnnserve/training/export.py",
         "cnnserve/client/client.py",
+        "cnnserve/benchmarks/bench.py",  # `cnnserve bench`
         "cnnserve/contracts/layout.py",
         "cnnserve/api/grpc_service_pb2.py",
         "cnnserve/service/edge/page/index.html",  # the page at /, package data

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 from onnx.utils import Extractor
 
-from cnnserve.in_process import in_process
+from cnnserve.benchmarks.in_process import in_process
 from cnnserve.training.calibration import GateImages
 from cnnserve.training.variant_source import VariantError
 

@@ -1,4 +1,4 @@
-"""The load side of `cnnserve bench`: N concurrent clients drive a running server (cnnserve/bench.py compares).
+"""The gRPC load side of `cnnserve bench`: N concurrent clients drive a running server (bench.py compares).
 
 The client is kept lean so it does not starve a server on the same machine: each request is serialized once and
 sent as bytes through a raw gRPC method (no protobuf work per call), replies are not parsed, all from one asyncio
@@ -8,16 +8,14 @@ loop. Works against any server that speaks the Open Inference Protocol over gRPC
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.benchmarks.measurement import Measurement, cpu_seconds
 from cnnserve.client.connection import Connection
-from cnnserve.client.measurement import Measurement
 from cnnserve.contracts.datatypes import DATATYPES
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -161,13 +159,3 @@ async def drive(
         items = len(latencies) * items_per_request
         measurement = Measurement(f"served c={concurrency}", items / duration_s, len(latencies), tuple(latencies))
         return measurement, cpu_window[1] - cpu_window[0]
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU of the given processes and their children (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
-    return total

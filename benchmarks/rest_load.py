@@ -13,8 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.client.bench import cpu_seconds
-from cnnserve.client.measurement import Measurement
+from cnnserve.benchmarks.measurement import Measurement, cpu_seconds
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -76,7 +75,7 @@ async def drive_rest(
     warmup_s: float,
     server_pids: Sequence[int] = (),
 ) -> tuple[Measurement, float]:
-    """As client.bench.drive, over HTTP/1.1: one connection per worker, requests back to back."""
+    """As grpc_load.drive, over HTTP/1.1: one connection per worker, requests back to back."""
     host, _, port = url.rpartition(":")
     latencies: list[float] = []
     failures = 0

@@ -1,7 +1,7 @@
-"""`cnnserve bench`: drives a running server with N concurrent clients (cnnserve.client.bench) and compares it with
-the same model file run in-process by ONNX Runtime, in the same run, as a ratio.
+"""`cnnserve bench`: drives a running server with N concurrent clients (grpc_load.py, rest_load.py) and compares it
+with the same model file run in-process by ONNX Runtime (in_process.py), in the same run, as a ratio.
 
-It lives beside the client rather than in it: the SDK must not need onnxruntime, the comparison does.
+It lives with the benchmarks rather than in the client: the SDK must not need onnxruntime, the comparison does.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.client.bench import (
+from cnnserve.benchmarks.grpc_load import (
     drive,
     fetch_metadata,
     fetch_optional_outputs,
     random_inputs,
     serialized_request,
 )
+from cnnserve.benchmarks.in_process import in_process, paced_in_process
+from cnnserve.benchmarks.rest_load import drive_rest, rest_request
 from cnnserve.client.cli import add_connection_flags, connection_options
 from cnnserve.client.connection import Connection
-from cnnserve.client.rest_bench import drive_rest, rest_request
-from cnnserve.in_process import in_process, paced_in_process
 
 
 def build_parser() -> argparse.ArgumentParser:

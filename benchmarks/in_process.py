@@ -1,6 +1,7 @@
 """In-process ONNX Runtime throughput on one model file with the server's thread settings: the ceiling that
 `cnnserve bench` compares a server with, and the speed figure of the quantiser's gate (training/variant_gate.py).
-Needs onnxruntime and numpy only, so training can measure without reaching the server's code."""
+Needs onnxruntime, numpy and measurement.py only: the one benchmark module training imports (an import-linter
+contract), so the gate times a variant without reaching the server's or the client's code."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from cnnserve.client.measurement import Measurement
+from cnnserve.benchmarks.measurement import Measurement
 
 
 def in_process(
