@@ -1,5 +1,5 @@
 """In-process ONNX Runtime throughput on one model file with the server's thread settings: the ceiling that
-`cnnserve bench` compares a server with, and the speed figure of the quantiser's gate (training/variant_gate.py).
+`cnnserve bench` compares a server with, and the speed figure of the quantiser's gate (training/variants/gate.py).
 Needs onnxruntime, numpy and measurement.py only: the one benchmark module training imports (an import-linter
 contract), so the gate times a variant without reaching the server's or the client's code."""
 

@@ -33,10 +33,10 @@ from cnnserve.benchmarks.grpc_load import drive, fetch_metadata, serialized_requ
 from cnnserve.benchmarks.in_process import in_process
 from cnnserve.benchmarks.local_server import LocalServer
 from cnnserve.benchmarks.measurement import Measurement
-from cnnserve.training.calibration import gate_images
 from cnnserve.training.publish import latest_model
-from cnnserve.training.variant_gate import scores_only
-from cnnserve.training.variant_source import read_source
+from cnnserve.training.variants.calibration import gate_images
+from cnnserve.training.variants.gate import scores_only
+from cnnserve.training.variants.source import read_source
 
 MODELS = ("digits_cnn", "heavy_cnn")
 BATCHES = (1, 32)

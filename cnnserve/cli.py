@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("cnnserve.training.cli", "train", "train a classifier, GAN, segmenter or style model"),
     "serve": ("cnnserve.service.edge.cli", "cpu", "serve a model repository over gRPC (Open Inference Protocol)"),
-    "quantize": ("cnnserve.training.quantize_cli", "cpu", "publish a gated INT8 (or FP16) variant of a classifier"),
+    "quantize": ("cnnserve.training.variants.cli", "cpu", "publish a gated INT8 (or FP16) variant of a classifier"),
     "run": ("cnnserve.run", "cpu,train", "train the default models if missing, then serve them"),
     "classify": ("cnnserve.client.cli", "", "classify image files with a running server"),
     "generate": ("cnnserve.client.cli", "", "generate images with a running generator model"),

@@ -94,7 +94,7 @@ def main(argv: Sequence[str]) -> int:
                         stream=sys.stderr)  # fmt: skip
     from cnnserve.training.export import ExportError
     from cnnserve.training.publish import PublishError
-    from cnnserve.training.variants import GateRefused
+    from cnnserve.training.variants.make import GateRefused
 
     try:
         return _dispatch(args)

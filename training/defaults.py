@@ -87,7 +87,7 @@ def ensure_default_models(
 def publish_default_variant(repo: Path) -> None:
     """digits_cnn_int8 beside the classifier just trained, when its gate passes on this machine (last, so that the
     speed gate times an idle machine); a refusal is printed, not raised: digits_cnn serves either way."""
-    from cnnserve.training.variants import GateRefused, VariantOptions, make_variant
+    from cnnserve.training.variants.make import GateRefused, VariantOptions, make_variant
 
     try:
         variant = make_variant(repo, DEFAULT_CLASSIFIER, "digits", VariantOptions())

@@ -107,7 +107,7 @@ class JobOptions:
     extra: dict[str, Any] = field(default_factory=dict)  # overrides of the training config's other fields
     model_extra: dict[str, Any] = field(default_factory=dict)  # GAN: overrides of the model preset (GanConfig)
     atlas: bool = True  # classifier: publish the neuron atlas (training/atlas.py); dry runs make a few-step one
-    quantize: str | None = None  # classifier: then publish a gated "int8" or "fp16" variant (training/variants.py)
+    quantize: str | None = None  # classifier: then publish a gated "int8" or "fp16" variant (training/variants/make.py)
 
 
 @dataclass(frozen=True)
@@ -205,8 +205,8 @@ def run_classifier(options: JobOptions) -> JobResult:
 def _publish_variant(options: JobOptions, name: str, split: DataSplit) -> None:
     """The variant of the model just published, calibrated on this run's training side and gated on its validation
     side; GateRefused (the model itself stays published) when a gate refuses."""
-    from cnnserve.training.calibration import split_images
-    from cnnserve.training.variants import VariantOptions, make_variant
+    from cnnserve.training.variants.calibration import split_images
+    from cnnserve.training.variants.make import VariantOptions, make_variant
 
     images = split_images(split, seed=0)  # the split's own seed: _setup's load_dataset takes its default
     variant = make_variant(options.repository, name, images, VariantOptions(variant_format=options.quantize or "int8"))

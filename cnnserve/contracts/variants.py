@@ -1,5 +1,5 @@
 """Published variants of a classifier (`cnnserve quantize`, docs/quantization.md), defined once for the side that
-writes them (training/variants.py) and the side that reads them (the server, the page, clients).
+writes them (training/variants/make.py) and the side that reads them (the server, the page, clients).
 
 A variant is a sibling model `<source>_<format>` (VARIANT_FORMATS: int8, fp16) with its own config: the source's
 inputs, outputs, labels and preprocessing, plus the parameters below, all strings as config parameters are.

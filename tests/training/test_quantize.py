@@ -1,4 +1,4 @@
-"""training/quantize.py on the session's dry-run digits classifier: ORT's QDQ tooling, outputs kept."""
+"""training/variants/quantize.py on the session's dry-run digits classifier: ORT's QDQ tooling, outputs kept."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from cnnserve.training.data import load_dataset
 from cnnserve.training.publish import latest_model
-from cnnserve.training.quantize import quantize_int8
+from cnnserve.training.variants.quantize import quantize_int8
 
 
 def test_the_variant_is_qdq_keeps_every_output_and_answers_close_to_fp32(classifier_repo: Path) -> None:

@@ -19,15 +19,15 @@ from PIL import Image
 
 from cnnserve.cli import main as cnnserve_main
 from cnnserve.contracts import features, variants
-from cnnserve.training.calibration import gate_images
 from cnnserve.training.cli import main as train_main
 from cnnserve.training.data import load_dataset
 from cnnserve.training.defaults import publish_default_variant
 from cnnserve.training.image_sources import class_folders
 from cnnserve.training.publish import versions
-from cnnserve.training.quantize import quantize_int8
-from cnnserve.training.variant_gate import scores_only
-from cnnserve.training.variant_source import read_source
+from cnnserve.training.variants.calibration import gate_images
+from cnnserve.training.variants.gate import scores_only
+from cnnserve.training.variants.quantize import quantize_int8
+from cnnserve.training.variants.source import read_source
 
 FAST = ["--speed-duration-s", "0.05", "--batch-size", "4"]  # the speed gate still measures both, briefly
 

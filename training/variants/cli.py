@@ -76,9 +76,9 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)  # fmt: skip
     from cnnserve.training.publish import PublishError
-    from cnnserve.training.variant_gate import GateLimits
-    from cnnserve.training.variant_source import VariantError
-    from cnnserve.training.variants import GateRefused, VariantOptions, make_variant
+    from cnnserve.training.variants.gate import GateLimits
+    from cnnserve.training.variants.make import GateRefused, VariantOptions, make_variant
+    from cnnserve.training.variants.source import VariantError
 
     if args.batch_size is not None and args.batch_size < 1:
         print(f"cnnserve quantize: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)

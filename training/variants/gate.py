@@ -16,8 +16,8 @@ import onnxruntime as ort
 from onnx.utils import Extractor
 
 from cnnserve.benchmarks.in_process import in_process
-from cnnserve.training.calibration import GateImages
-from cnnserve.training.variant_source import VariantError
+from cnnserve.training.variants.calibration import GateImages
+from cnnserve.training.variants.source import VariantError
 
 EVAL_BATCH = 64
 SPEED_ROUNDS = 3

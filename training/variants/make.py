@@ -1,5 +1,5 @@
 """`cnnserve quantize` and `train --quantize`: make a variant of a published classifier (INT8 by ONNX Runtime's
-static QDQ quantiser, or FP16 for the CUDA provider), gate it (training/variant_gate.py) and publish it as the
+static QDQ quantiser, or FP16 for the CUDA provider), gate it (training/variants/gate.py) and publish it as the
 sibling model `<source>_<format>` with the source's config, labels and the figures (cnnserve.contracts.variants).
 A refused variant is not published; the caller gets GateRefused with the gate's one-line verdict."""
 
@@ -15,10 +15,9 @@ import onnxruntime as ort
 
 from cnnserve.contracts import features, variants
 from cnnserve.contracts.layout import LABELS_FILE
-from cnnserve.training.calibration import GateImages, gate_images
 from cnnserve.training.publish import publish
-from cnnserve.training.quantize import convert_fp16, quantize_int8
-from cnnserve.training.variant_gate import (
+from cnnserve.training.variants.calibration import GateImages, gate_images
+from cnnserve.training.variants.gate import (
     AccuracyFigures,
     GateLimits,
     SpeedFigures,
@@ -27,7 +26,8 @@ from cnnserve.training.variant_gate import (
     speed_figures,
     verdicts,
 )
-from cnnserve.training.variant_source import SourceModel, VariantError, read_source
+from cnnserve.training.variants.quantize import convert_fp16, quantize_int8
+from cnnserve.training.variants.source import SourceModel, VariantError, read_source
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from cnnserve.training.image_sources import VAL_FRACTION, DatasetError, class_folders, image_files, stratified_split
-from cnnserve.training.variant_source import SourceModel, VariantError
+from cnnserve.training.variants.source import SourceModel, VariantError
 
 if TYPE_CHECKING:
     from cnnserve.training.data import DataSplit
