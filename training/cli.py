@@ -120,7 +120,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         publish_benchmark_models(args.model_repository)
         return 0
     if args.command == "style":
-        from cnnserve.training.style_job import StyleOptions, run_style
+        from cnnserve.training.style.job import StyleOptions, run_style
 
         result = run_style(StyleOptions(
             style=args.style, content=args.content, repository=args.model_repository, name=args.name,

@@ -31,7 +31,7 @@ from cnnserve.training.jobs import (
 from cnnserve.training.publish import versions
 from cnnserve.training.runs import available_cores
 from cnnserve.training.segmenter_report import BelowFloor
-from cnnserve.training.style_job import DEFAULT_STYLE_MODEL, StyleOptions, run_style
+from cnnserve.training.style.job import DEFAULT_STYLE_MODEL, StyleOptions, run_style
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import torch
 
 from cnnserve.contracts import style
 from cnnserve.training.cli import main
-from cnnserve.training.models.stylizer import STRIDE, Stylizer, StylizerConfig
-from cnnserve.training.style_data import ContentCrops
-from cnnserve.training.style_features import RandomFeatures, gram_distance, style_grams
-from cnnserve.training.style_image import brushstrokes
-from cnnserve.training.style_job import STYLE_MAX_PIXELS
-from cnnserve.training.style_report import edge_correlation
+from cnnserve.training.style.data import ContentCrops
+from cnnserve.training.style.job import STYLE_MAX_PIXELS
+from cnnserve.training.style.losses import RandomFeatures, gram_distance, style_grams
+from cnnserve.training.style.model import STRIDE, Stylizer, StylizerConfig
+from cnnserve.training.style.painting import brushstrokes
+from cnnserve.training.style.report import edge_correlation
 
 
 @pytest.mark.parametrize("size", [(8, 8), (40, 56), (64, 24)])

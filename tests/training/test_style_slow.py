@@ -13,8 +13,8 @@ import pytest
 
 from cnnserve.contracts import style
 from cnnserve.training.publish import versions
-from cnnserve.training.style_job import DEFAULT_STYLE_MODEL, StyleOptions, run_style
-from cnnserve.training.style_report import MAX_STYLE_RATIO, MIN_EDGE_CORR
+from cnnserve.training.style.job import DEFAULT_STYLE_MODEL, StyleOptions, run_style
+from cnnserve.training.style.report import MAX_STYLE_RATIO, MIN_EDGE_CORR
 
 
 @pytest.mark.slow

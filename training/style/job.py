@@ -17,11 +17,10 @@ from cnnserve.contracts import style as contract
 from cnnserve.contracts.imaging import read_image
 from cnnserve.training.export import Exporter, ExportSpec, build_metadata, export_model
 from cnnserve.training.jobs import JobResult
-from cnnserve.training.models.stylizer import STRIDE, StylizerConfig
 from cnnserve.training.publish import model_config, publish
 from cnnserve.training.report import announce, card
 from cnnserve.training.runs import configure_threads, resolve_device, seed_everything, write_json
-from cnnserve.training.style_data import (
+from cnnserve.training.style.data import (
     BUNDLED,
     HELD_OUT_PHOTOS,
     TRAIN_PHOTOS,
@@ -31,13 +30,14 @@ from cnnserve.training.style_data import (
     load_folder,
     to_tensor,
 )
-from cnnserve.training.style_features import FeatureNetConfig
-from cnnserve.training.style_image import brushstrokes
-from cnnserve.training.style_report import JUDGED_SIDE, judged_photo, save_before_after, score_photos, style_checks
-from cnnserve.training.train_style import StyleTrainConfig, train_style
+from cnnserve.training.style.loop import StyleTrainConfig, train_style
+from cnnserve.training.style.losses import FeatureNetConfig
+from cnnserve.training.style.model import STRIDE, StylizerConfig
+from cnnserve.training.style.painting import brushstrokes
+from cnnserve.training.style.report import JUDGED_SIDE, judged_photo, save_before_after, score_photos, style_checks
 
 DEFAULT_STYLE_MODEL = "stylize_brushstrokes"
-PAINTED = "painted"  # --style value: the procedural brush-stroke painting (training/style_image.py)
+PAINTED = "painted"  # --style value: the procedural brush-stroke painting (training/style/painting.py)
 STYLE_BATCH_SIZE = 8  # the server's max_batch_size: 8 photos of 512 x 512 are ~100 MB of activations per layer
 STYLE_MAX_PIXELS = 1024 * 1024
 """The largest photo (width x height) the server takes for the model: on 2 CPU cores one 1024 x 1024 photo takes

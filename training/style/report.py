@@ -19,10 +19,10 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional
 
-from cnnserve.training.models.stylizer import STRIDE
 from cnnserve.training.report import Check, check, check_at_most
-from cnnserve.training.style_data import fit_short_side, to_tensor
-from cnnserve.training.style_features import MEASURE_NET_SEED, RandomFeatures, gram_distance, style_grams
+from cnnserve.training.style.data import fit_short_side, to_tensor
+from cnnserve.training.style.losses import MEASURE_NET_SEED, RandomFeatures, gram_distance, style_grams
+from cnnserve.training.style.model import STRIDE
 
 MAX_STYLE_RATIO = 0.3
 MIN_EDGE_CORR = 0.15

@@ -1,4 +1,4 @@
-"""The style network's training loop: random crops of the content photos, the random-filter loss of style_features
+"""The style network's training loop: random crops of the content photos, the random-filter loss of losses.py
 (Gram style + feature content + total variation), Adam with a cosine decay, progress and curves under runs/."""
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cnnserve.training.models.stylizer import Stylizer, StylizerConfig
 from cnnserve.training.plots import plot_curves
 from cnnserve.training.runs import save_checkpoint
-from cnnserve.training.style_data import ContentCrops
-from cnnserve.training.style_features import (
+from cnnserve.training.style.data import ContentCrops
+from cnnserve.training.style.losses import (
     LOSS_NET_SEED,
     RandomFeatures,
     content_distance,
@@ -23,6 +22,7 @@ from cnnserve.training.style_features import (
     style_grams,
     total_variation,
 )
+from cnnserve.training.style.model import Stylizer, StylizerConfig
 
 logger = logging.getLogger(__name__)
 
