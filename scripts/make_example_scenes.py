@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnserve.training.scenes import OTHER_RECIPE, TEST_RECIPE, SceneRecipe, Scenes, make_scenes, split_digits
+from cnnserve.training.segmenter.scenes import OTHER_RECIPE, TEST_RECIPE, SceneRecipe, Scenes, make_scenes, split_digits
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "scenes"
 SEED = 2026

@@ -21,16 +21,15 @@ from pathlib import Path
 from cnnserve.contracts.variants import variant_name
 from cnnserve.training.jobs import (
     DEFAULT_CLASSIFIER,
-    DEFAULT_SEGMENTER,
     JobOptions,
     JobResult,
     run_classifier,
     run_gan,
-    run_segmenter,
 )
 from cnnserve.training.publish import versions
 from cnnserve.training.runs import available_cores
-from cnnserve.training.segmenter_report import BelowFloor
+from cnnserve.training.segmenter.job import DEFAULT_SEGMENTER, run_segmenter
+from cnnserve.training.segmenter.report import BelowFloor
 from cnnserve.training.style.job import DEFAULT_STYLE_MODEL, StyleOptions, run_style
 
 logger = logging.getLogger(__name__)

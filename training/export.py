@@ -308,3 +308,8 @@ def build_metadata(
     }
     props.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
     return props
+
+
+def real_examples(images: torch.Tensor, n: int = 7) -> torch.Tensor:
+    """At least n real items for the parity check, repeated when the dataset is tinier."""
+    return images.repeat((-(-n // len(images)), 1, 1, 1))[: max(n, len(images))]

@@ -10,8 +10,8 @@ import torch
 
 from cnnserve.contracts import segmentation
 from cnnserve.training.export import ExportSpec, export_model
-from cnnserve.training.jobs import SEGMENTER_DYNAMIC_AXES, SEGMENTER_TOLERANCES
-from cnnserve.training.models.segmenter import (
+from cnnserve.training.segmenter.job import SEGMENTER_DYNAMIC_AXES, SEGMENTER_TOLERANCES
+from cnnserve.training.segmenter.model import (
     HEAT_STRIDE,
     SIZE_UNIT_PX,
     ExportedSegmenter,

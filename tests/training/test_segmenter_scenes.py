@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnserve.training.scenes import (
+from cnnserve.training.segmenter.scenes import (
     INK_THRESHOLD,
     OTHER_RECIPE,
     TEST_RECIPE,

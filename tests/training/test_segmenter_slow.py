@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnserve.training.jobs import JobOptions, run_segmenter
+from cnnserve.training.jobs import JobOptions
 from cnnserve.training.publish import versions
-from cnnserve.training.segmenter_report import MIN_FOUND, MIN_MIOU
+from cnnserve.training.segmenter.job import run_segmenter
+from cnnserve.training.segmenter.report import MIN_FOUND, MIN_MIOU
 
 
 @pytest.mark.slow

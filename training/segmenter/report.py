@@ -1,19 +1,22 @@
 """The segmenter's report card, measured on held-out scenes through the graph that is exported: mIoU over all mask
 classes, the share of true digits found (a predicted box of the right class with IoU >= 0.5), and the false-box
-rate beside it; the same three on scenes of another recipe. Below the floors the model is refused, not published."""
+rate beside it; the same three on scenes of another recipe. Below the floors the model is refused, not published.
+And the grid of test scenes beside their predicted masks and boxes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cnnserve.training.models.segmenter import ExportedSegmenter
+from cnnserve.training.plots import save_grid
 from cnnserve.training.publish import PublishError
 from cnnserve.training.report import Check, check
-from cnnserve.training.scenes import Scenes
+from cnnserve.training.segmenter.model import ExportedSegmenter
+from cnnserve.training.segmenter.scenes import Scenes
 
 MIN_MIOU = 0.80  # held-out scenes of the main recipe, digits
 MIN_FOUND = 0.90
@@ -124,3 +127,33 @@ def refuse_below_floor(report: dict[str, Any]) -> None:
             f"model '{report['model']}': report card below its floor ({failed}); not published "
             "(lower --min-miou / --min-found to publish anyway)"
         )
+
+
+# one colour per mask class (background black), cycled for folders with more classes
+_PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
+                    dtype=np.float32) / 255.0  # fmt: skip
+
+
+def save_segmentation_grid(
+    images: np.ndarray, masks: np.ndarray, boxes: np.ndarray, classes: np.ndarray, rows: int, path: Path,
+    zoom: int = 3,
+) -> None:  # fmt: skip
+    """Scenes [N, 1, H, W] in [0, 1] beside their predicted masks [N, H, W] tinted by class, with the predicted
+    boxes [N, K, 4] (x1/y1 exclusive; class 0 rows are padding) outlined in their class's colour on both."""
+    n, _, h, w = images.shape
+    tiles = np.zeros((n, 3, h, 2 * w + 1), dtype=np.float32)
+    tiles[:, :, :, w] = 1.0  # a white line between scene and mask
+    tiles[:, :, :, :w] = images[:, :1]
+    tiles[:, :, :, w + 1 :] = _PALETTE[masks % len(_PALETTE)].transpose(0, 3, 1, 2)
+    for i in range(n):
+        for (x0, y0, x1, y1), c in zip(boxes[i].round().astype(int), classes[i], strict=True):
+            if c == 0:
+                continue
+            colour = _PALETTE[c % len(_PALETTE)][:, None]
+            x0, y0 = max(x0, 0), max(y0, 0)
+            x1, y1 = min(max(x1 - 1, x0), w - 1), min(max(y1 - 1, y0), h - 1)  # the last pixel inside
+            for left in (0, w + 1):
+                tiles[i, :, y0 : y1 + 1, left + x0] = tiles[i, :, y0 : y1 + 1, left + x1] = colour
+                tiles[i, :, y0, left + x0 : left + x1 + 1] = tiles[i, :, y1, left + x0 : left + x1 + 1] = colour
+    save_grid(tiles, rows, path, zoom)

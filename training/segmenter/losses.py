@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional
 
-from cnnserve.training.models.segmenter import HEAT_STRIDE, SIZE_UNIT_PX
-from cnnserve.training.scenes import Scenes
+from cnnserve.training.segmenter.model import HEAT_STRIDE, SIZE_UNIT_PX
+from cnnserve.training.segmenter.scenes import Scenes
 
 
 @dataclass(frozen=True)

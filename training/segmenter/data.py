@@ -13,10 +13,17 @@ import torch
 
 from cnnserve.contracts.segmentation import BACKGROUND
 from cnnserve.training.data import DIGITS
-from cnnserve.training.mask_folder import load_mask_folder, subset
-from cnnserve.training.models.segmenter import STRIDE
-from cnnserve.training.scenes import OTHER_RECIPE, TEST_RECIPE, TRAIN_RECIPE, Scenes, make_scenes, split_digits
-from cnnserve.training.train_segmenter import SceneSampler
+from cnnserve.training.segmenter.loop import SceneSampler
+from cnnserve.training.segmenter.mask_folder import load_mask_folder, subset
+from cnnserve.training.segmenter.model import STRIDE
+from cnnserve.training.segmenter.scenes import (
+    OTHER_RECIPE,
+    TEST_RECIPE,
+    TRAIN_RECIPE,
+    Scenes,
+    make_scenes,
+    split_digits,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The segmenter's training loop: fresh scenes every step (digits) or random picks of a folder's images, AdamW with
-a one-cycle schedule, the losses of segmenter_losses, a per-epoch validation mIoU / found, curves and checkpoints."""
+a one-cycle schedule, the losses of losses.py, a per-epoch validation mIoU / found, curves and checkpoints."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cnnserve.training.models.segmenter import ExportedSegmenter, Segmenter, SegmenterConfig
 from cnnserve.training.plots import plot_curves
 from cnnserve.training.runs import save_checkpoint
-from cnnserve.training.scenes import Scenes
-from cnnserve.training.segmenter_losses import LossWeights, centre_targets, segmenter_loss
-from cnnserve.training.segmenter_report import score_scenes
+from cnnserve.training.segmenter.losses import LossWeights, centre_targets, segmenter_loss
+from cnnserve.training.segmenter.model import ExportedSegmenter, Segmenter, SegmenterConfig
+from cnnserve.training.segmenter.report import score_scenes
+from cnnserve.training.segmenter.scenes import Scenes
 
 logger = logging.getLogger(__name__)
 

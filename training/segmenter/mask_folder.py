@@ -13,7 +13,7 @@ import torch
 
 from cnnserve.contracts.imaging import read_image
 from cnnserve.training.data import DatasetError
-from cnnserve.training.scenes import Scenes
+from cnnserve.training.segmenter.scenes import Scenes
 
 logger = logging.getLogger(__name__)
 
