@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnserve.training.jobs import JobOptions, run_gan
+from cnnserve.training.gan.job import run_gan
+from cnnserve.training.jobs import JobOptions
 
 # name -> (model preset overrides, training overrides): one remedy off each
 CONDITIONAL: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

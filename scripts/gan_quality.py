@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from cnnserve.training.data import DIGITS, load_dataset
-from cnnserve.training.gan_evaluation import GanEvaluator, Sampler, real_fid_floor
-from cnnserve.training.report import Judge
+from cnnserve.training.gan.evaluation import GanEvaluator, Sampler, real_fid_floor
+from cnnserve.training.gan.judge import Judge
 
 NATIVE_SIZE = 8  # the digits' own resolution
 

@@ -129,7 +129,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         ))  # fmt: skip
         print(f"published {result.name} -> {result.version_dir} in {result.seconds:.1f}s")
         return 0
-    from cnnserve.training.jobs import JobOptions, run_classifier, run_gan
+    from cnnserve.training.gan.job import run_gan
+    from cnnserve.training.jobs import JobOptions, run_classifier
     from cnnserve.training.segmenter.job import run_segmenter
 
     extra = {"lr_d": args.lr_d} if getattr(args, "lr_d", None) is not None else {}

@@ -19,17 +19,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from cnnserve.contracts.variants import variant_name
-from cnnserve.training.jobs import (
-    DEFAULT_CLASSIFIER,
-    JobOptions,
-    JobResult,
-    run_classifier,
-    run_gan,
-)
+from cnnserve.training.gan.job import run_gan
+from cnnserve.training.jobs import DEFAULT_CLASSIFIER, JobOptions, JobResult, run_classifier
 from cnnserve.training.publish import versions
+from cnnserve.training.report import BelowFloor
 from cnnserve.training.runs import available_cores
 from cnnserve.training.segmenter.job import DEFAULT_SEGMENTER, run_segmenter
-from cnnserve.training.segmenter.report import BelowFloor
 from cnnserve.training.style.job import DEFAULT_STYLE_MODEL, StyleOptions, run_style
 
 logger = logging.getLogger(__name__)

@@ -74,20 +74,6 @@ class PixelClassifier(nn.Module):
         return tuple(maps)
 
 
-class PixelGenerator(nn.Module):
-    """`generator` (tanh output in [-1, 1]) answering [0, 1] pixels: (g + 1) / 2, clipped, because ONNX Runtime's
-    tanh can overshoot -1 by a rounding step and a client may rely on the range it was told."""
-
-    def __init__(self, generator: nn.Module) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, latent: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-        produced = self.generator(latent) if classes is None else self.generator(latent, classes)
-        out: torch.Tensor = ((produced + 1.0) / 2.0).clamp(0.0, 1.0)
-        return out
-
-
 class ExportError(RuntimeError):
     """The exporter or onnx.checker failed on a model."""
 

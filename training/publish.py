@@ -25,6 +25,10 @@ from cnnserve.contracts.layout import CONFIG_FILE, LABELS_FILE, MODEL_FILE, TMP_
 
 logger = logging.getLogger(__name__)
 
+SMALL_IMAGE_PIXELS = 32 * 32
+"""Models of images up to this size run each operator on one ONNX Runtime thread (intra_op_threads 1): their
+operators are too small to split across cores. Measured on the digits CNN (16 x 16) on 2 cores, server CPU per
+request at 32 clients fell from 0.65 to 0.56 ms and one-client p50 from 1.38 to 1.07 ms (docs/benchmarks.md)."""
 STALE_TMP_SECONDS = 3600.0  # older leftovers of crashed publishes are removed; younger ones may be in flight
 
 
@@ -44,6 +48,12 @@ def latest_model(repo: Path, name: str) -> Path | None:
     """`<repo>/<name>/<newest version>/model.onnx`, or None when the model has no version."""
     found = versions(repo / name)
     return repo / name / str(found[-1]) / MODEL_FILE if found else None
+
+
+def small_image_threads(image_size: int) -> int:
+    """config.json's session.intra_op_threads for square images of `image_size`: 1 up to SMALL_IMAGE_PIXELS, else 0
+    (ONNX Runtime's choice, a thread per core)."""
+    return 1 if image_size * image_size <= SMALL_IMAGE_PIXELS else 0
 
 
 def model_config(

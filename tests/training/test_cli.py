@@ -13,7 +13,8 @@ import pytest
 from cnnserve.cli import main as cnnserve_main
 from cnnserve.training.cli import main
 from cnnserve.training.defaults import DEFAULT_MODELS, ensure_default_models
-from cnnserve.training.jobs import JobOptions, run_gan
+from cnnserve.training.gan.job import run_gan
+from cnnserve.training.jobs import JobOptions
 from cnnserve.training.publish import versions
 
 

@@ -11,16 +11,9 @@ import torch
 from torch import nn
 
 from cnnserve.training.data import normalise
-from cnnserve.training.export import (
-    ExportSpec,
-    ParityError,
-    PixelClassifier,
-    PixelGenerator,
-    build_metadata,
-    export_model,
-)
+from cnnserve.training.export import ExportSpec, ParityError, PixelClassifier, build_metadata, export_model
+from cnnserve.training.gan.model import GanConfig, Generator, PixelGenerator
 from cnnserve.training.models.classifier import Classifier, ClassifierConfig
-from cnnserve.training.models.dcgan import GanConfig, Generator
 
 
 def _images(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -1,5 +1,5 @@
-"""The GAN measures on known inputs (training/gan_measures.py), the evaluation with a real judge
-(training/gan_evaluation.py) and checkpoint selection in the training loop."""
+"""The GAN measures on known inputs (training/gan/measures.py), the evaluation with a real judge
+(training/gan/evaluation.py) and checkpoint selection in the training loop."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from cnnserve.training.data import DataSplit, ImageSet, load_dataset
-from cnnserve.training.gan_evaluation import Evaluation, GanEvaluator, Sampler
-from cnnserve.training.gan_measures import (
+from cnnserve.training.gan.evaluation import Evaluation, GanEvaluator, Sampler
+from cnnserve.training.gan.judge import Judge
+from cnnserve.training.gan.loop import GanTrainConfig, train_gan
+from cnnserve.training.gan.measures import (
     Quality,
     RealReference,
     diversity_ratio,
@@ -20,9 +22,8 @@ from cnnserve.training.gan_measures import (
     measure,
     to_native,
 )
-from cnnserve.training.models.dcgan import GanConfig, Generator
-from cnnserve.training.report import Judge, check
-from cnnserve.training.train_gan import GanTrainConfig, train_gan
+from cnnserve.training.gan.model import GanConfig, Generator
+from cnnserve.training.report import check
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero_and_a_shift_adds_its_square() -> None:

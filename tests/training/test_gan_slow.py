@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnserve.training.jobs import JobOptions, run_classifier, run_gan
-from cnnserve.training.report import MIN_CLASS_DIVERSITY, MIN_CONDITIONAL_HITS, MIN_CONFIDENT, MIN_DIVERSITY
+from cnnserve.training.gan.job import run_gan
+from cnnserve.training.gan.report import MIN_CLASS_DIVERSITY, MIN_CONDITIONAL_HITS, MIN_CONFIDENT, MIN_DIVERSITY
+from cnnserve.training.jobs import JobOptions, run_classifier
 
 DEFAULTS_THREADS = 1
 """As `make run` trains the generators on two cores: side by side, one torch thread each (training/defaults.py).

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cnnserve.training.benchmark_models import HEAVY_CNN, count_flops
+from cnnserve.training.gan.model import Discriminator, GanConfig, Generator
 from cnnserve.training.models.classifier import Classifier, ClassifierConfig
-from cnnserve.training.models.dcgan import Discriminator, GanConfig, Generator
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from cnnserve.training.cli import main
 from cnnserve.training.data import DatasetError
 from cnnserve.training.jobs import JobOptions
 from cnnserve.training.publish import versions
+from cnnserve.training.report import BelowFloor
 from cnnserve.training.segmenter.job import SEGMENTER_MAX_PIXELS, run_segmenter
 from cnnserve.training.segmenter.mask_folder import load_mask_folder
-from cnnserve.training.segmenter.report import BelowFloor
 
 
 def write_mask_folder(

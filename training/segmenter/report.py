@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from cnnserve.training.plots import save_grid
-from cnnserve.training.publish import PublishError
-from cnnserve.training.report import Check, check
+from cnnserve.training.report import BelowFloor, Check, check
 from cnnserve.training.segmenter.model import ExportedSegmenter
 from cnnserve.training.segmenter.scenes import Scenes
 
@@ -22,10 +21,6 @@ MIN_MIOU = 0.80  # held-out scenes of the main recipe, digits
 MIN_FOUND = 0.90
 MATCH_IOU = 0.5  # a predicted box finds a true digit at this IoU or more (and the same class)
 EVAL_BATCH = 64
-
-
-class BelowFloor(PublishError):
-    """The report card is below a floor the user set: the model is not published."""
 
 
 @dataclass(frozen=True)

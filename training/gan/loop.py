@@ -1,8 +1,8 @@
 """The GAN training loop, unconditional or class-conditional: hinge or non-saturating loss, InfoGAN code / AC-GAN class
 term, optional R1, EMA of generator weights with batch-norm recalibration, a sample grid and a checkpoint per epoch.
-Given an evaluation (training/gan_evaluation.py), it scores the EMA generator every `eval_every` epochs, shows the
+Given an evaluation (training/gan/evaluation.py), it scores the EMA generator every `eval_every` epochs, shows the
 figures in the progress bar and returns the best-scoring one, not the last. Which options the default models use,
-and why, is in training/jobs.py."""
+and why, is in training/gan/presets.py."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from torch.nn import functional
 from tqdm import tqdm
 
 from cnnserve.training.data import DataSplit
-from cnnserve.training.gan_evaluation import Evaluation
-from cnnserve.training.models.dcgan import Discriminator, GanConfig, Generator
+from cnnserve.training.gan.evaluation import Evaluation
+from cnnserve.training.gan.losses import discriminator_loss, generator_loss
+from cnnserve.training.gan.model import Discriminator, GanConfig, Generator
+from cnnserve.training.gan.sampling import generate
 from cnnserve.training.plots import plot_curves, save_grid
 from cnnserve.training.runs import save_checkpoint
 
@@ -61,20 +63,6 @@ class GanRun:
     history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch mean losses
     selected_epoch: int = 0  # the epoch whose EMA generator this is (the last one without an evaluation)
     evaluations: list[dict[str, float]] = field(default_factory=list)  # per evaluated epoch: its figures
-
-
-def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "hinge":  # maximise min(0, -1 + D(x)) + min(0, -1 - D(G(z)))
-        return functional.relu(1 - real).mean() + functional.relu(1 + fake).mean()
-    smooth = torch.full_like(real, 0.9)  # one-sided label smoothing: real targets 0.9
-    return (functional.binary_cross_entropy_with_logits(real, smooth)
-            + functional.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))  # fmt: skip
-
-
-def generator_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "hinge":
-        return -fake.mean()
-    return functional.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))  # non-saturating
 
 
 def train_gan(split: DataSplit, model_config: GanConfig, config: GanTrainConfig, out_dir: Path,
@@ -233,29 +221,3 @@ def recalibrate_batch_norm(generator: Generator, batches: int, rng: torch.Genera
     for m in norms:
         m.momentum = 0.1
     generator.eval()
-
-
-@torch.no_grad()
-def generate(generator: Generator, latent: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-    """[0, 1] images [N, C, S, S] from the generator in eval mode, in batches of 500."""
-    generator.eval()
-    device = next(generator.parameters()).device
-    out = [generator(latent[i : i + 500].to(device), None if classes is None else classes[i : i + 500].to(device))
-           for i in range(0, len(latent), 500)]  # fmt: skip
-    return ((torch.cat(out).cpu() + 1) / 2).clamp(0.0, 1.0)
-
-
-TRUNCATIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
-"""Rows of the truncation grid: the same latents scaled by each factor."""
-
-
-def save_truncation_grid(generator: Generator, default: float, path: Path, seed: int, columns: int = 12,
-                         label: int = 7) -> None:  # fmt: skip
-    """One row per truncation factor (TRUNCATIONS and `default`, top to bottom in increasing order), the same
-    `columns` latents in every row (conditional: all asking for `label`): fidelity against diversity in one picture."""
-    cfg = generator.config
-    latent = torch.randn(columns, cfg.latent_dim, generator=torch.Generator().manual_seed(seed + 4))
-    classes = torch.full((columns,), label % cfg.num_classes) if cfg.conditional else None
-    factors = sorted({*TRUNCATIONS, default})
-    rows = [generate(generator, latent * f, classes) for f in factors]
-    save_grid(torch.cat(rows).numpy(), len(factors), path)

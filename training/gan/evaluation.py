@@ -1,5 +1,5 @@
 """A generator's report card and its checkpoint score: 1,000 seeded samples labelled by the judge (confident and
-right), a Frechet distance in the judge's penultimate features and intra-class diversity (training/gan_measures.py).
+right), a Frechet distance in the judge's penultimate features and intra-class diversity (training/gan/measures.py).
 
 The same evaluation picks the checkpoint during training (on other latents than the card's, so the card does not
 grade the samples it was chosen on) and writes the card at the end.
@@ -15,20 +15,19 @@ import numpy as np
 import torch
 
 from cnnserve.training.data import ImageSet
-from cnnserve.training.gan_measures import Quality, RealReference, frechet_distance, measure
-from cnnserve.training.report import (
+from cnnserve.training.gan.judge import Judge
+from cnnserve.training.gan.measures import Quality, RealReference, frechet_distance, measure
+from cnnserve.training.gan.report import (
     GAN_REPORT_SAMPLES,
     MIN_CLASS_DIVERSITY,
     MIN_DIVERSITY,
-    Check,
-    Judge,
-    check,
     conditional_gan_checks,
     gan_checks,
 )
+from cnnserve.training.report import Check, check
 
 Sampler = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-"""(latent, classes) -> [0, 1] images at the judge's size: a generator (train_gan.generate) or its ONNX file."""
+"""(latent, classes) -> [0, 1] images at the judge's size: a generator (sampling.generate) or its ONNX file."""
 
 
 @dataclass(frozen=True)
