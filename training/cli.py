@@ -115,7 +115,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         ensure_default_models(args.model_repository, dry_run=args.dry_run)
         return 0
     if args.command == "benchmark-models":
-        from cnnserve.training.benchmark_models import publish_benchmark_models
+        from cnnserve.training.classifier.benchmark import publish_benchmark_models
 
         publish_benchmark_models(args.model_repository)
         return 0
@@ -129,8 +129,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         ))  # fmt: skip
         print(f"published {result.name} -> {result.version_dir} in {result.seconds:.1f}s")
         return 0
+    from cnnserve.training.classifier.job import run_classifier
     from cnnserve.training.gan.job import run_gan
-    from cnnserve.training.jobs import JobOptions, run_classifier
+    from cnnserve.training.jobs import JobOptions
     from cnnserve.training.segmenter.job import run_segmenter
 
     extra = {"lr_d": args.lr_d} if getattr(args, "lr_d", None) is not None else {}

@@ -19,8 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from cnnserve.contracts.variants import variant_name
+from cnnserve.training.classifier.job import run_classifier
 from cnnserve.training.gan.job import run_gan
-from cnnserve.training.jobs import DEFAULT_CLASSIFIER, JobOptions, JobResult, run_classifier
+from cnnserve.training.jobs import DEFAULT_CLASSIFIER, JobOptions, JobResult
 from cnnserve.training.publish import versions
 from cnnserve.training.report import BelowFloor
 from cnnserve.training.runs import available_cores

@@ -1,7 +1,8 @@
 """ONNX export with a dynamic batch axis, `onnx.checker`, metadata, and the ONNX Runtime vs PyTorch parity check
-that refuses a model outside tolerance; and the pixel contract of what is exported: a classifier takes image pixels
-in [0, 1] (its normalisation is the graph's first nodes, `PixelClassifier`), a generator answers pixels in [0, 1]
-(`PixelGenerator`), so a generic Open Inference Protocol client needs no recipe beyond resize, channels and layout.
+that refuses a model outside tolerance. What is exported keeps the pixel contract: a classifier takes image pixels in
+[0, 1] (its normalisation is the graph's first nodes, classifier/model.py's `PixelClassifier`), a generator answers
+pixels in [0, 1] (gan/model.py's `PixelGenerator`), so a generic Open Inference Protocol client needs no recipe
+beyond resize, channels and layout.
 
 Exporters (torch 2.13, both offline, both pass parity on every model here): "torchscript" (`dynamo=False`, deprecated
 but present; ~0.1 s a model) is the default, because "dynamo" (torch.export based, the upstream default) costs ~3 s a
@@ -27,7 +28,6 @@ import torch
 from torch import nn
 
 from cnnserve.contracts.datatypes import datatype_from_numpy
-from cnnserve.training.models.classifier import Classifier
 
 logger = logging.getLogger(__name__)
 
@@ -40,38 +40,6 @@ EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
 
 # A function that makes `n` random valid inputs for a model, in forward()'s argument order.
 InputSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]
-
-
-class PixelClassifier(nn.Module):
-    """`classifier` behind its input normalisation: takes [0, 1] pixels [N, C, H, W], normalises them with the
-    training split's per-channel statistics, and answers what `classifier` answers on normalised images."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, classifier: Classifier, mean: Sequence[float], std: Sequence[float],
-                 with_features: bool = False) -> None:  # fmt: skip
-        super().__init__()
-        self.classifier = classifier
-        self.with_features = with_features
-        # Buffers, not parameters: constants in the graph, and they move with .to(device) like the weights.
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32)[None, :, None, None])
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32)[None, :, None, None])
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """Logits; with_features: (logits, every feature map in `feature_names()` order)."""
-        normalised = (pixels - self.mean) / self.std
-        if not self.with_features:
-            out: torch.Tensor = self.classifier(normalised)
-            return out
-        logits, maps = self.classifier.feature_maps(normalised)
-        return (logits, *maps.values())
-
-    def feature_names(self, example: torch.Tensor) -> tuple[str, ...]:
-        """The feature-map outputs' names (contracts/features.py), in the order forward() answers them."""
-        with torch.no_grad():
-            _, maps = self.classifier.feature_maps((example - self.mean) / self.std)
-        return tuple(maps)
 
 
 class ExportError(RuntimeError):

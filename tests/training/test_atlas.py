@@ -14,16 +14,16 @@ import torch
 from PIL import Image
 
 from cnnserve.contracts.features import ATLAS_DIR, ATLAS_INDEX, ATLAS_PARAMETER, ATLAS_TOP_K, feature_name
-from cnnserve.training.atlas import (
+from cnnserve.training.classifier.atlas import (
     AtlasConfig,
     PixelFeatures,
     build_atlas,
     channel_means,
     receptive_fields,
 )
+from cnnserve.training.classifier.loop import ClassifierRun, ClassifierTrainConfig, train_classifier
+from cnnserve.training.classifier.model import Classifier, ClassifierConfig
 from cnnserve.training.data import DataSplit, load_dataset
-from cnnserve.training.models.classifier import Classifier, ClassifierConfig
-from cnnserve.training.train_classifier import ClassifierRun, ClassifierTrainConfig, train_classifier
 
 MIN_OWN_RANK = 0.9  # per layer: the mean share of other channels' images that excite a channel less than its own
 

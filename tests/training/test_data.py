@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnserve.training.data import DatasetError, channel_stats, load_dataset, normalise, random_affine, stratified_split
+from cnnserve.training.classifier.data import channel_stats, normalise, random_affine
+from cnnserve.training.data import DatasetError, load_dataset, stratified_split
 
 
 @pytest.fixture(scope="module")

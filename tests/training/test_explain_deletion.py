@@ -18,8 +18,9 @@ import pytest
 import tritonclient.grpc as triton
 
 from cnnserve.contracts import features
+from cnnserve.training.classifier.job import run_classifier
 from cnnserve.training.data import load_dataset
-from cnnserve.training.jobs import JobOptions, run_classifier
+from cnnserve.training.jobs import JobOptions
 from tests.conftest import ServerThread, loopback_settings
 
 BLANKED = 0.2

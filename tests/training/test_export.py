@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnserve.training.data import normalise
-from cnnserve.training.export import ExportSpec, ParityError, PixelClassifier, build_metadata, export_model
+from cnnserve.training.classifier.data import normalise
+from cnnserve.training.classifier.model import Classifier, ClassifierConfig, PixelClassifier
+from cnnserve.training.export import ExportSpec, ParityError, build_metadata, export_model
 from cnnserve.training.gan.model import GanConfig, Generator, PixelGenerator
-from cnnserve.training.models.classifier import Classifier, ClassifierConfig
 
 
 def _images(n: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:

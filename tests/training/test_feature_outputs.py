@@ -17,8 +17,8 @@ import tritonclient.grpc as triton
 import tritonclient.http as triton_http
 
 from cnnserve.contracts import features
-from cnnserve.training.export import ExportSpec, ParityError, PixelClassifier, export_model
-from cnnserve.training.models.classifier import Classifier, ClassifierConfig
+from cnnserve.training.classifier.model import Classifier, ClassifierConfig, PixelClassifier
+from cnnserve.training.export import ExportSpec, ParityError, export_model
 from tests.conftest import ServerThread, loopback_settings
 
 FEATURES = ("features.block1.relu", "features.block1.pool", "features.block2.relu", "features.block2.pool")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from cnnserve.training.classifier.job import run_classifier
 from cnnserve.training.gan.job import run_gan
 from cnnserve.training.gan.report import MIN_CLASS_DIVERSITY, MIN_CONDITIONAL_HITS, MIN_CONFIDENT, MIN_DIVERSITY
-from cnnserve.training.jobs import JobOptions, run_classifier
+from cnnserve.training.jobs import JobOptions
 
 DEFAULTS_THREADS = 1
 """As `make run` trains the generators on two cores: side by side, one torch thread each (training/defaults.py).

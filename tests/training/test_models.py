@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import torch
 
-from cnnserve.training.benchmark_models import HEAVY_CNN, count_flops
+from cnnserve.training.classifier.benchmark import HEAVY_CNN, count_flops
+from cnnserve.training.classifier.model import Classifier, ClassifierConfig
 from cnnserve.training.gan.model import Discriminator, GanConfig, Generator
-from cnnserve.training.models.classifier import Classifier, ClassifierConfig
 
 
 @pytest.mark.parametrize(

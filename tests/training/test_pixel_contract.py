@@ -19,7 +19,8 @@ import tritonclient.grpc as triton
 from sklearn.datasets import load_digits
 from torch.nn import functional
 
-from cnnserve.training.jobs import JobOptions, run_classifier
+from cnnserve.training.classifier.job import run_classifier
+from cnnserve.training.jobs import JobOptions
 from tests.conftest import ServerThread, loopback_settings
 
 DIGITS = 400

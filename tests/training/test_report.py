@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from cnnserve.training.classifier.model import Classifier, ClassifierConfig
 from cnnserve.training.classifier.report import svc_baseline
 from cnnserve.training.data import load_dataset
 from cnnserve.training.export import ExportSpec, build_metadata, export_model
 from cnnserve.training.gan.judge import Judge
 from cnnserve.training.gan.report import conditional_gan_checks, gan_checks
-from cnnserve.training.models.classifier import Classifier, ClassifierConfig
 from cnnserve.training.report import card, check
 
 

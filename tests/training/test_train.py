@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
+from cnnserve.training.classifier.loop import ClassifierTrainConfig, train_classifier
+from cnnserve.training.classifier.model import ClassifierConfig
 from cnnserve.training.data import DataSplit, ImageSet, load_dataset
 from cnnserve.training.gan.loop import GanTrainConfig, train_gan
 from cnnserve.training.gan.model import GanConfig
 from cnnserve.training.gan.sampling import generate
-from cnnserve.training.models.classifier import ClassifierConfig
-from cnnserve.training.train_classifier import ClassifierTrainConfig, train_classifier
 
 
 def _subset(split: DataSplit, n: int) -> DataSplit:

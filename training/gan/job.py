@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from cnnserve.contracts import generation
+from cnnserve.training.classifier.job import run_classifier
 from cnnserve.training.data import DIGITS, load_dataset
 from cnnserve.training.export import ExportSpec, build_metadata, export_model
 from cnnserve.training.gan.evaluation import GanEvaluator, real_fid_floor
@@ -27,15 +28,7 @@ from cnnserve.training.gan.presets import (
     UNCONDITIONAL_TRAINING,
 )
 from cnnserve.training.gan.sampling import generate, save_truncation_grid
-from cnnserve.training.jobs import (
-    DEFAULT_CLASSIFIER,
-    JobOptions,
-    JobResult,
-    _defaults,
-    _overrides,
-    _setup,
-    run_classifier,
-)
+from cnnserve.training.jobs import DEFAULT_CLASSIFIER, JobOptions, JobResult, _defaults, _overrides, _setup
 from cnnserve.training.publish import latest_model, model_config, publish, small_image_threads
 from cnnserve.training.report import Check, announce, card
 from cnnserve.training.runs import write_json

@@ -13,8 +13,9 @@ import torch
 from torch.nn import functional
 from tqdm import tqdm
 
-from cnnserve.training.data import DataSplit, channel_stats, normalise, random_affine
-from cnnserve.training.models.classifier import Classifier, ClassifierConfig
+from cnnserve.training.classifier.data import channel_stats, normalise, random_affine
+from cnnserve.training.classifier.model import Classifier, ClassifierConfig
+from cnnserve.training.data import DataSplit
 from cnnserve.training.plots import plot_confusion, plot_curves
 from cnnserve.training.runs import save_checkpoint
 

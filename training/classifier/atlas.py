@@ -21,8 +21,8 @@ from torch import nn
 from torch.nn import functional
 
 from cnnserve.contracts import features as contract
+from cnnserve.training.classifier.model import Classifier
 from cnnserve.training.data import ImageSet
-from cnnserve.training.models.classifier import Classifier
 
 logger = logging.getLogger(__name__)
 

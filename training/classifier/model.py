@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,3 +91,35 @@ class Classifier(nn.Module):
                 maps[contract.feature_name(block, contract.POOL)] = h
         logits: torch.Tensor = self.head(h)
         return logits, maps
+
+
+class PixelClassifier(nn.Module):
+    """`classifier` behind its input normalisation: takes [0, 1] pixels [N, C, H, W], normalises them with the
+    training split's per-channel statistics, and answers what `classifier` answers on normalised images."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, classifier: Classifier, mean: Sequence[float], std: Sequence[float],
+                 with_features: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        self.classifier = classifier
+        self.with_features = with_features
+        # Buffers, not parameters: constants in the graph, and they move with .to(device) like the weights.
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32)[None, :, None, None])
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32)[None, :, None, None])
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Logits; with_features: (logits, every feature map in `feature_names()` order)."""
+        normalised = (pixels - self.mean) / self.std
+        if not self.with_features:
+            out: torch.Tensor = self.classifier(normalised)
+            return out
+        logits, maps = self.classifier.feature_maps(normalised)
+        return (logits, *maps.values())
+
+    def feature_names(self, example: torch.Tensor) -> tuple[str, ...]:
+        """The feature-map outputs' names (contracts/features.py), in the order forward() answers them."""
+        with torch.no_grad():
+            _, maps = self.classifier.feature_maps((example - self.mean) / self.std)
+        return tuple(maps)

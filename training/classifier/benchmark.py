@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
+from cnnserve.training.classifier.model import Classifier, ClassifierConfig
 from cnnserve.training.export import ExportSpec, build_metadata, export_model
-from cnnserve.training.models.classifier import Classifier, ClassifierConfig
 from cnnserve.training.publish import model_config, publish
 from cnnserve.training.runs import configure_threads
 

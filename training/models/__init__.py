@@ -1,1 +1,0 @@
-"""PyTorch model definitions: the CNN classifier and the (conditional) DCGAN."""
