@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnserve.training.gan.job import run_gan
-from cnnserve.training.jobs import JobOptions
+from cnnserve.training.gan.kind import GanOptions
 
 # name -> (model preset overrides, training overrides): one remedy off each
 CONDITIONAL: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -61,7 +61,7 @@ def main() -> int:
         for name in chosen:
             model_extra, extra = variants[name]
             started = time.monotonic()
-            options = JobOptions(repository=scratch, name=f"ablation_{name}", out_dir=scratch / "runs" / name,
+            options = GanOptions(repository=scratch, name=f"ablation_{name}", out_dir=scratch / "runs" / name,
                                  conditional=args.conditional, seed=args.seed, progress_bar=False,
                                  model_extra=model_extra, extra=extra)  # fmt: skip
             report = run_gan(options).report

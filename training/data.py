@@ -13,17 +13,11 @@ from PIL import Image
 from torch.nn import functional
 
 from cnnserve.contracts.imaging import read_image
-from cnnserve.training.image_sources import (
-    VAL_FRACTION,
-    DatasetError,
-    class_folders,
-    stratified_split,
-)
+from cnnserve.training.image_sources import DIGITS, VAL_FRACTION, DatasetError, class_folders, stratified_split
 
 logger = logging.getLogger(__name__)
 
-DIGITS = "digits"
-__all__ = ["DatasetError", "stratified_split"]  # defined torch-free in image_sources.py
+__all__ = ["DIGITS", "DatasetError", "stratified_split"]  # defined torch-free in image_sources.py
 
 
 @dataclass(frozen=True)

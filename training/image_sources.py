@@ -10,6 +10,8 @@ import numpy as np
 
 from cnnserve.contracts.imaging import IMAGE_SUFFIXES, is_image_file
 
+DIGITS = "digits"
+"""The source name of scikit-learn's bundled digits (offline), for training and calibration alike."""
 VAL_FRACTION = 0.2
 """The validation share of every split training makes (and the quantiser's held-out share)."""
 

@@ -1,4 +1,5 @@
-"""Per-run housekeeping shared by the training loops: seeding, CPU threads, device, output folder, checkpoints."""
+"""Per-run housekeeping shared by the jobs and their loops: the start (seed, CPU threads, device), checkpoints and
+report.json."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnserve.training.options import RunOptions, available_cores
+
 logger = logging.getLogger(__name__)
+
+
+def start(options: RunOptions) -> None:
+    """What every job does first: seed everything (printed), set the threads, check the device."""
+    seed_everything(options.seed)
+    threads = configure_threads(options.threads)
+    resolve_device(options.device)
+    logger.info("threads=%d device=%s dry_run=%s", threads, options.device, options.dry_run)
 
 
 def seed_everything(seed: int) -> None:
@@ -22,13 +33,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     print(f"seed: {seed}")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def configure_threads(threads: int = 0) -> int:

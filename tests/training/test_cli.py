@@ -14,7 +14,7 @@ from cnnserve.cli import main as cnnserve_main
 from cnnserve.training.cli import main
 from cnnserve.training.defaults import DEFAULT_MODELS, ensure_default_models
 from cnnserve.training.gan.job import run_gan
-from cnnserve.training.jobs import JobOptions
+from cnnserve.training.gan.kind import GanOptions
 from cnnserve.training.publish import versions
 
 
@@ -99,7 +99,7 @@ def test_a_gan_job_takes_model_preset_overrides(classifier_repo: Path, tmp_path:
     """scripts/gan_ablation.py takes one remedy away at a time through them; the rest of the preset stays."""
     repo = tmp_path / "repo"
     shutil.copytree(classifier_repo / "digits_cnn", repo / "digits_cnn")
-    options = JobOptions(repository=repo, name="ablated", out_dir=tmp_path / "run", conditional=True, dry_run=True,
+    options = GanOptions(repository=repo, name="ablated", out_dir=tmp_path / "run", conditional=True, dry_run=True,
                          progress_bar=False, model_extra={"minibatch_std": False, "g_width": 16})  # fmt: skip
     run_gan(options)
     _, session = _load(repo, "ablated")

@@ -19,8 +19,8 @@ import tritonclient.grpc as triton
 
 from cnnserve.contracts import features
 from cnnserve.training.classifier.job import run_classifier
+from cnnserve.training.classifier.kind import ClassifierOptions
 from cnnserve.training.data import load_dataset
-from cnnserve.training.jobs import JobOptions
 from tests.conftest import ServerThread, loopback_settings
 
 BLANKED = 0.2
@@ -36,8 +36,8 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """The served model, and the rate its explanations must reach."""
     epochs, rate = request.param
     repo = tmp_path_factory.mktemp("repo")
-    run_classifier(JobOptions(repository=repo, out_dir=tmp_path_factory.mktemp("run"), epochs=epochs, threads=1,
-                              progress_bar=False))  # fmt: skip
+    run_classifier(ClassifierOptions(repository=repo, out_dir=tmp_path_factory.mktemp("run"), epochs=epochs,
+                                     threads=1, progress_bar=False))  # fmt: skip
     with ServerThread(loopback_settings(repo)) as running:
         yield running, rate
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from cnnserve.training.classifier.job import run_classifier
+from cnnserve.training.classifier.kind import ClassifierOptions
 from cnnserve.training.gan.job import run_gan
+from cnnserve.training.gan.kind import GanOptions
 from cnnserve.training.gan.report import MIN_CLASS_DIVERSITY, MIN_CONDITIONAL_HITS, MIN_CONFIDENT, MIN_DIVERSITY
-from cnnserve.training.jobs import JobOptions
 
 DEFAULTS_THREADS = 1
 """As `make run` trains the generators on two cores: side by side, one torch thread each (training/defaults.py).
@@ -22,14 +23,14 @@ smallest class diversity came out 0.6958 on 2026-12-06, against 0.7240 as the de
 @pytest.fixture(scope="module")
 def judged_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
-    run_classifier(JobOptions(repository=repo, out_dir=repo.parent / "cnn", progress_bar=False, atlas=False))
+    run_classifier(ClassifierOptions(repository=repo, out_dir=repo.parent / "cnn", progress_bar=False, atlas=False))
     return repo
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_default_conditional_gan_meets_its_targets(judged_repo: Path) -> None:
-    result = run_gan(JobOptions(repository=judged_repo, out_dir=judged_repo.parent / "cgan", conditional=True,
+    result = run_gan(GanOptions(repository=judged_repo, out_dir=judged_repo.parent / "cgan", conditional=True,
                                 progress_bar=False, threads=DEFAULTS_THREADS))  # fmt: skip
     checks = {c["name"]: c["value"] for c in result.report["checks"]}
     assert result.report["passed"] is True
@@ -41,7 +42,7 @@ def test_default_conditional_gan_meets_its_targets(judged_repo: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_default_unconditional_gan_meets_its_targets(judged_repo: Path) -> None:
-    result = run_gan(JobOptions(repository=judged_repo, out_dir=judged_repo.parent / "gan", progress_bar=False,
+    result = run_gan(GanOptions(repository=judged_repo, out_dir=judged_repo.parent / "gan", progress_bar=False,
                                 threads=DEFAULTS_THREADS))  # fmt: skip
     checks = {c["name"]: c["value"] for c in result.report["checks"]}
     assert result.report["passed"] is True

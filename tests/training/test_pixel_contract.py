@@ -20,7 +20,7 @@ from sklearn.datasets import load_digits
 from torch.nn import functional
 
 from cnnserve.training.classifier.job import run_classifier
-from cnnserve.training.jobs import JobOptions
+from cnnserve.training.classifier.kind import ClassifierOptions
 from tests.conftest import ServerThread, loopback_settings
 
 DIGITS = 400
@@ -29,8 +29,8 @@ DIGITS = 400
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     repo = tmp_path_factory.mktemp("repo")
-    run_classifier(JobOptions(repository=repo, out_dir=tmp_path_factory.mktemp("run"), epochs=3, threads=1,
-                              progress_bar=False))  # fmt: skip
+    run_classifier(ClassifierOptions(repository=repo, out_dir=tmp_path_factory.mktemp("run"), epochs=3, threads=1,
+                                     progress_bar=False))  # fmt: skip
     with ServerThread(loopback_settings(repo)) as running:
         yield running
 

@@ -15,10 +15,10 @@ from PIL import Image
 from cnnserve.contracts import segmentation
 from cnnserve.training.cli import main
 from cnnserve.training.data import DatasetError
-from cnnserve.training.jobs import JobOptions
 from cnnserve.training.publish import versions
 from cnnserve.training.report import BelowFloor
 from cnnserve.training.segmenter.job import SEGMENTER_MAX_PIXELS, run_segmenter
+from cnnserve.training.segmenter.kind import SegmenterOptions
 from cnnserve.training.segmenter.mask_folder import load_mask_folder
 
 
@@ -87,8 +87,8 @@ def test_folder_trains_with_dry_run_and_publishes_the_contract(tmp_path: Path) -
 
 def test_below_the_floor_is_refused_and_nothing_published(tmp_path: Path) -> None:
     root = write_mask_folder(tmp_path / "shapes")
-    options = JobOptions(dataset=str(root), repository=tmp_path / "repo", out_dir=tmp_path / "run", epochs=1,
-                         min_miou=0.999, extra={"steps_per_epoch": 1})  # fmt: skip
+    options = SegmenterOptions(dataset=str(root), repository=tmp_path / "repo", out_dir=tmp_path / "run", epochs=1,
+                               min_miou=0.999, extra={"steps_per_epoch": 1})  # fmt: skip
     with pytest.raises(BelowFloor):
         run_segmenter(options)
     assert not versions(tmp_path / "repo" / "shapes_segmenter")
@@ -102,7 +102,7 @@ def test_below_the_floor_is_refused_and_nothing_published(tmp_path: Path) -> Non
 
 def test_digits_dry_run_publishes_digits_segmenter(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    result = run_segmenter(JobOptions(repository=tmp_path / "repo", out_dir=tmp_path / "run", dry_run=True))
+    result = run_segmenter(SegmenterOptions(repository=tmp_path / "repo", out_dir=tmp_path / "run", dry_run=True))
     assert result.name == "digits_segmenter" and result.report["passed"] is False  # a dry run publishes anyway
     labels = (tmp_path / "repo" / "digits_segmenter" / "labels.txt").read_text().split()
     assert labels == ["background", *"0123456789"]

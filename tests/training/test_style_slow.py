@@ -13,7 +13,8 @@ import pytest
 
 from cnnserve.contracts import style
 from cnnserve.training.publish import versions
-from cnnserve.training.style.job import DEFAULT_STYLE_MODEL, StyleOptions, run_style
+from cnnserve.training.style.job import run_style
+from cnnserve.training.style.kind import DEFAULT_STYLE_MODEL, StyleOptions
 from cnnserve.training.style.report import MAX_STYLE_RATIO, MIN_EDGE_CORR
 
 

@@ -21,7 +21,7 @@ from cnnserve.cli import main as cnnserve_main
 from cnnserve.contracts import features, variants
 from cnnserve.training.cli import main as train_main
 from cnnserve.training.data import load_dataset
-from cnnserve.training.defaults import publish_default_variant
+from cnnserve.training.defaults import publish_default_variants
 from cnnserve.training.image_sources import class_folders
 from cnnserve.training.publish import versions
 from cnnserve.training.variants.calibration import gate_images
@@ -251,7 +251,7 @@ def test_variant_names_and_sources_have_one_spelling() -> None:
 
 @pytest.mark.slow
 def test_defaults_publish_the_int8_variant_only_when_its_gate_passes(digits_repo: Path, capsys) -> None:
-    publish_default_variant(digits_repo)  # default limits and timing: the verdict is this machine's
+    publish_default_variants(digits_repo)  # default limits and timing: the verdict is this machine's
     out = capsys.readouterr().out
     assert "accuracy gate: digits_cnn" in out and "speed gate: digits_cnn" in out
     published = versions(digits_repo / "digits_cnn_int8") == [1]

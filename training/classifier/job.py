@@ -11,15 +11,16 @@ import torch
 
 from cnnserve.contracts import features, segmentation
 from cnnserve.training.classifier.atlas import AtlasConfig, build_atlas
+from cnnserve.training.classifier.kind import ClassifierOptions
 from cnnserve.training.classifier.loop import ClassifierRun, ClassifierTrainConfig, train_classifier
 from cnnserve.training.classifier.model import ClassifierConfig, PixelClassifier
 from cnnserve.training.classifier.report import classifier_checks, svc_baseline
-from cnnserve.training.data import DataSplit
+from cnnserve.training.data import DataSplit, load_dataset
 from cnnserve.training.export import ExportSpec, build_metadata, export_model, real_examples
-from cnnserve.training.jobs import JobOptions, JobResult, _defaults, _overrides, _setup
+from cnnserve.training.kinds import JobResult
 from cnnserve.training.publish import model_config, publish, small_image_threads
 from cnnserve.training.report import announce, card
-from cnnserve.training.runs import write_json
+from cnnserve.training.runs import start, write_json
 
 CLASSIFIER_LATENCY_BUDGET_MS = 50
 """dynamic_batching.latency_budget_ms of published classifiers: what a 2-core machine holds for the digits CNN (a
@@ -27,15 +28,16 @@ full batch of 128 runs in a few ms), the bound the server promises for its queue
 ATLAS_DRY_RUN_STEPS = 2
 
 
-def run_classifier(options: JobOptions) -> JobResult:
+def run_classifier(options: ClassifierOptions) -> JobResult:
     started = time.monotonic()
-    split = _setup(options)
-    name, out_dir = _defaults(options, "classifier", split.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start(options)
+    split = load_dataset(options.dataset, options.image_size, options.channels)  # the split's seed: always 0
+    name = options.name or f"{split.name}_cnn"
+    out_dir = options.artefacts(name)
     model_cfg = ClassifierConfig(in_channels=split.channels, image_size=split.image_size,
                                  num_classes=len(split.classes))  # fmt: skip
     train_cfg = ClassifierTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
-                                      progress_bar=options.progress_bar, **_overrides(options))  # fmt: skip
+                                      progress_bar=options.progress_bar, **options.training_overrides())  # fmt: skip
     run = train_classifier(split, model_cfg, train_cfg, out_dir)
     svc_accuracy = svc_baseline(split)
     print(f"validation accuracy: CNN {run.val_accuracy:.4f}"
@@ -86,18 +88,18 @@ def run_classifier(options: JobOptions) -> JobResult:
     return JobResult(name, version_dir, report, time.monotonic() - started)
 
 
-def _publish_variant(options: JobOptions, name: str, split: DataSplit) -> None:
+def _publish_variant(options: ClassifierOptions, name: str, split: DataSplit) -> None:
     """The variant of the model just published, calibrated on this run's training side and gated on its validation
     side; GateRefused (the model itself stays published) when a gate refuses."""
     from cnnserve.training.variants.calibration import split_images
     from cnnserve.training.variants.make import VariantOptions, make_variant
 
-    images = split_images(split, seed=0)  # the split's own seed: _setup's load_dataset takes its default
+    images = split_images(split, seed=0)  # the split's own seed: load_dataset's default, as above
     variant = make_variant(options.repository, name, images, VariantOptions(variant_format=options.quantize or "int8"))
     print(f"published {variant.name} -> {variant.version_dir}")
 
 
-def _atlas(run: ClassifierRun, split: DataSplit, name: str, options: JobOptions) -> dict[str, bytes]:
+def _atlas(run: ClassifierRun, split: DataSplit, name: str, options: ClassifierOptions) -> dict[str, bytes]:
     """The atlas files; a dry run's takes a few steps, so the smoke test still writes every file."""
     config = AtlasConfig(seed=options.seed)
     if options.dry_run:

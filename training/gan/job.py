@@ -12,11 +12,11 @@ from typing import Any
 import torch
 
 from cnnserve.contracts import generation
-from cnnserve.training.classifier.job import run_classifier
 from cnnserve.training.data import DIGITS, load_dataset
 from cnnserve.training.export import ExportSpec, build_metadata, export_model
 from cnnserve.training.gan.evaluation import GanEvaluator, real_fid_floor
 from cnnserve.training.gan.judge import Judge
+from cnnserve.training.gan.kind import GanOptions
 from cnnserve.training.gan.loop import GanTrainConfig, train_gan
 from cnnserve.training.gan.model import GanConfig, PixelGenerator
 from cnnserve.training.gan.presets import (
@@ -28,37 +28,44 @@ from cnnserve.training.gan.presets import (
     UNCONDITIONAL_TRAINING,
 )
 from cnnserve.training.gan.sampling import generate, save_truncation_grid
-from cnnserve.training.jobs import DEFAULT_CLASSIFIER, JobOptions, JobResult, _defaults, _overrides, _setup
+from cnnserve.training.kinds import JobResult, built_in
 from cnnserve.training.publish import latest_model, model_config, publish, small_image_threads
 from cnnserve.training.report import Check, announce, card
-from cnnserve.training.runs import write_json
+from cnnserve.training.runs import start, write_json
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_JUDGE = "digits_cnn"  # the classifier kind's default model: it judges GANs of digits
+JUDGE_KIND = "classifier"  # the kind that trains the judge when the repository lacks it
 
-def find_judge(options: JobOptions) -> Judge | None:
-    """The GAN report's classifier: --judge, else the newest digits_cnn (trained first when absent)."""
+
+def find_judge(options: GanOptions) -> Judge | None:
+    """The GAN report's classifier: --judge, else the newest digits_cnn (trained first when absent, by the classifier
+    kind through the registry: the kinds import none of each other's modules)."""
     if options.judge is not None:
         return Judge.find(options.judge, options.repository)
     if options.dataset != DIGITS:
         logger.warning("no --judge for dataset=%s: the GAN report card has no thresholds", options.dataset)
         return None
-    path = latest_model(options.repository, DEFAULT_CLASSIFIER)
+    path = latest_model(options.repository, DEFAULT_JUDGE)
     if path is None:
-        logger.info("judge %s missing in %s: training it first", DEFAULT_CLASSIFIER, options.repository)
-        run_classifier(JobOptions(repository=options.repository, seed=options.seed, device=options.device,
-                                  threads=options.threads, dry_run=options.dry_run))  # fmt: skip
-        path = latest_model(options.repository, DEFAULT_CLASSIFIER)
+        logger.info("judge %s missing in %s: training it first", DEFAULT_JUDGE, options.repository)
+        classifier = built_in()[JUDGE_KIND]
+        classifier.run(classifier.options(repository=options.repository, name=DEFAULT_JUDGE, seed=options.seed,
+                                          device=options.device, threads=options.threads,
+                                          dry_run=options.dry_run))  # fmt: skip
+        path = latest_model(options.repository, DEFAULT_JUDGE)
         assert path is not None  # just published; not a user error
     return Judge(path)
 
 
-def run_gan(options: JobOptions) -> JobResult:
+def run_gan(options: GanOptions) -> JobResult:
     started = time.monotonic()
     judge = find_judge(options)
-    split = _setup(options)
-    name, out_dir = _defaults(options, "cgan" if options.conditional else "gan", split.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start(options)
+    split = load_dataset(options.dataset, options.image_size, options.channels)  # the split's seed: always 0
+    name = options.name or f"{'cdcgan' if options.conditional else 'dcgan'}_{split.name}"
+    out_dir = options.artefacts(name)
     preset = (CONDITIONAL_MODEL if options.conditional else UNCONDITIONAL_MODEL) | options.model_extra
     native = DIGITS_NATIVE_SIZE if split.name == DIGITS and split.image_size >= DIGITS_NATIVE_SIZE else 0
     gan_cfg = GanConfig(image_size=split.image_size, channels=split.channels, native_size=native,
@@ -66,7 +73,7 @@ def run_gan(options: JobOptions) -> JobResult:
     shape = (split.channels, split.image_size, split.image_size)
     if judge is not None and judge.shape != shape:
         raise ValueError(f"judge {judge.path} takes images {judge.shape}; this GAN makes {shape}")
-    training = (CONDITIONAL_TRAINING if options.conditional else UNCONDITIONAL_TRAINING) | _overrides(options)
+    training = (CONDITIONAL_TRAINING if options.conditional else UNCONDITIONAL_TRAINING) | options.training_overrides()
     truncation = float(training.pop("truncation", DEFAULT_TRUNCATION))
     train_cfg = GanTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
                                progress_bar=options.progress_bar, **training)  # fmt: skip

@@ -12,11 +12,12 @@ import torch
 from cnnserve.contracts import segmentation
 from cnnserve.training.data import DIGITS
 from cnnserve.training.export import Exporter, ExportResult, ExportSpec, build_metadata, export_model, real_examples
-from cnnserve.training.jobs import JobOptions, JobResult, _defaults, _overrides
+from cnnserve.training.kinds import JobResult
 from cnnserve.training.publish import model_config, publish
 from cnnserve.training.report import announce, card
-from cnnserve.training.runs import configure_threads, resolve_device, seed_everything, write_json
+from cnnserve.training.runs import start, write_json
 from cnnserve.training.segmenter.data import SegmenterData, load_segmenter_data
+from cnnserve.training.segmenter.kind import SegmenterOptions
 from cnnserve.training.segmenter.loop import SegmenterTrainConfig, train_segmenter
 from cnnserve.training.segmenter.model import STRIDE, ExportedSegmenter, SegmenterConfig
 from cnnserve.training.segmenter.report import (
@@ -29,8 +30,6 @@ from cnnserve.training.segmenter.report import (
     segmenter_checks,
 )
 from cnnserve.training.segmenter.scenes import Scenes
-
-DEFAULT_SEGMENTER = "digits_segmenter"
 
 SEGMENTER_BATCH_SIZE = 32  # the server's max_batch_size: 32 scenes of 64 x 64 are ~6 MB of logits
 SEGMENTER_MAX_PIXELS = 512 * 512
@@ -51,19 +50,17 @@ SEGMENTER_TOLERANCES = {
 }  # fmt: skip
 
 
-def run_segmenter(options: JobOptions) -> JobResult:
+def run_segmenter(options: SegmenterOptions) -> JobResult:
     """Digits scenes (or a mask folder) -> U-Net with a centre-heatmap head -> report card -> export -> publish;
     refused below the floors unless a dry run."""
     started = time.monotonic()
-    seed_everything(options.seed)
-    configure_threads(options.threads)
-    resolve_device(options.device)
+    start(options)
     data = load_segmenter_data(options.dataset, options.seed, options.channels, options.dry_run)
-    name, out_dir = _defaults(options, "segmenter", data.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    name = options.name or f"{data.name}_segmenter"
+    out_dir = options.artefacts(name)
     model_cfg = SegmenterConfig(in_channels=data.channels, num_classes=len(data.classes))
     train_cfg = SegmenterTrainConfig(seed=options.seed, dry_run=options.dry_run, device=options.device,
-                                     progress_bar=options.progress_bar, **_overrides(options))  # fmt: skip
+                                     progress_bar=options.progress_bar, **options.training_overrides())  # fmt: skip
     run = train_segmenter(data.sample, data.val, model_cfg, train_cfg, out_dir, name)
     served = ExportedSegmenter(run.model).eval()
     test = score_scenes(served, data.test, model_cfg.num_classes)

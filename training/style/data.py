@@ -14,8 +14,6 @@ from torch.nn import functional
 
 from cnnserve.contracts.imaging import IMAGE_SUFFIXES, is_image_file, read_image
 
-BUNDLED = "bundled"
-
 
 def _sklearn(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,12 @@ from PIL import Image
 
 from cnnserve.contracts import style as contract
 from cnnserve.contracts.imaging import read_image
-from cnnserve.training.export import Exporter, ExportSpec, build_metadata, export_model
-from cnnserve.training.jobs import JobResult
+from cnnserve.training.export import ExportSpec, build_metadata, export_model
+from cnnserve.training.kinds import JobResult
 from cnnserve.training.publish import model_config, publish
 from cnnserve.training.report import announce, card
-from cnnserve.training.runs import configure_threads, resolve_device, seed_everything, write_json
+from cnnserve.training.runs import start, write_json
 from cnnserve.training.style.data import (
-    BUNDLED,
     HELD_OUT_PHOTOS,
     TRAIN_PHOTOS,
     ContentCrops,
@@ -30,14 +28,13 @@ from cnnserve.training.style.data import (
     load_folder,
     to_tensor,
 )
+from cnnserve.training.style.kind import BUNDLED, PAINTED, StyleOptions
 from cnnserve.training.style.loop import StyleTrainConfig, train_style
 from cnnserve.training.style.losses import FeatureNetConfig
 from cnnserve.training.style.model import STRIDE, StylizerConfig
 from cnnserve.training.style.painting import brushstrokes
 from cnnserve.training.style.report import JUDGED_SIDE, judged_photo, save_before_after, score_photos, style_checks
 
-DEFAULT_STYLE_MODEL = "stylize_brushstrokes"
-PAINTED = "painted"  # --style value: the procedural brush-stroke painting (training/style/painting.py)
 STYLE_BATCH_SIZE = 8  # the server's max_batch_size: 8 photos of 512 x 512 are ~100 MB of activations per layer
 STYLE_MAX_PIXELS = 1024 * 1024
 """The largest photo (width x height) the server takes for the model: on 2 CPU cores one 1024 x 1024 photo takes
@@ -46,24 +43,6 @@ size in pixels (128-pixel crops), so a larger photo gets finer strokes, not more
 STYLE_DYNAMIC_AXES = {contract.INPUT: {2: "height", 3: "width"}, contract.OUTPUT: {2: "height", 3: "width"}}
 DRY_RUN_SIDE = 32  # a dry run trains on crops, and judges and draws the held-out photos, this small
 STYLE_TOLERANCE = 1e-3  # pixels in [0, 1]: a thousandth is a quarter of one 8-bit step
-
-
-@dataclass(frozen=True)
-class StyleOptions:
-    style: str = PAINTED  # a style image file, or "painted"
-    content: str = BUNDLED  # a folder of photos, or "bundled" (scikit-image and scikit-learn's own)
-    repository: Path = Path("model_repository")
-    name: str | None = None  # default: stylize_<style file's stem>, stylize_brushstrokes for "painted"
-    out_dir: Path | None = None  # default runs/<name>/
-    steps: int | None = None  # None: StyleTrainConfig's
-    batch_size: int | None = None
-    lr: float | None = None
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0
-    dry_run: bool = False
-    exporter: Exporter = "torchscript"
-    progress_bar: bool = True
 
 
 def style_image(reference: str) -> Image.Image:
@@ -80,12 +59,9 @@ def style_image(reference: str) -> Image.Image:
 
 def run_style(options: StyleOptions) -> JobResult:
     started = time.monotonic()
-    seed_everything(options.seed)
-    configure_threads(options.threads)
-    resolve_device(options.device)
-    name = options.name or (DEFAULT_STYLE_MODEL if options.style == PAINTED else f"stylize_{Path(options.style).stem}")
-    out_dir = options.out_dir or Path("runs") / name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start(options)
+    name = options.model_name()
+    out_dir = options.artefacts(name)
     painting = style_image(options.style)
     bundled = options.content == BUNDLED
     photos = load_bundled(list(TRAIN_PHOTOS), TRAIN_PHOTOS) if bundled else load_folder(Path(options.content))

@@ -17,13 +17,19 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from cnnserve.training.image_sources import VAL_FRACTION, DatasetError, class_folders, image_files, stratified_split
+from cnnserve.training.image_sources import (
+    DIGITS,
+    VAL_FRACTION,
+    DatasetError,
+    class_folders,
+    image_files,
+    stratified_split,
+)
 from cnnserve.training.variants.source import SourceModel, VariantError
 
 if TYPE_CHECKING:
     from cnnserve.training.data import DataSplit
 
-DIGITS = "digits"
 CALIBRATION_LIMIT = 256
 """Training-side images that calibrate the activation ranges; ORT's MinMax calibration settles well before this on
 the models here, and each image is one more forward pass over every tensor."""
