@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from cnnserve.contracts.datatypes import datatype_from_numpy
+from cnnserve.training.options import Exporter
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ OPSET = 18  # ONNX Runtime >= 1.14 runs it; the dynamo exporter's native opset, 
 BATCH_DIM = "batch"  # name given to the dynamic batch axis in the ONNX graph
 PARITY_BATCH_SIZES = (1, 7)
 
-Exporter = Literal["torchscript", "dynamo"]
-EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
 
 # A function that makes `n` random valid inputs for a model, in forward()'s argument order.
 InputSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]

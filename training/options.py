@@ -15,7 +15,7 @@ from typing import Any, Literal, Self
 
 from cnnserve.training.image_sources import DIGITS
 
-Exporter = Literal["torchscript", "dynamo"]
+Exporter = Literal["torchscript", "dynamo"]  # export.py says what each costs
 EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
 RUNS = Path("runs")
 """Where a run writes its artefacts unless told: runs/<model name>/."""

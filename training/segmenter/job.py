@@ -11,8 +11,9 @@ import torch
 
 from cnnserve.contracts import segmentation
 from cnnserve.training.data import DIGITS
-from cnnserve.training.export import Exporter, ExportResult, ExportSpec, build_metadata, export_model, real_examples
+from cnnserve.training.export import ExportResult, ExportSpec, build_metadata, export_model, real_examples
 from cnnserve.training.kinds import JobResult
+from cnnserve.training.options import Exporter
 from cnnserve.training.publish import model_config, publish
 from cnnserve.training.report import announce, card
 from cnnserve.training.runs import start, write_json
