@@ -94,7 +94,7 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
     # The labels too: the classification extension names only a [batch, classes] output's classes, and other
     # outputs (per-pixel or per-box classes) may index the same labels file.
     if spec.labels:
-        hints["labels"] = json.dumps(list(spec.labels))
+        hints[layout.LABELS_PARAMETER] = json.dumps(list(spec.labels))
     parameters = {**value_ranges(spec), **spec.parameters, **hints, "execution_provider": provider}
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)
