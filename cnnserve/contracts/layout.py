@@ -144,6 +144,10 @@ def _json(value: object) -> str:
 TASK_PARAMETER = "task"
 """config parameter: what the model does ("classification", "segmentation", ...): picks the kind that serves it and
 tells a client which operations fit it."""
+PREPROCESSING_PARAMETER = "preprocessing"
+POSTPROCESSING_PARAMETER = "postprocessing"
+"""ModelConfig parameters the server publishes: config.json's blocks of the same names as JSON objects, so that
+clients read a model's recipe (input size, layout, scale; output range) instead of repeating it."""
 LABELS_PARAMETER = "labels"
 """ModelConfig parameter the server publishes for a model with a labels file: its lines as a JSON list, index order.
 The classification extension names only a [batch, classes] output's classes; other outputs (per-pixel or per-box

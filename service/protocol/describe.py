@@ -87,7 +87,10 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
     # Pre- and postprocessing hints travel as JSON in the config's parameters, so clients never repeat them.
     hints = {
         key: json.dumps(value)
-        for key, value in (("preprocessing", spec.preprocessing), ("postprocessing", spec.postprocessing))
+        for key, value in (
+            (layout.PREPROCESSING_PARAMETER, spec.preprocessing),
+            (layout.POSTPROCESSING_PARAMETER, spec.postprocessing),
+        )
         if value
     }
     # A range the config's own parameters state wins: it may describe a model whose recipe says nothing.
