@@ -85,18 +85,23 @@ class Operations:
     def generate(
         self, model: str, n: int, *, seed: int | None = None, label: int | None = None, truncation: float | None = None
     ) -> Plan[np.ndarray]:
-        config = yield from self.config(model)
-        metadata = yield from self.metadata(model)
-        request = generate.request(model, config, metadata, n, seed=seed, label=label, truncation=truncation, png=False)
-        return generate.pixels(tensors.first_output((yield Call("ModelInfer", request))), config)
+        config, produced = yield from self._generated(model, n, seed, label, truncation, png=False)
+        return generate.pixels(produced, config)
 
     def generate_png(
         self, model: str, n: int, *, seed: int | None = None, label: int | None = None, truncation: float | None = None
     ) -> Plan[list[bytes]]:
+        _, produced = yield from self._generated(model, n, seed, label, truncation, png=True)
+        return list(produced)
+
+    def _generated(
+        self, model: str, n: int, seed: int | None, label: int | None, truncation: float | None, *, png: bool
+    ) -> Plan[tuple[pb.ModelConfig, np.ndarray]]:
+        """The generator's config (its classes and output range) and its output: numbers, or PNG files."""
         config = yield from self.config(model)
         metadata = yield from self.metadata(model)
-        request = generate.request(model, config, metadata, n, seed=seed, label=label, truncation=truncation, png=True)
-        return list(tensors.first_output((yield Call("ModelInfer", request))))
+        request = generate.request(model, config, metadata, n, seed=seed, label=label, truncation=truncation, png=png)
+        return config, tensors.first_output((yield Call("ModelInfer", request)))
 
     def explain(
         self,
