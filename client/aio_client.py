@@ -4,34 +4,36 @@
         ranked = await client.classify("digits_cnn", ["seven.png"])      # [[("7", 0.998), ...]]
         batches = await asyncio.gather(*(client.generate("cdcgan_digits", 4, label=d) for d in range(10)))
 
-Build it inside the running event loop (a grpc.aio channel belongs to the loop it was made on). Requests and replies
-go through client.protocol, as Client's do, so both flavours answer alike.
+Build it inside the running event loop (a grpc.aio channel belongs to the loop it was made on). This is the asyncio
+shell: every method runs the plan of the same name from client.core.operations, as Client does, so both flavours
+answer alike; here the calls a plan asks together go out at once and its file work runs off the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.client import explain, protocol, segment, stylize
 from cnnserve.client.connection import Connection
+from cnnserve.client.core.explain import Explanation
+from cnnserve.client.core.operations import Operations
+from cnnserve.client.core.segment import Segmentation
+from cnnserve.client.core.server import Health, ModelEntry
+from cnnserve.client.core.steps import Call, Plan, Service, Work
 from cnnserve.client.errors import ClientError
-from cnnserve.client.explain import Explanation
-from cnnserve.client.images import ImageLike, open_image
-from cnnserve.client.protocol import Health, ModelEntry
-from cnnserve.client.segment import Segmentation
-from cnnserve.contracts.scores import softmax
+from cnnserve.client.images import ImageLike
 
 T = TypeVar("T")
+
+_CallKey = tuple[Service, str, bytes]
 
 
 class AsyncClient:
@@ -60,10 +62,13 @@ class AsyncClient:
         )
         self._channel = connection.aio_channel(url)
         self._metadata = connection.metadata
-        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
-        # Tasks, not values: concurrent first calls for a model share one ModelConfig call and one label probe.
-        self._configs: dict[str, asyncio.Task[pb.ModelConfig]] = {}
-        self._label_cache: dict[str, asyncio.Task[list[str]]] = {}
+        self._stubs: dict[Service, Any] = {
+            "inference": pb_grpc.GRPCInferenceServiceStub(self._channel),
+            "health": health_pb2_grpc.HealthStub(self._channel),
+        }
+        self._operations = Operations()
+        # Shared calls in flight: concurrent first calls for a model share one ModelConfig call and one label probe.
+        self._in_flight: dict[_CallKey, asyncio.Task[Any]] = {}
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -74,94 +79,89 @@ class AsyncClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _run(self, plan: Plan[T]) -> T:
+        """Every operation passes here: each step the plan yields is awaited and its result sent back."""
+        result: Any = None
+        while True:
+            try:
+                step = plan.send(result)
+            except StopIteration as done:
+                answer: T = done.value
+                return answer
+            if isinstance(step, Work):
+                result = await asyncio.to_thread(step.run)
+            elif isinstance(step, Call):
+                result = await self._send(step)
+            else:
+                result = tuple(await asyncio.gather(*(self._send(call) for call in step)))
+
+    async def _send(self, call: Call) -> Any:
+        if not call.shared:
+            return await self._rpc(call)
+        key = (call.service, call.method, call.request.SerializeToString(deterministic=True))
+        task = self._in_flight.get(key)
+        if task is None:
+            task = self._in_flight[key] = asyncio.ensure_future(self._rpc(call))
+            task.add_done_callback(_retrieve)
         try:
-            return await getattr(self._stub, method)(request, timeout=self.timeout, metadata=self._metadata)
+            return await asyncio.shield(task)  # a caller's cancellation leaves the call running for the others
+        finally:
+            # The first caller back forgets the call; its plan fills the core's cache before anything else runs
+            # (no await between here and plan.send), so a later caller finds either the call or the cache. After
+            # a failure the next caller asks again.
+            if self._in_flight.get(key) is task:
+                del self._in_flight[key]
+
+    async def _rpc(self, call: Call) -> Any:
+        stub = self._stubs[call.service]
+        try:
+            return await getattr(stub, call.method)(call.request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise ClientError.from_rpc(err) from None
 
     # -- server ----------------------------------------------------------------------------------------------
 
     async def health(self) -> Health:
-        live = (await self._call("ServerLive", pb.ServerLiveRequest())).live
-        ready = (await self._call("ServerReady", pb.ServerReadyRequest())).ready
-        return Health(live=live, ready=ready)
+        return await self._run(self._operations.health())
 
     async def health_check(self, service: str = "ready") -> bool:
         """grpc.health.v1 Check; "" is liveness, "ready" readiness, a model name that model's readiness."""
-        try:
-            reply = await health_pb2_grpc.HealthStub(self._channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.RpcError as err:
-            raise ClientError.from_rpc(err) from None
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        return await self._run(self._operations.health_check(service))
 
     async def models(self) -> list[ModelEntry]:
-        return protocol.model_entries(await self._call("RepositoryIndex", pb.RepositoryIndexRequest()))
+        return await self._run(self._operations.models())
 
     async def metadata(self, model: str, version: str = "") -> pb.ModelMetadataResponse:
-        return await self._call("ModelMetadata", pb.ModelMetadataRequest(name=model, version=version))  # type: ignore[no-any-return]
+        return await self._run(self._operations.metadata(model, version))
 
     async def config(self, model: str) -> pb.ModelConfig:
-        async def fetch() -> pb.ModelConfig:
-            return (await self._call("ModelConfig", pb.ModelConfigRequest(name=model))).config  # type: ignore[no-any-return]
-
-        return await _shared(self._configs, model, fetch)
+        """As Client.config: asked once per model, however many callers ask at once."""
+        return await self._run(self._operations.config(model))
 
     # -- inference ---------------------------------------------------------------------------------------------
 
     async def infer(
         self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = (), version: str = ""
     ) -> dict[str, np.ndarray]:
-        request = protocol.infer_request(model, inputs, outputs, version)
-        return protocol.infer_outputs(await self._call("ModelInfer", request))
+        return await self._run(self._operations.infer(model, inputs, outputs, version))
 
     async def classify(
         self, model: str, images: Sequence[ImageLike], top_k: int = 5, *, send_files: bool | None = None
     ) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) per image, best first; images and send_files as in Client.classify."""
-        hints = protocol.preprocessing(model, await self.config(model))
-        input_name = protocol.image_input(hints, await self.metadata(model))
-        # file reads (and resizing, when preprocessing here) stay off the loop
-        inputs = await asyncio.to_thread(protocol.classify_inputs, images, hints, input_name, send_files)
-        logits = next(iter((await self.infer(model, inputs)).values()))
-        probabilities = softmax(logits, axis=1)
-        return protocol.rank(probabilities, await self._labels(model, probabilities.shape[1]), top_k)
-
-    async def _labels(self, model: str, count: int) -> list[str]:
-        """Labels come from the classification extension, asked once per model with top-k = all classes."""
-
-        async def fetch() -> list[str]:
-            probe = protocol.label_probe(model, await self.metadata(model), count)
-            return protocol.probe_labels(await self._call("ModelInfer", probe), count)
-
-        return await _shared(self._label_cache, model, fetch)
+        return await self._run(self._operations.classify(model, images, top_k, send_files=send_files))
 
     async def generate(
         self, model: str, n: int, *, seed: int | None = None, label: int | None = None, truncation: float | None = None
     ) -> np.ndarray:
-        """n images from a generator as uint8 [n, h, w, c]; a conditional one takes `label` (else cycles classes).
-        truncation scales the latents (contracts/generation.py); None: the model's default."""
-        config = await self.config(model)
-        inputs = protocol.generator_inputs(
-            await self.metadata(model), n, seed=seed, label=label, classes=protocol.class_count(config)
-        )
-        request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation))
-        produced = next(iter(protocol.infer_outputs(await self._call("ModelInfer", request)).values()))
-        return protocol.generated_images(produced, config)
+        """As Client.generate: n images as uint8 [n, h, w, c]."""
+        return await self._run(self._operations.generate(model, n, seed=seed, label=label, truncation=truncation))
 
     async def generate_png(
         self, model: str, n: int, *, seed: int | None = None, label: int | None = None, truncation: float | None = None
     ) -> list[bytes]:
         """As generate(), but the server encodes each image as a PNG file (its bytes, ready to write)."""
-        config = await self.config(model)
-        inputs = protocol.generator_inputs(
-            await self.metadata(model), n, seed=seed, label=label, classes=protocol.class_count(config)
-        )
-        request = protocol.infer_request(model, inputs, parameters=protocol.generator_parameters(truncation, png=True))
-        produced = next(iter(protocol.infer_outputs(await self._call("ModelInfer", request)).values()))
-        return list(produced)
+        return await self._run(self._operations.generate_png(model, n, seed=seed, label=label, truncation=truncation))
 
     async def explain(
         self,
@@ -174,75 +174,29 @@ class AsyncClient:
         with_png: bool = False,
     ) -> list[Explanation]:
         """As Client.explain; the images' requests run concurrently."""
-        hints = protocol.preprocessing(model, await self.config(model))
-        if not protocol.takes_files(hints):
-            raise ValueError(f"model '{model}' takes no image files (preprocessing input_format); use infer()")
-        metadata = await self.metadata(model)
-        input_name = protocol.image_input(hints, metadata)
-        labels = await self._labels(model, int(metadata.outputs[0].shape[-1]))
-
-        async def one(image: ImageLike) -> Explanation:
-            def requests() -> list[pb.ModelInferRequest]:
-                return [explain.request(model, image, input_name, patch=patch, stride=stride,
-                                        target_class=target_class, png=png)
-                        for png in ((False, True) if with_png else (False,))]  # fmt: skip
-
-            asked = await asyncio.to_thread(requests)  # file reads
-            found = explain.parse(protocol.infer_outputs(await self._call("ModelInfer", asked[0])), labels)
-            if with_png:
-                png = explain.png_of(protocol.infer_outputs(await self._call("ModelInfer", asked[1])))
-                found = dataclasses.replace(found, png=png)
-            return found
-
-        return list(await asyncio.gather(*(one(image) for image in images)))
+        return await self._run(
+            self._operations.explain(
+                model, images, patch=patch, stride=stride, target_class=target_class, with_png=with_png
+            )
+        )
 
     async def segment(
         self, model: str, images: Sequence[ImageLike], *, with_mask: bool = True, min_score: float = 0.0
     ) -> list[Segmentation]:
         """As Client.segment; the images' requests run concurrently (the server batches those of one size)."""
-        config = await self.config(model)
-        hints = protocol.preprocessing(model, config)
-        if not protocol.takes_files(hints):
-            raise ValueError(f"model '{model}' takes no image files (preprocessing input_format); use infer()")
-        input_name = protocol.image_input(hints, await self.metadata(model))
-        labels = segment.labels(config)
-
-        async def one(image: ImageLike) -> Segmentation:
-            request = await asyncio.to_thread(segment.request, model, image, input_name, with_mask)  # file reads
-            return segment.parse(protocol.infer_outputs(await self._call("ModelInfer", request)), labels, min_score)
-
-        return list(await asyncio.gather(*(one(image) for image in images)))
+        return await self._run(self._operations.segment(model, images, with_mask=with_mask, min_score=min_score))
 
     async def stylize_png(self, model: str, images: Sequence[ImageLike]) -> list[bytes]:
         """As Client.stylize_png: one PNG per image at its own size; the images' requests run concurrently."""
-        config = await self.config(model)
-        output = stylize.output_name(model, config)
-        input_name = protocol.image_input(protocol.preprocessing(model, config), await self.metadata(model))
-
-        async def one(image: ImageLike) -> bytes:
-            request = await asyncio.to_thread(stylize.request, model, image, input_name, output)  # file reads
-            return stylize.png_of(protocol.infer_outputs(await self._call("ModelInfer", request)), output)
-
-        return list(await asyncio.gather(*(one(image) for image in images)))
+        return await self._run(self._operations.stylize_png(model, images))
 
     async def stylize(self, model: str, images: Sequence[ImageLike]) -> list[np.ndarray]:
         """As stylize_png(), decoded off the loop: uint8 RGB pixels [h, w, 3] per image."""
-        files = await self.stylize_png(model, images)
-        return await asyncio.to_thread(lambda: [np.asarray(open_image(png).convert("RGB")) for png in files])
+        return await self._run(self._operations.stylize(model, images))
 
 
-def _shared(
-    cache: dict[str, asyncio.Task[T]], key: str, fetch: Callable[[], Coroutine[Any, Any, T]]
-) -> asyncio.Future[T]:
-    """One fetch per key however many callers wait on it. A caller's cancellation leaves the fetch running for the
-    others (shield); a failed or cancelled fetch is dropped, so the next call asks again."""
-    task = cache.get(key)
-    if task is None:
-        task = cache[key] = asyncio.ensure_future(fetch())
-
-        def forget_failure(done: asyncio.Task[T]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                cache.pop(key, None)
-
-        task.add_done_callback(forget_failure)
-    return asyncio.shield(task)
+def _retrieve(done: asyncio.Task[Any]) -> None:
+    """A shared call's failure is its callers' to raise; retrieved here so that one whose callers all left is not
+    logged as never retrieved."""
+    if not done.cancelled():
+        done.exception()

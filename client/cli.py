@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cnnserve.client import images, segment
+from cnnserve.client import images
 from cnnserve.client.client import Client
+from cnnserve.client.core import segment
 from cnnserve.client.errors import ClientError
 
 

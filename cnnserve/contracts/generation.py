@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from cnnserve.contracts.layout import TASK_PARAMETER
+
 LATENT_INPUT = "latent"
 CLASS_INPUT = "class"
 IMAGES_OUTPUT = "images"
@@ -53,4 +55,4 @@ def default_truncation(parameters: Mapping[str, str]) -> float:
 
 
 def is_generator(parameters: Mapping[str, str]) -> bool:
-    return parameters.get("task") in TASKS
+    return parameters.get(TASK_PARAMETER) in TASKS

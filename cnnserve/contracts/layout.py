@@ -141,6 +141,18 @@ def _json(value: object) -> str:
     return json.dumps(value, default=repr)
 
 
+TASK_PARAMETER = "task"
+"""config parameter: what the model does ("classification", "segmentation", ...): picks the kind that serves it and
+tells a client which operations fit it."""
+PREPROCESSING_PARAMETER = "preprocessing"
+POSTPROCESSING_PARAMETER = "postprocessing"
+"""ModelConfig parameters the server publishes: config.json's blocks of the same names as JSON objects, so that
+clients read a model's recipe (input size, layout, scale; output range) instead of repeating it."""
+LABELS_PARAMETER = "labels"
+"""ModelConfig parameter the server publishes for a model with a labels file: its lines as a JSON list, index order.
+The classification extension names only a [batch, classes] output's classes; other outputs (per-pixel or per-box
+classes) index the same labels, so clients read them here."""
+
 OPTIONAL_OUTPUTS_PARAMETER = "optional_outputs"
 """config parameter: comma-separated outputs a request gets only when it names them (the server then computes only
 what a batch asked for)."""

@@ -11,18 +11,20 @@ A segmenter takes image pixels [n, C, H, W] in [0, 1] (H and W any multiple of `
 - `logits` FP32 [n, classes, H, W]: the per-pixel class scores. Optional (config parameter `optional_outputs`): a
   request gets it only when it names it, since it is `classes` times the mask's size in floats.
 
-Index 0 of the labels is the background, so the mask and `classes` index one labels file.
+Index 0 of the labels is the background, so the mask and `classes` index one labels file, which the server
+publishes as the ModelConfig parameter LABELS_PARAMETER.
 """
 
 from __future__ import annotations
 
-from cnnserve.contracts.layout import (  # any model may mark outputs optional; a segmenter does
+from cnnserve.contracts.layout import (  # any model may mark outputs optional or publish labels; a segmenter does
+    LABELS_PARAMETER,
     OPTIONAL_OUTPUTS_PARAMETER,
     optional_outputs,
     optional_outputs_parameter,
 )
 
-__all__ = ["OPTIONAL_OUTPUTS_PARAMETER", "optional_outputs", "optional_outputs_parameter"]
+__all__ = ["LABELS_PARAMETER", "OPTIONAL_OUTPUTS_PARAMETER", "optional_outputs", "optional_outputs_parameter"]
 
 BOXES = "boxes"
 SCORES = "scores"

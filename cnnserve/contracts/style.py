@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnserve.contracts.layout import TASK_PARAMETER
 from cnnserve.contracts.segmentation import STRIDE_PARAMETER
 
 INPUT = "images"
@@ -39,4 +40,4 @@ def postprocessing() -> dict[str, Any]:
 
 
 def parameters(stride: int) -> dict[str, str]:
-    return {"task": TASK, STRIDE_PARAMETER: str(stride), STYLE_IMAGE_PARAMETER: STYLE_IMAGE_FILE}
+    return {TASK_PARAMETER: TASK, STRIDE_PARAMETER: str(stride), STYLE_IMAGE_PARAMETER: STYLE_IMAGE_FILE}

@@ -18,7 +18,8 @@ from cnnserve.service.edge.browsers import allowed_hosts, host_check, post_check
 from cnnserve.service.edge.page_files import page_routes
 from cnnserve.service.edge.web import WebListener, start_listener
 from cnnserve.service.protocol.operations import AccessPolicy, Operation
-from cnnserve.service.protocol.rest import RestApi, Route, error_reply, errors_as_json
+from cnnserve.service.protocol.rest import RestApi, Route
+from cnnserve.service.protocol.rest_replies import error_reply, errors_as_json
 from cnnserve.service.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

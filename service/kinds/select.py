@@ -16,6 +16,7 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+from cnnserve.contracts import layout
 from cnnserve.service import kinds
 from cnnserve.service.errors import ModelLoadError
 from cnnserve.service.kinds.base import Kind
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 KIND_PARAMETER = "kind"
 """config parameter: the kind by name or dotted path; wins over `task`."""
-TASK_PARAMETER = "task"
 ENTRY_POINT_GROUP = "cnnserve.kinds"
 
 
@@ -59,7 +59,7 @@ def kind_class(spec: ModelSpec, config_path: Path) -> type[Kind]:
     named = parameters.get(KIND_PARAMETER)
     if named is not None:
         return _named(named, config_path)
-    task = parameters.get(TASK_PARAMETER)
+    task = parameters.get(layout.TASK_PARAMETER)
     if task is not None:
         found = built_in().get(task) or _plugin(task)
         if found is not None:

@@ -2,7 +2,7 @@
 
 The gRPC servicer and the REST endpoints only convert: a request into these arguments, the answer into their wire
 form. Answers are the generated protobuf messages (describe.py and statistics.py build them already): gRPC sends
-them as they are, REST renders them as Triton's JSON (rest.message_dict), so there is no third shape to keep in
+them as they are, REST renders them as Triton's JSON (rest_replies.message_dict), so there is no third shape to keep in
 step. Readiness is defined here and nowhere else; the health service and the metrics port ask it too.
 """
 

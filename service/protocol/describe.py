@@ -87,14 +87,17 @@ def model_config(spec: ModelSpec, provider: str, labels_file: str | None) -> pb.
     # Pre- and postprocessing hints travel as JSON in the config's parameters, so clients never repeat them.
     hints = {
         key: json.dumps(value)
-        for key, value in (("preprocessing", spec.preprocessing), ("postprocessing", spec.postprocessing))
+        for key, value in (
+            (layout.PREPROCESSING_PARAMETER, spec.preprocessing),
+            (layout.POSTPROCESSING_PARAMETER, spec.postprocessing),
+        )
         if value
     }
     # A range the config's own parameters state wins: it may describe a model whose recipe says nothing.
     # The labels too: the classification extension names only a [batch, classes] output's classes, and other
     # outputs (per-pixel or per-box classes) may index the same labels file.
     if spec.labels:
-        hints["labels"] = json.dumps(list(spec.labels))
+        hints[layout.LABELS_PARAMETER] = json.dumps(list(spec.labels))
     parameters = {**value_ranges(spec), **spec.parameters, **hints, "execution_provider": provider}
     for key, value in parameters.items():
         config.parameters[key].string_value = str(value)

@@ -10,7 +10,8 @@ A field cnnserve cannot honour is refused when it changes what the model answers
 ensembles, other platforms) and ignored with a note for the log when it only tunes how it runs (optimization, queue
 timeouts); docs/model-repository.md ("Bringing a Triton model folder") has the table. Our message reserves the
 numbers of the Triton fields cnnserve does not offer, so protobuf's parsers cannot read them: those are picked out by
-name first (for text, in a pass over the top-level fields with protobuf's own tokenizer) and refused or noted.
+name first (for text, by text_fields.py, in a pass over the top-level fields with protobuf's own tokenizer) and
+refused or noted.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.contracts import layout
 from cnnserve.contracts.datatypes import DATATYPES
 from cnnserve.service.errors import ModelLoadError
+from cnnserve.service.registry import text_fields
 
 FILE = layout.TRITON_CONFIG_FILE
 PLATFORMS = ("", layout.PLATFORM)
@@ -145,14 +147,14 @@ def read_text(text: str, where: Path, model_dir: Path) -> Translated:
     lines = text.split("\n")
     notes: list[str] = []
     try:
-        for name, start, end, empty in _top_level_fields(lines):
+        for name, start, end, empty in text_fields.top_level(lines):
             if name in _UNOFFERED:
                 if name in _PRESENCE_COUNTS or not empty:
                     _unoffered(name, where, notes, line=start[0] + 1)
-                _blank(lines, start, end)
+                text_fields.blank(lines, start, end)
         config = text_format.Parse("\n".join(lines), pb.ModelConfig())
     except text_format.ParseError as err:
-        raise ModelLoadError(f"{where}: {_located(err)}") from None
+        raise ModelLoadError(f"{where}: {text_fields.located(err)}") from None
     except RecursionError:
         raise ModelLoadError(f"{where}: cannot read it: nested too deeply") from None
     return _translate(config, where, model_dir, notes)
@@ -173,103 +175,6 @@ def _unoffered(name: str, where: Path, notes: list[str], line: int | None = None
         at = f" (line {line})" if line is not None else ""
         raise ModelLoadError(f"{where}: key '{name}'{at} is not supported: {why}")
     notes.append(f"{name}: ignored; {why}")
-
-
-def _located(err: text_format.ParseError) -> str:
-    """protobuf's 'L:C : message' as words."""
-    line, column = err.GetLine(), err.GetColumn()
-    message = str(err).split(" : ", 1)[-1] if line is not None else str(err)
-    return f"line {line}, column {column}: {message}" if line is not None else message
-
-
-Position = tuple[int, int]  # (line, column), from 0
-
-
-def _top_level_fields(lines: list[str]) -> list[tuple[str, Position, Position | None, bool]]:
-    """Each top-level field of the text: (name, where its name starts, where the next one starts (None: at the end),
-    whether it is empty: `[]` or `{}`). Values are skipped the way protobuf's parser skips an unknown field."""
-    tokenizer = text_format.Tokenizer(lines)
-    fields: list[tuple[str, Position, Position | None, bool]] = []
-    start = _here(tokenizer)
-    while not tokenizer.AtEnd():
-        name = tokenizer.ConsumeIdentifierOrNumber()
-        empty = _skip_value(tokenizer)
-        if not tokenizer.TryConsume(","):
-            tokenizer.TryConsume(";")
-        end = None if tokenizer.AtEnd() else _here(tokenizer)
-        fields.append((name, start, end, empty))
-        if end is not None:
-            start = end
-    return fields
-
-
-def _here(tokenizer: text_format.Tokenizer) -> Position:
-    error = _error(tokenizer, "")  # the tokenizer's public word on where its current token starts
-    return (error.GetLine() or 1) - 1, (error.GetColumn() or 1) - 1
-
-
-def _skip_value(tokenizer: text_format.Tokenizer) -> bool:
-    """Skips `: scalar`, `[list]` or `{message}` (the colon optional before the last two); True when it is `[]` or
-    `{}`."""
-    colon = tokenizer.TryConsume(":")
-    if tokenizer.TryConsume("["):
-        if tokenizer.TryConsume("]"):
-            return True
-        while True:
-            if tokenizer.LookingAt("{") or tokenizer.LookingAt("<"):
-                _skip_message(tokenizer)
-            else:
-                _skip_scalar(tokenizer)
-            if tokenizer.TryConsume("]"):
-                return False
-            tokenizer.Consume(",")
-    if tokenizer.LookingAt("{") or tokenizer.LookingAt("<"):
-        return _skip_message(tokenizer)
-    if not colon:
-        raise _error(tokenizer, 'Expected ":".')
-    _skip_scalar(tokenizer)
-    return False
-
-
-def _skip_message(tokenizer: text_format.Tokenizer) -> bool:
-    """Skips `{...}` or `<...>`; True when it holds no field."""
-    close = ">" if tokenizer.TryConsume("<") else "}"
-    if close == "}":
-        tokenizer.Consume("{")
-    if tokenizer.TryConsume(close):
-        return True
-    while not tokenizer.TryConsume(close):
-        if tokenizer.AtEnd():
-            raise _error(tokenizer, f'Expected "{close}".')
-        tokenizer.ConsumeIdentifierOrNumber()
-        _skip_value(tokenizer)
-        if not tokenizer.TryConsume(","):
-            tokenizer.TryConsume(";")
-    return False
-
-
-def _skip_scalar(tokenizer: text_format.Tokenizer) -> None:
-    if not (
-        tokenizer.TryConsumeByteString()
-        or tokenizer.TryConsumeIdentifier()
-        or tokenizer.TryConsumeInteger()
-        or tokenizer.TryConsumeFloat()
-    ):
-        raise _error(tokenizer, f"Invalid field value: {tokenizer.token}")
-
-
-def _error(tokenizer: text_format.Tokenizer, message: str) -> text_format.ParseError:
-    """A ParseError at the current token (types-protobuf types its text as a Message)."""
-    return tokenizer.ParseError(message)  # type: ignore[arg-type]
-
-
-def _blank(lines: list[str], start: Position, end: Position | None) -> None:
-    """Spaces over a field's text, so the parser's line and column numbers stay the file's."""
-    (first, column), (last, stop) = start, end or (len(lines) - 1, len(lines[-1]))
-    for index in range(first, last + 1):
-        line = lines[index]
-        begin, finish = (column if index == first else 0), (stop if index == last else len(line))
-        lines[index] = line[:begin] + " " * (finish - begin) + line[finish:]
 
 
 # -- translating ------------------------------------------------------------------------------------------------------

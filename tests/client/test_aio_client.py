@@ -10,6 +10,8 @@ import grpc
 import numpy as np
 import pytest
 
+from cnnserve.api import grpc_service_pb2 as pb
+from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
 from cnnserve.client import images
 from cnnserve.client.aio_client import AsyncClient
 from cnnserve.client.client import Client
@@ -147,3 +149,22 @@ def test_files_or_tensors_and_png_output_match_the_sync_client(server: ServerThr
     ranked, pngs = asyncio.run(run())
     assert [r[0][0] for r in ranked] == [e[0][0] for e in expected]
     assert pngs == expected_pngs and all(png.startswith(b"\x89PNG") for png in pngs)
+
+
+def test_concurrent_first_calls_share_one_label_probe(server: ServerThread, tmp_path: Path) -> None:
+    """Six classify calls at once from a fresh client: six requests and one label probe reach the model (the
+    labels cache lives in the core, the call in flight is shared by the asyncio shell)."""
+    paths, _ = write_images(tmp_path, 6)
+
+    async def classify_apart() -> None:
+        async with AsyncClient(server.grpc_address) as client:
+            await asyncio.gather(*(client.classify("classifier", [path], top_k=1) for path in paths))
+
+    asyncio.run(classify_apart())
+    channel = grpc.insecure_channel(server.grpc_address)
+    try:
+        request = pb.ModelStatisticsRequest(name="classifier")
+        [stats] = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(request, timeout=10).model_stats
+    finally:
+        channel.close()
+    assert stats.inference_stats.success.count == len(paths) + 1

@@ -16,8 +16,8 @@ from tritonclient.utils import InferenceServerException
 
 from cnnserve.api import grpc_service_pb2 as pb
 from cnnserve.api import grpc_service_pb2_grpc as pb_grpc
-from cnnserve.client import protocol
 from cnnserve.client.client import Client
+from cnnserve.client.core import tensors
 from cnnserve.contracts import generation
 from tests import onnx_models
 from tests.conftest import ServerThread, loopback_settings
@@ -38,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
 
 
 def _request(model: str, latent: np.ndarray, classes: np.ndarray, truncation: object = None) -> pb.ModelInferRequest:
-    request = protocol.infer_request(model, {"latent": latent, "class": classes})
+    request = tensors.infer_request(model, {"latent": latent, "class": classes})
     if isinstance(truncation, str):
         request.parameters["truncation"].string_param = truncation
     elif truncation is not None:
@@ -67,7 +67,7 @@ def test_truncation_scales_each_request_by_its_own_factor(server: ServerThread) 
 
         def call(factor: float) -> np.ndarray:
             reply = stub.ModelInfer(_request("cgen", latent, classes, factor))
-            return protocol.infer_outputs(reply)["images"]
+            return tensors.infer_outputs(reply)["images"]
 
         with ThreadPoolExecutor(len(factors)) as pool:  # concurrent: they may share batches
             answers = list(pool.map(call, factors))
@@ -80,8 +80,8 @@ def test_default_truncation_applies_when_a_request_names_none(server: ServerThre
     latent, classes = _latent(3, 6), np.array([1, 2, 3], np.int64)
     with grpc.insecure_channel(server.grpc_address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        default = protocol.infer_outputs(stub.ModelInfer(_request("cgen_half", latent, classes)))["images"]
-        full = protocol.infer_outputs(stub.ModelInfer(_request("cgen_half", latent, classes, 1.0)))["images"]
+        default = tensors.infer_outputs(stub.ModelInfer(_request("cgen_half", latent, classes)))["images"]
+        full = tensors.infer_outputs(stub.ModelInfer(_request("cgen_half", latent, classes, 1.0)))["images"]
     np.testing.assert_allclose(default, onnx_models.conditional_generator_reference(latent * 0.5, classes), atol=1e-6)
     np.testing.assert_allclose(full, onnx_models.conditional_generator_reference(latent, classes), atol=1e-6)
 
@@ -118,7 +118,7 @@ def test_bad_truncation_is_invalid_argument(server: ServerThread, bad: object) -
 
 def test_truncation_on_a_model_that_is_not_a_generator_is_refused(server: ServerThread) -> None:
     images = np.zeros((1, 1, 4, 4), np.float32)
-    request = protocol.infer_request("classifier", {"images": images}, parameters={"truncation": 0.5})
+    request = tensors.infer_request("classifier", {"images": images}, parameters={"truncation": 0.5})
     with grpc.insecure_channel(server.grpc_address) as channel, pytest.raises(grpc.RpcError) as refused:
         pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -8,31 +8,35 @@ the PNG that comes back has the file's own width and height.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.client import images, protocol
-from cnnserve.contracts import style
+from cnnserve.client import images
+from cnnserve.client.core import hints, tensors
+from cnnserve.contracts import layout, style
 
 
 def output_name(model: str, config: pb.ModelConfig) -> str:
     """The style model's image output (postprocessing `output`); ValueError for a model of another kind."""
-    task = config.parameters["task"].string_value if "task" in config.parameters else ""
-    post = protocol.json_parameter(config, "postprocessing")
+    task = hints.string_parameter(config, layout.TASK_PARAMETER)
+    post = hints.json_parameter(config, layout.POSTPROCESSING_PARAMETER)
     if task != style.TASK or "output" not in post:
         raise ValueError(f"model '{model}' is not a style model (parameter task {task!r}, want {style.TASK!r})")
     return str(post["output"])
 
 
 def request(model: str, image: images.ImageLike, input_name: str, output: str) -> pb.ModelInferRequest:
-    """One image as a file, its stylised version asked for as a PNG file."""
-    files = np.empty(1, dtype=object)
-    files[0] = images.encoded(image)
-    return protocol.infer_request(model, {input_name: files}, (output,), parameters=protocol.PNG_PARAMETERS)
+    """One image as a file, its stylised version asked for as a PNG file. Reads a file."""
+    files = tensors.image_files([image])
+    return tensors.infer_request(model, {input_name: files}, (output,), parameters=tensors.PNG_PARAMETERS)
 
 
-def png_of(outputs: Mapping[str, Any], output: str) -> bytes:
+def png_of(outputs: Mapping[str, np.ndarray], output: str) -> bytes:
     """The PNG file of a one-item reply."""
     return bytes(np.asarray(outputs[output]).reshape(-1)[0])
+
+
+def decoded(files: list[bytes]) -> list[np.ndarray]:
+    """PNG files -> uint8 RGB pixels [h, w, 3] each."""
+    return [np.asarray(images.open_image(png).convert("RGB")) for png in files]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.client import images, protocol
+from cnnserve.client import images
+from cnnserve.client.core import tensors
 from cnnserve.contracts import features, wire
 
 OUTPUTS = (features.EXPLANATION_OUTPUT, features.EXPLAINED_CLASS_OUTPUT)
@@ -45,11 +46,13 @@ def request(
     target_class: int | None = None,
     png: bool = False,
 ) -> pb.ModelInferRequest:
-    """One image as a file, asking for its explanation alone (the model's own outputs are not computed for it)."""
-    files = np.empty(1, dtype=object)
-    files[0] = images.encoded(image)
-    message = protocol.infer_request(
-        model, {input_name: files}, OUTPUTS, parameters={features.EXPLAIN_PARAMETER: features.EXPLAIN_METHODS[0]}
+    """One image as a file, asking for its explanation alone (the model's own outputs are not computed for it); with
+    png, the heatmap drawn over the image as a PNG file instead of numbers. Reads a file."""
+    message = tensors.infer_request(
+        model,
+        {input_name: tensors.image_files([image])},
+        OUTPUTS,
+        parameters={features.EXPLAIN_PARAMETER: features.EXPLAIN_METHODS[0]},
     )
     for key, value in ((features.PATCH_PARAMETER, patch), (features.STRIDE_PARAMETER, stride),
                        (features.TARGET_CLASS_PARAMETER, target_class)):  # fmt: skip

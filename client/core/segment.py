@@ -16,12 +16,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnserve.api import grpc_service_pb2 as pb
-from cnnserve.client import images, protocol
+from cnnserve.client import images
+from cnnserve.client.core import tensors
 from cnnserve.contracts import imaging, segmentation
 
 BOX_OUTPUTS = (segmentation.BOXES, segmentation.SCORES, segmentation.CLASSES)
-LABELS_PARAMETER = "labels"
-"""ModelConfig parameter holding the labels file as a JSON list, where the server publishes it."""
 
 
 @dataclass(frozen=True)
@@ -48,19 +47,17 @@ class Segmentation:
 
 
 def labels(config: pb.ModelConfig) -> tuple[str, ...]:
-    """The labels a segmenter's config publishes (parameter "labels", a JSON list); () when it publishes none."""
-    if LABELS_PARAMETER not in config.parameters:
+    """The labels a segmenter's config publishes (LABELS_PARAMETER, a JSON list); () when it publishes none."""
+    if segmentation.LABELS_PARAMETER not in config.parameters:
         return ()
-    return tuple(str(label) for label in json.loads(config.parameters[LABELS_PARAMETER].string_value))
+    return tuple(str(label) for label in json.loads(config.parameters[segmentation.LABELS_PARAMETER].string_value))
 
 
 def request(model: str, image: images.ImageLike, input_name: str, with_mask: bool) -> pb.ModelInferRequest:
     """One image as a file (the server pads it and maps the answer back to its pixels), asking for the boxes and,
-    with_mask, the mask; never the logits, which would cost classes x the mask's size on the wire."""
-    files = np.empty(1, dtype=object)
-    files[0] = images.encoded(image)
+    with_mask, the mask; never the logits, which would cost classes x the mask's size on the wire. Reads a file."""
     outputs = (*BOX_OUTPUTS, segmentation.MASK) if with_mask else BOX_OUTPUTS
-    return protocol.infer_request(model, {input_name: files}, outputs)
+    return tensors.infer_request(model, {input_name: tensors.image_files([image])}, outputs)
 
 
 def parse(outputs: Mapping[str, np.ndarray], label_names: Sequence[str], min_score: float = 0.0) -> Segmentation:
