@@ -35,8 +35,7 @@ from cnnserve.training.runs import start, write_json
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_JUDGE = "digits_cnn"  # the classifier kind's default model: it judges GANs of digits
-JUDGE_KIND = "classifier"  # the kind that trains the judge when the repository lacks it
+JUDGE_KIND = "classifier"  # its default model (digits_cnn) judges GANs of digits, trained when the repository lacks it
 
 
 def find_judge(options: GanOptions) -> Judge | None:
@@ -47,14 +46,15 @@ def find_judge(options: GanOptions) -> Judge | None:
     if options.dataset != DIGITS:
         logger.warning("no --judge for dataset=%s: the GAN report card has no thresholds", options.dataset)
         return None
-    path = latest_model(options.repository, DEFAULT_JUDGE)
+    classifier = built_in()[JUDGE_KIND]
+    judge = classifier.defaults[0].name  # named once, by the kind that trains it
+    path = latest_model(options.repository, judge)
     if path is None:
-        logger.info("judge %s missing in %s: training it first", DEFAULT_JUDGE, options.repository)
-        classifier = built_in()[JUDGE_KIND]
-        classifier.run(classifier.options(repository=options.repository, name=DEFAULT_JUDGE, seed=options.seed,
+        logger.info("judge %s missing in %s: training it first", judge, options.repository)
+        classifier.run(classifier.options(repository=options.repository, name=judge, seed=options.seed,
                                           device=options.device, threads=options.threads,
                                           dry_run=options.dry_run))  # fmt: skip
-        path = latest_model(options.repository, DEFAULT_JUDGE)
+        path = latest_model(options.repository, judge)
         assert path is not None  # just published; not a user error
     return Judge(path)
 
