@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
+from cnnserve.contracts.imaging import read_image
 from cnnserve.training.image_sources import (
     DIGITS,
     VAL_FRACTION,
@@ -100,8 +100,7 @@ def _class_folder(root: Path, classes: list[tuple[str, list[Path]]], model: Sour
 
 def _decode(path: Path, model: SourceModel) -> npt.NDArray[np.float32]:
     try:
-        with Image.open(path) as image:
-            return model.recipe.tensor(image)
+        return model.recipe.tensor(read_image(path))  # the recipe the server applies to the same file
     except OSError as err:
         raise VariantError(f"cannot read image {path}: {err}") from None
 
